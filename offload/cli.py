@@ -1,0 +1,225 @@
+"""The `offload` command line: one program, subcommands, --json on everything that reports."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__, lab as lab_mod, netns, profiles as profiles_mod
+from .errors import Exit, OffloadError, UsageError
+
+
+class _LazyConsole:
+    """rich is imported only when something is printed for a human (the --json path skips it)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr, self._console = stderr, None
+
+    def __getattr__(self, name):
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # Piped output keeps whole table rows (rich would otherwise wrap at 80 columns).
+            self._console = Console(stderr=self._stderr, highlight=False,
+                                    width=None if stream.isatty() else 220)
+        return getattr(self._console, name)
+
+
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
+
+
+def _emit_json(data) -> None:
+    # Indented for a person at a terminal; compact (and faster) for pipes and programs.
+    click.echo(json.dumps(data, indent=2 if sys.stdout.isatty() else None))
+
+
+def handles_errors(fn):
+    """Turn OffloadError (and permission errors from the kernel) into a message and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OffloadError as e:
+            from rich.markup import escape
+
+            err.print(f"[red]offload: error:[/] {escape(e.message)}")
+            if e.hint:
+                err.print(f"  hint: {escape(e.hint)}")
+            sys.exit(int(e.exit_code))
+        except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
+            err.print(f"[red]offload: error:[/] the kernel refused: {e.strerror or e}; "
+                      "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)")
+            sys.exit(int(Exit.PRIVILEGE))
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
+            if os.environ.get("OFFLOAD_DEBUG"):
+                traceback.print_exc()
+            err.print(f"[red]offload: internal error:[/] {type(e).__name__}: {e} "
+                      "(set OFFLOAD_DEBUG=1 for the traceback)")
+            sys.exit(int(Exit.INTERNAL))
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="offload")
+def main() -> None:
+    """Put XDP programs on network interfaces in the best mode each supports."""
+
+
+@main.command()
+@click.argument("interfaces", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema_version 1).")
+@click.option("-v", "--verbose", is_flag=True, help="Everything known about each interface.")
+@click.option("--netns", "ns", metavar="NS", help="Probe inside network namespace NS (default: the current one).")
+@click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Driver profiles directory (default: drivers_profiles/, or $OFFLOAD_PROFILES).")
+@click.option("--facts", is_flag=True,
+              help="Print the raw facts the decisions use (JSON; the format of tests/fixtures).")
+@handles_errors
+def probe(interfaces, as_json, verbose, ns, profiles_dir, facts) -> None:
+    """What XDP and offload each interface supports, and which mode offload would use."""
+    from .probe import collect, facts_document, probe as run_probe
+
+    if ns is not None:
+        _require_root_for_netns()
+    with netns.inside(ns):
+        if facts:
+            _emit_json(facts_document(*collect(list(interfaces) or None)))
+            return
+        report = run_probe(list(interfaces) or None, profiles_dir)
+    if as_json:
+        _emit_json(report)
+        return
+    from . import render
+
+    (render.probe_detail if verbose else render.probe_table)(report, out)
+
+
+def _require_root_for_netns() -> None:
+    from .privileges import CAP_SYS_ADMIN, require
+
+    require(CAP_SYS_ADMIN, action="entering another network namespace (--netns)")
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Validate every profile; exit 1 if any is malformed.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path))
+@handles_errors
+def profiles(check, as_json, profiles_dir) -> None:
+    """List the driver profiles (and validate them with --check)."""
+    profs, problems = profiles_mod.load(profiles_dir)
+    rows = []
+    for drv, p in sorted(profs.items()):
+        x = p.data["xdp"]
+        cell = lambda k: (x[k].get("since") if x[k].get("supported") else "-")  # noqa: E731
+        rows.append({"driver": drv, "native": cell("native"), "zero_copy": cell("zero_copy"),
+                     "hw_offload": cell("hw_offload"), "multi_buffer": cell("multi_buffer"),
+                     "native_mtu_max": (p.limit("native_mtu_max") or {}).get("value"), "file": p.path})
+    if as_json:
+        _emit_json({"profiles": rows, "problems": [vars(pr) for pr in problems]})
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"driver profiles ({len(rows)} valid)")
+        for c in ("driver", "native", "zero_copy", "hw_offload", "multi_buffer", "native_mtu_max"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in
+                        ("driver", "native", "zero_copy", "hw_offload", "multi_buffer", "native_mtu_max")))
+        out.print(t)
+        for pr in problems:
+            err.print(f"[yellow]warning:[/] {pr}", markup=False)
+    if check and problems:
+        sys.exit(int(Exit.FAILED))
+
+
+@main.group()
+def lab() -> None:
+    """Veth labs to try offload without hardware (each in its own network namespace)."""
+
+
+@lab.command("up")
+@click.option("--name", default="demo", show_default=True, help="Lab name: 1-8 lowercase letters/digits.")
+@click.option("--pairs", default=1, show_default=True, type=int, help="Number of veth pairs.")
+@click.option("--mtu", default=1500, show_default=True, type=int, help="MTU of every veth.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def lab_up(name, pairs, mtu, as_json) -> None:
+    """Create a lab: namespace offload-lab-NAME with veth pairs NAME-aI <-> NAME-bI."""
+    made = lab_mod.up(name, pairs, mtu)
+    if as_json:
+        _emit_json(made.to_dict())
+    else:
+        out.print(f"lab {made.name}: namespace {made.netns}, {len(made.pairs)} veth pair(s) at MTU {mtu}: "
+                  + ", ".join(f"{p.a}<->{p.b}" for p in made.pairs[:8]) + (" ..." if len(made.pairs) > 8 else ""))
+        out.print(f"probe it: offload probe --netns {made.netns}    remove it: offload lab down {made.name}")
+
+
+@lab.command("down")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Remove every lab.")
+@handles_errors
+def lab_down(names, all_) -> None:
+    """Remove labs and everything in them (idempotent)."""
+    if all_:
+        names = tuple(lab.name for lab in lab_mod.list_labs())
+    elif not names:
+        raise UsageError("name the lab(s) to remove, or --all")
+    for n in names:
+        removed = lab_mod.down(n)
+        out.print(f"lab {n}: {'removed' if removed else 'not present (nothing to do)'}")
+
+
+@lab.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def lab_list(as_json) -> None:
+    """Show the labs that exist."""
+    labs = lab_mod.list_labs()
+    if as_json:
+        _emit_json({"labs": [x.to_dict() for x in labs]})
+        return
+    if not labs:
+        out.print("no labs")
+    for x in labs:
+        out.print(f"{x.name}: namespace {x.netns}, {len(x.pairs)} pair(s), MTU {x.mtu}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True)
+@handles_errors
+def demo(as_json, verbose) -> None:
+    """Build a lab (a pair at MTU 1500, a pair at 9000), probe it, show the result, remove the lab."""
+    from .probe import probe as run_probe
+
+    name = f"demo{os.getpid() % 10000}"
+    made = lab_mod.up(name, pairs=2, mtus=[1500, 9000])
+    try:
+        with netns.inside(made.netns):
+            report = run_probe()
+    finally:
+        lab_mod.down(name)
+    if as_json:
+        _emit_json(report)
+        return
+    out.print(f"[dim]lab {name} (namespace {made.netns}) built, probed and removed[/]")
+    from . import render
+
+    (render.probe_detail if verbose else render.probe_table)(report, out)
+
+
+if __name__ == "__main__":
+    main()

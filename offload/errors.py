@@ -1,0 +1,42 @@
+"""Errors the CLI turns into one clear message and a distinct exit code (never a traceback)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """Exit codes of every `offload` subcommand; documented in the README."""
+
+    OK = 0
+    FAILED = 1          # the operation ran and failed (e.g. a check found problems)
+    USAGE = 2           # bad input: unknown interface, malformed argument
+    PRIVILEGE = 3       # not root / missing CAP_NET_ADMIN or CAP_BPF
+    ENVIRONMENT = 4     # the kernel or host lacks something needed (bpffs, netns support, ...)
+    INTERNAL = 70       # a bug: unexpected exception
+
+
+class OffloadError(Exception):
+    """An error with a message for the operator: what failed, on which device, and what to do."""
+
+    exit_code: Exit = Exit.FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(OffloadError):
+    exit_code = Exit.USAGE
+
+
+class PrivilegeError(OffloadError):
+    exit_code = Exit.PRIVILEGE
+
+
+class EnvironmentProblem(OffloadError):
+    exit_code = Exit.ENVIRONMENT

@@ -1,0 +1,206 @@
+"""The prober on a real veth lab, compared with independent ground truth: iproute2's JSON,
+ethtool -i / -k, a raw netlink dump of the netdev family, and the kernel's own refusal."""
+
+import json
+import socket
+import struct
+
+import pytest
+from lib.helpers import OFFLOAD, need_tool
+from lib.env import NetEnv
+
+pytestmark = pytest.mark.root
+
+
+ETHTOOL_LEGACY = {
+    "rx-checksum": "rx-checksumming", "rx-gro": "generic-receive-offload", "rx-vlan-hw-parse": "rx-vlan-offload",
+    "tx-vlan-hw-insert": "tx-vlan-offload", "rx-ntuple-filter": "ntuple-filters", "rx-hashing": "receive-hashing",
+}
+
+
+def probe_json(env: NetEnv, *names: str, netns=None) -> dict:
+    ns = env.netns if netns is None else netns
+    return env.json_cmd(OFFLOAD, "probe", "--json", *names, netns=ns)
+
+
+def by_name(report: dict) -> dict:
+    return {i["name"]: i for i in report["interfaces"]}
+
+
+def raw_netdev_dump() -> dict[int, int]:
+    """ifindex -> xdp-features mask, read with a bare netlink socket (no pyroute2)."""
+    ctrl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
+    name = b"netdev\0"
+    attr = struct.pack("=HH", 4 + len(name), 2) + name + b"\0" * (-len(name) % 4)  # CTRL_ATTR_FAMILY_NAME
+    ctrl.send(struct.pack("=IHHII", 20 + len(attr), 0x10, 1, 1, 0) + struct.pack("=BBH", 3, 1, 0) + attr)
+    data = ctrl.recv(65536)
+    fam = None
+    off = 20
+    while off < len(data):
+        ln, typ = struct.unpack_from("=HH", data, off)
+        if typ == 1:  # CTRL_ATTR_FAMILY_ID
+            fam = struct.unpack_from("=H", data, off + 4)[0]
+        off += (ln + 3) & ~3
+    ctrl.close()
+    assert fam, "netdev family not found"
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)
+    s.send(struct.pack("=IHHII", 20, fam, 0x301, 1, 0) + struct.pack("=BBH", 1, 1, 0))
+    out: dict[int, int] = {}
+    while True:
+        data = s.recv(65536)
+        off = 0
+        while off < len(data):
+            ln, typ = struct.unpack_from("=IH", data, off)
+            if typ == 3:  # NLMSG_DONE
+                s.close()
+                return out
+            a, ifindex, mask = off + 20, None, 0
+            while a < off + ln:
+                alen, atyp = struct.unpack_from("=HH", data, a)
+                if atyp == 1:
+                    ifindex = struct.unpack_from("=I", data, a + 4)[0]
+                elif atyp == 3:
+                    mask = struct.unpack_from("=Q", data, a + 4)[0]
+                a += (alen + 3) & ~3
+            out[ifindex] = mask
+            off += (ln + 3) & ~3
+
+
+def test_probe_matches_iproute2(env):
+    report = by_name(probe_json(env))
+    truth = {d["ifname"]: d for d in env.json_cmd("ip", "-d", "-j", "link", "show")}
+    assert set(report) == set(truth)
+    for name, t in truth.items():
+        r = report[name]
+        assert r["ifindex"] == t["ifindex"]
+        assert r["mtu"] == t["mtu"]
+        assert r["min_mtu"] == t.get("min_mtu") and r["max_mtu"] == t.get("max_mtu")
+        assert r["state"]["oper_state"] == t["operstate"]
+        assert r["state"]["admin_up"] == ("UP" in t["flags"])
+        assert r["queues"] == {"rx": t["num_rx_queues"], "tx": t["num_tx_queues"]}
+        kind = t.get("linkinfo", {}).get("info_kind")
+        if kind:
+            assert r["kind"] == kind
+        assert r["xdp"]["attached"] == []
+    if env.kind == "veth":
+        a = report[env.ifname]
+        assert a["kind"] == "veth" and a["peer"]["name"] == env.peer and a["peer"]["mtu"] == report[env.peer]["mtu"]
+
+
+def test_probe_matches_ethtool(env):
+    need_tool("ethtool")
+    report = by_name(probe_json(env, env.ifname))
+    r = report[env.ifname]
+    info = dict(line.split(": ", 1) for line in env.cmd("ethtool", "-i", env.ifname).stdout.splitlines()
+                if ": " in line)
+    assert r["driver"] == info["driver"]
+    assert (r["driver_version"] or "") == info.get("version", "")
+    assert (r["firmware_version"] or "") == info.get("firmware-version", "")
+    if info.get("bus-info"):
+        assert r["bus_info"] == info["bus-info"]
+    feats = {}
+    for line in env.cmd("ethtool", "-k", env.ifname).stdout.splitlines()[1:]:
+        name, _, rest = line.strip().partition(": ")
+        feats[name] = rest
+    for kernel_name, legacy in ETHTOOL_LEGACY.items():  # ethtool -k prints older names for these
+        if legacy in feats:
+            feats[kernel_name] = feats[legacy]
+    assert r["features"], "no relevant feature reported"
+    for name, state in r["features"].items():
+        assert feats[name].startswith("on" if state["active"] else "off"), name
+        assert state["fixed"] == ("[fixed]" in feats[name]), name
+    # and the python `ethtool` module, a third implementation of GDRVINFO
+    ethtool = pytest.importorskip("ethtool")
+    from offload import netns
+    with netns.inside(env.netns):
+        assert ethtool.get_module(env.ifname) == r["driver"]
+
+
+def test_probe_matches_raw_netdev_dump(env):
+    from offload import netns
+    with netns.inside(env.netns):
+        masks = raw_netdev_dump()
+    from offload.netlink.genl import xdp_feature_names
+    report = probe_json(env)
+    assert report["host"]["netdev_family"] is True
+    for i in report["interfaces"]:
+        assert i["xdp"]["features"] == xdp_feature_names(masks[i["ifindex"]]), i["name"]
+    if env.kind == "veth":
+        assert "basic" in by_name(report)[env.ifname]["xdp"]["features"]
+
+
+def test_veth_at_9000_reason_agrees_with_the_kernel(env, xdp_pass_obj):
+    lab = env.make_lab(pairs=1, mtus=[9000])
+    a, b = lab.pairs[0].a, lab.pairs[0].b
+    r = by_name(probe_json(env, a, netns=lab.netns))[a]
+    native = r["modes"]["native"]
+    assert native["status"] == "blocked"
+    assert "3506" in native["reason"] and "9000" in native["reason"] and b in native["reason"]
+    assert r["recommended"]["mode"] == "generic"
+    # The kernel refuses a frags-less program at that MTU, in its own words...
+    res = env.cmd("ip", "link", "set", "dev", a, "xdpdrv", "obj", str(xdp_pass_obj), "sec", "xdp",
+                  netns=lab.netns, check=False)
+    assert res.returncode != 0 and "Peer MTU is too large to set XDP" in res.stderr
+    # ...and takes it at the limit the probe names; the probe then shows it attached.
+    env.cmd("ip", "link", "set", "dev", b, "mtu", "3506", netns=lab.netns)
+    assert by_name(probe_json(env, a, netns=lab.netns))[a]["modes"]["native"]["status"] == "supported"
+    env.cmd("ip", "link", "set", "dev", a, "xdpdrv", "obj", str(xdp_pass_obj), "sec", "xdp", netns=lab.netns)
+    truth = env.json_cmd("ip", "-d", "-j", "link", "show", a, netns=lab.netns)[0]["xdp"]
+    r = by_name(probe_json(env, a, netns=lab.netns))[a]
+    assert r["xdp"]["attached"] == [{"mode": "native", "prog_id": truth["prog"]["id"], "name": "xdp_pass"}]
+    # With a native program on, generic is blocked by the kernel's exclusivity rule.
+    assert r["modes"]["generic"]["status"] == "blocked"
+    res = env.cmd("ip", "link", "set", "dev", a, "xdpgeneric", "obj", str(xdp_pass_obj), "sec", "xdp",
+                  netns=lab.netns, check=False)
+    assert res.returncode != 0
+
+
+def test_probe_verbose_and_table(env):
+    table = env.cmd(OFFLOAD, "probe").stdout
+    assert env.ifname in table and "native" in table
+    detail = env.cmd(OFFLOAD, "probe", "-v", env.ifname).stdout
+    assert "recommended: native" in detail and "xdp-features" in detail
+
+
+def test_unknown_interface_exits_2(env):
+    res = env.cmd(OFFLOAD, "probe", "nosuch0", check=False)
+    assert res.returncode == 2
+    assert "nosuch0" in res.stderr and "Traceback" not in res.stderr + res.stdout
+
+
+def test_probe_netns_option_equals_ip_netns_exec(env):
+    inside = probe_json(env)
+    outside = env.json_cmd(OFFLOAD, "probe", "--json", "--netns", env.netns, netns=None)
+    strip = lambda r: [(i["name"], i["ifindex"], i["recommended"]["mode"]) for i in r["interfaces"]]  # noqa: E731
+    assert strip(inside) == strip(outside)
+
+
+def test_probe_spawns_no_processes(env, monkeypatch):
+    import subprocess
+
+    from offload import netns
+    from offload.probe import probe
+
+    def refuse(*a, **k):
+        raise AssertionError("the probe must not start processes")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    lab = env.make_lab(pairs=20)
+    with netns.inside(lab.netns):
+        report = probe()
+    assert len(report["interfaces"]) == 41
+
+
+def test_bad_profile_is_a_warning_and_the_rest_works(env, tmp_path):
+    import shutil
+    from lib.helpers import ROOT
+    for f in (ROOT / "drivers_profiles").glob("*.yaml"):
+        shutil.copy(f, tmp_path)
+    (tmp_path / "veth.yaml").write_text("driver: veth\nxdp: {native: {supported: maybe}}\n")
+    res = env.cmd(OFFLOAD, "probe", "--json", "--profiles", str(tmp_path), env.ifname)
+    report = json.loads(res.stdout)
+    assert any("veth.yaml" in w and "xdp.native.supported" in w for w in report["warnings"])
+    (iface,) = report["interfaces"]
+    assert iface["profile"] is None
+    # the kernel's own answer still stands
+    assert iface["modes"]["native"]["status"] == "supported" and iface["recommended"]["mode"] == "native"

@@ -1,0 +1,74 @@
+"""The one place tests get devices from, after the kernel's net selftests (lib/py/env.py).
+
+- default: a veth lab in its own network namespace, made for the test and removed after it;
+- a real NIC pair: OFFLOAD_TEST_NETIF (and optionally OFFLOAD_TEST_PEER) name interfaces of the
+  current namespace, so the same tests run on a SmartNIC; nothing is created or removed then;
+- netdevsim: in the real-kernel VM lane (OFFLOAD_TEST_NETDEVSIM=1), a netdevsim port.
+
+Cleanup is structural: everything made is registered on a defer stack when it is made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from offload import lab
+
+
+def unique_name() -> str:
+    return "t" + secrets.token_hex(3)          # 7 chars: fits lab names and IFNAMSIZ
+
+
+@dataclass
+class NetEnv:
+    kind: str                     # "veth" | "real"
+    netns: str | None             # namespace holding the interfaces (None: the current one)
+    ifname: str
+    peer: str | None
+    _defer: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_environment(cls) -> "NetEnv":
+        real = os.environ.get("OFFLOAD_TEST_NETIF")
+        if real:
+            return cls("real", None, real, os.environ.get("OFFLOAD_TEST_PEER"))
+        env = cls("veth", None, "", None)
+        made = env.make_lab(pairs=1)
+        env.netns, env.ifname, env.peer = made.netns, made.pairs[0].a, made.pairs[0].b
+        return env
+
+    def make_lab(self, pairs: int = 1, mtus: list[int] | None = None) -> lab.Lab:
+        """A further veth lab, removed with this environment."""
+        name = unique_name()
+        made = lab.up(name, pairs=pairs, mtus=mtus)
+        self._defer.callback(lab.down, name)
+        return made
+
+    def defer(self, fn, *args, **kwargs) -> None:
+        self._defer.callback(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        self._defer.close()
+
+    def __enter__(self) -> "NetEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- running things where the devices are -------------------------------------------------------
+    def cmd(self, *argv: str, netns: str | None = "__env__", check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        ns = self.netns if netns == "__env__" else netns
+        full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+        return subprocess.run(full, capture_output=True, text=True, check=check, timeout=120,
+                              env={**os.environ, **(env or {})})
+
+    def json_cmd(self, *argv: str, netns: str | None = "__env__"):
+        return json.loads(self.cmd(*argv, netns=netns).stdout)

@@ -1,0 +1,29 @@
+"""Shared test helpers: paths, fixture loading, tool lookups."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from offload.facts import DeviceFacts, HostFacts
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+OFFLOAD = str(Path(sys.executable).parent / "offload")
+
+
+def load_fixture(name: str) -> tuple[HostFacts, dict[str, DeviceFacts]]:
+    doc = json.loads((FIXTURES / f"{name}.json").read_text())
+    host = HostFacts(**doc["host"])
+    return host, {d["name"]: DeviceFacts.from_dict(d) for d in doc["devices"]}
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        pytest.skip(f"{name} is not installed (scripts/setup installs it)")
+    return path
