@@ -1,12 +1,16 @@
-"""The bpf(2) calls the probe needs (program name and type by id), through libbpf's C API.
+"""bpf(2) through libbpf's C API (the libbpf bcc itself links): program info, pins, map access
+and BPF_PROG_RUN.
 
-bcc links the same libbpf; importing bcc itself costs ~100 ms and is not needed to name a program.
+bcc compiles and loads programs, but it cannot reopen pinned maps in a later process (`offload
+stats`, `offload filter`) nor run BPF_PROG_RUN; these thin wrappers do, and importing them does
+not pay bcc's start-up cost.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import sys
 from dataclasses import dataclass
@@ -17,7 +21,11 @@ from functools import lru_cache
 _PROG_INFO_LEN = 80
 _NAME_OFF = 64
 _TAG_OFF = 8
-_PROG_TYPES = {6: "xdp"}
+BPF_PROG_TYPE_XDP = 6
+
+
+class BpfError(OSError):
+    pass
 
 
 @dataclass
@@ -28,12 +36,63 @@ class ProgInfo:
     type: int
 
 
+class _test_run_opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf >= 0.7)
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
 @lru_cache(maxsize=1)
 def _libbpf() -> ctypes.CDLL:
     lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-    lib.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
-    lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    vp, i, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
+    lib.bpf_prog_get_fd_by_id.argtypes = [u32]
+    lib.bpf_obj_get_info_by_fd.argtypes = [i, vp, ctypes.POINTER(u32)]
+    lib.bpf_obj_pin.argtypes = [i, ctypes.c_char_p]
+    lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
+    lib.bpf_map_lookup_elem.argtypes = [i, vp, vp]
+    lib.bpf_map_update_elem.argtypes = [i, vp, vp, ctypes.c_uint64]
+    lib.bpf_map_delete_elem.argtypes = [i, vp]
+    lib.bpf_map_get_next_key.argtypes = [i, vp, vp]
+    lib.bpf_prog_test_run_opts.argtypes = [i, ctypes.POINTER(_test_run_opts)]
+    lib.libbpf_num_possible_cpus.argtypes = []
     return lib
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        code = ctypes.get_errno() or -ret
+        raise BpfError(code, f"{what}: {os.strerror(code)}")
+    return ret
+
+
+def possible_cpus() -> int:
+    return _check(_libbpf().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _check(_libbpf().bpf_prog_get_fd_by_id(prog_id), f"BPF_PROG_GET_FD_BY_ID {prog_id}")
+
+
+def obj_info_id(fd: int) -> int:
+    buf = ctypes.create_string_buffer(_PROG_INFO_LEN)
+    n = ctypes.c_uint32(_PROG_INFO_LEN)
+    _check(_libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "BPF_OBJ_GET_INFO_BY_FD")
+    return int.from_bytes(buf.raw[4:8], sys.byteorder)  # prog and map info both start type, id
 
 
 def prog_info(prog_id: int) -> ProgInfo | None:
@@ -56,3 +115,64 @@ def prog_info(prog_id: int) -> ProgInfo | None:
         )
     finally:
         os.close(fd)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(_libbpf().bpf_obj_pin(fd, path.encode()), f"pinning at {path}")
+
+
+def obj_get(path: str) -> int:
+    """An fd for the object pinned at `path` (the caller closes it)."""
+    return _check(_libbpf().bpf_obj_get(path.encode()), f"opening pin {path}")
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    val = ctypes.create_string_buffer(value_size)
+    k = ctypes.create_string_buffer(key, len(key))
+    if _libbpf().bpf_map_lookup_elem(fd, k, val) < 0:
+        if ctypes.get_errno() == errno.ENOENT:
+            return None
+        _check(-1, "map lookup")
+    return val.raw
+
+
+def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    _check(_libbpf().bpf_map_update_elem(fd, k, v, flags), "map update")
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    k = ctypes.create_string_buffer(key, len(key))
+    if _libbpf().bpf_map_delete_elem(fd, k) < 0:
+        if ctypes.get_errno() == errno.ENOENT:
+            return False
+        _check(-1, "map delete")
+    return True
+
+
+def map_keys(fd: int, key_size: int) -> list[bytes]:
+    lib, keys = _libbpf(), []
+    cur, nxt = None, ctypes.create_string_buffer(key_size)
+    while lib.bpf_map_get_next_key(fd, cur, nxt) == 0:
+        keys.append(nxt.raw)
+        cur = ctypes.create_string_buffer(nxt.raw, key_size)
+    return keys
+
+
+@dataclass
+class TestRun:
+    retval: int
+    data_out: bytes
+    duration_ns: int
+
+
+def prog_test_run(fd: int, data: bytes, repeat: int = 1, out_size: int | None = None) -> TestRun:
+    """BPF_PROG_RUN: run the program on `data` in the kernel, return verdict and output frame."""
+    out = ctypes.create_string_buffer(out_size or max(len(data) + 256, 256))
+    inp = ctypes.create_string_buffer(data, len(data))
+    opts = _test_run_opts(sz=ctypes.sizeof(_test_run_opts), data_in=ctypes.addressof(inp),
+                          data_out=ctypes.addressof(out), data_size_in=len(data),
+                          data_size_out=ctypes.sizeof(out), repeat=repeat)
+    _check(_libbpf().bpf_prog_test_run_opts(fd, ctypes.byref(opts)), "BPF_PROG_RUN")
+    return TestRun(opts.retval, out.raw[: opts.data_size_out], opts.duration)

@@ -15,6 +15,12 @@ from . import __version__, lab as lab_mod, netns, profiles as profiles_mod
 from .errors import Exit, OffloadError, UsageError
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 class _LazyConsole:
     """rich is imported only when something is printed for a human (the --json path skips it)."""
 
@@ -49,8 +55,6 @@ def handles_errors(fn):
         try:
             return fn(*args, **kwargs)
         except OffloadError as e:
-            from rich.markup import escape
-
             err.print(f"[red]offload: error:[/] {escape(e.message)}")
             if e.hint:
                 err.print(f"  hint: {escape(e.hint)}")
@@ -143,6 +147,178 @@ def profiles(check, as_json, profiles_dir) -> None:
             err.print(f"[yellow]warning:[/] {pr}", markup=False)
     if check and problems:
         sys.exit(int(Exit.FAILED))
+
+
+def in_netns(fn):
+    """--netns NS: run the command inside network namespace NS (keeping this mount namespace, so
+    the host's bpffs stays reachable, unlike `ip netns exec`)."""
+
+    @click.option("--netns", "ns", metavar="NS", help="Run inside network namespace NS (default: the current one).")
+    @functools.wraps(fn)
+    def wrapper(*args, ns=None, **kwargs):
+        if ns is not None:
+            _require_root_for_netns()
+        with netns.inside(ns):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+MODE_CHOICE = click.Choice(["auto", "hw", "native", "generic"])
+FLOOR_CHOICE = click.Choice(["hw", "native", "generic"])
+
+
+@main.command()
+@click.argument("iface")
+@click.argument("program")
+@click.option("--mode", default="auto", show_default=True, type=MODE_CHOICE,
+              help="auto tries hw, native, generic in turn; a mode names the only one to try.")
+@click.option("--min-mode", type=FLOOR_CHOICE, help="The lowest mode acceptable (the floor).")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="Program parameter (repeatable).")
+@click.option("--force", is_flag=True, help="Replace a program offload did not attach; attach to a protected link.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def attach(iface, program, mode, min_mode, params, force, as_json) -> None:
+    """Attach PROGRAM (a name from bpf/ or a C file) to IFACE in the best mode it takes."""
+    from . import attach as attach_mod
+    from .programs import parse_params
+
+    progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    res = attach_mod.attach(iface, program, mode, min_mode, parse_params(list(params)), force, progress)
+    if as_json:
+        _emit_json(res.to_dict())
+        return
+    for w in res.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}")
+    for f in res.fallbacks:
+        out.print(f"[yellow]{f['mode']}:[/] {escape(f['reason'])}")
+    verb = f"replaced prog {res.replaced} with" if res.replaced else "attached"
+    out.print(f"{iface}: {verb} {res.program} in [bold]{res.mode}[/] mode (prog id {res.prog_id})")
+
+
+@main.command()
+@click.argument("iface")
+@click.option("--mode", type=FLOOR_CHOICE, help="Only if attached in this mode.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def detach(iface, mode, as_json) -> None:
+    """Remove offload's program from IFACE, and its pins."""
+    from . import attach as attach_mod
+
+    res = attach_mod.detach(iface, mode)
+    if as_json:
+        _emit_json(res)
+    elif res["detached"]:
+        out.print(f"{iface}: detached prog {res['detached']['prog_id']} ({res['detached']['mode']}); pins removed")
+    else:
+        out.print(f"{iface}: nothing attached; stale pins removed")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def status(as_json) -> None:
+    """Every XDP program on every interface of this namespace, ours or not."""
+    from . import attach as attach_mod
+
+    res = attach_mod.status()
+    if as_json:
+        _emit_json(res)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"XDP programs (namespace {res['netns']})")
+    for c in ("interface", "mode", "prog id", "name", "ours", "program", "since"):
+        t.add_column(c)
+    for r in res["attachments"]:
+        t.add_row(r["interface"], r["mode"], str(r["prog_id"]), r["name"] or "-",
+                  {True: "yes", False: "no", None: "?"}[r["ours"]],
+                  r["program"] or "-", r["attached_at"] or "-")
+    out.print(t if res["attachments"] else "no XDP program attached")
+    for s in res["stale_pins"]:
+        err.print(f"[yellow]warning:[/] pins for {s} but its program is not attached: offload detach {s}")
+    for w in res["warnings"]:
+        err.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+@main.command()
+@click.argument("iface")
+@click.option("--interval", type=float, help="Sample twice, S seconds apart, and show rates.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def stats(iface, interval, as_json) -> None:
+    """Per-action packet counters (and rates) of offload's program on IFACE."""
+    import time
+
+    from . import stats as stats_mod
+
+    if interval is not None and interval <= 0:
+        raise UsageError("--interval must be positive")
+    first = stats_mod.read(iface)
+    res = dict(first)
+    if interval:
+        time.sleep(interval)
+        res = stats_mod.read(iface)
+        res["rates_pps"] = stats_mod.rates(first, res)
+        res["interval"] = interval
+    if as_json:
+        _emit_json(res)
+        return
+    out.print(f"{iface}: {res['program']} in {res['mode']} mode (prog id {res['prog_id']})")
+    for a in res["packets"]:
+        rate = f"  {res['rates_pps'][a]:>14,.1f} pps" if interval else ""
+        out.print(f"  {a:9} {res['packets'][a]:>14,} packets {res['bytes'][a]:>16,} bytes{rate}")
+
+
+@main.group("filter")
+def filter_() -> None:
+    """Edit the blocklist of an attached `filter` program."""
+
+
+def _filter_cmd(name: str, fn_name: str, help_: str, needs_prefixes: bool = True):
+    @filter_.command(name, help=help_)
+    @click.argument("iface")
+    @click.argument("prefixes", nargs=-1, required=needs_prefixes)
+    @click.option("--json", "as_json", is_flag=True)
+    @handles_errors
+    @in_netns
+    def cmd(iface, prefixes, as_json) -> None:
+        from . import filter as filter_mod
+
+        res = getattr(filter_mod, fn_name)(iface, list(prefixes)) if needs_prefixes else filter_mod.list_(iface)
+        if as_json:
+            _emit_json(res)
+        else:
+            for k, v in res.items():
+                if k != "interface":
+                    out.print(f"{k}: {', '.join(v) if v else '-'}")
+    return cmd
+
+
+_filter_cmd("add", "add", "Block source PREFIXES on IFACE.")
+_filter_cmd("del", "delete", "Unblock PREFIXES on IFACE.")
+_filter_cmd("list", "list_", "Show the blocked prefixes on IFACE.", needs_prefixes=False)
+
+
+@main.command("programs")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def programs_cmd(as_json) -> None:
+    """The program library (bpf/) and the parameters each takes."""
+    from . import programs as prog_mod
+
+    rows = [{"name": n, "summary": prog_mod.summary(prog_mod.library_dir() / f"{n}.c"),
+             "params": [p.name for p in prog_mod.LIBRARY_PARAMS.get(n, ())]} for n in prog_mod.library()]
+    if as_json:
+        _emit_json({"programs": rows})
+        return
+    for r in rows:
+        params = f" (params: {', '.join(r['params'])})" if r["params"] else ""
+        out.print(f"[bold]{r['name']}[/]{params}: {escape(r['summary'])}")
 
 
 @main.group()

@@ -13,6 +13,12 @@ class Exit(IntEnum):
     USAGE = 2           # bad input: unknown interface, malformed argument
     PRIVILEGE = 3       # not root / missing CAP_NET_ADMIN or CAP_BPF
     ENVIRONMENT = 4     # the kernel or host lacks something needed (bpffs, netns support, ...)
+    COMPILE = 5         # the C does not compile
+    VERIFIER = 6        # the verifier rejected the program
+    LOAD = 7            # the kernel refused to load it (e.g. offload to a device that cannot)
+    NO_MODE = 8         # no acceptable mode could be attached (floor not met, mode unsupported)
+    REFUSED = 9         # refused for safety: not our program, or the operator's own link
+    NOT_ATTACHED = 10   # nothing of ours on that interface
     INTERNAL = 70       # a bug: unexpected exception
 
 
@@ -40,3 +46,15 @@ class PrivilegeError(OffloadError):
 
 class EnvironmentProblem(OffloadError):
     exit_code = Exit.ENVIRONMENT
+
+
+class NoModeError(OffloadError):
+    exit_code = Exit.NO_MODE
+
+
+class RefusedError(OffloadError):
+    exit_code = Exit.REFUSED
+
+
+class NotAttachedError(OffloadError):
+    exit_code = Exit.NOT_ATTACHED

@@ -69,6 +69,11 @@ def up(name: str = "demo", pairs: int = 1, mtu: int = 1500, mtus: list[int] | No
     try:
         made = []
         with netns.inside(ns), IPRoute() as ipr:
+            # Quiet links: no IPv6 autoconfiguration chatter, so a counter sees only what a test
+            # or a benchmark sends (sysctls under /proc/sys/net belong to the opener's netns).
+            for conf in ("all", "default"):
+                with open(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "w") as f:
+                    f.write("1")
             ipr.link("set", index=1, state="up")  # loopback, for tools that expect it
             for i, m in enumerate(per_pair):
                 p = pair_names(name, i)
