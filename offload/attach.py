@@ -122,7 +122,8 @@ def attach(iface: str, spec: str, mode: str = "auto", min_mode: str | None = Non
         except (loader.VerifierError, loader.LoadError) as e:
             if m != "hw":
                 raise  # native and generic run the same verifier: no lower mode will take it
-            fallbacks.append({"mode": m, "reason": e.message})
+            limit = modes.offload_map_limit(profs.get(facts.driver or ""))
+            fallbacks.append({"mode": m, "reason": e.message + (f"; driver profile: {limit}" if limit else "")})
             progress(f"{iface}: {m} refused: {e.message.splitlines()[0]}")
             continue
         try:

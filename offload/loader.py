@@ -96,7 +96,7 @@ def load(prog: Program, hw_device: str | None = None) -> Loaded:
     device = hw_device.encode() if hw_device else None  # bcc wants bytes (bcc issue #3320)
     with captured_stderr() as log:
         try:
-            bpf = BPF(text=prog.text, cflags=prog.cflags(hw=hw_device is not None), device=device)
+            bpf = BPF(text=prog.text.encode(), cflags=prog.cflags(hw=hw_device is not None), device=device)
         except Exception:
             bpf = None
     if bpf is None:

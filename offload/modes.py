@@ -162,9 +162,21 @@ def _requirement(req: dict, mode: str, f: DeviceFacts, host: HostFacts, v: ModeV
         v.notes.append(text)
 
 
+def offload_map_limit(p: Profile | None) -> str | None:
+    """What the device takes as offloaded maps, in words, from the driver profile."""
+    lim = p.limit("hw_offload_maps") if p else None
+    if not lim:
+        return None
+    most = f" of at most {lim['max_entries']} entries" if lim.get("max_entries") else ""
+    return (f"{p.driver} offloads only {' and '.join(t.upper() for t in lim['types'])} maps{most} "
+            f"(per-CPU, LPM trie and other maps stay on the host: such programs fall back) ({lim['source']})")
+
+
 def _preconditions(mode: str, f: DeviceFacts, p: Profile | None, host: HostFacts, v: ModeVerdict) -> None:
     if mode == "native":
         _mtu_check(f, p, host, v)
+    if mode == "hw" and (limit := offload_map_limit(p)):
+        v.notes.append(limit)
     for req in p.requirements if p else []:
         if mode in req["modes"]:
             _requirement(req, mode, f, host, v)

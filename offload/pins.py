@@ -47,7 +47,7 @@ def require_bpffs() -> None:
             and os.path.isdir("/proc/1/root" + DEFAULT_BPFFS):
         BPFFS = Path("/proc/1/root" + DEFAULT_BPFFS)
         return
-    if _is_bpffs("/proc/1/mounts", DEFAULT_BPFFS):  # mounted on the host, hidden from us
+    if str(BPFFS) == DEFAULT_BPFFS and _is_bpffs("/proc/1/mounts", DEFAULT_BPFFS):  # the host's, hidden
         raise EnvironmentProblem(
             f"the host's bpffs ({DEFAULT_BPFFS}) is not visible here (`ip netns exec` gives a private /sys): "
             "pins made here would vanish with this command",

@@ -94,6 +94,7 @@ def test_netdevsim_on_6_1_relies_on_the_profile(profs):
     assert v["hw"].status == "supported"
     assert v["hw"].reasons[0].startswith("driver profile:")
     assert rec["mode"] == "hw"
+    assert any("offloads only ARRAY and HASH maps of at most 2 entries" in n for n in v["hw"].notes)
 
 
 def test_ena_queue_and_mtu_limits(profs):
