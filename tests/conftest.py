@@ -17,7 +17,7 @@ from offload import profiles as profiles_mod  # noqa: E402
 def pytest_collection_modifyitems(config, items):
     in_vm = os.environ.get("OFFLOAD_IN_VM") == "1"
     for item in items:
-        if "root" in item.keywords and os.geteuid() != 0:
+        if ("root" in item.keywords or "kernels" in item.keywords) and os.geteuid() != 0:
             item.add_marker(pytest.mark.skip(reason="needs root: creates network namespaces, veth pairs and "
                                                     "loads BPF programs"))
         if "vm" in item.keywords and not in_vm:

@@ -66,6 +66,7 @@ def send_frames(env, dev: str, frames: list[bytes]) -> None:
             s.send(f)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("mode", ["native", "generic"])
 def test_attach_mode_read_back_from_the_kernel(env, mode):
     res = cli_json(env, "attach", env.ifname, "count_drop", "--mode", mode)
@@ -85,6 +86,7 @@ def test_attach_mode_read_back_from_the_kernel(env, mode):
     no_debris(env)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("mode", ["native", "generic"])
 def test_traffic_is_counted_exactly(env, mode):
     if env.kind != "veth":
@@ -112,6 +114,7 @@ def test_explicit_hw_on_veth_is_refused_cleanly(env):
     no_debris(env)
 
 
+@pytest.mark.kernels
 def test_mtu_9000_falls_back_to_generic_in_the_kernels_words(env):
     lab = env.make_lab(pairs=1, mtus=[9000])
     dev = lab.pairs[0].a
@@ -123,6 +126,7 @@ def test_mtu_9000_falls_back_to_generic_in_the_kernels_words(env):
     cli(env, "detach", dev, netns=lab.netns, check=True)
 
 
+@pytest.mark.kernels
 def test_floor_not_met_leaves_nothing(env):
     lab = env.make_lab(pairs=1, mtus=[9000])
     dev = lab.pairs[0].a

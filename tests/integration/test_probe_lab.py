@@ -66,6 +66,7 @@ def raw_netdev_dump() -> dict[int, int]:
             off += (ln + 3) & ~3
 
 
+@pytest.mark.kernels
 def test_probe_matches_iproute2(env):
     report = by_name(probe_json(env))
     truth = {d["ifname"]: d for d in env.json_cmd("ip", "-d", "-j", "link", "show")}
@@ -87,6 +88,7 @@ def test_probe_matches_iproute2(env):
         assert a["kind"] == "veth" and a["peer"]["name"] == env.peer and a["peer"]["mtu"] == report[env.peer]["mtu"]
 
 
+@pytest.mark.kernels
 def test_probe_matches_ethtool(env):
     need_tool("ethtool")
     report = by_name(probe_json(env, env.ifname))
@@ -129,6 +131,7 @@ def test_probe_matches_raw_netdev_dump(env):
         assert "basic" in by_name(report)[env.ifname]["xdp"]["features"]
 
 
+@pytest.mark.kernels
 def test_veth_at_9000_reason_agrees_with_the_kernel(env, xdp_pass_obj):
     lab = env.make_lab(pairs=1, mtus=[9000])
     a, b = lab.pairs[0].a, lab.pairs[0].b
@@ -162,6 +165,7 @@ def test_probe_verbose_and_table(env):
     assert "recommended: native" in detail and "xdp-features" in detail
 
 
+@pytest.mark.kernels
 def test_unknown_interface_exits_2(env):
     res = env.cmd(OFFLOAD, "probe", "nosuch0", check=False)
     assert res.returncode == 2

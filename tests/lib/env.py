@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import subprocess
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -42,6 +43,32 @@ class NetEnv:
         made = env.make_lab(pairs=1)
         env.netns, env.ifname, env.peer = made.netns, made.pairs[0].a, made.pairs[0].b
         return env
+
+    @classmethod
+    def netdevsim(cls) -> "NetEnv":
+        """A netdevsim port (the VM lane's kernel has it): an offload-capable device in software."""
+        new = "/sys/bus/netdevsim/new_device"
+        if not os.path.exists(new):
+            raise RuntimeError("this kernel has no netdevsim (run the vm lane: scripts/vm-test)")
+        env = cls("netdevsim", None, "", None)
+        dev_id = 100 + secrets.randbelow(800)
+        with open(new, "w") as f:
+            f.write(f"{dev_id} 1")
+        env.defer(_write, "/sys/bus/netdevsim/del_device", str(dev_id))
+        net = f"/sys/bus/netdevsim/devices/netdevsim{dev_id}/net"
+        for _ in range(100):  # the port's netdev appears asynchronously
+            if os.path.isdir(net) and os.listdir(net):
+                break
+            time.sleep(0.05)
+        (env.ifname,) = os.listdir(net)
+        env.dev_id = dev_id
+        subprocess.run(["ip", "link", "set", "dev", env.ifname, "up"], check=True)
+        return env
+
+    def debugfs(self, name: str, port: bool = False) -> str:
+        """Path of a netdevsim debugfs switch (device-wide, or of port 0)."""
+        base = f"/sys/kernel/debug/netdevsim/netdevsim{self.dev_id}"
+        return f"{base}/ports/0/{name}" if port else f"{base}/{name}"
 
     def make_lab(self, pairs: int = 1, mtus: list[int] | None = None) -> lab.Lab:
         """A further veth lab, removed with this environment."""
@@ -72,3 +99,8 @@ class NetEnv:
 
     def json_cmd(self, *argv: str, netns: str | None = "__env__"):
         return json.loads(self.cmd(*argv, netns=netns).stdout)
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)

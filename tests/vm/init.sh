@@ -1,0 +1,32 @@
+#!/bin/sh
+# PID 1 of the real-kernel test VM (scripts/vm-test). The root file system is the host's, shared
+# read-only over 9p; this script lives in the repository, which no mount below covers.
+# Kernel command-line parameters arrive as environment: OFFLOAD_REPO, OFFLOAD_ARGS (base64 of the
+# pytest arguments, one per line; scripts/vm-test defaults them to the vm-marked tests).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/tmp 2>/dev/null
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t bpf bpffs /sys/fs/bpf
+mount -t debugfs debugfs /sys/kernel/debug
+mkdir -p /run/netns
+ip link set lo up
+echo "offload-vm: kernel $(uname -r), $(nproc) cpus"
+
+cd "$OFFLOAD_REPO" || { echo "offload-vm: no repository at $OFFLOAD_REPO"; echo "OFFLOAD-VM-EXIT=3"; poweroff -f; }
+set --
+if [ -n "$OFFLOAD_ARGS" ]; then
+  # one argument per line, base64 on the kernel command line
+  while IFS= read -r a; do set -- "$@" "$a"; done <<ARGS
+$(echo "$OFFLOAD_ARGS" | base64 -d)
+ARGS
+fi
+export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 OFFLOAD_IN_VM=1 OFFLOAD_RUN_DIR=/run/offload TERM=dumb
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+rc=$?
+echo "OFFLOAD-VM-EXIT=$rc"
+sync
+poweroff -f
