@@ -167,12 +167,15 @@ class TestRun:
     duration_ns: int
 
 
-def prog_test_run(fd: int, data: bytes, repeat: int = 1, out_size: int | None = None) -> TestRun:
-    """BPF_PROG_RUN: run the program on `data` in the kernel, return verdict and output frame."""
-    out = ctypes.create_string_buffer(out_size or max(len(data) + 256, 256))
+def prog_test_run(fd: int, data: bytes, repeat: int = 1, out_size: int | None = None, flags: int = 0,
+                  batch_size: int = 0) -> TestRun:
+    """BPF_PROG_RUN: run the program on `data` in the kernel, return verdict and output frame.
+    out_size=0 asks for no output (live-frames mode refuses an output buffer)."""
+    size = max(len(data) + 256, 256) if out_size is None else out_size
+    out = ctypes.create_string_buffer(max(size, 1))
     inp = ctypes.create_string_buffer(data, len(data))
     opts = _test_run_opts(sz=ctypes.sizeof(_test_run_opts), data_in=ctypes.addressof(inp),
-                          data_out=ctypes.addressof(out), data_size_in=len(data),
-                          data_size_out=ctypes.sizeof(out), repeat=repeat)
+                          data_out=ctypes.addressof(out) if size else None, data_size_in=len(data),
+                          data_size_out=size, repeat=repeat, flags=flags, batch_size=batch_size)
     _check(_libbpf().bpf_prog_test_run_opts(fd, ctypes.byref(opts)), "BPF_PROG_RUN")
     return TestRun(opts.retval, out.raw[: opts.data_size_out], opts.duration)

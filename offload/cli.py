@@ -321,6 +321,88 @@ def programs_cmd(as_json) -> None:
         out.print(f"[bold]{r['name']}[/]{params}: {escape(r['summary'])}")
 
 
+@main.group(invoke_without_command=True)
+@click.option("--lab", "use_lab", is_flag=True, help="Build a veth lab for the run and always remove it.")
+@click.option("--tx", help="Device the generator sends from.")
+@click.option("--rx", help="Device the program under test runs on (the tx device's link partner).")
+@click.option("--modes", "modes_", default="auto", show_default=True,
+              help="Comma-separated hw,native,generic, or auto (every mode the rx device may take).")
+@click.option("--program", default="count_drop", show_default=True)
+@click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]))
+@click.option("--duration", default=5.0, show_default=True, type=float, help="Measured window per run, seconds.")
+@click.option("--warmup", default=1.0, show_default=True, type=float, help="Seconds before the window.")
+@click.option("--pkt-size", default=60, show_default=True, type=int, help="Frame size without FCS.")
+@click.option("--threads", default=1, show_default=True, type=int, help="Generator threads (one per CPU).")
+@click.option("--repeat", default=3, show_default=True, type=int, help="Runs per mode (median reported).")
+@click.option("--count", type=int, help="Exact mode: send COUNT frames per run and count them all.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one row per run.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
+@click.pass_context
+@handles_errors
+@in_netns
+def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, threads, repeat, count,
+          as_json, csv_path, plot_path) -> None:
+    """Packets per second through each XDP mode, side by side (the kernel generates and counts)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import bench as bench_mod, report_files
+
+    if use_lab == bool(tx or rx):
+        raise UsageError("give either --lab, or --tx DEV and --rx DEV")
+    if not use_lab and not (tx and rx):
+        raise UsageError("--tx and --rx go together")
+    spec = bench_mod.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
+                          generator, duration, warmup, pkt_size, threads, repeat, count)
+    progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    if use_lab:
+        name = f"bench{os.getpid() % 1000}"
+        made = lab_mod.up(name, pairs=1, mtu=max(1500, pkt_size))
+        spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b
+        progress(f"lab {name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
+        try:
+            with netns.inside(made.netns):
+                doc = bench_mod.run(spec, progress)
+        finally:
+            lab_mod.down(name)
+            progress(f"lab {name} removed")
+    else:
+        doc = bench_mod.run(spec, progress)
+    if csv_path:
+        report_files.write_csv(doc, csv_path)
+    if plot_path:
+        report_files.write_plot(doc, plot_path)
+    if as_json:
+        _emit_json(doc)
+    else:
+        report_files.print_table(doc, out)
+        for s in doc["skipped"]:
+            out.print(f"[yellow]skipped {s['mode']}:[/] {escape(s['reason'])}")
+        for n in doc["notes"]:
+            out.print(f"[dim]note: {escape(n)}[/]")
+    if doc["partial"]:
+        err.print(f"[yellow]partial results:[/] {escape(doc['partial'])}")
+        sys.exit(int(Exit.FAILED))
+
+
+@bench.command("prog")
+@click.argument("program")
+@click.option("--repeat", default=5, show_default=True, type=int)
+@click.option("--pkt-size", default=64, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def bench_prog(program, repeat, pkt_size, as_json) -> None:
+    """Per-packet cost of PROGRAM through BPF_PROG_RUN (ns/packet; no traffic, no device)."""
+    from . import bench as bench_mod
+
+    res = bench_mod.prog_cost(program, repeat, pkt_size)
+    if as_json:
+        _emit_json(res)
+    else:
+        out.print(f"{program}: {res['ns_per_packet']} ns/packet (median of {repeat} x {res['iterations']:,} runs, "
+                  f"{res['pkt_size']}-byte frame)")
+
+
 @main.group()
 def lab() -> None:
     """Veth labs to try offload without hardware (each in its own network namespace)."""

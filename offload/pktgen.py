@@ -95,8 +95,11 @@ def available(load: bool = True) -> bool:
     if (PROC / "pgctrl").exists():
         return True
     if load:
-        # No library call loads a kernel module; modprobe is the tool for it.
-        subprocess.run(["modprobe", "pktgen"], capture_output=True, timeout=30)
+        # No library call loads a kernel module; modprobe is the tool for it (absent: no modules).
+        try:
+            subprocess.run(["modprobe", "pktgen"], capture_output=True, timeout=30)
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            pass
     return (PROC / "pgctrl").exists()
 
 

@@ -11,7 +11,7 @@ import errno
 import struct
 from dataclasses import dataclass
 
-from pyroute2.netlink import NLA_F_NESTED, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST, genlmsg, nla
+from pyroute2.netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST, genlmsg, nla
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 from pyroute2.netlink.generic.ethtool import ethtool_rings_msg
@@ -21,6 +21,7 @@ from .rtnl import attr_map
 # include/uapi/linux/ethtool_netlink.h
 ETHTOOL_MSG_STRSET_GET = 1
 ETHTOOL_MSG_FEATURES_GET = 11
+ETHTOOL_MSG_FEATURES_SET = 12
 ETHTOOL_MSG_RINGS_GET = 15
 ETHTOOL_MSG_CHANNELS_GET = 17
 ETHTOOL_FLAG_COMPACT_BITSETS = 1 << 0
@@ -73,6 +74,42 @@ class features_msg(genlmsg):
     )
     _header = _header
     _bitset = _bitset
+
+
+class _bitset_named(nla):
+    """A verbose bitset to send: named bits with values (mask = the bits listed)."""
+
+    nla_flags = NLA_F_NESTED
+    nla_map = (
+        ("ETHTOOL_A_BITSET_UNSPEC", "none"),
+        ("ETHTOOL_A_BITSET_NOMASK", "flag"),
+        ("ETHTOOL_A_BITSET_SIZE", "uint32"),
+        ("ETHTOOL_A_BITSET_BITS", "bits"),
+    )
+
+    class bits(nla):
+        nla_flags = NLA_F_NESTED
+        nla_map = (("ETHTOOL_A_BITSET_BITS_UNSPEC", "none"), ("ETHTOOL_A_BITSET_BITS_BIT", "bit"))
+
+        class bit(nla):
+            nla_flags = NLA_F_NESTED
+            nla_map = (
+                ("ETHTOOL_A_BITSET_BIT_UNSPEC", "none"),
+                ("ETHTOOL_A_BITSET_BIT_INDEX", "uint32"),
+                ("ETHTOOL_A_BITSET_BIT_NAME", "asciiz"),
+                ("ETHTOOL_A_BITSET_BIT_VALUE", "flag"),
+            )
+
+
+class features_set_msg(genlmsg):
+    nla_map = (
+        ("ETHTOOL_A_FEATURES_UNSPEC", "none"),
+        ("ETHTOOL_A_FEATURES_HEADER", "_header"),
+        ("ETHTOOL_A_FEATURES_HW", "none"),
+        ("ETHTOOL_A_FEATURES_WANTED", "_bitset_named"),
+    )
+    _header = _header
+    _bitset_named = _bitset_named
 
 
 class channels_msg(genlmsg):
@@ -294,6 +331,22 @@ class Ethtool(_Genl):
             out[a["ETHTOOL_A_FEATURES_HEADER"].get_attr("ETHTOOL_A_HEADER_DEV_INDEX")] = (
                 {names[b] for b in mask_bits(active)}, {names[b] for b in mask_bits(fixed)})
         return out
+
+    def set_features(self, ifindex: int, wanted: dict[str, bool]) -> None:
+        """Turn features on or off (like `ethtool -K`); the kernel's refusal comes back as NetlinkError."""
+        bits = []
+        for name, on in wanted.items():
+            attrs = [("ETHTOOL_A_BITSET_BIT_NAME", name)]
+            if on:
+                attrs.append(("ETHTOOL_A_BITSET_BIT_VALUE", True))
+            bits.append(("ETHTOOL_A_BITSET_BITS_BIT", {"attrs": attrs}))
+        msg = features_set_msg()
+        msg["cmd"] = ETHTOOL_MSG_FEATURES_SET
+        msg["version"] = 1
+        msg["attrs"].append(("ETHTOOL_A_FEATURES_HEADER", {"attrs": [("ETHTOOL_A_HEADER_DEV_INDEX", ifindex)]}))
+        msg["attrs"].append(("ETHTOOL_A_FEATURES_WANTED", {"attrs": [("ETHTOOL_A_BITSET_BITS", {"attrs": bits})]}))
+        self.sock.asyncore.marshal.msg_map[self.sock.prid] = features_set_msg
+        self.sock.nlm_request(msg, msg_type=self.sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK)
 
     def channels(self) -> dict[int, Channels]:
         req = _request(channels_msg, ETHTOOL_MSG_CHANNELS_GET, "ETHTOOL_A_CHANNELS_HEADER")

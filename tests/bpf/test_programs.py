@@ -5,7 +5,7 @@ import os
 import struct
 
 import pytest
-from lib.frames import DST_MAC, SRC_MAC, eth, ipv4_udp, ipv6_udp
+from offload.frames import DST_MAC, SRC_MAC, eth, ipv4_udp, ipv6_udp
 
 from offload import bpfsys, loader, programs
 from offload.filter import add_to_maps, parse_prefixes

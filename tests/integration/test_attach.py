@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from lib.frames import ipv4_udp
+from offload.frames import ipv4_udp
 from lib.helpers import OFFLOAD
 
 from offload import netns as netns_mod

@@ -1,0 +1,10 @@
+/* live_frames: the packet generator of `offload bench --generator live-frames`.
+ *
+ * Run by BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (Linux >= 5.18), not attached anywhere: the
+ * kernel replays the frame it is given `repeat` times and this program redirects each one out of
+ * the tx device (TX_IFINDEX), through its ndo_xdp_xmit. The whole data path stays in the kernel.
+ */
+int live_frames(struct xdp_md *ctx)
+{
+    return bpf_redirect(TX_IFINDEX, 0);
+}
