@@ -209,9 +209,16 @@ def _apply_params(prog: programs.Program, loaded: loader.Loaded) -> None:
 
 def detach(iface: str, mode: str | None = None) -> dict:
     """Remove our program from `iface` (in `mode`, or wherever it is) and its pins."""
-    ifindex = _ifindex(iface)
     require_privileges(f"detaching XDP from {iface}")
     slot = pins.Slot(netns.current_name(), iface)
+    try:
+        ifindex = socket.if_nametoindex(iface)
+    except OSError:  # the device is gone, and its program with it: only our records remain
+        if slot.meta() is not None or slot.pin_dir.exists():
+            slot.remove()
+            return {"interface": iface, "detached": None, "removed_stale_pins": True}
+        raise UsageError(f"no such interface in this network namespace: {iface}",
+                         hint="list them with `offload probe`") from None
     attached = xdp.attached(ifindex)
     mine = ours(slot, attached)
     if mine is None:

@@ -355,19 +355,11 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     spec = bench_mod.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
                           generator, duration, warmup, pkt_size, threads, repeat, count)
     progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
-    if use_lab:
-        name = f"bench{os.getpid() % 1000}"
-        made = lab_mod.up(name, pairs=1, mtu=max(1500, pkt_size))
-        spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b
-        progress(f"lab {name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
-        try:
-            with netns.inside(made.netns):
-                doc = bench_mod.run(spec, progress)
-        finally:
-            lab_mod.down(name)
-            progress(f"lab {name} removed")
-    else:
-        doc = bench_mod.run(spec, progress)
+    term = bench_mod._TermAsInterrupt()  # SIGTERM while the lab is built or torn down cleans up too
+    try:
+        doc = _bench_run(bench_mod, spec, use_lab, pkt_size, progress)
+    finally:
+        term.restore()
     if csv_path:
         report_files.write_csv(doc, csv_path)
     if plot_path:
@@ -383,6 +375,21 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     if doc["partial"]:
         err.print(f"[yellow]partial results:[/] {escape(doc['partial'])}")
         sys.exit(int(Exit.FAILED))
+
+
+def _bench_run(bench_mod, spec, use_lab: bool, pkt_size: int, progress) -> dict:
+    if not use_lab:
+        return bench_mod.run(spec, progress)
+    name = f"bench{os.getpid() % 1000}"
+    made = lab_mod.up(name, pairs=1, mtu=max(1500, pkt_size - 14))
+    try:
+        spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b
+        progress(f"lab {name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
+        with netns.inside(made.netns):
+            return bench_mod.run(spec, progress)
+    finally:
+        lab_mod.down(name)
+        progress(f"lab {name} removed")
 
 
 @bench.command("prog")

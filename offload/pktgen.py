@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netaddr import IPAddress
+from netaddr import AddrFormatError, IPAddress
 
 from .errors import EnvironmentProblem, UsageError
 
@@ -75,7 +75,10 @@ class PktgenConfig:
             raise UsageError(f"bad xmit_mode {self.xmit_mode}: use {', '.join(XMIT_MODES)}")
         for ip in (self.dst_min, self.dst_max, self.src_min, self.src_max):
             if ip is not None:
-                IPAddress(ip)  # raises on a bad address before anything is written
+                try:
+                    IPAddress(ip)  # checked before anything is written
+                except (AddrFormatError, ValueError):
+                    raise UsageError(f"bad pktgen address {ip!r}") from None
         cmds = [f"count {self.count}", f"pkt_size {self.pkt_size}", f"burst {self.burst}",
                 f"clone_skb {self.clone_skb}", f"dst_mac {self.dst_mac}", f"dst_min {self.dst_min}",
                 f"dst_max {self.dst_max or self.dst_min}", f"src_min {self.src_min}",
