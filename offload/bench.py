@@ -112,7 +112,7 @@ class _Live(_Generator):
             if live and len(s) >= 2:  # the chunk in flight, at the rate of the last one
                 (t0, n0), (t1, n1) = s[-2], s[-1]
                 chunk = (n1 - n0) / max(t1 - t0, 1e-9) * max(0.0, now - t1)
-                total += n1 + min(chunk, livegen.CHUNK)
+                total += n1 + min(chunk, livegen.CHUNK_MAX)
             elif s:
                 total += s[-1][1]
         return total

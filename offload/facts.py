@@ -8,7 +8,9 @@ attached program. No processes, no per-device netlink round trips.
 from __future__ import annotations
 
 import os
+import pickle
 import platform
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -102,18 +104,13 @@ def _kind(link: rtnl.Link) -> str:
 
 def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]]:
     """Facts for the named interfaces (all when None) of the current network namespace."""
-    links = rtnl.dump_links()
-    by_index = {link.ifindex: link for link in links}
+    with _in_child(_genl_dumps) as genl_result:   # the genl dumps decode on the other core
+        links = rtnl.dump_links()
+        by_index = {link.ifindex: link for link in links}
     if names is not None:
         want = set(names)
         links = [link for link in links if link.name in want]
-    try:
-        with genl.Ethtool() as eth:
-            features, channels, rings = eth.features(), eth.channels(), eth.rings()
-    except NetlinkError:  # kernel < 5.6: no ethtool netlink; the rest still stands
-        features, channels, rings = {}, {}, {}
-    xdp = genl.netdev_xdp()
-    dl = devlink.devlink_by_ifindex()
+    features, channels, rings, xdp, dl = genl_result()
     host = HostFacts(kernel=platform.release(), netdev_family=xdp is not None, cpus=os.cpu_count() or 1)
 
     out: list[DeviceFacts] = []
@@ -162,6 +159,61 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
                 f.attached.append({"mode": mode, "prog_id": prog_id, "name": p.name if p else None})
             out.append(f)
     return host, out
+
+
+def _genl_dumps() -> tuple:
+    try:
+        with genl.Ethtool() as eth:
+            features, channels, rings = eth.features(), eth.channels(), eth.rings()
+    except NetlinkError:  # kernel < 5.6: no ethtool netlink; the rest still stands
+        features, channels, rings = {}, {}, {}
+    return features, channels, rings, genl.netdev_xdp(), devlink.devlink_by_ifindex()
+
+
+@contextmanager
+def _in_child(fn):
+    """Run `fn` in a forked child while the block runs here; yield a getter for its result.
+
+    Decoding ~1000 netlink messages per dump is pure Python: the rtnetlink dump here and the
+    generic-netlink dumps in the child use both cores (one fork, whatever the device count).
+    Where fork is not possible the getter runs `fn` in this process.
+    """
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+    except OSError:
+        yield fn
+        return
+    if pid == 0:  # child: same network namespace, its own sockets
+        os.close(r)
+        try:
+            payload = pickle.dumps(("ok", fn()))
+        except BaseException as e:  # noqa: BLE001 - carried to the parent and raised there
+            payload = pickle.dumps(("error", e))
+        with os.fdopen(w, "wb") as f:
+            f.write(payload)
+        os._exit(0)
+    os.close(w)
+    result: list = []
+
+    def get():
+        if not result:
+            with os.fdopen(r, "rb") as f:
+                result.append(pickle.loads(f.read()))
+            os.waitpid(pid, 0)
+        kind, value = result[0]
+        if kind == "error":
+            raise value
+        return value
+
+    try:
+        yield get
+    finally:
+        if not result:  # the block failed before reading: reap the child all the same
+            try:
+                get()
+            except BaseException:  # noqa: BLE001 - the block's own exception matters here
+                pass
 
 
 def _devlink_fw(dl: dict) -> str | None:

@@ -16,7 +16,11 @@ from .facts import parse_version
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "generators" / "live_frames.c"
-CHUNK = 65_536           # frames per syscall: ~10 ms at 6 Mpps, so the window edges are sharp and stop is prompt
+# Frames per syscall. Each BPF_PROG_RUN call sets up and tears down a page pool, which costs
+# milliseconds: at 65536 frames per call that halves the rate. So each thread sizes its calls to
+# take about CALL_SECONDS at the rate it measures, within these bounds.
+CHUNK_MIN, CHUNK_MAX = 65_536, 1 << 24
+CALL_SECONDS = 0.25
 
 
 @dataclass
@@ -53,12 +57,16 @@ class LiveFrames:
         try:
             os.sched_setaffinity(0, {t.cpu})   # this thread only
             t.samples.append((time.monotonic(), 0))
+            chunk = CHUNK_MIN
             while not self._stop.is_set() and (count is None or t.sent < count):
-                n = CHUNK if count is None else min(CHUNK, count - t.sent)
+                n = chunk if count is None else min(chunk, count - t.sent)
+                began = time.monotonic()
                 bpfsys.prog_test_run(self.fd, self.frame, repeat=n, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
                                      batch_size=64, out_size=0)
+                took = time.monotonic() - began
                 t.sent += n
-                t.samples.append((time.monotonic(), t.sent))
+                t.samples.append((began + took, t.sent))
+                chunk = min(max(int(n / max(took, 1e-6) * CALL_SECONDS), CHUNK_MIN), CHUNK_MAX)
         except OSError as e:
             t.error = str(e)
 
