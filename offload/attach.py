@@ -83,7 +83,7 @@ def candidates(requested: str, min_mode: str | None, verdicts: dict[str, modes.M
 
 def attach(iface: str, spec: str, mode: str = "auto", min_mode: str | None = None,
            params: dict[str, str] | None = None, force: bool = False,
-           progress=lambda msg: None) -> Result:
+           progress=lambda msg: None, managed_by: str | None = None) -> Result:
     if mode not in ("auto",) + modes.MODES:
         raise UsageError(f"bad --mode {mode}: use auto, hw, native or generic")
     if min_mode and min_mode not in modes.MODES:
@@ -147,7 +147,8 @@ def attach(iface: str, spec: str, mode: str = "auto", min_mode: str | None = Non
             meta = {"interface": iface, "ifindex": ifindex, "netns": slot.netns, "program": prog.name,
                     "path": str(prog.path), "library": prog.library, "sha256": prog.sha256,
                     "params": prog.params, "mode": m, "prog_id": new_id, "maps": sorted(loaded.maps()),
-                    "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fallbacks": fallbacks}
+                    "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fallbacks": fallbacks,
+                    "managed_by": managed_by}
             _apply_params(prog, loaded)
             slot.write(loaded.fd, loaded.maps(), meta)
         except BaseException:
@@ -200,11 +201,11 @@ def _apply_params(prog: programs.Program, loaded: loader.Loaded) -> None:
         target = _ifindex(prog.params["target"])
         fd = loaded.maps()["tx_port"]
         bpfsys.map_update(fd, (0).to_bytes(4, "little"), target.to_bytes(4, "little"))
-    elif prog.name == "filter" and prog.params.get("block"):
+    elif prog.name == "filter" and prog.params.get("prefixes"):
         from .filter import add_to_maps, parse_prefixes
 
         m = loaded.maps()
-        add_to_maps(m["blocklist_v4"], m["blocklist_v6"], parse_prefixes(prog.params["block"].split(",")))
+        add_to_maps(m["blocklist_v4"], m["blocklist_v6"], parse_prefixes(prog.params["prefixes"].split(",")))
 
 
 def detach(iface: str, mode: str | None = None) -> dict:
@@ -263,3 +264,54 @@ def status() -> dict:
                          "attached_at": meta["attached_at"] if mine else None})
     stale = [s.iface for s in pins.slots(ns) if s.iface not in {r["interface"] for r in rows if r["ours"]}]
     return {"netns": ns, "attachments": rows, "stale_pins": stale if have_pins else [], "warnings": warnings}
+
+
+@dataclass
+class Snapshot:
+    """What offload had on an interface, held open (fds) so a transaction can put it back."""
+
+    slot: pins.Slot
+    meta: dict
+    mode: str
+    prog_fd: int
+    map_fds: dict[str, int]
+
+    def close(self) -> None:
+        for fd in [self.prog_fd, *self.map_fds.values()]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def snapshot(iface: str) -> Snapshot | None:
+    slot = pins.Slot(netns.current_name(), iface)
+    try:
+        mine = ours(slot, xdp.attached(_ifindex(iface)))
+    except UsageError:
+        return None
+    if mine is None:
+        return None
+    meta = slot.meta()
+    prog_fd = bpfsys.obj_get(str(slot.prog_pin))
+    maps = {name: slot.open_map(name) for name in meta.get("maps", [])}
+    return Snapshot(slot, meta, mine[0], prog_fd, maps)
+
+
+def restore(snap: Snapshot) -> None:
+    """Put the snapshot's program back on its interface in its mode (atomically where the kernel
+    allows), remove whatever of ours replaced it, and re-pin it with its metadata."""
+    ifindex = _ifindex(snap.slot.iface)
+    now = xdp.attached(ifindex)
+    current = ours(snap.slot, now)
+    for mode, prog_id in now.items():  # ours in another mode: take it off first
+        if current and prog_id == current[1] and mode != snap.mode:
+            _detach_id(ifindex, mode, prog_id)
+    holder = now.get(snap.mode)
+    old_fd = bpfsys.prog_fd_by_id(holder) if holder else None
+    try:
+        xdp.attach(ifindex, snap.prog_fd, snap.mode, expected_fd=old_fd, no_replace=old_fd is None)
+    finally:
+        if old_fd is not None:
+            os.close(old_fd)
+    snap.slot.write(snap.prog_fd, snap.map_fds, snap.meta)

@@ -410,6 +410,111 @@ def bench_prog(program, repeat, pkt_size, as_json) -> None:
                   f"{res['pkt_size']}-byte frame)")
 
 
+def _policy(path: str):
+    from .policy import load
+
+    return load(path)
+
+
+@main.command("plan")
+@click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def plan_cmd(policy_file, as_json) -> None:
+    """Desired against actual, per interface: what apply would do and why. Changes nothing."""
+    from . import orchestrate
+
+    items = [i.to_dict() for i in orchestrate.compute_plan(_policy(policy_file))]
+    if as_json:
+        _emit_json({"policy": policy_file, "plan": items})
+        return
+    if not items:
+        out.print("no interface matches the policy and nothing of it is attached")
+    for i in items:
+        out.print(f"[bold]{i['interface']}[/]: {i['action']} {i['program'] or ''} "
+                  f"(mode {i['mode'] or '-'}) - {escape(i['reason'])}")
+
+
+@main.command("apply")
+@click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
+@click.option("--best-effort", is_flag=True, help="Keep what succeeded when a step fails (default: roll back).")
+@click.option("--journal", type=click.Path(dir_okay=False), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
+@click.option("--lock-timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for another apply.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
+    """Make the interfaces match the policy: transactional, idempotent, journaled."""
+    from pathlib import Path as _P
+
+    from . import orchestrate
+
+    progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    res = orchestrate.apply(_policy(policy_file), best_effort, _P(journal) if journal else None, lock_timeout,
+                            progress)
+    if as_json:
+        _emit_json(res)
+    else:
+        for st in res["steps"]:
+            out.print(f"{st['interface']}: {st['action']} {st['program'] or ''} -> {st.get('mode') or '-'} ({st['status']})")
+        for st in res["failed"]:
+            err.print(f"[red]{st['interface']}: {st['action']} failed:[/] {escape(st['error'])}")
+        if res["rolled_back"]:
+            err.print(f"rolled back: {', '.join(res['rolled_back'])}")
+    if res["outcome"] != "ok":
+        sys.exit(int(Exit.FAILED))
+
+
+@main.command("watch")
+@click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
+@click.option("--interval", default=30.0, show_default=True, type=float, help="Seconds between drift checks.")
+@click.option("--detach-on-exit", is_flag=True, help="Remove the policy's programs when stopped.")
+@click.option("--journal", type=click.Path(dir_okay=False))
+@handles_errors
+@in_netns
+def watch_cmd(policy_file, interval, detach_on_exit, journal) -> None:
+    """Apply, then keep applying as interfaces come and go (and on drift), until SIGTERM."""
+    from pathlib import Path as _P
+
+    from . import orchestrate
+
+    orchestrate.watch(_policy(policy_file), interval, detach_on_exit, _P(journal) if journal else None,
+                      log=lambda line: click.echo(line, err=False))
+
+
+@main.group("export")
+def export_() -> None:
+    """Fleet exports: Node Feature Discovery labels, Prometheus textfile metrics."""
+
+
+@export_.command("nfd")
+@click.option("--path", default=None, help="Feature file (default: NFD's features.d/offload).")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def export_nfd(path, as_json) -> None:
+    """Write NFD labels: best XDP mode, hw-offload, native, drivers."""
+    from . import exports
+
+    res = exports.export_nfd(path or exports.NFD_DEFAULT)
+    _emit_json(res) if as_json else out.print(f"wrote {len(res['labels'])} labels to {res['path']}")
+
+
+@export_.command("prometheus")
+@click.option("--path", default=None, help="Textfile (default: node-exporter's textfile_collector/offload.prom).")
+@click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="Include a bench result.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+@in_netns
+def export_prometheus(path, bench_json, as_json) -> None:
+    """Write node-exporter textfile metrics: attached programs, per-action counters, bench results."""
+    from . import exports
+
+    res = exports.export_prometheus(path or exports.PROM_DEFAULT, bench_json)
+    _emit_json(res) if as_json else out.print(f"wrote {res['lines']} lines to {res['path']}")
+
+
 @main.group()
 def lab() -> None:
     """Veth labs to try offload without hardware (each in its own network namespace)."""

@@ -66,7 +66,7 @@ class _Maps:
         if not meta or meta.get("program") != "filter" or not meta.get("library"):
             raise NotAttachedError(f"{iface}: no `filter` program of offload's is attached"
                                    + (f" (it carries {meta['program']})" if meta else ""),
-                                   hint=f"offload attach {iface} filter --param block=PREFIX,...")
+                                   hint=f"offload attach {iface} filter --param prefixes=PREFIX,...")
         self.fd4, self.fd6 = slot.open_map("blocklist_v4"), slot.open_map("blocklist_v6")
 
     def close(self) -> None:

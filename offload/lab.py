@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns as pr_netns
 
-from . import netns
+from . import netns, pins
 from .errors import UsageError
 from .privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, require
 
@@ -92,9 +92,11 @@ def down(name: str) -> bool:
     _check_name(name)
     ns = netns_name(name)
     if not netns.exists(ns):
+        pins.remove_namespace(ns)  # records a crashed run may have left
         return False
     require(CAP_SYS_ADMIN, action="removing a lab")
     pr_netns.remove(ns)
+    pins.remove_namespace(ns)
     return True
 
 

@@ -150,3 +150,20 @@ def slots(netns: str) -> list[Slot]:
         meta = json.loads(f.read_text())
         out.append(Slot(netns, meta["interface"]))
     return out
+
+
+def remove_namespace(netns: str) -> None:
+    """Forget every attachment of a namespace that is going away (its devices take their
+    programs along; the pins would otherwise keep the programs and maps alive)."""
+    for d in (RUN / "attachments" / _escape(netns),):
+        _rmtree(d)
+    try:
+        require_bpffs()
+    except EnvironmentProblem:
+        return
+    _rmtree(BPFFS / "offload" / _escape(netns))
+    for d in (BPFFS / "offload", RUN / "attachments", RUN):
+        try:
+            d.rmdir()
+        except OSError:
+            pass

@@ -34,7 +34,7 @@ LIBRARY_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
     "count_pass": (),
     "reflect": (),
     "redirect": (ParamSpec("target", "interface to redirect every frame to", required=True),),
-    "filter": (ParamSpec("block", "comma-separated IPv4/IPv6 prefixes to drop, e.g. 192.0.2.0/24,2001:db8::/32"),),
+    "filter": (ParamSpec("prefixes", "comma-separated IPv4/IPv6 prefixes to drop, e.g. 192.0.2.0/24,2001:db8::/32"),),
 }
 
 

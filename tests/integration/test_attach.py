@@ -191,7 +191,7 @@ def test_default_route_guard(env):
 
 
 def test_filter_edits_in_place_and_drops_blocked_sources(env):
-    res = cli_json(env, "attach", env.ifname, "filter", "--param", "block=192.0.2.0/24")
+    res = cli_json(env, "attach", env.ifname, "filter", "--param", "prefixes=192.0.2.0/24")
     assert cli_json(env, "filter", "list", env.ifname)["prefixes"] == ["192.0.2.0/24"]
     assert cli_json(env, "filter", "add", env.ifname, "198.51.100.0/24", "2001:db8::/32")["added"] == [
         "198.51.100.0/24", "2001:db8::/32"]

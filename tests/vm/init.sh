@@ -6,9 +6,13 @@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /var/tmp 2>/dev/null
+# Writable scratch space, without hiding the repository (a CI clone may live under /tmp).
+for d in /tmp /run /var/tmp; do
+  case "$OFFLOAD_REPO/" in "$d"/*) echo "offload-vm: $d holds the repository: left read-only" ;;
+    *) mount -t tmpfs tmpfs "$d" ;; esac
+done
+mount -t tmpfs tmpfs /mnt
+export TMPDIR=/mnt
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t bpf bpffs /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug

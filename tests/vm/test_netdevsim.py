@@ -69,7 +69,7 @@ def test_auto_lands_in_hw_and_detach_removes_it(nsim):
 
 
 def test_lpm_program_falls_back_to_native_with_the_reason(nsim):
-    res = run_json("attach", nsim.ifname, "filter", "--param", "block=192.0.2.0/24")
+    res = run_json("attach", nsim.ifname, "filter", "--param", "prefixes=192.0.2.0/24")
     assert res["mode"] == "native"
     (hw,) = [f for f in res["fallbacks"] if f["mode"] == "hw"]
     assert "offloads only ARRAY and HASH maps" in hw["reason"]
