@@ -153,7 +153,8 @@ def attach(iface: str, spec: str, mode: str = "auto", min_mode: str | None = Non
             slot.write(loaded.fd, loaded.maps(), meta)
         except BaseException:
             _undo(ifindex, m, loaded.fd, holder)
-            slot.remove() if not mine else None
+            if not mine:  # a replaced program keeps its own pins (written only after success)
+                slot.remove()
             raise
         if mine and mine[0] != m:  # ours moved between coexisting modes (hw <-> native/generic)
             _detach_id(ifindex, mine[0], mine[1])

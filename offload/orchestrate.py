@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import attach as attach_mod
-from . import modes, netns, pins, plan as plan_mod, xdp
+from . import modes, netns, pins, plan as plan_mod
 from .errors import OffloadError, RefusedError
 from .facts import gather
 from .policy import Policy
@@ -266,4 +266,3 @@ def _forget(iface: str) -> None:
         slot.remove()
 
 
-__all__ = ["apply", "compute_plan", "watch", "xdp"]

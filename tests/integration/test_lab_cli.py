@@ -2,7 +2,6 @@
 works after a crash, privileges are named, errors never show a traceback."""
 
 import json
-import os
 import subprocess
 
 import pytest
@@ -88,7 +87,8 @@ def test_failed_lab_up_leaves_nothing(name, monkeypatch):
     # The kernel refuses the second pair (an interface name over IFNAMSIZ): the first must go too.
     real = lab.pair_names
     monkeypatch.setattr(lab, "pair_names", lambda n, i: real(n, i) if i == 0 else lab.Pair("x" * 20, "y" * 20))
-    with pytest.raises(Exception):
+    from pyroute2.netlink.exceptions import NetlinkError
+    with pytest.raises(NetlinkError):
         lab.up(name, pairs=3)
     assert lab.netns_name(name) not in netns_list()
 
