@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -354,10 +356,10 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         raise UsageError("--tx and --rx go together")
     spec = bench_mod.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
                           generator, duration, warmup, pkt_size, threads, repeat, count)
-    progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
     term = bench_mod._TermAsInterrupt()  # SIGTERM while the lab is built or torn down cleans up too
     try:
-        doc = _bench_run(bench_mod, spec, use_lab, pkt_size, progress)
+        with _progress(quiet=as_json) as progress:
+            doc = _bench_run(bench_mod, spec, use_lab, pkt_size, progress)
     finally:
         term.restore()
     if csv_path:
@@ -375,6 +377,23 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     if doc["partial"]:
         err.print(f"[yellow]partial results:[/] {escape(doc['partial'])}")
         sys.exit(int(Exit.FAILED))
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool):
+    """Progress for long work: a live status line at a terminal, one line per step otherwise."""
+    if quiet:
+        yield lambda msg: None
+        return
+    if not sys.stderr.isatty():
+        yield lambda msg: err.print(f"[dim]{escape(msg)}[/]")
+        return
+    started = time.monotonic()
+    with err.status("starting") as status:
+        def update(msg: str) -> None:
+            status.update(f"[{time.monotonic() - started:5.0f}s] {escape(msg)}")
+            err.print(f"[dim]{escape(msg)}[/]")
+        yield update
 
 
 def _bench_run(bench_mod, spec, use_lab: bool, pkt_size: int, progress) -> dict:
@@ -450,9 +469,9 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
 
     from . import orchestrate
 
-    progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
-    res = orchestrate.apply(_policy(policy_file), best_effort, _P(journal) if journal else None, lock_timeout,
-                            progress)
+    pol = _policy(policy_file)
+    with _progress(quiet=as_json) as progress:
+        res = orchestrate.apply(pol, best_effort, _P(journal) if journal else None, lock_timeout, progress)
     if as_json:
         _emit_json(res)
     else:
