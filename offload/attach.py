@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from . import bpfsys, guard, loader, modes, netns, pins, programs, xdp
 from .errors import EnvironmentProblem, NoModeError, NotAttachedError, RefusedError, UsageError
 from .privileges import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, effective, require
-from .probe import collect
+from .probe import assess
 from .profiles import load as load_profiles
 
 RANK = {m: i for i, m in enumerate(reversed(modes.MODES))}   # generic 0 < native 1 < hw 2
@@ -100,11 +100,9 @@ def attach(iface: str, spec: str, mode: str = "auto", min_mode: str | None = Non
                                hint="use --force if you mean it")
         warnings.append(f"{iface}: {protected[iface]}; attaching anyway (--force)")
 
-    host, (facts,) = collect([iface])
-    profs, _ = load_profiles(drivers={facts.driver} if facts.driver else set())
-    verdicts = modes.evaluate(facts, profs.get(facts.driver or ""), host)
+    _, ((facts, verdicts),) = assess([iface])
     slot = pins.Slot(netns.current_name(), iface)
-    attached = xdp.attached(ifindex)
+    attached = {a["mode"]: a["prog_id"] for a in facts.attached}   # read with the probe's dump
     mine = ours(slot, attached)
     foreign = {m: i for m, i in attached.items() if not mine or i != mine[1]}
     if foreign and not force:
@@ -122,7 +120,7 @@ def attach(iface: str, spec: str, mode: str = "auto", min_mode: str | None = Non
         except (loader.VerifierError, loader.LoadError) as e:
             if m != "hw":
                 raise  # native and generic run the same verifier: no lower mode will take it
-            limit = modes.offload_map_limit(profs.get(facts.driver or ""))
+            limit = modes.offload_map_limit(_profile(facts.driver))
             fallbacks.append({"mode": m, "reason": e.message + (f"; driver profile: {limit}" if limit else "")})
             progress(f"{iface}: {m} refused: {e.message.splitlines()[0]}")
             continue
@@ -164,6 +162,10 @@ def attach(iface: str, spec: str, mode: str = "auto", min_mode: str | None = Non
     floor = f" at or above --min-mode {min_mode}" if min_mode else ""
     raise NoModeError(f"{iface}: could not attach {prog.name} in any acceptable mode{floor}: {listed}",
                       hint="nothing was attached or pinned; see `offload probe -v " + iface + "`")
+
+
+def _profile(driver: str | None):
+    return load_profiles(drivers={driver})[0].get(driver) if driver else None
 
 
 def _confirm(ifindex: int, iface: str, mode: str, prog_id: int) -> None:

@@ -27,8 +27,7 @@ from . import livegen, modes, pktgen, stats
 from .errors import EnvironmentProblem, NoModeError, OffloadError, UsageError
 from .frames import udp_frame
 from .netlink import genl
-from .probe import collect
-from .profiles import load as load_profiles
+from .probe import assess, collect
 
 GENERATORS = ("auto", "pktgen", "live-frames")
 
@@ -204,9 +203,7 @@ def validate(spec: Spec) -> tuple[int, int]:
 
 def resolve_modes(spec: Spec) -> tuple[list[str], list[dict]]:
     """Modes to measure, best first; those the probe rules out go to `skipped` with the reason."""
-    host, (f,) = collect([spec.rx])
-    profs, _ = load_profiles(drivers={f.driver} if f.driver else set())
-    verdicts = modes.evaluate(f, profs.get(f.driver or ""), host)
+    _, ((_, verdicts),) = assess([spec.rx])
     wanted = list(modes.MODES) if spec.modes == ["auto"] else spec.modes
     for m in wanted:
         if m not in modes.MODES:

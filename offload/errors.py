@@ -48,6 +48,20 @@ class EnvironmentProblem(OffloadError):
     exit_code = Exit.ENVIRONMENT
 
 
+class CompileError(OffloadError):
+    exit_code = Exit.COMPILE
+
+
+class VerifierError(OffloadError):
+    exit_code = Exit.VERIFIER
+
+
+class LoadError(OffloadError):
+    """The kernel refused to load (not the verifier): e.g. offload to a device that cannot."""
+
+    exit_code = Exit.LOAD
+
+
 class NoModeError(OffloadError):
     exit_code = Exit.NO_MODE
 

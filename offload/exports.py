@@ -9,8 +9,7 @@ from pathlib import Path
 
 from . import modes, netns, pins, stats
 from .errors import OffloadError
-from .facts import gather
-from .profiles import load as load_profiles
+from .probe import assess
 
 NFD_DEFAULT = "/etc/kubernetes/node-feature-discovery/features.d/offload"
 PROM_DEFAULT = "/var/lib/node_exporter/textfile_collector/offload.prom"
@@ -26,13 +25,11 @@ def _atomic_write(path: str, text: str) -> None:
 
 
 def nfd_labels() -> dict[str, str]:
-    host, devices = gather()
-    devices = [d for d in devices if d.kind != "loopback"]
-    profs, _ = load_profiles(drivers={d.driver for d in devices if d.driver})
+    _, evaluated = assess(include_loopback=False)
     best = None
     labels: dict[str, str] = {}
-    for d in devices:
-        rec = modes.recommend(modes.evaluate(d, profs.get(d.driver or ""), host))["mode"]
+    for d, verdicts in evaluated:
+        rec = modes.recommend(verdicts)["mode"]
         if rec and (best is None or modes.MODES.index(rec) < modes.MODES.index(best)):
             best = rec
         if rec in ("hw", "native") and d.driver:

@@ -13,22 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import Exit, OffloadError
+from .errors import CompileError, LoadError, VerifierError
 from .programs import Program
 
-
-class CompileError(OffloadError):
-    exit_code = Exit.COMPILE
-
-
-class VerifierError(OffloadError):
-    exit_code = Exit.VERIFIER
-
-
-class LoadError(OffloadError):
-    """The kernel refused to load (not the verifier): e.g. offload to a device that cannot."""
-
-    exit_code = Exit.LOAD
+__all__ = ["CompileError", "LoadError", "VerifierError", "Loaded", "load"]
 
 
 @contextmanager
@@ -115,7 +103,7 @@ def load(prog: Program, hw_device: str | None = None) -> Loaded:
     if err is not None:
         bpf.cleanup()
         text = log[0]
-        if "processed" in text or "invalid" in text.lower() and "insn" in text:
+        if "processed" in text or ("invalid" in text.lower() and "insn" in text):  # a verifier log
             raise VerifierError(f"the verifier rejected {prog.name}:\n{_verifier_tail(text)}",
                                 hint="the last lines of the verifier log are above")
         raise LoadError(f"the kernel refused to load {prog.name}"

@@ -17,42 +17,35 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import attach as attach_mod
-from . import modes, netns, pins, plan as plan_mod
+from . import netns, pins, plan as plan_mod
 from .errors import OffloadError, RefusedError
-from .facts import gather
+from .facts import DeviceFacts
 from .policy import Policy
-from .profiles import load as load_profiles
+from .probe import assess
 
 DEFAULT_JOURNAL = Path(os.environ.get("OFFLOAD_JOURNAL", "/var/lib/offload/journal.jsonl"))
 LOCK = pins.RUN / "apply.lock"
 
 
-def current_state(names: list[str]) -> dict[str, plan_mod.Current]:
+def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
+    """What is attached on each device (from the probe's own dump), ours or not."""
     out = {}
     ns = netns.current_name()
-    from .netlink import rtnl
-
-    links = {link.name: link for link in rtnl.dump_links()}
-    for name in names:
-        link = links.get(name)
-        if link is None:
-            continue
-        slot = pins.Slot(ns, name)
-        mine = attach_mod.ours(slot, link.xdp_prog_ids)
+    for d in devices:
+        attached = {a["mode"]: a["prog_id"] for a in d.attached}
+        slot = pins.Slot(ns, d.name)
+        mine = attach_mod.ours(slot, attached)
         meta = slot.meta() if mine else None
         if meta is not None:
             meta = {**meta, "mode": mine[0]}
-        foreign = {m: i for m, i in link.xdp_prog_ids.items() if not mine or i != mine[1]}
-        out[name] = plan_mod.Current(meta, foreign)
+        foreign = {m: i for m, i in attached.items() if not mine or i != mine[1]}
+        out[d.name] = plan_mod.Current(meta, foreign)
     return out
 
 
 def compute_plan(pol: Policy) -> list[plan_mod.Item]:
-    host, devices = gather()
-    devices = [d for d in devices if d.kind != "loopback"]
-    profs, _ = load_profiles(drivers={d.driver for d in devices if d.driver})
-    evaluated = [(d, modes.evaluate(d, profs.get(d.driver or ""), host)) for d in devices]
-    return plan_mod.make_plan(pol, evaluated, current_state([d.name for d in devices]))
+    _, evaluated = assess(include_loopback=False)
+    return plan_mod.make_plan(pol, evaluated, current_state([d for d, _ in evaluated]))
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from .errors import EnvironmentProblem
 DEFAULT_BPFFS = "/sys/fs/bpf"
 RUN = Path(os.environ.get("OFFLOAD_RUN_DIR", "/run/offload"))
 BPFFS = Path(os.environ.get("OFFLOAD_BPFFS", DEFAULT_BPFFS))
+_BPFFS_OK: Path | None = None
 
 
 def _escape(name: str) -> str:
@@ -40,12 +41,15 @@ def require_bpffs() -> None:
     host's bpffs; pins made in another bpffs instance would be invisible to the host, so the
     host's is reached through PID 1's root instead.
     """
-    global BPFFS
+    global BPFFS, _BPFFS_OK
+    if _BPFFS_OK == BPFFS:  # checked already (every pin path asks)
+        return
     if _is_bpffs("/proc/self/mounts", str(BPFFS)):
+        _BPFFS_OK = BPFFS
         return
     if str(BPFFS) == DEFAULT_BPFFS and _is_bpffs("/proc/1/mounts", DEFAULT_BPFFS) \
             and os.path.isdir("/proc/1/root" + DEFAULT_BPFFS):
-        BPFFS = Path("/proc/1/root" + DEFAULT_BPFFS)
+        BPFFS = _BPFFS_OK = Path("/proc/1/root" + DEFAULT_BPFFS)
         return
     if str(BPFFS) == DEFAULT_BPFFS and _is_bpffs("/proc/1/mounts", DEFAULT_BPFFS):  # the host's, hidden
         raise EnvironmentProblem(

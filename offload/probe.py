@@ -81,6 +81,17 @@ def collect(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts
     return host, devices
 
 
+def assess(names: list[str] | None = None, include_loopback: bool = True
+           ) -> tuple[HostFacts, list[tuple[DeviceFacts, dict[str, modes.ModeVerdict]]]]:
+    """Facts and per-mode verdicts of the namespace's interfaces (all, or those named), with the
+    profiles of the drivers present: what attach, bench, plan and the exports decide from."""
+    host, devices = collect(names)
+    if not include_loopback:
+        devices = [d for d in devices if d.kind != "loopback"]
+    profs, _ = profiles.load(drivers={d.driver for d in devices if d.driver})
+    return host, [(d, modes.evaluate(d, profs.get(d.driver or ""), host)) for d in devices]
+
+
 def facts_document(host: HostFacts, devices: list[DeviceFacts]) -> dict:
     """The raw facts, as recorded in test fixtures (tests/fixtures/*.json)."""
     return {"host": asdict(host), "devices": [d.to_dict() for d in devices]}
