@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from offload import bench, bpfsys, lab, livegen, netns  # noqa: E402
-from offload.frames import udp_frame  # noqa: E402
-from offload.netlink import genl  # noqa: E402
+from offload import lab  # noqa: E402
+from offload.bench import harness as bench  # noqa: E402
+from offload.bench.frames import udp_frame  # noqa: E402
+from offload.bench.generators import live_frames as livegen  # noqa: E402
+from offload.kernel import bpfsys, genl, netns  # noqa: E402
 
 OFFLOAD = str(Path(sys.executable).parent / "offload")
 XDP_FLAGS = {"native": 1 << 2, "generic": 1 << 1}

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__, lab as lab_mod, netns, profiles as profiles_mod
-from .errors import Exit, OffloadError, UsageError
+from offload import __version__
+from offload import lab as lab_mod
+from offload.errors import Exit, OffloadError, UsageError
+from offload.kernel import netns
+from offload.probe import mode as modes
+from offload.probe import profiles as profiles_mod
 
 
 def escape(text: str) -> str:
@@ -95,7 +99,8 @@ def main() -> None:
 @handles_errors
 def probe(interfaces, as_json, verbose, ns, profiles_dir, facts) -> None:
     """What XDP and offload each interface supports, and which mode offload would use."""
-    from .probe import collect, facts_document, probe as run_probe
+    from offload.probe.report import collect, facts_document
+    from offload.probe.report import probe as run_probe
 
     if ns is not None:
         _require_root_for_netns()
@@ -107,13 +112,13 @@ def probe(interfaces, as_json, verbose, ns, profiles_dir, facts) -> None:
     if as_json:
         _emit_json(report)
         return
-    from . import render
+    from offload.probe import render
 
     (render.probe_detail if verbose else render.probe_table)(report, out)
 
 
 def _require_root_for_netns() -> None:
-    from .privileges import CAP_SYS_ADMIN, require
+    from offload.kernel.privileges import CAP_SYS_ADMIN, require
 
     require(CAP_SYS_ADMIN, action="entering another network namespace (--netns)")
 
@@ -125,28 +130,15 @@ def _require_root_for_netns() -> None:
 @handles_errors
 def profiles(check, as_json, profiles_dir) -> None:
     """List the driver profiles (and validate them with --check)."""
+
     profs, problems = profiles_mod.load(profiles_dir)
-    rows = []
-    for drv, p in sorted(profs.items()):
-        x = p.data["xdp"]
-        cell = lambda k: (x[k].get("since") if x[k].get("supported") else "-")  # noqa: E731
-        rows.append({"driver": drv, "native": cell("native"), "zero_copy": cell("zero_copy"),
-                     "hw_offload": cell("hw_offload"), "multi_buffer": cell("multi_buffer"),
-                     "native_mtu_max": (p.limit("native_mtu_max") or {}).get("value"), "file": p.path})
+    rows = profiles_mod.summary_rows(profs)
     if as_json:
         _emit_json({"profiles": rows, "problems": [vars(pr) for pr in problems]})
     else:
-        from rich.table import Table
+        from offload.probe import render
 
-        t = Table(title=f"driver profiles ({len(rows)} valid)")
-        for c in ("driver", "native", "zero_copy", "hw_offload", "multi_buffer", "native_mtu_max"):
-            t.add_column(c)
-        for r in rows:
-            t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in
-                        ("driver", "native", "zero_copy", "hw_offload", "multi_buffer", "native_mtu_max")))
-        out.print(t)
-        for pr in problems:
-            err.print(f"[yellow]warning:[/] {pr}", markup=False)
+        render.profiles(rows, problems, out, err)
     if check and problems:
         sys.exit(int(Exit.FAILED))
 
@@ -166,11 +158,11 @@ def in_netns(fn):
     return wrapper
 
 
-MODE_CHOICE = click.Choice(["auto", "hw", "native", "generic"])
-FLOOR_CHOICE = click.Choice(["hw", "native", "generic"])
+MODE_CHOICE = click.Choice([str(m) for m in modes.CHOICES])   # plain strings: click shows Enum names
+FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 
 
-@main.command()
+@main.command("attach")
 @click.argument("iface")
 @click.argument("program")
 @click.option("--mode", default="auto", show_default=True, type=MODE_CHOICE,
@@ -181,99 +173,76 @@ FLOOR_CHOICE = click.Choice(["hw", "native", "generic"])
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def attach(iface, program, mode, min_mode, params, force, as_json) -> None:
+def attach_cmd(iface, program, mode, min_mode, params, force, as_json) -> None:
     """Attach PROGRAM (a name from bpf/ or a C file) to IFACE in the best mode it takes."""
-    from . import attach as attach_mod
-    from .programs import parse_params
+    from offload.load import attach as attach_mod
+    from offload.load.programs import parse_params
 
     progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
-    res = attach_mod.attach(iface, program, mode, min_mode, parse_params(list(params)), force, progress)
+    res = attach_mod.attach(iface, program, mode, min_mode, parse_params(list(params)), force, progress).to_dict()
     if as_json:
-        _emit_json(res.to_dict())
+        _emit_json(res)
         return
-    for w in res.warnings:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
-    for f in res.fallbacks:
-        out.print(f"[yellow]{f['mode']}:[/] {escape(f['reason'])}")
-    verb = f"replaced prog {res.replaced} with" if res.replaced else "attached"
-    out.print(f"{iface}: {verb} {res.program} in [bold]{res.mode}[/] mode (prog id {res.prog_id})")
+    from offload.load import render
+
+    render.attach_result(res, out, err)
 
 
-@main.command()
+@main.command("detach")
 @click.argument("iface")
 @click.option("--mode", type=FLOOR_CHOICE, help="Only if attached in this mode.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def detach(iface, mode, as_json) -> None:
+def detach_cmd(iface, mode, as_json) -> None:
     """Remove offload's program from IFACE, and its pins."""
-    from . import attach as attach_mod
+    from offload.load import attach as attach_mod
 
     res = attach_mod.detach(iface, mode)
     if as_json:
         _emit_json(res)
-    elif res["detached"]:
-        out.print(f"{iface}: detached prog {res['detached']['prog_id']} ({res['detached']['mode']}); pins removed")
-    else:
-        out.print(f"{iface}: nothing attached; stale pins removed")
+        return
+    from offload.load import render
+
+    render.detach_result(res, out)
 
 
-@main.command()
+@main.command("status")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def status(as_json) -> None:
+def status_cmd(as_json) -> None:
     """Every XDP program on every interface of this namespace, ours or not."""
-    from . import attach as attach_mod
+    from offload.load import status as status_mod
 
-    res = attach_mod.status()
+    res = status_mod.status()
     if as_json:
         _emit_json(res)
         return
-    from rich.table import Table
+    from offload.load import render
 
-    t = Table(title=f"XDP programs (namespace {res['netns']})")
-    for c in ("interface", "mode", "prog id", "name", "ours", "program", "since"):
-        t.add_column(c)
-    for r in res["attachments"]:
-        t.add_row(r["interface"], r["mode"], str(r["prog_id"]), r["name"] or "-",
-                  {True: "yes", False: "no", None: "?"}[r["ours"]],
-                  r["program"] or "-", r["attached_at"] or "-")
-    out.print(t if res["attachments"] else "no XDP program attached")
-    for s in res["stale_pins"]:
-        err.print(f"[yellow]warning:[/] pins for {s} but its program is not attached: offload detach {s}")
-    for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+    render.status(res, out, err)
 
 
-@main.command()
+@main.command("stats")
 @click.argument("iface")
 @click.option("--interval", type=float, help="Sample twice, S seconds apart, and show rates.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def stats(iface, interval, as_json) -> None:
+def stats_cmd(iface, interval, as_json) -> None:
     """Per-action packet counters (and rates) of offload's program on IFACE."""
-    import time
-
-    from . import stats as stats_mod
+    from offload.load import stats as stats_mod
 
     if interval is not None and interval <= 0:
         raise UsageError("--interval must be positive")
-    first = stats_mod.read(iface)
-    res = dict(first)
-    if interval:
-        time.sleep(interval)
-        res = stats_mod.read(iface)
-        res["rates_pps"] = stats_mod.rates(first, res)
-        res["interval"] = interval
+    res = stats_mod.sample(iface, interval)
     if as_json:
         _emit_json(res)
         return
-    out.print(f"{iface}: {res['program']} in {res['mode']} mode (prog id {res['prog_id']})")
-    for a in res["packets"]:
-        rate = f"  {res['rates_pps'][a]:>14,.1f} pps" if interval else ""
-        out.print(f"  {a:9} {res['packets'][a]:>14,} packets {res['bytes'][a]:>16,} bytes{rate}")
+    from offload.load import render
+
+    render.stats(res, out)
 
 
 @main.group("filter")
@@ -289,15 +258,15 @@ def _filter_cmd(name: str, fn_name: str, help_: str, needs_prefixes: bool = True
     @handles_errors
     @in_netns
     def cmd(iface, prefixes, as_json) -> None:
-        from . import filter as filter_mod
+        from offload.load import filter as filter_mod
 
         res = getattr(filter_mod, fn_name)(iface, list(prefixes)) if needs_prefixes else filter_mod.list_(iface)
         if as_json:
             _emit_json(res)
-        else:
-            for k, v in res.items():
-                if k != "interface":
-                    out.print(f"{k}: {', '.join(v) if v else '-'}")
+            return
+        from offload.load import render
+
+        render.filter_result(res, out)
     return cmd
 
 
@@ -311,16 +280,15 @@ _filter_cmd("list", "list_", "Show the blocked prefixes on IFACE.", needs_prefix
 @handles_errors
 def programs_cmd(as_json) -> None:
     """The program library (bpf/) and the parameters each takes."""
-    from . import programs as prog_mod
+    from offload.load import programs as prog_mod
 
-    rows = [{"name": n, "summary": prog_mod.summary(prog_mod.library_dir() / f"{n}.c"),
-             "params": [p.name for p in prog_mod.LIBRARY_PARAMS.get(n, ())]} for n in prog_mod.library()]
+    rows = prog_mod.catalogue()
     if as_json:
         _emit_json({"programs": rows})
         return
-    for r in rows:
-        params = f" (params: {', '.join(r['params'])})" if r["params"] else ""
-        out.print(f"[bold]{r['name']}[/]{params}: {escape(r['summary'])}")
+    from offload.load import render
+
+    render.programs(rows, out)
 
 
 @main.group(invoke_without_command=True)
@@ -348,32 +316,27 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     """Packets per second through each XDP mode, side by side (the kernel generates and counts)."""
     if ctx.invoked_subcommand is not None:
         return
-    from . import bench as bench_mod, report_files
+    from offload.bench import files, harness
 
     if use_lab == bool(tx or rx):
         raise UsageError("give either --lab, or --tx DEV and --rx DEV")
     if not use_lab and not (tx and rx):
         raise UsageError("--tx and --rx go together")
-    spec = bench_mod.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
-                          generator, duration, warmup, pkt_size, threads, repeat, count)
-    term = bench_mod._TermAsInterrupt()  # SIGTERM while the lab is built or torn down cleans up too
-    try:
-        with _progress(quiet=as_json) as progress:
-            doc = _bench_run(bench_mod, spec, use_lab, pkt_size, progress)
-    finally:
-        term.restore()
+    spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
+                        generator, duration, warmup, pkt_size, threads, repeat, count)
+    # SIGTERM while the lab is built or torn down cleans up too.
+    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+        doc = _bench_in_lab(harness, spec, pkt_size, progress) if use_lab else harness.run(spec, progress)
     if csv_path:
-        report_files.write_csv(doc, csv_path)
+        files.write_csv(doc, csv_path)
     if plot_path:
-        report_files.write_plot(doc, plot_path)
+        files.write_plot(doc, plot_path)
     if as_json:
         _emit_json(doc)
     else:
-        report_files.print_table(doc, out)
-        for s in doc["skipped"]:
-            out.print(f"[yellow]skipped {s['mode']}:[/] {escape(s['reason'])}")
-        for n in doc["notes"]:
-            out.print(f"[dim]note: {escape(n)}[/]")
+        from offload.bench import render
+
+        render.bench_result(doc, out)
     if doc["partial"]:
         err.print(f"[yellow]partial results:[/] {escape(doc['partial'])}")
         sys.exit(int(Exit.FAILED))
@@ -396,19 +359,14 @@ def _progress(quiet: bool):
         yield update
 
 
-def _bench_run(bench_mod, spec, use_lab: bool, pkt_size: int, progress) -> dict:
-    if not use_lab:
-        return bench_mod.run(spec, progress)
-    name = f"bench{os.getpid() % 1000}"
-    made = lab_mod.up(name, pairs=1, mtu=max(1500, pkt_size - 14))
-    try:
+def _bench_in_lab(harness, spec, pkt_size: int, progress) -> dict:
+    with lab_mod.temporary("bench", pairs=1, mtu=max(1500, pkt_size - 14)) as made:
         spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b
-        progress(f"lab {name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
+        progress(f"lab {made.name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
         with netns.inside(made.netns):
-            return bench_mod.run(spec, progress)
-    finally:
-        lab_mod.down(name)
-        progress(f"lab {name} removed")
+            doc = harness.run(spec, progress)
+    progress(f"lab {made.name} removed")
+    return doc
 
 
 @bench.command("prog")
@@ -419,18 +377,19 @@ def _bench_run(bench_mod, spec, use_lab: bool, pkt_size: int, progress) -> dict:
 @handles_errors
 def bench_prog(program, repeat, pkt_size, as_json) -> None:
     """Per-packet cost of PROGRAM through BPF_PROG_RUN (ns/packet; no traffic, no device)."""
-    from . import bench as bench_mod
+    from offload.bench import harness
 
-    res = bench_mod.prog_cost(program, repeat, pkt_size)
+    res = harness.prog_cost(program, repeat, pkt_size)
     if as_json:
         _emit_json(res)
-    else:
-        out.print(f"{program}: {res['ns_per_packet']} ns/packet (median of {repeat} x {res['iterations']:,} runs, "
-                  f"{res['pkt_size']}-byte frame)")
+        return
+    from offload.bench import render
+
+    render.prog_cost(res, out)
 
 
 def _policy(path: str):
-    from .policy import load
+    from offload.orchestrate.policy import load
 
     return load(path)
 
@@ -442,17 +401,15 @@ def _policy(path: str):
 @in_netns
 def plan_cmd(policy_file, as_json) -> None:
     """Desired against actual, per interface: what apply would do and why. Changes nothing."""
-    from . import orchestrate
+    from offload.orchestrate import apply as apply_mod
 
-    items = [i.to_dict() for i in orchestrate.compute_plan(_policy(policy_file))]
+    items = [i.to_dict() for i in apply_mod.compute_plan(_policy(policy_file))]
     if as_json:
         _emit_json({"policy": policy_file, "plan": items})
         return
-    if not items:
-        out.print("no interface matches the policy and nothing of it is attached")
-    for i in items:
-        out.print(f"[bold]{i['interface']}[/]: {i['action']} {i['program'] or ''} "
-                  f"(mode {i['mode'] or '-'}) - {escape(i['reason'])}")
+    from offload.orchestrate import render
+
+    render.plan(items, out)
 
 
 @main.command("apply")
@@ -465,22 +422,17 @@ def plan_cmd(policy_file, as_json) -> None:
 @in_netns
 def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
     """Make the interfaces match the policy: transactional, idempotent, journaled."""
-    from pathlib import Path as _P
-
-    from . import orchestrate
+    from offload.orchestrate import apply as apply_mod
 
     pol = _policy(policy_file)
     with _progress(quiet=as_json) as progress:
-        res = orchestrate.apply(pol, best_effort, _P(journal) if journal else None, lock_timeout, progress)
+        res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress)
     if as_json:
         _emit_json(res)
     else:
-        for st in res["steps"]:
-            out.print(f"{st['interface']}: {st['action']} {st['program'] or ''} -> {st.get('mode') or '-'} ({st['status']})")
-        for st in res["failed"]:
-            err.print(f"[red]{st['interface']}: {st['action']} failed:[/] {escape(st['error'])}")
-        if res["rolled_back"]:
-            err.print(f"rolled back: {', '.join(res['rolled_back'])}")
+        from offload.orchestrate import render
+
+        render.apply_result(res, out, err)
     if res["outcome"] != "ok":
         sys.exit(int(Exit.FAILED))
 
@@ -494,12 +446,10 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
 @in_netns
 def watch_cmd(policy_file, interval, detach_on_exit, journal) -> None:
     """Apply, then keep applying as interfaces come and go (and on drift), until SIGTERM."""
-    from pathlib import Path as _P
+    from offload.orchestrate import watch
 
-    from . import orchestrate
-
-    orchestrate.watch(_policy(policy_file), interval, detach_on_exit, _P(journal) if journal else None,
-                      log=lambda line: click.echo(line, err=False))
+    watch.watch(_policy(policy_file), interval, detach_on_exit, Path(journal) if journal else None,
+                log=lambda line: click.echo(line, err=False))
 
 
 @main.group("export")
@@ -514,7 +464,7 @@ def export_() -> None:
 @in_netns
 def export_nfd(path, as_json) -> None:
     """Write NFD labels: best XDP mode, hw-offload, native, drivers."""
-    from . import exports
+    from offload.orchestrate import exports
 
     res = exports.export_nfd(path or exports.NFD_DEFAULT)
     _emit_json(res) if as_json else out.print(f"wrote {len(res['labels'])} labels to {res['path']}")
@@ -528,7 +478,7 @@ def export_nfd(path, as_json) -> None:
 @in_netns
 def export_prometheus(path, bench_json, as_json) -> None:
     """Write node-exporter textfile metrics: attached programs, per-action counters, bench results."""
-    from . import exports
+    from offload.orchestrate import exports
 
     res = exports.export_prometheus(path or exports.PROM_DEFAULT, bench_json)
     _emit_json(res) if as_json else out.print(f"wrote {res['lines']} lines to {res['path']}")
@@ -550,10 +500,10 @@ def lab_up(name, pairs, mtu, as_json) -> None:
     made = lab_mod.up(name, pairs, mtu)
     if as_json:
         _emit_json(made.to_dict())
-    else:
-        out.print(f"lab {made.name}: namespace {made.netns}, {len(made.pairs)} veth pair(s) at MTU {mtu}: "
-                  + ", ".join(f"{p.a}<->{p.b}" for p in made.pairs[:8]) + (" ..." if len(made.pairs) > 8 else ""))
-        out.print(f"probe it: offload probe --netns {made.netns}    remove it: offload lab down {made.name}")
+        return
+    from offload import render
+
+    render.lab_up(made, out)
 
 
 @lab.command("down")
@@ -580,10 +530,9 @@ def lab_list(as_json) -> None:
     if as_json:
         _emit_json({"labs": [x.to_dict() for x in labs]})
         return
-    if not labs:
-        out.print("no labs")
-    for x in labs:
-        out.print(f"{x.name}: namespace {x.netns}, {len(x.pairs)} pair(s), MTU {x.mtu}")
+    from offload import render
+
+    render.lab_list(labs, out)
 
 
 @main.command()
@@ -592,20 +541,15 @@ def lab_list(as_json) -> None:
 @handles_errors
 def demo(as_json, verbose) -> None:
     """Build a lab (a pair at MTU 1500, a pair at 9000), probe it, show the result, remove the lab."""
-    from .probe import probe as run_probe
+    from offload.probe.report import probe as run_probe
 
-    name = f"demo{os.getpid() % 10000}"
-    made = lab_mod.up(name, pairs=2, mtus=[1500, 9000])
-    try:
-        with netns.inside(made.netns):
-            report = run_probe()
-    finally:
-        lab_mod.down(name)
+    with lab_mod.temporary("demo", pairs=2, mtus=[1500, 9000]) as made, netns.inside(made.netns):
+        report = run_probe()
     if as_json:
         _emit_json(report)
         return
-    out.print(f"[dim]lab {name} (namespace {made.netns}) built, probed and removed[/]")
-    from . import render
+    out.print(f"[dim]lab {made.name} (namespace {made.netns}) built, probed and removed[/]")
+    from offload.probe import render
 
     (render.probe_detail if verbose else render.probe_table)(report, out)
 

@@ -6,14 +6,19 @@ namespace removes every device it made, also after a crash; nothing outside it i
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, netns as pr_netns
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
 
-from . import netns, pins
-from .errors import UsageError
-from .privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, require
+from offload.errors import UsageError
+from offload.kernel import netns
+from offload.kernel.privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, require
+from offload.load import pins
 
 PREFIX = "offload-lab-"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
@@ -98,6 +103,17 @@ def down(name: str) -> bool:
     pr_netns.remove(ns)
     pins.remove_namespace(ns)
     return True
+
+
+@contextmanager
+def temporary(prefix: str, pairs: int = 1, mtus: list[int] | None = None, mtu: int = 1500) -> Iterator[Lab]:
+    """A lab for the length of a block, named `prefix` plus this process's id, always removed."""
+    name = f"{prefix}{os.getpid() % 10 ** (8 - len(prefix))}"
+    made = up(name, pairs=pairs, mtu=mtu, mtus=mtus)
+    try:
+        yield made
+    finally:
+        down(name)
 
 
 def list_labs() -> list[Lab]:

@@ -7,11 +7,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from lib.env import NetEnv  # noqa: E402
-
 from lib.helpers import ROOT  # noqa: E402
 
-from offload import profiles as profiles_mod  # noqa: E402
-
+from offload.probe import profiles as profiles_mod  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

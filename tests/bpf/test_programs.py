@@ -5,10 +5,11 @@ import os
 import struct
 
 import pytest
-from offload.frames import DST_MAC, SRC_MAC, eth, ipv4_udp, ipv6_udp
 
-from offload import bpfsys, loader, programs
-from offload.filter import add_to_maps, parse_prefixes
+from offload.bench.frames import DST_MAC, SRC_MAC, eth, ipv4_udp, ipv6_udp
+from offload.kernel import bpfsys
+from offload.load import loader, programs
+from offload.load.filter import add_to_maps, parse_prefixes
 
 pytestmark = pytest.mark.root
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)

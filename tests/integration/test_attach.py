@@ -8,53 +8,20 @@ import threading
 from pathlib import Path
 
 import pytest
-from offload.frames import ipv4_udp
-from lib.helpers import OFFLOAD
+from lib.cli import OFFLOAD
+from lib.kernel import kernel_xdp
 
-from offload import netns as netns_mod
+from offload.bench.frames import ipv4_udp
+from offload.kernel import netns as netns_mod
 
 pytestmark = pytest.mark.root
 PIN_ROOT = Path("/sys/fs/bpf/offload")
 RUN_ROOT = Path("/run/offload/attachments")
 
 
-def cli(env, *args, netns="__env__", check=False, extra_env=None):
-    ns = env.netns if netns == "__env__" else netns
-    argv = [OFFLOAD, *args] + (["--netns", ns] if ns else [])
-    res = env.cmd(*argv, netns=None, check=False, env=extra_env)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{argv} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
-    return res
-
-
-def cli_json(env, *args, **kw):
-    res = cli(env, *args, "--json", check=True, **kw)
-    return json.loads(res.stdout)
-
-
-def kernel_xdp(env, dev, netns="__env__") -> dict:
-    """mode -> prog id, from iproute2."""
-    link = env.json_cmd("ip", "-d", "-j", "link", "show", "dev", dev, netns=netns)[0]
-    x = link.get("xdp")
-    if not x:
-        return {}
-    names = {1: "native", 2: "generic", 3: "hw"}
-    if x.get("mode") == 4:  # several modes
-        return {names[a["mode"]]: a["prog"]["id"] for a in x["attached"]}
-    return {names[x["mode"]]: x["prog"]["id"]}
-
-
 def no_debris(env) -> None:
     assert not (PIN_ROOT / env.netns).exists(), "pins left behind"
     assert not (RUN_ROOT / env.netns).exists(), "metadata left behind"
-
-
-@pytest.fixture
-def env(env):
-    yield env
-    # leave nothing attached or pinned, whatever the test did
-    for dev in filter(None, (env.ifname, env.peer)):
-        cli(env, "detach", dev)
 
 
 def send_frames(env, dev: str, frames: list[bytes]) -> None:
@@ -69,20 +36,20 @@ def send_frames(env, dev: str, frames: list[bytes]) -> None:
 @pytest.mark.kernels
 @pytest.mark.parametrize("mode", ["native", "generic"])
 def test_attach_mode_read_back_from_the_kernel(env, mode):
-    res = cli_json(env, "attach", env.ifname, "count_drop", "--mode", mode)
+    res = env.offload_json("attach", env.ifname, "count_drop", "--mode", mode)
     assert res["interface"] == env.ifname and res["mode"] == mode and res["program"] == "count_drop"
     assert res["fallbacks"] == []
-    assert kernel_xdp(env, env.ifname) == {mode: res["prog_id"]}
-    st = cli_json(env, "status")
+    assert kernel_xdp(env.ifname, env.netns) == {mode: res["prog_id"]}
+    st = env.offload_json("status")
     (row,) = [r for r in st["attachments"] if r["interface"] == env.ifname]
     assert row == {**row, "mode": mode, "prog_id": res["prog_id"], "ours": True, "program": "count_drop",
                    "name": "count_drop"}
     assert (PIN_ROOT / env.netns / env.ifname / "prog").exists()
     meta = json.loads((RUN_ROOT / env.netns / f"{env.ifname}.json").read_text())
     assert meta["mode"] == mode and meta["prog_id"] == res["prog_id"] and len(meta["sha256"]) == 64
-    out = cli_json(env, "detach", env.ifname)
+    out = env.offload_json("detach", env.ifname)
     assert out["detached"] == {"mode": mode, "prog_id": res["prog_id"]}
-    assert kernel_xdp(env, env.ifname) == {}
+    assert kernel_xdp(env.ifname, env.netns) == {}
     no_debris(env)
 
 
@@ -91,26 +58,26 @@ def test_attach_mode_read_back_from_the_kernel(env, mode):
 def test_traffic_is_counted_exactly(env, mode):
     if env.kind != "veth":
         pytest.skip("needs a veth lab: exact counts need an idle receiver")
-    cli_json(env, "attach", env.ifname, "count_drop", "--mode", mode)
+    env.offload_json("attach", env.ifname, "count_drop", "--mode", mode)
     frames = [ipv4_udp("198.51.100.1", "198.51.100.2") for _ in range(100)]
     send_frames(env, env.peer, frames)
-    st = cli_json(env, "stats", env.ifname)
+    st = env.offload_json("stats", env.ifname)
     assert st["packets"]["drop"] == 100 and st["bytes"]["drop"] == 100 * len(frames[0])
     assert sum(st["packets"].values()) == 100
 
 
 def test_auto_on_veth_lands_native_and_says_why_not_hw(env):
-    res = cli_json(env, "attach", env.ifname, "count_drop")
+    res = env.offload_json("attach", env.ifname, "count_drop")
     assert res["mode"] == "native"
     (fb,) = res["fallbacks"]
     assert fb["mode"] == "hw" and "hw-offload" in fb["reason"]
 
 
 def test_explicit_hw_on_veth_is_refused_cleanly(env):
-    res = cli(env, "attach", env.ifname, "count_drop", "--mode", "hw")
+    res = env.offload("attach", env.ifname, "count_drop", "--mode", "hw", check=False)
     assert res.returncode == 8, res.stderr
     assert "hw:" in res.stderr and "Traceback" not in res.stderr
-    assert kernel_xdp(env, env.ifname) == {}
+    assert kernel_xdp(env.ifname, env.netns) == {}
     no_debris(env)
 
 
@@ -118,28 +85,29 @@ def test_explicit_hw_on_veth_is_refused_cleanly(env):
 def test_mtu_9000_falls_back_to_generic_in_the_kernels_words(env):
     lab = env.make_lab(pairs=1, mtus=[9000])
     dev = lab.pairs[0].a
-    res = cli_json(env, "attach", dev, "count_drop", netns=lab.netns)
+    res = env.offload_json("attach", dev, "count_drop", netns=lab.netns)
     assert res["mode"] == "generic"
     native = [f for f in res["fallbacks"] if f["mode"] == "native"]
     assert native and "Peer MTU is too large to set XDP" in native[0]["reason"]
-    assert kernel_xdp(env, dev, netns=lab.netns) == {"generic": res["prog_id"]}
-    cli(env, "detach", dev, netns=lab.netns, check=True)
+    assert kernel_xdp(dev, lab.netns) == {"generic": res["prog_id"]}
+    env.offload("detach", dev, netns=lab.netns, check=True)
 
 
 @pytest.mark.kernels
 def test_floor_not_met_leaves_nothing(env):
     lab = env.make_lab(pairs=1, mtus=[9000])
     dev = lab.pairs[0].a
-    res = cli(env, "attach", dev, "count_drop", "--min-mode", "native", netns=lab.netns)
+    res = env.offload("attach", dev, "count_drop", "--min-mode", "native", netns=lab.netns, check=False)
     assert res.returncode == 8
     assert "Peer MTU is too large to set XDP" in res.stderr and "hw:" in res.stderr
-    assert kernel_xdp(env, dev, netns=lab.netns) == {}
+    assert kernel_xdp(dev, lab.netns) == {}
     assert not (PIN_ROOT / lab.netns).exists()
 
 
 def test_replace_is_atomic(env):
-    first = cli_json(env, "attach", env.ifname, "count_drop", "--mode", "native")
-    seen, stop = [], threading.Event()
+    first = env.offload_json("attach", env.ifname, "count_drop", "--mode", "native")
+    seen, pinned, stop = [], [], threading.Event()
+    pin = PIN_ROOT / env.netns / env.ifname / "prog"
 
     def watch():
         from pyroute2 import IPRoute
@@ -151,31 +119,33 @@ def test_replace_is_atomic(env):
                 (msg,) = ipr.get_links(idx)
                 xdp = msg.get_attr("IFLA_XDP")
                 seen.append(xdp.get_attr("IFLA_XDP_DRV_PROG_ID") if xdp else None)
+                pinned.append(pin.exists())
 
     t = threading.Thread(target=watch)
     t.start()
     try:
-        second = cli_json(env, "attach", env.ifname, "count_pass", "--mode", "native")
+        second = env.offload_json("attach", env.ifname, "count_pass", "--mode", "native")
     finally:
         stop.set()
         t.join()
     assert second["replaced"] == first["prog_id"] and second["prog_id"] != first["prog_id"]
-    assert kernel_xdp(env, env.ifname) == {"native": second["prog_id"]}
+    assert kernel_xdp(env.ifname, env.netns) == {"native": second["prog_id"]}
     assert len(seen) > 10 and None not in seen, "the interface was observed without a program"
     assert set(seen) <= {first["prog_id"], second["prog_id"]}
+    assert all(pinned), "a reader found no pinned program while the pins were swapped"
 
 
 def test_foreign_program_is_left_alone_unless_forced(env, xdp_pass_obj):
     env.cmd("ip", "link", "set", "dev", env.ifname, "xdpdrv", "obj", str(xdp_pass_obj), "sec", "xdp")
-    theirs = kernel_xdp(env, env.ifname)["native"]
-    res = cli(env, "attach", env.ifname, "count_drop")
+    theirs = kernel_xdp(env.ifname, env.netns)["native"]
+    res = env.offload("attach", env.ifname, "count_drop", check=False)
     assert res.returncode == 9 and "did not attach" in res.stderr and str(theirs) in res.stderr
-    assert kernel_xdp(env, env.ifname) == {"native": theirs}
-    st = cli_json(env, "status")
+    assert kernel_xdp(env.ifname, env.netns) == {"native": theirs}
+    st = env.offload_json("status")
     (row,) = [r for r in st["attachments"] if r["interface"] == env.ifname]
     assert row["ours"] is False and row["name"] == "xdp_pass"
-    forced = cli_json(env, "attach", env.ifname, "count_drop", "--force")
-    assert forced["replaced"] == theirs and kernel_xdp(env, env.ifname) == {"native": forced["prog_id"]}
+    forced = env.offload_json("attach", env.ifname, "count_drop", "--force")
+    assert forced["replaced"] == theirs and kernel_xdp(env.ifname, env.netns) == {"native": forced["prog_id"]}
 
 
 def test_default_route_guard(env):
@@ -183,33 +153,33 @@ def test_default_route_guard(env):
         pytest.skip("needs a veth lab: the test adds a default route")
     env.cmd("ip", "addr", "add", "192.0.2.1/24", "dev", env.ifname)
     env.cmd("ip", "route", "add", "default", "via", "192.0.2.254", "dev", env.ifname)
-    res = cli(env, "attach", env.ifname, "count_drop")
+    res = env.offload("attach", env.ifname, "count_drop", check=False)
     assert res.returncode == 9 and "default route" in res.stderr
-    assert kernel_xdp(env, env.ifname) == {}
-    res = cli(env, "attach", env.ifname, "count_drop", "--force")
+    assert kernel_xdp(env.ifname, env.netns) == {}
+    res = env.offload("attach", env.ifname, "count_drop", "--force", check=False)
     assert res.returncode == 0 and "warning" in res.stderr and "default route" in res.stderr
 
 
 def test_filter_edits_in_place_and_drops_blocked_sources(env):
-    res = cli_json(env, "attach", env.ifname, "filter", "--param", "prefixes=192.0.2.0/24")
-    assert cli_json(env, "filter", "list", env.ifname)["prefixes"] == ["192.0.2.0/24"]
-    assert cli_json(env, "filter", "add", env.ifname, "198.51.100.0/24", "2001:db8::/32")["added"] == [
+    res = env.offload_json("attach", env.ifname, "filter", "--param", "prefixes=192.0.2.0/24")
+    assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["192.0.2.0/24"]
+    assert env.offload_json("filter", "add", env.ifname, "198.51.100.0/24", "2001:db8::/32")["added"] == [
         "198.51.100.0/24", "2001:db8::/32"]
-    assert cli_json(env, "filter", "del", env.ifname, "192.0.2.0/24")["removed"] == ["192.0.2.0/24"]
-    before = cli_json(env, "filter", "list", env.ifname)["prefixes"]
-    bad = cli(env, "filter", "add", env.ifname, "203.0.113.0/24", "not-a-prefix")
+    assert env.offload_json("filter", "del", env.ifname, "192.0.2.0/24")["removed"] == ["192.0.2.0/24"]
+    before = env.offload_json("filter", "list", env.ifname)["prefixes"]
+    bad = env.offload("filter", "add", env.ifname, "203.0.113.0/24", "not-a-prefix", check=False)
     assert bad.returncode == 2 and "not-a-prefix" in bad.stderr
-    assert cli_json(env, "filter", "list", env.ifname)["prefixes"] == before   # nothing half-applied
+    assert env.offload_json("filter", "list", env.ifname)["prefixes"] == before   # nothing half-applied
     if env.kind == "veth":
         send_frames(env, env.peer, [ipv4_udp("198.51.100.9", "203.0.113.1")] * 7
                     + [ipv4_udp("192.0.2.9", "203.0.113.1")] * 5)
-        st = cli_json(env, "stats", env.ifname)
+        st = env.offload_json("stats", env.ifname)
         assert st["packets"]["drop"] == 7 and st["packets"]["pass"] == 5
-    assert res["prog_id"] == cli_json(env, "status")["attachments"][0]["prog_id"]  # edited, not reloaded
+    assert res["prog_id"] == env.offload_json("status")["attachments"][0]["prog_id"]  # edited, not reloaded
 
 
 def test_detach_without_ours(env):
-    res = cli(env, "detach", env.ifname)
+    res = env.offload("detach", env.ifname, check=False)
     assert res.returncode == 10 and "no program of offload's" in res.stderr
 
 
@@ -223,18 +193,18 @@ def test_detach_without_ours(env):
     (["filter", "list", "{dev}"], 10, "no `filter` program"),
 ])
 def test_bad_input(env, args, code, needle):
-    res = cli(env, *[a.replace("{dev}", env.ifname) for a in args])
+    res = env.offload(*[a.replace("{dev}", env.ifname) for a in args], check=False)
     assert res.returncode == code, (res.returncode, res.stderr)
     assert needle in res.stderr and "Traceback" not in res.stderr
-    assert kernel_xdp(env, env.ifname) == {}
+    assert kernel_xdp(env.ifname, env.netns) == {}
 
 
 def test_user_c_that_does_not_compile(env, tmp_path):
     src = tmp_path / "bad.c"
     src.write_text("int xdp_prog(struct xdp_md *ctx)\n{\n  return nope;\n}\n")
-    res = cli(env, "attach", env.ifname, str(src))
+    res = env.offload("attach", env.ifname, str(src), check=False)
     assert res.returncode == 5 and f"{src}:3:" in res.stderr
-    assert kernel_xdp(env, env.ifname) == {}
+    assert kernel_xdp(env.ifname, env.netns) == {}
     no_debris(env)
 
 
@@ -242,26 +212,25 @@ def test_verifier_rejection(env, tmp_path):
     src = tmp_path / "oob.c"
     src.write_text("int xdp_prog(struct xdp_md *ctx) {\n  unsigned char *p = (void *)(long)ctx->data;\n"
                    "  return p[100] ? XDP_DROP : XDP_PASS;\n}\n")
-    res = cli(env, "attach", env.ifname, str(src))
+    res = env.offload("attach", env.ifname, str(src), check=False)
     assert res.returncode == 6 and "invalid access to packet" in res.stderr
-    assert kernel_xdp(env, env.ifname) == {}
+    assert kernel_xdp(env.ifname, env.netns) == {}
     no_debris(env)
 
 
 def test_no_privileges(env):
-    res = env.cmd("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                  OFFLOAD, "attach", "lo", "count_drop", netns=None, check=False)
+    res = env.offload("attach", "lo", "count_drop", netns=None, user="65534", check=False)
     assert res.returncode == 3 and "CAP_NET_ADMIN" in res.stderr
 
 
 def test_bpffs_missing(env, tmp_path):
-    res = cli(env, "attach", env.ifname, "count_drop", extra_env={"OFFLOAD_BPFFS": str(tmp_path)})
+    res = env.offload("attach", env.ifname, "count_drop", extra_env={"OFFLOAD_BPFFS": str(tmp_path)}, check=False)
     assert res.returncode == 4 and "bpffs is not mounted" in res.stderr and "mount -t bpf" in res.stderr
-    assert kernel_xdp(env, env.ifname) == {}
+    assert kernel_xdp(env.ifname, env.netns) == {}
 
 
 def test_ip_netns_exec_is_told_to_use_netns_option(env):
     res = env.cmd(OFFLOAD, "attach", env.ifname, "count_drop", check=False)
     assert res.returncode == 4 and "--netns" in res.stderr
-    assert kernel_xdp(env, env.ifname) == {}
+    assert kernel_xdp(env.ifname, env.netns) == {}
     assert os.path.exists("/sys/fs/bpf")

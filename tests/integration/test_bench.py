@@ -10,27 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from lib.helpers import OFFLOAD
+from lib.cli import OFFLOAD, offload
+from lib.kernel import netns_list
 
 pytestmark = pytest.mark.root
-
-
-def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {ln.split()[0] for ln in out.splitlines() if ln.strip()}
-
-
-def bench(*args, check=True, timeout=300):
-    res = subprocess.run([OFFLOAD, "bench", *args], capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert res.returncode == 0, res.stderr
-    return res
 
 
 def test_lab_bench_every_mode_with_files(tmp_path):
     before = netns_list()
     c, p = tmp_path / "runs.csv", tmp_path / "plot.png"
-    doc = json.loads(bench("--lab", "--duration", "1", "--warmup", "0.3", "--repeat", "2", "--json",
+    doc = json.loads(offload("bench", "--lab", "--duration", "1", "--warmup", "0.3", "--repeat", "2", "--json",
                            "--csv", str(c), "--plot", str(p)).stdout)
     assert [r["mode"] for r in doc["results"]] == ["native", "generic"]
     assert doc["skipped"][0]["mode"] == "hw" and "hw-offload" in doc["skipped"][0]["reason"]
@@ -50,7 +39,7 @@ def test_lab_bench_every_mode_with_files(tmp_path):
 
 def test_exact_count_to_an_idle_receiver():
     # one generator thread: two would overrun the single veth queue, and the drops would be real
-    doc = json.loads(bench("--lab", "--count", "20000", "--repeat", "1", "--json").stdout)
+    doc = json.loads(offload("bench", "--lab", "--count", "20000", "--repeat", "1", "--json").stdout)
     assert len(doc["results"]) == 2
     for r in doc["results"]:
         (run,) = r["runs"]
@@ -58,7 +47,7 @@ def test_exact_count_to_an_idle_receiver():
 
 
 def test_bench_prog_cost():
-    doc = json.loads(bench("prog", "count_drop", "--repeat", "3", "--json").stdout)
+    doc = json.loads(offload("bench", "prog", "count_drop", "--repeat", "3", "--json").stdout)
     assert doc["program"] == "count_drop" and doc["ns_per_packet"] > 0 and len(doc["runs_ns"]) == 3
 
 
@@ -72,14 +61,14 @@ def test_bench_prog_cost():
 ])
 def test_bad_input(env, args, code, needle):
     argv = [a.replace("{a}", env.ifname).replace("{b}", env.peer) for a in args] + ["--netns", env.netns]
-    res = bench(*argv, check=False)
+    res = offload("bench", *argv, check=False)
     assert res.returncode == code, res.stderr
     assert needle in res.stderr and "Traceback" not in res.stderr
 
 
 def test_device_down_is_refused(env):
     env.cmd("ip", "link", "set", "dev", env.peer, "down")
-    res = bench("--tx", env.ifname, "--rx", env.peer, "--netns", env.netns, check=False)
+    res = offload("bench", "--tx", env.ifname, "--rx", env.peer, "--netns", env.netns, check=False)
     assert res.returncode == 2 and "is down" in res.stderr
 
 

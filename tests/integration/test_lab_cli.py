@@ -5,27 +5,17 @@ import json
 import subprocess
 
 import pytest
+from lib.cli import offload
 from lib.env import unique_name
-from lib.helpers import OFFLOAD
+from lib.kernel import host_links, netns_list
 
 from offload import lab
 
 pytestmark = pytest.mark.root
 
 
-def run(*argv, check=True, user=None):
-    cmd = list(argv)
-    if user:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"] + cmd
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
-
-
-def host_links() -> list[str]:
-    return sorted(d["ifname"] for d in json.loads(run("ip", "-j", "link", "show").stdout))
-
-
-def netns_list() -> set[str]:
-    return {line.split()[0] for line in run("ip", "netns", "list").stdout.splitlines() if line.strip()}
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 @pytest.fixture
@@ -37,36 +27,36 @@ def name():
 
 def test_lab_up_list_down(name):
     before = host_links()
-    made = json.loads(run(OFFLOAD, "lab", "up", "--name", name, "--pairs", "3", "--mtu", "2000", "--json").stdout)
+    made = json.loads(offload("lab", "up", "--name", name, "--pairs", "3", "--mtu", "2000", "--json").stdout)
     assert made["netns"] == f"offload-lab-{name}" and len(made["pairs"]) == 3
     assert host_links() == before, "a lab must not create devices in the host namespace"
-    links = {d["ifname"]: d for d in json.loads(run("ip", "-n", made["netns"], "-d", "-j", "link").stdout)}
+    links = {d["ifname"]: d for d in json.loads(sh("ip", "-n", made["netns"], "-d", "-j", "link"))}
     for p in made["pairs"]:
         for dev in (p["a"], p["b"]):
             assert links[dev]["mtu"] == 2000 and links[dev]["linkinfo"]["info_kind"] == "veth"
             assert "UP" in links[dev]["flags"]
-    listed = json.loads(run(OFFLOAD, "lab", "list", "--json").stdout)["labs"]
+    listed = json.loads(offload("lab", "list", "--json").stdout)["labs"]
     (mine,) = [x for x in listed if x["name"] == name]
     assert [p["a"] for p in mine["pairs"]] == [p["a"] for p in made["pairs"]]
-    assert "removed" in run(OFFLOAD, "lab", "down", name).stdout
+    assert "removed" in offload("lab", "down", name).stdout
     assert made["netns"] not in netns_list()
-    assert "nothing to do" in run(OFFLOAD, "lab", "down", name).stdout   # idempotent
+    assert "nothing to do" in offload("lab", "down", name).stdout   # idempotent
     assert host_links() == before
 
 
 def test_lab_down_after_a_crash(name):
     # A run killed half-way leaves a namespace with some devices: down still removes it all.
     ns = lab.netns_name(name)
-    run("ip", "netns", "add", ns)
-    run("ip", "-n", ns, "link", "add", f"{name}-a0", "type", "veth", "peer", "name", f"{name}-b0")
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "add", f"{name}-a0", "type", "veth", "peer", "name", f"{name}-b0")
     assert ns in netns_list()
-    run(OFFLOAD, "lab", "down", name)
+    offload("lab", "down", name)
     assert ns not in netns_list()
 
 
 def test_lab_up_twice_is_refused(name):
-    run(OFFLOAD, "lab", "up", "--name", name)
-    res = run(OFFLOAD, "lab", "up", "--name", name, check=False)
+    offload("lab", "up", "--name", name)
+    res = offload("lab", "up", "--name", name, check=False)
     assert res.returncode == 2 and "exists" in res.stderr and "lab down" in res.stderr
 
 
@@ -78,7 +68,7 @@ def test_lab_up_twice_is_refused(name):
 ])
 def test_lab_bad_input(args, needle):
     before = netns_list()
-    res = run(OFFLOAD, "lab", "up", *args, check=False)
+    res = offload("lab", "up", *args, check=False)
     assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
     assert netns_list() == before
 
@@ -94,7 +84,7 @@ def test_failed_lab_up_leaves_nothing(name, monkeypatch):
 
 
 def test_not_root_is_named(name):
-    res = run(OFFLOAD, "lab", "up", "--name", name, check=False, user="65534")
+    res = offload("lab", "up", "--name", name, check=False, user="65534")
     assert res.returncode == 3
     assert "CAP_NET_ADMIN" in res.stderr and "CAP_SYS_ADMIN" in res.stderr and "root" in res.stderr
     assert "Traceback" not in res.stderr
@@ -103,13 +93,13 @@ def test_not_root_is_named(name):
 
 def test_probe_works_unprivileged():
     # Reading is allowed to everyone; only program names need privileges.
-    res = run(OFFLOAD, "probe", "--json", "lo", user="65534")
+    res = offload("probe", "--json", "lo", user="65534")
     assert json.loads(res.stdout)["interfaces"][0]["name"] == "lo"
 
 
 def test_demo_builds_probes_and_removes():
     before = netns_list()
-    res = run(OFFLOAD, "demo", "--json")
+    res = offload("demo", "--json")
     report = json.loads(res.stdout)
     rec = {i["name"].split("-", 1)[-1]: i["recommended"]["mode"] for i in report["interfaces"]}
     assert rec["a0"] == rec["b0"] == "native"
@@ -118,12 +108,12 @@ def test_demo_builds_probes_and_removes():
 
 
 def test_profiles_check():
-    res = run(OFFLOAD, "profiles", "--check", "--json")
+    res = offload("profiles", "--check", "--json")
     doc = json.loads(res.stdout)
     assert doc["problems"] == [] and {"veth", "netdevsim"} <= {p["driver"] for p in doc["profiles"]}
 
 
 def test_profiles_check_fails_on_a_bad_file(tmp_path):
     (tmp_path / "x.yaml").write_text("driver: y\n")
-    res = run(OFFLOAD, "profiles", "--check", "--profiles", str(tmp_path), check=False)
+    res = offload("profiles", "--check", "--profiles", str(tmp_path), check=False)
     assert res.returncode == 1 and "x.yaml" in res.stderr

@@ -6,8 +6,9 @@ import socket
 import struct
 
 import pytest
-from lib.helpers import OFFLOAD, need_tool
+from lib.cli import OFFLOAD
 from lib.env import NetEnv
+from lib.helpers import need_tool
 
 pytestmark = pytest.mark.root
 
@@ -113,16 +114,16 @@ def test_probe_matches_ethtool(env):
         assert state["fixed"] == ("[fixed]" in feats[name]), name
     # and the python `ethtool` module, a third implementation of GDRVINFO
     ethtool = pytest.importorskip("ethtool")
-    from offload import netns
+    from offload.kernel import netns
     with netns.inside(env.netns):
         assert ethtool.get_module(env.ifname) == r["driver"]
 
 
 def test_probe_matches_raw_netdev_dump(env):
-    from offload import netns
+    from offload.kernel import netns
     with netns.inside(env.netns):
         masks = raw_netdev_dump()
-    from offload.netlink.genl import xdp_feature_names
+    from offload.kernel.genl import xdp_feature_names
     report = probe_json(env)
     assert report["host"]["netdev_family"] is True
     for i in report["interfaces"]:
@@ -179,24 +180,57 @@ def test_probe_netns_option_equals_ip_netns_exec(env):
     assert strip(inside) == strip(outside)
 
 
-def test_probe_spawns_no_processes(env, monkeypatch):
+def test_probe_cost_is_fixed_whatever_the_device_count(env, monkeypatch):
+    """What the probe promises: no program is executed, one helper process is forked (it decodes
+    the generic-netlink dumps), and its own netlink requests do not grow with the interfaces."""
+    import os
+    import socket as socket_mod
     import subprocess
 
-    from offload import netns
-    from offload.probe import probe
+    from offload.kernel import netns
+    from offload.probe.report import probe
 
     def refuse(*a, **k):
-        raise AssertionError("the probe must not start processes")
+        raise AssertionError("the probe must not execute programs")
 
+    for name in ("execv", "execve", "execvp", "execvpe", "posix_spawn", "posix_spawnp"):
+        monkeypatch.setattr(os, name, refuse)
     monkeypatch.setattr(subprocess, "Popen", refuse)
-    lab = env.make_lab(pairs=20)
-    with netns.inside(lab.netns):
-        report = probe()
-    assert len(report["interfaces"]) == 41
+    forks, sends = [], []
+    real_fork = os.fork
+
+    def counting_fork():
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    for meth in ("send", "sendto", "sendmsg"):
+        real = getattr(socket_mod.socket, meth)
+
+        def counting(self, *a, _real=real, **k):
+            if self.family == socket_mod.AF_NETLINK:
+                sends.append(self.proto)
+            return _real(self, *a, **k)
+        monkeypatch.setattr(socket_mod.socket, meth, counting)
+
+    cost = {}
+    for pairs in (1, 20):
+        lab = env.make_lab(pairs=pairs)
+        forks.clear()
+        sends.clear()
+        with netns.inside(lab.netns):
+            report = probe()
+        assert len(report["interfaces"]) == 2 * pairs + 1
+        cost[pairs] = (len(forks), len(sends))
+    assert cost[1][0] == cost[20][0] == 1, cost
+    assert cost[1][1] == cost[20][1] and cost[1][1] >= 1, f"netlink requests grew with the interfaces: {cost}"
 
 
 def test_bad_profile_is_a_warning_and_the_rest_works(env, tmp_path):
     import shutil
+
     from lib.helpers import ROOT
     for f in (ROOT / "drivers_profiles").glob("*.yaml"):
         shutil.copy(f, tmp_path)

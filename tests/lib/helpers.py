@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from offload.facts import DeviceFacts, HostFacts
+from offload.probe.facts import DeviceFacts, HostFacts
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
-OFFLOAD = str(Path(sys.executable).parent / "offload")
 
 
 def load_fixture(name: str) -> tuple[HostFacts, dict[str, DeviceFacts]]:

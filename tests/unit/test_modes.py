@@ -6,10 +6,10 @@ import copy
 import pytest
 from lib.helpers import load_fixture
 
-from offload import modes
-from offload.facts import DeviceFacts, HostFacts
-from offload.probe import report
-from offload.profiles import Profile
+from offload.probe import modes
+from offload.probe.facts import DeviceFacts, HostFacts
+from offload.probe.profiles import Profile
+from offload.probe.report import report
 
 
 def decide(fixture: str, dev: str, profs):

@@ -2,9 +2,10 @@
 
 import struct
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from offload.netlink.genl import XDP_ACT_NAMES, bitset_bits, xdp_feature_names
+from offload.kernel.genl import XDP_ACT_NAMES, bitset_bits, xdp_feature_names
 
 
 @given(st.sets(st.integers(0, 127)))

@@ -3,7 +3,7 @@
 import pytest
 from lib.helpers import FIXTURES
 
-from offload import pktgen
+from offload.bench.generators import pktgen
 from offload.errors import UsageError
 
 REAL = (FIXTURES / "pktgen" / "linux-6.1-veth-ok.txt").read_text()  # recorded in the VM lane

@@ -3,9 +3,10 @@
 import pytest
 from lib.helpers import load_fixture
 
-from offload import modes
-from offload.plan import Current, make_plan
-from offload.policy import PolicyError, parse
+from offload.orchestrate.plan import Current, make_plan
+from offload.orchestrate.policy import PolicyError, parse
+from offload.probe import modes
+from offload.probe.report import Assessed
 
 GOOD = """\
 rules:
@@ -44,9 +45,10 @@ def test_bad_policies_name_line_and_field(text, needle):
 
 def evaluated(fixture):
     host, devs = load_fixture(fixture)
-    from offload.profiles import load
+    from offload.probe.profiles import load
     profs, _ = load()
-    return [(d, modes.evaluate(d, profs.get(d.driver or ""), host)) for d in devs.values()]
+    return [Assessed(d, profs.get(d.driver or ""), modes.evaluate(d, profs.get(d.driver or ""), host))
+            for d in devs.values()]
 
 
 def test_first_match_wins_and_plan_says_so():
@@ -69,7 +71,7 @@ def test_exclusion_and_no_match():
 
 
 def test_keep_replace_detach_conflict():
-    from offload import programs
+    from offload.load import programs
     pol = parse(GOOD)
     ev = evaluated("ice-6.6")
     prog = programs.resolve("filter", {"prefixes": "192.0.2.0/24"})

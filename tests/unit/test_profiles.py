@@ -5,9 +5,10 @@ import copy
 import string
 
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from offload import profiles
+from offload.probe import profiles
 
 REQUIRED = ("veth virtio_net tun netdevsim nfp mlx5_core mlx4_en ice i40e ixgbe ixgbevf igb igc bnxt_en ena gve "
             "hv_netvsc qede sfc nicvf mvneta mvpp2 mana vmxnet3 bonding").split()

@@ -6,9 +6,10 @@ import json
 import subprocess
 
 import pytest
-from lib.helpers import OFFLOAD
+from lib.cli import OFFLOAD
 
-from offload import netns, pktgen
+from offload.bench.generators import pktgen
+from offload.kernel import netns
 
 pytestmark = pytest.mark.vm
 

@@ -1,0 +1,26 @@
+"""File-system calls the standard library lacks: renameat2(RENAME_EXCHANGE)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from functools import lru_cache
+
+AT_FDCWD = -100
+RENAME_EXCHANGE = 1 << 1
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> None:
+    """Swap two paths atomically (both must exist): a reader sees one or the other, never
+    neither. bpffs supports it (simple_rename); raises OSError (EINVAL) where a file system does not."""
+    fn = _libc().renameat2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"renameat2({a}, {b}, RENAME_EXCHANGE): {os.strerror(code)}")

@@ -1,0 +1,228 @@
+"""Attach a program in the best mode an interface takes — hw, then native, then generic — with the
+kernel's reason for every step down, a floor the operator sets, atomic replacement, and nothing
+left attached or pinned when it fails. Also detach."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from offload.errors import NoModeError, NotAttachedError, RefusedError, UsageError
+from offload.kernel import bpfsys, netns, xdp
+from offload.kernel.privileges import (
+    CAP_BPF,
+    CAP_NET_ADMIN,
+    CAP_SYS_ADMIN,
+    effective,
+    require,
+)
+from offload.load import guard, loader, pins, programs
+from offload.load.ownership import ownership
+from offload.probe import modes
+from offload.probe.report import assess
+
+
+@dataclass
+class Result:
+    interface: str
+    mode: str
+    prog_id: int
+    program: str
+    fallbacks: list[dict] = field(default_factory=list)
+    replaced: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"interface": self.interface, "mode": self.mode, "prog_id": self.prog_id,
+                "program": self.program, "fallbacks": self.fallbacks, "replaced": self.replaced,
+                "warnings": self.warnings}
+
+
+def require_privileges(action: str) -> None:
+    caps = effective()
+    # CAP_BPF arrived in 5.8; CAP_SYS_ADMIN covers it on older kernels.
+    bpf_cap = CAP_BPF if caps >> CAP_BPF & 1 else CAP_SYS_ADMIN
+    require(CAP_NET_ADMIN, bpf_cap, action=action)
+
+
+def ifindex_of(iface: str) -> int:
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError:
+        raise UsageError(f"no such interface in this network namespace: {iface}",
+                         hint="list them with `offload probe`") from None
+
+
+def candidates(requested: str, min_mode: str | None, verdicts: dict[str, modes.ModeVerdict]
+               ) -> tuple[list[str], list[dict]]:
+    """Modes to try, best first, and the ones passed over without trying (with the reason)."""
+    if requested != modes.AUTO:
+        if not modes.Mode(requested).at_least(min_mode):
+            raise UsageError(f"--mode {requested} is below --min-mode {min_mode}")
+        return [requested], []
+    tryit, skipped = [], []
+    for m in modes.fallback_order(modes.AUTO, min_mode):
+        v = verdicts[m]
+        if v.status == modes.UNSUPPORTED:
+            skipped.append({"mode": m, "reason": f"not tried: {v.reason}"})
+        else:  # supported, unknown, and blocked too: the kernel has the last word, in its own words
+            tryit.append(m)
+    return tryit, skipped
+
+
+def attach(iface: str, spec: str, mode: str = modes.AUTO, min_mode: str | None = None,
+           params: dict[str, str] | None = None, force: bool = False,
+           progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None) -> Result:
+    if mode not in modes.CHOICES:
+        raise UsageError(f"bad --mode {mode}: use {', '.join(modes.CHOICES)}")
+    if min_mode and min_mode not in modes.MODES:
+        raise UsageError(f"bad --min-mode {min_mode}: use {', '.join(modes.MODES)}")
+    prog = programs.resolve(spec, params)
+    ifindex = ifindex_of(iface)
+    require_privileges(f"attaching XDP to {iface}")
+    pins.require_bpffs()
+    warnings: list[str] = []
+    protected = guard.protected_interfaces()
+    if iface in protected:
+        if not force:
+            raise RefusedError(f"refusing to attach to {iface}: {protected[iface]}; a mistake here cuts this host off",
+                               hint="use --force if you mean it")
+        warnings.append(f"{iface}: {protected[iface]}; attaching anyway (--force)")
+
+    _, (dev,) = assess([iface])
+    slot = pins.Slot(netns.current_name(), iface)
+    own = ownership(slot, {a["mode"]: a["prog_id"] for a in dev.facts.attached})   # the probe's own dump
+    mine, foreign = own.mine, own.foreign
+    if foreign and not force:
+        desc = ", ".join(f"{m} prog {i} ({(bpfsys.prog_info(i) or bpfsys.ProgInfo(i, '?', '', 0)).name})"
+                         for m, i in foreign.items())
+        raise RefusedError(f"{iface} carries XDP that offload did not attach: {desc}",
+                           hint="leave it, detach it with its owner's tool, or replace it with --force")
+
+    order, fallbacks = candidates(mode, min_mode, dev.verdicts)
+    for m in order:
+        progress(f"{iface}: trying {m}")
+        holder = mine[1] if mine and mine[0] == m else foreign.get(m)
+        try:
+            loaded = loader.load(prog, hw_device=iface if m == modes.Mode.HW else None)
+        except (loader.VerifierError, loader.LoadError) as e:
+            if m != modes.Mode.HW:
+                raise  # native and generic run the same verifier: no lower mode will take it
+            limit = modes.offload_map_limit(dev.profile)
+            fallbacks.append({"mode": m, "reason": e.message + (f"; driver profile: {limit}" if limit else "")})
+            progress(f"{iface}: {m} refused: {e.message.splitlines()[0]}")
+            continue
+        try:
+            new_id = bpfsys.obj_info_id(loaded.fd)
+            old_fd = bpfsys.prog_fd_by_id(holder) if holder else None
+            try:
+                xdp.set_prog(ifindex, loaded.fd, m, expected_fd=old_fd, no_replace=old_fd is None)
+            finally:
+                if old_fd is not None:
+                    os.close(old_fd)
+        except xdp.KernelRefusal as e:
+            reason = str(e)
+            if dev.verdicts[m].status == modes.BLOCKED:
+                reason += f" (the probe had flagged: {dev.verdicts[m].reason})"
+            fallbacks.append({"mode": m, "reason": reason})
+            progress(f"{iface}: {m} refused: {reason}")
+            loaded.close()
+            continue
+        try:
+            _confirm(ifindex, iface, m, new_id)
+            meta = {"interface": iface, "ifindex": ifindex, "netns": slot.netns, "program": prog.name,
+                    "path": str(prog.path), "library": prog.library, "sha256": prog.sha256,
+                    "params": prog.params, "mode": m, "prog_id": new_id, "maps": sorted(loaded.maps()),
+                    "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fallbacks": fallbacks,
+                    "managed_by": managed_by}
+            _apply_params(prog, loaded)
+            slot.write(loaded.fd, loaded.maps(), meta)
+        except BaseException:
+            _put_back(ifindex, m, loaded.fd, holder)
+            if not mine:  # a replaced program keeps its own pins (written only after success)
+                slot.remove()
+            raise
+        if mine and mine[0] != m:  # ours moved between coexisting modes (hw <-> native/generic)
+            clear_prog_id(ifindex, mine[0], mine[1])
+        return Result(iface, m, new_id, prog.name, fallbacks, replaced=holder, warnings=warnings)
+
+    listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks) or "no mode to try"
+    floor = f" at or above --min-mode {min_mode}" if min_mode else ""
+    raise NoModeError(f"{iface}: could not attach {prog.name} in any acceptable mode{floor}: {listed}",
+                      hint="nothing was attached or pinned; see `offload probe -v " + iface + "`")
+
+
+def _confirm(ifindex: int, iface: str, mode: str, prog_id: int) -> None:
+    """Read back from rtnetlink that the program sits in the mode we asked for."""
+    now = xdp.attached_progs(ifindex)
+    if now.get(mode) != prog_id:
+        raise RuntimeError(f"{iface}: the kernel accepted the attach but reports {now or 'nothing'} instead of "
+                           f"{mode} prog {prog_id}")
+
+
+def _put_back(ifindex: int, mode: str, new_fd: int, holder: int | None) -> None:
+    """Undo a swap that cannot be completed: the previous program back (atomically), or nothing."""
+    if holder:
+        fd = bpfsys.prog_fd_by_id(holder)
+        try:
+            xdp.set_prog(ifindex, fd, mode, expected_fd=new_fd)
+        finally:
+            os.close(fd)
+    else:
+        xdp.clear_prog(ifindex, mode, expected_fd=new_fd)
+
+
+def clear_prog_id(ifindex: int, mode: str, prog_id: int) -> None:
+    """Take program `prog_id` off `ifindex` in `mode`, only if it is still the one there."""
+    fd = bpfsys.prog_fd_by_id(prog_id)
+    try:
+        xdp.clear_prog(ifindex, mode, expected_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _apply_params(prog: programs.Program, loaded: loader.Loaded) -> None:
+    """Library parameters that live in maps: the redirect target, the filter's blocklist."""
+    if not prog.library:
+        return
+    if prog.name == "redirect":
+        target = ifindex_of(prog.params["target"])
+        fd = loaded.maps()["tx_port"]
+        bpfsys.map_update(fd, (0).to_bytes(4, "little"), target.to_bytes(4, "little"))
+    elif prog.name == "filter" and prog.params.get("prefixes"):
+        from offload.load.filter import add_to_maps, parse_prefixes
+
+        m = loaded.maps()
+        add_to_maps(m["blocklist_v4"], m["blocklist_v6"], parse_prefixes(prog.params["prefixes"].split(",")))
+
+
+def detach(iface: str, mode: str | None = None) -> dict:
+    """Remove our program from `iface` (in `mode`, or wherever it is) and its pins."""
+    require_privileges(f"detaching XDP from {iface}")
+    slot = pins.Slot(netns.current_name(), iface)
+    try:
+        ifindex = socket.if_nametoindex(iface)
+    except OSError:  # the device is gone, and its program with it: only our records remain
+        if slot.meta() is not None or slot.pin_dir.exists():
+            slot.remove()
+            return {"interface": iface, "detached": None, "removed_stale_pins": True}
+        raise UsageError(f"no such interface in this network namespace: {iface}",
+                         hint="list them with `offload probe`") from None
+    attached = xdp.attached_progs(ifindex)
+    mine = ownership(slot, attached).mine
+    if mine is None:
+        stale = slot.meta() is not None or slot.pin_dir.exists()
+        slot.remove()
+        if stale:
+            return {"interface": iface, "detached": None, "removed_stale_pins": True}
+        raise NotAttachedError(f"{iface}: no program of offload's is attached"
+                               + (f" (attached: {attached})" if attached else ""),
+                               hint="`offload status` lists what is attached")
+    if mode and mine[0] != mode:
+        raise NotAttachedError(f"{iface}: offload's program is attached in {mine[0]}, not {mode}")
+    clear_prog_id(ifindex, mine[0], mine[1])
+    slot.remove()
+    return {"interface": iface, "detached": {"mode": mine[0], "prog_id": mine[1]}, "removed_stale_pins": False}

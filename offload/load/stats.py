@@ -1,0 +1,64 @@
+"""`offload stats`: per-action packet counters of our program, read from its pinned map."""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+from offload.errors import NotAttachedError
+from offload.kernel import bpfsys, netns
+from offload.load import pins
+from offload.load.programs import ACTIONS
+
+# The one action each library program's offloaded (hw) counter stands for.
+HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redirect": "redirect"}
+
+
+def read(iface: str) -> dict:
+    """{'mode', 'program', 'packets': {action: n}, 'bytes': {action: n}} right now."""
+    slot = pins.Slot(netns.current_name(), iface)
+    meta = slot.meta()
+    if not meta:
+        raise NotAttachedError(f"{iface}: no program of offload's is attached", hint="offload status")
+    packets = dict.fromkeys(ACTIONS, 0)
+    nbytes = dict.fromkeys(ACTIONS, 0)
+    if "xdp_stats" in meta["maps"]:
+        fd = slot.open_map("xdp_stats")
+        try:
+            ncpu = bpfsys.possible_cpus()
+            for i, action in enumerate(ACTIONS):
+                raw = bpfsys.map_lookup(fd, struct.pack("=I", i), 16 * ncpu)
+                for c in range(ncpu if raw else 0):
+                    p, b = struct.unpack_from("=QQ", raw, 16 * c)
+                    packets[action] += p
+                    nbytes[action] += b
+        finally:
+            os.close(fd)
+    elif "xdp_stats_hw" in meta["maps"]:
+        fd = slot.open_map("xdp_stats_hw")
+        try:
+            action = HW_ACTION.get(meta["program"], "pass")
+            packets[action] = struct.unpack("=Q", bpfsys.map_lookup(fd, struct.pack("=I", 0), 8))[0]
+            nbytes[action] = struct.unpack("=Q", bpfsys.map_lookup(fd, struct.pack("=I", 1), 8))[0]
+        finally:
+            os.close(fd)
+    else:
+        raise NotAttachedError(f"{iface}: {meta['program']} keeps no offload counters (no xdp_stats map)")
+    return {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
+            "time": time.time(), "packets": packets, "bytes": nbytes}
+
+
+def rates(before: dict, after: dict) -> dict:
+    dt = max(after["time"] - before["time"], 1e-9)
+    return {a: round((after["packets"][a] - before["packets"][a]) / dt, 1) for a in ACTIONS}
+
+
+def sample(iface: str, interval: float | None = None) -> dict:
+    """Counters now; with `interval`, counters after that many seconds plus the rates between."""
+    first = read(iface)
+    if not interval:
+        return first
+    time.sleep(interval)
+    res = read(iface)
+    return {**res, "rates_pps": rates(first, res), "interval": interval}

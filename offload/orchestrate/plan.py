@@ -1,0 +1,105 @@
+"""Desired against actual: what `apply` would do on each interface, and why. Pure: it takes the
+probe's facts and verdicts and what is attached, and changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from offload.load import programs
+from offload.orchestrate.policy import Policy, Rule, matching_rules
+from offload.probe import modes
+from offload.probe.facts import DeviceFacts
+from offload.probe.report import Assessed
+
+
+@dataclass
+class Current:
+    """What is on an interface now: offload's attachment (its metadata) and anything else."""
+
+    ours: dict | None = None            # metadata of our attachment, if our pinned program is attached
+    foreign: dict[str, int] = field(default_factory=dict)   # mode -> prog id of programs not ours
+
+
+@dataclass
+class Item:
+    interface: str
+    action: str                 # attach | replace | detach | keep | conflict
+    rule: str | None
+    program: str | None
+    mode: str | None            # the mode it would land in (per the probe), or is in (keep/detach)
+    reason: str
+    also_matched: list[str] = field(default_factory=list)
+    prefer: str = "auto"
+    min: str | None = None
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"interface": self.interface, "action": self.action, "rule": self.rule, "program": self.program,
+                "mode": self.mode, "reason": self.reason, "also_matched": self.also_matched}
+
+
+def capabilities(f: DeviceFacts, verdicts: dict[str, modes.ModeVerdict]) -> set[str]:
+    caps = set(f.xdp_features or [])
+    if f.xdp_features is None:  # no netdev family: what the profile and checks concluded
+        if verdicts["hw"].status == modes.SUPPORTED:
+            caps.add("hw-offload")
+        if verdicts["native"].status == modes.SUPPORTED:
+            caps.add("basic")
+    return caps
+
+
+def expected_mode(rule: Rule, verdicts: dict[str, modes.ModeVerdict]) -> tuple[str | None, str]:
+    """The mode an attach would land in, by the probe, and why."""
+    order = [m for m in modes.fallback_order(rule.prefer, rule.min) if m.at_least(rule.min)]
+    for m in order:
+        if verdicts[m].status == modes.SUPPORTED:
+            return m, verdicts[m].reason
+    why = "; ".join(f"{m}: {verdicts[m].reason}" for m in order) or "below the floor"
+    return None, f"no acceptable mode is supported ({why})"
+
+
+def _acceptable(mode: str, rule: Rule) -> bool:
+    if rule.prefer != modes.AUTO and mode != rule.prefer:
+        return False
+    return modes.Mode(mode).at_least(rule.min)
+
+
+def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVerdict], cur: Current) -> Item | None:
+    rules = matching_rules(pol, f, capabilities(f, verdicts))
+    mine = cur.ours
+    managed = mine is not None and mine.get("managed_by") is not None
+    if not rules:
+        if managed:
+            return Item(f.name, "detach", mine["managed_by"], mine["program"], mine["mode"],
+                        f"no rule matches {f.name} any more; rule {mine['managed_by']!r} attached it")
+        return None
+    rule, others = rules[0], [r.name for r in rules[1:]]
+    prog = programs.resolve(rule.program, rule.params)
+    want_mode, why = expected_mode(rule, verdicts)
+    base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,
+                params=rule.params)
+    first = f"rule {rule.name!r} matches" + (f" (first match; also: {', '.join(others)})" if others else "")
+    if cur.foreign and not mine:
+        desc = ", ".join(f"{m} prog {i}" for m, i in cur.foreign.items())
+        return Item(f.name, "conflict", mode=None, reason=f"{first}, but {f.name} carries XDP offload did not "
+                    f"attach ({desc}): left alone", **base)
+    if mine:
+        same = (mine.get("sha256") == prog.sha256 and mine.get("params", {}) == prog.params
+                and mine.get("managed_by") == rule.name)
+        if same and _acceptable(mine["mode"], rule):
+            return Item(f.name, "keep", mode=mine["mode"], reason=f"{first}; {prog.name} is attached in "
+                        f"{mine['mode']} as wanted", **base)
+        what = "program or parameters changed" if not same else f"mode {mine['mode']} is not acceptable"
+        return Item(f.name, "replace", mode=want_mode, reason=f"{first}; {what}; expected mode: "
+                    f"{want_mode or 'none'} ({why})", **base)
+    return Item(f.name, "attach", mode=want_mode, reason=f"{first}; expected mode: {want_mode or 'none'} ({why})",
+                **base)
+
+
+def make_plan(pol: Policy, devices: list[Assessed], current: dict[str, Current]) -> list[Item]:
+    items = []
+    for d in devices:
+        item = plan_interface(pol, d.facts, d.verdicts, current.get(d.facts.name, Current()))
+        if item is not None:
+            items.append(item)
+    return items

@@ -1,0 +1,121 @@
+"""`offload watch`: apply, then keep applying as interfaces come and go, and on drift."""
+
+from __future__ import annotations
+
+import select
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from offload.errors import OffloadError
+from offload.kernel import netns, rtnl
+from offload.load import attach as attach_mod
+from offload.load import pins
+from offload.orchestrate.apply import apply
+from offload.orchestrate.policy import Policy
+
+
+def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, journal: Path | None = None,
+          log: Callable[[str], None] = print, stop_after: float | None = None) -> None:
+    """Apply, then re-apply on every link appearing or vanishing (rtnetlink notifications, which
+    work inside a network namespace) and every `interval` seconds (drift). SIGTERM ends it."""
+    from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+    stopping = {"now": False}
+
+    def on_term(signum, frame):
+        stopping["now"] = True
+
+    old = signal.signal(signal.SIGTERM, on_term)
+
+    def reconcile(why: str) -> None:
+        try:
+            res = apply(pol, best_effort=True, journal=journal)
+        except OffloadError as e:
+            log(f"offload-watch: reconcile={why} error={e.message!r}")
+            return
+        for s in res["steps"]:
+            if s["status"] == "done":
+                log(f"offload-watch: reconcile={why} iface={s['interface']} action={s['action']} "
+                    f"program={s['program']} mode={s.get('mode')}")
+        for s in res["failed"]:
+            log(f"offload-watch: reconcile={why} iface={s['interface']} action={s['action']} error={s['error']!r}")
+
+    # A plain NETLINK_ROUTE socket subscribed to link events (decoded with pyroute2's ifinfmsg):
+    # pyroute2's IPRoute buffers notifications inside its event loop, out of select()'s sight.
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        sock.bind((0, RTMGRP_LINK))
+        log(f"offload-watch: start policy={pol.path} netns={netns.current_name()} interval={interval:g}s")
+        # Links as they are before the first apply: one added while it runs is then an event
+        # of its own (a dump after the apply would count it as known and never say it came).
+        known = {link.name for link in rtnl.dump_links()}
+        reconcile("start")
+        began = last = time.monotonic()
+        while not stopping["now"]:
+            if stop_after is not None and time.monotonic() - began > stop_after:
+                break
+            changed = False
+            for event, name in _link_events(sock, 0.2):
+                if event == "new" and name not in known:
+                    known.add(name)
+                    log(f"offload-watch: event=add iface={name}")
+                    changed = True
+                elif event == "del" and name in known:
+                    known.discard(name)
+                    log(f"offload-watch: event=remove iface={name}")
+                    _forget(name)
+                    changed = True
+            if changed:
+                reconcile("link-change")
+                last = time.monotonic()
+            elif time.monotonic() - last >= interval:
+                reconcile("periodic")
+                last = time.monotonic()
+    finally:
+        sock.close()
+        signal.signal(signal.SIGTERM, old)
+        if detach_on_exit:
+            for slot in pins.slots(netns.current_name()):
+                meta = slot.meta() or {}
+                if meta.get("managed_by"):
+                    try:
+                        attach_mod.detach(slot.iface)
+                        log(f"offload-watch: exit iface={slot.iface} action=detach")
+                    except OffloadError:
+                        pass
+        log("offload-watch: stopped")
+
+
+def _link_events(sock: socket.socket, timeout: float) -> list[tuple[str, str]]:
+    """(new|del, ifname) for every link notification waiting (after up to `timeout` s)."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    out = []
+    r, _, _ = select.select([sock], [], [], timeout)
+    while r:
+        data = sock.recv(1 << 16)
+        off = 0
+        while off + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, off)
+            if kind in (16, 17):  # RTM_NEWLINK, RTM_DELLINK
+                msg = ifinfmsg(data[off:off + length])
+                msg.decode()
+                name = msg.get_attr("IFLA_IFNAME")
+                if name:
+                    out.append(("new" if kind == 16 else "del", name))
+            off += (length + 3) & ~3
+        r, _, _ = select.select([sock], [], [], 0)
+    return out
+
+
+def _forget(iface: str) -> None:
+    """A vanished interface took its program along: drop our records of it."""
+    slot = pins.Slot(netns.current_name(), iface)
+    if slot.meta() is not None or slot.pin_dir.exists():
+        slot.remove()
+
+
