@@ -26,29 +26,29 @@ from offload import lab  # noqa: E402
 from offload.bench import harness as bench  # noqa: E402
 from offload.bench.frames import udp_frame  # noqa: E402
 from offload.bench.generators import live_frames as livegen  # noqa: E402
-from offload.kernel import bpfsys, genl, netns  # noqa: E402
+from offload.kernel import bpfsys, genl, netns, xdp  # noqa: E402
+from offload.kernel.bpfobj import BpfObject  # noqa: E402
+from offload.load import programs  # noqa: E402
 
 OFFLOAD = str(Path(sys.executable).parent / "offload")
-XDP_FLAGS = {"native": 1 << 2, "generic": 1 << 1}
 
 
 def raw_rate(tx: str, rx: str, mode: str, duration: float, warmup: float) -> float:
-    """count_drop on rx with bcc, live frames into tx, counter delta over the window: no harness."""
-    from bcc import BPF
-
-    src = (Path(__file__).resolve().parent.parent / "bpf")
-    text = (src / "offload_stats.h").read_text() + (src / "count_drop.c").read_text().replace(
-        '#include "offload_stats.h"', "")
-    b = BPF(text=text.encode())
-    fn = b.load_func(b"count_drop", BPF.XDP)
+    """The library's count_drop object loaded by libbpf and set on rx through rtnetlink, live frames
+    into tx, counter delta over the window: the mechanism without offload's harness."""
+    obj = BpfObject(str(programs.library_object("count_drop")))
+    obj.select("count_drop")
+    obj.load()
+    rx_idx = socket.if_nametoindex(rx)
     if mode == "generic":
         with genl.Ethtool() as e:
-            e.set_features(socket.if_nametoindex(rx), {"rx-gro": True})
-    BPF.attach_xdp(rx.encode(), fn, XDP_FLAGS[mode])
+            e.set_features(rx_idx, {"rx-gro": True})
+    xdp.set_prog(rx_idx, obj.prog_fd("count_drop"), mode)
     try:
         frame = udp_frame(60, b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02")
-        gen = livegen.LiveFrames(socket.if_nametoindex(tx), frame, [0])
-        fd = b.get_table("xdp_stats").get_fd()
+        gen = livegen.LiveFrames(socket.if_nametoindex(tx), frame, [0],
+                                 str(programs.generator_object("live_frames")))
+        fd = obj.map_fds()["xdp_stats"]
         ncpu = bpfsys.possible_cpus()
 
         def dropped() -> int:
@@ -62,8 +62,8 @@ def raw_rate(tx: str, rx: str, mode: str, duration: float, warmup: float) -> flo
         gen.close()
         return (c1 - c0) / (t1 - t0)
     finally:
-        BPF.remove_xdp(rx.encode(), XDP_FLAGS[mode])
-        b.cleanup()
+        xdp.clear_prog(rx_idx, mode)
+        obj.close()
 
 
 def main() -> int:

@@ -5,6 +5,7 @@
  */
 #include "offload_stats.h"
 
+SEC("xdp")
 int count_pass(struct xdp_md *ctx)
 {
     return count(ctx, XDP_PASS);

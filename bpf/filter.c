@@ -11,28 +11,41 @@
 #include <linux/ipv6.h>
 
 struct lpm_v4 {
-    u32 prefixlen;
-    u32 addr;
+    __u32 prefixlen;
+    __u32 addr;
 };
 struct lpm_v6 {
-    u32 prefixlen;
-    u8 addr[16];
+    __u32 prefixlen;
+    __u8 addr[16];
 };
-BPF_LPM_TRIE(blocklist_v4, struct lpm_v4, u8, 16384);
-BPF_LPM_TRIE(blocklist_v6, struct lpm_v6, u8, 16384);
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, 16384);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct lpm_v4);
+    __type(value, __u8);
+} blocklist_v4 SEC(".maps");
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, 16384);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct lpm_v6);
+    __type(value, __u8);
+} blocklist_v6 SEC(".maps");
 
 struct vlan_hdr {
     __be16 tci;
     __be16 proto;
 };
 
+SEC("xdp")
 int filter(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
     void *l3;
-    u16 proto;
+    __u16 proto;
 
     if ((void *)(eth + 1) > data_end)
         return count(ctx, XDP_PASS);
@@ -50,7 +63,7 @@ int filter(struct xdp_md *ctx)
         if ((void *)(ip + 1) > data_end)
             return count(ctx, XDP_PASS);
         struct lpm_v4 key = {.prefixlen = 32, .addr = ip->saddr};
-        if (blocklist_v4.lookup(&key))
+        if (bpf_map_lookup_elem(&blocklist_v4, &key))
             return count(ctx, XDP_DROP);
     } else if (proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = l3;
@@ -58,7 +71,7 @@ int filter(struct xdp_md *ctx)
             return count(ctx, XDP_PASS);
         struct lpm_v6 key = {.prefixlen = 128};
         __builtin_memcpy(key.addr, &ip6->saddr, 16);
-        if (blocklist_v6.lookup(&key))
+        if (bpf_map_lookup_elem(&blocklist_v6, &key))
             return count(ctx, XDP_DROP);
     }
     return count(ctx, XDP_PASS);

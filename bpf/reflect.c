@@ -6,6 +6,7 @@
 #include "offload_stats.h"
 #include <linux/if_ether.h>
 
+SEC("xdp")
 int reflect(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;

@@ -169,17 +169,23 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
               help="auto tries hw, native, generic in turn; a mode names the only one to try.")
 @click.option("--min-mode", type=FLOOR_CHOICE, help="The lowest mode acceptable (the floor).")
 @click.option("--param", "params", multiple=True, metavar="K=V", help="Program parameter (repeatable).")
+@click.option("--prog", "prog_name", metavar="NAME", help="The program to attach, in an object holding several.")
+@click.option("--section", metavar="SEC", help="The XDP program of this ELF section (e.g. xdp, xdp/filter).")
+@click.option("--dialect", default="auto", show_default=True, type=click.Choice(["auto", "libbpf", "bcc"]),
+              help="How to compile a C file: libbpf style (SEC(\"xdp\")) or bcc's; auto tells by what it uses.")
 @click.option("--force", is_flag=True, help="Replace a program offload did not attach; attach to a protected link.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def attach_cmd(iface, program, mode, min_mode, params, force, as_json) -> None:
-    """Attach PROGRAM (a name from bpf/ or a C file) to IFACE in the best mode it takes."""
+def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, as_json) -> None:
+    """Attach PROGRAM to IFACE in the best mode it takes. PROGRAM is a library name (offload
+    programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect)."""
     from offload.load import attach as attach_mod
-    from offload.load.programs import parse_params
+    from offload.load import programs
 
     progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
-    res = attach_mod.attach(iface, program, mode, min_mode, parse_params(list(params)), force, progress).to_dict()
+    prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
+    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=progress).to_dict()
     if as_json:
         _emit_json(res)
         return

@@ -29,7 +29,7 @@ from offload.bench.generators import pktgen
 from offload.errors import EnvironmentProblem, NoModeError, OffloadError, UsageError
 from offload.kernel import genl
 from offload.load import attach as attach_mod
-from offload.load import stats
+from offload.load import programs, stats
 from offload.probe import modes
 from offload.probe.report import assess, collect
 
@@ -102,7 +102,8 @@ class _Live(_Generator):
     name = "live-frames"
 
     def __init__(self, tx: str, frame: bytes, cpus: list[int]) -> None:
-        self.g = livegen.LiveFrames(socket.if_nametoindex(tx), frame, cpus)
+        self.g = livegen.LiveFrames(socket.if_nametoindex(tx), frame, cpus,
+                                    str(programs.generator_object("live_frames")))
 
     def start(self, count_per_thread):
         self.g.start(count_per_thread)

@@ -18,9 +18,10 @@ from functools import lru_cache
 
 # struct bpf_prog_info (include/uapi/linux/bpf.h): only the head is asked for; the kernel copies
 # min(len, sizeof) so older and newer kernels both answer.
-_PROG_INFO_LEN = 80
+_PROG_INFO_LEN = 208
 _NAME_OFF = 64
 _TAG_OFF = 8
+_RUN_TIME_OFF, _RUN_CNT_OFF = 192, 200     # since Linux 5.1; zero unless kernel.bpf_stats_enabled
 BPF_PROG_TYPE_XDP = 6
 
 
@@ -34,6 +35,8 @@ class ProgInfo:
     name: str
     tag: str
     type: int
+    run_time_ns: int = 0
+    run_cnt: int = 0
 
 
 class _test_run_opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf >= 0.7)
@@ -112,6 +115,8 @@ def prog_info(prog_id: int) -> ProgInfo | None:
             name=raw[_NAME_OFF:_NAME_OFF + 16].split(b"\0", 1)[0].decode(errors="replace"),
             tag=raw[_TAG_OFF:_TAG_OFF + 8].hex(),
             type=int.from_bytes(raw[0:4], sys.byteorder),
+            run_time_ns=int.from_bytes(raw[_RUN_TIME_OFF:_RUN_TIME_OFF + 8], sys.byteorder) if n.value >= 208 else 0,
+            run_cnt=int.from_bytes(raw[_RUN_CNT_OFF:_RUN_CNT_OFF + 8], sys.byteorder) if n.value >= 208 else 0,
         )
     finally:
         os.close(fd)

@@ -73,14 +73,15 @@ def candidates(requested: str, min_mode: str | None, verdicts: dict[str, modes.M
     return tryit, skipped
 
 
-def attach(iface: str, spec: str, mode: str = modes.AUTO, min_mode: str | None = None,
+def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min_mode: str | None = None,
            params: dict[str, str] | None = None, force: bool = False,
            progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None) -> Result:
+    """Attach `spec` (a PROGRAM argument, or a program resolved already) to `iface`."""
     if mode not in modes.CHOICES:
         raise UsageError(f"bad --mode {mode}: use {', '.join(modes.CHOICES)}")
     if min_mode and min_mode not in modes.MODES:
         raise UsageError(f"bad --min-mode {min_mode}: use {', '.join(modes.MODES)}")
-    prog = programs.resolve(spec, params)
+    prog = spec if isinstance(spec, programs.Program) else programs.resolve(spec, params)
     ifindex = ifindex_of(iface)
     require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
@@ -131,10 +132,14 @@ def attach(iface: str, spec: str, mode: str = modes.AUTO, min_mode: str | None =
             progress(f"{iface}: {m} refused: {reason}")
             loaded.close()
             continue
+        except BaseException:
+            loaded.close()
+            raise
         try:
             _confirm(ifindex, iface, m, new_id)
             meta = {"interface": iface, "ifindex": ifindex, "netns": slot.netns, "program": prog.name,
-                    "path": str(prog.path), "library": prog.library, "sha256": prog.sha256,
+                    "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,
+                    "section": prog.section, "sha256": prog.sha256,
                     "params": prog.params, "mode": m, "prog_id": new_id, "maps": sorted(loaded.maps()),
                     "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fallbacks": fallbacks,
                     "managed_by": managed_by}
@@ -145,6 +150,8 @@ def attach(iface: str, spec: str, mode: str = modes.AUTO, min_mode: str | None =
             if not mine:  # a replaced program keeps its own pins (written only after success)
                 slot.remove()
             raise
+        finally:
+            loaded.close()   # the attachment and the pins hold the program and maps now
         if mine and mine[0] != m:  # ours moved between coexisting modes (hw <-> native/generic)
             clear_prog_id(ifindex, mine[0], mine[1])
         return Result(iface, m, new_id, prog.name, fallbacks, replaced=holder, warnings=warnings)

@@ -1,48 +1,58 @@
-"""Compile and load an XDP program with bcc, keeping what the compiler and the verifier said.
+"""Load a resolved program into the kernel, keeping what the compiler and the verifier said.
 
-bcc writes compiler diagnostics and the verifier log to the process's stderr from C++, so both
-are captured at the file-descriptor level around each call.
+Objects (the library's, a user's, compiled libbpf C) load through libbpf: no compiler, no kernel
+headers, a few milliseconds. bcc-dialect C compiles and loads through bcc, which writes compiler
+diagnostics and the verifier log to stderr from C++: both are captured around each call.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import socket
 from dataclasses import dataclass
 
-from offload.errors import CompileError, LoadError, VerifierError
+from offload.errors import CompileError, LoadError, UsageError, VerifierError
+from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.load.programs import Program
+from offload.load.stderr import captured_stderr
 
 __all__ = ["CompileError", "LoadError", "VerifierError", "Loaded", "load"]
 
 
-@contextmanager
-def captured_stderr() -> Iterator[list[str]]:
-    out: list[str] = []
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out.append(tmp.read().decode(errors="replace"))
+class Loaded:
+    """A loaded program: its fd, its maps (name -> fd), and close() to let go of both (pins and
+    attachments keep the kernel objects alive)."""
+
+    fd: int
+
+    def maps(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 @dataclass
-class Loaded:
+class ObjectLoaded(Loaded):
+    obj: BpfObject
+    fd: int
+
+    def maps(self) -> dict[str, int]:
+        return self.obj.map_fds()
+
+    def close(self) -> None:
+        self.obj.close()
+
+
+@dataclass
+class BccLoaded(Loaded):
     bpf: object              # bcc.BPF: owns the program and map fds
     fn: object               # bcc.BPF.Function
-    program: Program
-    hw_device: str | None
 
     @property
-    def fd(self) -> int:
+    def fd(self) -> int:     # type: ignore[override]
         return self.fn.fd
 
     def maps(self) -> dict[str, int]:
@@ -64,6 +74,64 @@ class Loaded:
         self.bpf.cleanup()
 
 
+def load(prog: Program, hw_device: str | None = None) -> Loaded:
+    """Load `prog` (bound to `hw_device` for hardware offload)."""
+    if prog.kind == "bcc":
+        return _load_bcc(prog, hw_device)
+    return load_object(prog, str(prog.object_for(hw=hw_device is not None)), hw_device)
+
+
+def load_object(prog: Program, path: str, hw_device: str | None = None) -> ObjectLoaded:
+    where = f" for offload to {hw_device}" if hw_device else ""
+    with captured_stderr() as log:
+        try:
+            obj = BpfObject(path)
+        except ObjectError as e:
+            raise LoadError(f"libbpf could not open {path}: {e.strerror}") from None
+    try:
+        assert prog.entry
+        obj.select(prog.entry)
+        obj.no_auto_pinning()
+        for var, raw in prog.globals:
+            obj.set_global(var, raw)
+        if hw_device:
+            try:
+                obj.set_ifindex(socket.if_nametoindex(hw_device))
+            except OSError:
+                raise UsageError(f"no such interface in this network namespace: {hw_device}") from None
+        with captured_stderr() as log:
+            try:
+                obj.load()
+                err = None
+            except ObjectError as e:
+                err = e
+        if err is not None:
+            verifier = obj.log(prog.entry)
+            if _is_verifier_log(verifier):
+                raise VerifierError(f"the verifier rejected {prog.name}{where}:\n{_verifier_tail(verifier)}",
+                                    hint="the last lines of the verifier log are above")
+            code = err.errno or errno.EINVAL
+            said = _libbpf_said(log[0])
+            raise LoadError(f"the kernel refused to load {prog.name}{where}: {os.strerror(code)} "
+                            f"({errno.errorcode.get(code, code)})" + (f"; libbpf: {said}" if said else ""))
+        return ObjectLoaded(obj, obj.prog_fd(prog.entry))
+    except BaseException:
+        obj.close()
+        raise
+
+
+def _is_verifier_log(text: str) -> bool:
+    return bool(text.strip()) and ("processed" in text or "invalid" in text.lower() or "R0" in text
+                                   or "unreachable" in text or "back-edge" in text)
+
+
+def _libbpf_said(text: str) -> str:
+    """libbpf's own account of a failed load, without the verifier log it may repeat."""
+    lines = [ln.removeprefix("libbpf: ").strip() for ln in text.splitlines()
+             if ln.startswith("libbpf: ") and "-- BEGIN" not in ln and "-- END" not in ln]
+    return "; ".join(lines[-3:])
+
+
 def _compiler_message(text: str, prog: Program) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     # bcc compiles from /virtual/main.c; name the user's file instead.
@@ -77,10 +145,12 @@ def _verifier_tail(text: str, n: int = 12) -> str:
     return "\n".join(lines[-n:])
 
 
-def load(prog: Program, hw_device: str | None = None) -> Loaded:
-    """Compile and load `prog` (bound to `hw_device` for hardware offload)."""
-    from bcc import BPF  # imported here: bcc costs ~100 ms and is only needed to load
+def _load_bcc(prog: Program, hw_device: str | None) -> BccLoaded:
+    from bcc import (
+        BPF,  # imported here: bcc costs ~100 ms and only bcc-dialect C needs it
+    )
 
+    assert prog.text is not None and prog.entry
     device = hw_device.encode() if hw_device else None  # bcc wants bytes (bcc issue #3320)
     with captured_stderr() as log:
         try:
@@ -93,7 +163,8 @@ def load(prog: Program, hw_device: str | None = None) -> Loaded:
                             + (f" for offload to {hw_device}" if hw_device else "")
                             + f": {_verifier_tail(log[0], 4) or 'no message'}")
         raise CompileError(f"{prog.path}: does not compile:\n{_compiler_message(log[0], prog)}",
-                           hint="fix the C above; offload compiles with bcc (its map macros and helpers)")
+                           hint="fix the C above; offload compiled it as bcc-dialect C (its map macros and "
+                                "helpers); libbpf-style C names its program with SEC(\"xdp\")")
     with captured_stderr() as log:
         try:
             fn = bpf.load_func(prog.entry.encode(), BPF.XDP, device=device)
@@ -109,7 +180,7 @@ def load(prog: Program, hw_device: str | None = None) -> Loaded:
         raise LoadError(f"the kernel refused to load {prog.name}"
                         + (f" for offload to {hw_device}" if hw_device else "")
                         + f": {_strip_bcc(str(err))}" + (f"\n{_verifier_tail(text)}" if text.strip() else ""))
-    return Loaded(bpf, fn, prog, hw_device)
+    return BccLoaded(bpf, fn)
 
 
 def _strip_bcc(msg: str) -> str:

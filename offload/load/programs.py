@@ -1,24 +1,45 @@
-"""The program library (`bpf/`) and the user's own C: resolve a PROGRAM argument to source text
-ready for bcc, with its parameters checked.
+"""Resolve a PROGRAM argument into something the loader can load, with its parameters checked
+before anything touches the kernel:
 
-bcc's rewriter only sees the main file, so local `#include "x.h"` lines are inlined here (map
-declarations and `.lookup()` calls in a header would otherwise not be rewritten).
+- a library name (`count_drop`): the program library's precompiled object (bpf/, package data);
+- a compiled BPF ELF object (`drop.o`), as xdp-tools, Cilium or a user's Makefile make them;
+- libbpf-style C (`SEC("xdp")`, `bpf_helpers.h`): compiled once with clang into a cache;
+- bcc-dialect C (`BPF_ARRAY`, `.lookup()`, an `xdp_prog` function): compiled by bcc at load.
+
+Objects and libbpf C take `--param NAME=VALUE` for their global variables (`const volatile`
+ones are the libbpf way to parameterise); bcc C sees them as macros; library programs take the
+parameters listed in LIBRARY_PARAMS.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from offload.errors import UsageError
+from offload.data import LIBRARY, data_dir
+from offload.errors import CompileError, EnvironmentProblem, UsageError
+from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
+from offload.load import compile as compile_mod
+from offload.load.stderr import captured_stderr
 
-USER_ENTRY = "xdp_prog"            # the function a user's C file exports; library programs use their name
+USER_ENTRY = "xdp_prog"            # the function a bcc-dialect file exports
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")   # XDP action values 0..4
+DIALECTS = ("auto", "libbpf", "bcc")
+MAX_FILE = 64 << 20                # larger is no BPF program anyone wrote
+EM_BPF = 247
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_BCC_MARKS = re.compile(r"\bBPF_(?:ARRAY|HASH|PERCPU_ARRAY|PERCPU_HASH|TABLE|DEVMAP|CPUMAP|XSKMAP|LPM_TRIE|"
+                        r"PROG_ARRAY|PERF_OUTPUT|RINGBUF_OUTPUT|HISTOGRAM|QUEUE|STACK)\s*\(|\.(?:lookup|update|"
+                        r"increment|redirect_map|lookup_or_try_init|perf_submit)\s*\(")
+_LIBBPF_MARKS = re.compile(r'\bSEC\s*\(|#\s*include\s*<bpf/bpf_helpers\.h>')
 
 
 @dataclass(frozen=True)
@@ -28,7 +49,7 @@ class ParamSpec:
     required: bool = False
 
 
-# Parameters the library's programs take (applied to maps after load, see loader).
+# Parameters the library's programs take (applied to their maps after load, see attach).
 LIBRARY_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
     "count_drop": (),
     "count_pass": (),
@@ -40,34 +61,68 @@ LIBRARY_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
 
 @dataclass
 class Program:
-    name: str                      # library name, or the file's stem for user C
-    path: Path
-    text: str                      # source with local includes inlined
-    library: bool
+    name: str                      # library name, or the file's stem
+    path: Path                     # what the user named (the library program's source)
+    kind: str                      # library | object | libbpf | bcc
     params: dict[str, str] = field(default_factory=dict)
+    sha256: str = ""               # of what defines the program: object bytes or source (+ the entry)
+    entry: str | None = None       # the program's name inside the object, or bcc's function
+    section: str | None = None
+    object_path: Path | None = None            # object and libbpf kinds
+    globals: list[tuple[GlobalVar, bytes]] = field(default_factory=list)   # params as initial values
+    text: str | None = None        # bcc: source with local includes inlined
 
     @property
-    def entry(self) -> str:
-        return self.name if self.library else USER_ENTRY
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+    def library(self) -> bool:
+        return self.kind == "library"
 
     def cflags(self, hw: bool) -> list[str]:
-        flags = ["-DOFFLOAD_HW"] if hw else []
-        if not self.library:  # the user's own C sees its params as macros
-            flags += [f"-D{k}={v}" for k, v in self.params.items()]
-        return flags
+        """bcc: the offloadable variant's define, and params as macros."""
+        return (["-DOFFLOAD_HW"] if hw else []) + [f"-D{k}={v}" for k, v in self.params.items()]
+
+    def object_for(self, hw: bool) -> Path:
+        """The object to load: a library program's own per mode, else the resolved one."""
+        if not self.library:
+            assert self.object_path is not None
+            return self.object_path
+        return library_object(self.name, hw)
 
 
+# -- the library --------------------------------------------------------------------------------------
 def library_dir() -> Path:
-    env = os.environ.get("OFFLOAD_BPF_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "bpf"
+    return data_dir(LIBRARY)
 
 
 def library() -> list[str]:
-    return sorted(p.stem for p in library_dir().glob("*.c"))
+    names = sorted(p.stem for p in library_dir().glob("*.c"))
+    if not names:
+        raise EnvironmentProblem(f"the program library {library_dir()} holds no programs",
+                                 hint="reinstall offload, or point OFFLOAD_BPF_DIR at a directory of programs")
+    return names
+
+
+def library_object(name: str, hw: bool = False) -> Path:
+    """The precompiled object of a library program (NAME.o, or NAME.hw.o for hardware offload)."""
+    d = library_dir()
+    return _prebuilt(d / f"{name}.c", d / "obj" / f"{name}{'.hw' if hw else ''}.o", hw)
+
+
+def generator_object(name: str) -> Path:
+    """The precompiled object of a packet generator's program (bpf/generators/NAME.c)."""
+    d = library_dir()
+    return _prebuilt(d / "generators" / f"{name}.c", d / "obj" / "generators" / f"{name}.o", False)
+
+
+def _prebuilt(src: Path, built: Path, hw: bool) -> Path:
+    """The wheel and scripts/setup build the library ahead of time; a checkout that was not set
+    up compiles a program into the cache on first use (clang needed only then)."""
+    if built.is_file():
+        return built
+    try:
+        path, _ = compile_mod.cached_object(src, inline_includes(src).encode(), (compile_mod.HW_DEFINE,) if hw else ())
+    except compile_mod.CompileFailed as e:
+        raise CompileError(f"{e.src}: does not compile:\n{e.message}") from None
+    return path
 
 
 def summary(path: Path) -> str:
@@ -83,6 +138,8 @@ def catalogue() -> list[dict]:
 
 
 def inline_includes(path: Path, _seen: frozenset[Path] = frozenset()) -> str:
+    """The source with its local `#include "x.h"` lines inlined: bcc's rewriter sees only the main
+    file, and the cache key of libbpf C must change when a local header does."""
     out = []
     for line in path.read_text().splitlines():
         m = _INCLUDE.match(line)
@@ -109,25 +166,182 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
-def resolve(spec: str, params: dict[str, str] | None = None) -> Program:
-    """A library name (`count_drop`) or a path to a C file."""
+# -- resolution ---------------------------------------------------------------------------------------
+def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = None,
+            section: str | None = None, dialect: str = "auto") -> Program:
     params = dict(params or {})
-    lib = library_dir() / f"{spec}.c"
-    if "/" not in spec and not spec.endswith(".c") and lib.is_file():
-        allowed = {p.name: p for p in LIBRARY_PARAMS.get(spec, ())}
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise UsageError(f"program {spec} takes no parameter {', '.join(unknown)}"
-                             + (f"; it takes: {', '.join(allowed)}" if allowed else "; it takes none"))
-        missing = [p.name for p in allowed.values() if p.required and p.name not in params]
-        if missing:
-            raise UsageError(f"program {spec} needs --param {missing[0]}=...: {allowed[missing[0]].help}")
-        return Program(spec, lib, inline_includes(lib), True, params)
+    if dialect not in DIALECTS:
+        raise UsageError(f"bad --dialect {dialect}: use {', '.join(DIALECTS)}")
+    if _LIBRARY_NAME.match(spec) and (library_dir() / f"{spec}.c").is_file():
+        if prog or section:
+            raise UsageError(f"--prog and --section choose inside an object file; {spec} is a library program")
+        return _library_program(spec, params)
     path = Path(spec)
-    if not path.is_file():
+    head = _read_head(path, spec)
+    if head.startswith(b"\x7fELF"):
+        if dialect != "auto":
+            raise UsageError(f"{spec}: --dialect is for C source; this is a compiled object")
+        return _object_program(path, params, prog, section, "object", path)
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"{spec}: neither a BPF object (ELF) nor C source (not UTF-8 text)",
+                         hint="give a library program name, an object made by clang -target bpf, or a C file") from None
+    if "\0" in text:
+        raise UsageError(f"{spec}: neither a BPF object (ELF) nor C source (it holds NUL bytes)")
+    if dialect == "auto":
+        dialect = detect_dialect(text)
+    if dialect == "bcc":
+        return _bcc_program(path, params)
+    try:
+        obj, _ = compile_mod.cached_object(path.resolve(), inline_includes(path.resolve()).encode())
+    except compile_mod.CompileFailed as e:
+        raise CompileError(f"{e.src}: does not compile:\n{e.message}",
+                           hint="fix the C above (compiled as libbpf-style C: clang -O2 -g -target bpf); "
+                                "for bcc's dialect use --dialect bcc") from None
+    return _object_program(obj, params, prog, section, "libbpf", path)
+
+
+def detect_dialect(text: str) -> str:
+    """libbpf style when the file says SEC(...) or includes bpf_helpers.h; bcc when it uses bcc's
+    map macros or method calls; otherwise bcc (the dialect offload has always taken)."""
+    if _LIBBPF_MARKS.search(text):
+        return "libbpf"
+    return "bcc"
+
+
+def _read_head(path: Path, spec: str) -> bytes:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         raise UsageError(f"program not found: {spec}",
-                         hint=f"use a library program ({', '.join(library())}) or a path to your C file")
+                         hint=f"use a library program ({', '.join(library())}), a BPF object (.o) or a C file") from None
+    except OSError as e:
+        raise UsageError(f"{spec}: cannot read it: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{spec}: is a directory, not a program",
+                         hint="name a BPF object (.o) or a C file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{spec}: not a regular file (a device, pipe or socket is not a program)")
+    if st.st_size > MAX_FILE:
+        raise UsageError(f"{spec}: {st.st_size} bytes is larger than any BPF program ({MAX_FILE} at most)")
+    try:
+        with open(path, "rb") as f:
+            return f.read(64)
+    except OSError as e:
+        raise UsageError(f"{spec}: cannot read it: {e.strerror}") from None
+
+
+def _library_program(name: str, params: dict[str, str]) -> Program:
+    allowed = {p.name: p for p in LIBRARY_PARAMS.get(name, ())}
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise UsageError(f"program {name} takes no parameter {', '.join(unknown)}"
+                         + (f"; it takes: {', '.join(allowed)}" if allowed else "; it takes none"))
+    missing = [p.name for p in allowed.values() if p.required and p.name not in params]
+    if missing:
+        raise UsageError(f"program {name} needs --param {missing[0]}=...: {allowed[missing[0]].help}")
+    src = library_dir() / f"{name}.c"
+    return Program(name, src, "library", params, sha256=hashlib.sha256(inline_includes(src).encode()).hexdigest(),
+                   entry=name, section="xdp")
+
+
+def _bcc_program(path: Path, params: dict[str, str]) -> Program:
     text = inline_includes(path.resolve())
     if not re.search(rf"\b{USER_ENTRY}\s*\(", text):
-        raise UsageError(f"{path}: no function {USER_ENTRY}(struct xdp_md *ctx): offload attaches that entry point")
-    return Program(path.stem, path.resolve(), text, False, params)
+        raise UsageError(f"{path}: no function {USER_ENTRY}(struct xdp_md *ctx): offload attaches that entry "
+                         "point of bcc-dialect C", hint="libbpf-style C names its program with SEC(\"xdp\")")
+    return Program(path.stem, path.resolve(), "bcc", params, sha256=hashlib.sha256(text.encode()).hexdigest(),
+                   entry=USER_ENTRY, text=text)
+
+
+def _object_program(obj_path: Path, params: dict[str, str], prog: str | None, section: str | None,
+                    kind: str, named: Path) -> Program:
+    """Open the object once to choose its XDP program and turn the params into initial values."""
+    with open(obj_path, "rb") as f:
+        data = f.read()
+    if data[:4] == b"\x7fELF" and int.from_bytes(data[18:20], "little" if data[5] == 1 else "big") != EM_BPF:
+        raise UsageError(f"{named}: an ELF file, but not a BPF object (machine "
+                         f"{int.from_bytes(data[18:20], 'little')}, BPF is {EM_BPF})",
+                         hint="compile with clang -O2 -g -target bpf -c FILE.c -o FILE.o")
+    with captured_stderr() as log:
+        try:
+            obj = BpfObject(str(obj_path))
+        except ObjectError as e:
+            obj = None
+            err = e
+    if obj is None:
+        detail = _libbpf_lines(log[0])
+        hint = ("its maps are legacy `struct bpf_map_def SEC(\"maps\")` definitions, which libbpf 1.0 and later "
+                "(and so ip and xdp-loader too) refuse: declare them as BTF maps in SEC(\".maps\") and rebuild"
+                if "legacy map definitions" in detail else "is it an object made by clang -target bpf?")
+        raise UsageError(f"{named}: libbpf cannot open it: {os.strerror(err.errno or errno.EINVAL)}"
+                         + (f" ({detail})" if detail else ""), hint=hint)
+    with obj:
+        chosen = _choose(obj, named, prog, section)
+        variables = obj.globals()
+    values = []
+    for k, v in params.items():
+        if k not in variables:
+            names = ", ".join(sorted(variables)) or "none"
+            raise UsageError(f"{named}: no global variable {k} to set with --param (its globals: {names})")
+        values.append((variables[k], encode_value(variables[k], v, named)))
+    digest = hashlib.sha256(data + chosen.name.encode()).hexdigest()
+    return Program(named.stem, named.resolve(), kind, params, sha256=digest, entry=chosen.name,
+                   section=chosen.section, object_path=obj_path.resolve(), globals=values)
+
+
+def _choose(obj: BpfObject, named: Path, prog: str | None, section: str | None):
+    progs = obj.programs()
+    xdp = [p for p in progs if p.is_xdp]
+    listed = ", ".join(f"{p.name} (section {p.section})" for p in xdp)
+    if prog:
+        match = [p for p in progs if p.name == prog]
+        if not match:
+            raise UsageError(f"{named}: no program named {prog}" + (f"; its XDP programs: {listed}" if xdp else ""))
+        if not match[0].is_xdp:
+            raise UsageError(f"{named}: {prog} (section {match[0].section}) is not an XDP program")
+        return match[0]
+    if section:
+        xdp = [p for p in xdp if p.section == section]
+        if not xdp:
+            raise UsageError(f"{named}: no XDP program in section {section}; its XDP programs: {listed or 'none'}")
+    if not xdp:
+        others = ", ".join(f"{p.name} (section {p.section})" for p in progs) or "no programs at all"
+        raise UsageError(f"{named}: holds no XDP program ({others})")
+    if len(xdp) > 1:
+        raise UsageError(f"{named}: holds several XDP programs: {', '.join(f'{p.name} (section {p.section})' for p in xdp)}",
+                         hint="choose one with --prog NAME or --section SEC")
+    return xdp[0]
+
+
+def encode_value(var: GlobalVar, value: str, named: Path) -> bytes:
+    """A --param value as the bytes of the global (host byte order), checked against its type."""
+    where = f"{named}: --param {var.name}={value!r}"
+    if var.kind == "char[]":
+        raw = value.encode()
+        if len(raw) >= var.size:
+            raise UsageError(f"{where}: the string needs {len(raw) + 1} bytes and {var.name} holds {var.size}")
+        return raw.ljust(var.size, b"\0")
+    if var.kind == "bool":
+        words = {"1": 1, "true": 1, "yes": 1, "on": 1, "0": 0, "false": 0, "no": 0, "off": 0}
+        if value.lower() not in words:
+            raise UsageError(f"{where}: {var.name} is a bool: use true or false")
+        return words[value.lower()].to_bytes(var.size, sys.byteorder)
+    if var.kind in ("int", "uint"):
+        try:
+            n = int(value, 0)
+        except ValueError:
+            raise UsageError(f"{where}: {var.name} is an integer") from None
+        signed = var.kind == "int"
+        lo, hi = (-(1 << (8 * var.size - 1)), (1 << (8 * var.size - 1)) - 1) if signed else (0, (1 << 8 * var.size) - 1)
+        if not lo <= n <= hi:
+            raise UsageError(f"{where}: out of range for {var.name} ({var.size}-byte {'signed' if signed else 'unsigned'}: "
+                             f"{lo}..{hi})")
+        return n.to_bytes(var.size, sys.byteorder, signed=signed)
+    raise UsageError(f"{where}: {var.name} is not an integer, bool or char array; offload cannot set it")
+
+
+def _libbpf_lines(text: str) -> str:
+    lines = [ln.removeprefix("libbpf: ").strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[-3:])

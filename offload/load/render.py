@@ -44,6 +44,12 @@ def status(res: dict, out: Console, err: Console) -> None:
 
 def stats(res: dict, out: Console) -> None:
     out.print(f"{escape(res['interface'])}: {escape(res['program'])} in {res['mode']} mode (prog id {res['prog_id']})")
+    if res["counters"] == "prog_info":
+        rate = f", {res['runs_per_s']:,.1f} runs/s" if "runs_per_s" in res else ""
+        out.print(f"  runs {res['run_cnt']:,}, {res['run_time_ns']:,} ns in the program{rate} (kernel's run counts)")
+        if res.get("note"):
+            out.print(f"  [dim]note: {escape(res['note'])}[/]")
+        return
     rates = res.get("rates_pps")
     for a in res["packets"]:
         rate = f"  {rates[a]:>14,.1f} pps" if rates else ""

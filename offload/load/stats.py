@@ -44,9 +44,33 @@ def read(iface: str) -> dict:
         finally:
             os.close(fd)
     else:
-        raise NotAttachedError(f"{iface}: {meta['program']} keeps no offload counters (no xdp_stats map)")
+        return _run_counts(iface, meta)
     return {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
-            "time": time.time(), "packets": packets, "bytes": nbytes}
+            "counters": "offload", "time": time.time(), "packets": packets, "bytes": nbytes}
+
+
+def _run_counts(iface: str, meta: dict) -> dict:
+    """A program without offload's counters (a user's object): what the kernel counts for every
+    program, runs and time in it, while kernel.bpf_stats_enabled is on."""
+    info = bpfsys.prog_info(meta["prog_id"])
+    if info is None:
+        raise NotAttachedError(f"{iface}: program {meta['prog_id']} is gone", hint="offload status")
+    enabled = _bpf_stats_enabled()
+    out = {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
+           "counters": "prog_info", "time": time.time(), "bpf_stats_enabled": enabled,
+           "run_cnt": info.run_cnt, "run_time_ns": info.run_time_ns}
+    if not enabled:
+        out["note"] = (f"{meta['program']} keeps no offload counters (no xdp_stats map) and kernel.bpf_stats_enabled "
+                       "is 0, so the kernel does not count its runs: sysctl -w kernel.bpf_stats_enabled=1")
+    return out
+
+
+def _bpf_stats_enabled() -> bool:
+    try:
+        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def rates(before: dict, after: dict) -> dict:
@@ -61,4 +85,7 @@ def sample(iface: str, interval: float | None = None) -> dict:
         return first
     time.sleep(interval)
     res = read(iface)
+    if res["counters"] == "prog_info":
+        dt = max(res["time"] - first["time"], 1e-9)
+        return {**res, "runs_per_s": round((res["run_cnt"] - first["run_cnt"]) / dt, 1), "interval": interval}
     return {**res, "rates_pps": rates(first, res), "interval": interval}

@@ -115,7 +115,8 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
                     attach_mod.detach(item.interface)
                     res = {"mode": item.mode}
                 else:
-                    r = attach_mod.attach(item.interface, item.program, mode=item.prefer, min_mode=item.min,
+                    r = attach_mod.attach(item.interface, item.resolved or item.program, mode=item.prefer,
+                                          min_mode=item.min,
                                           params=item.params, managed_by=item.rule)
                     res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks}
                 done.append((item, snap))

@@ -67,6 +67,8 @@ def prometheus_text(bench_json: str | None = None) -> str:
             s = stats.read(slot.iface)
         except (OffloadError, OSError):
             continue
+        if s["counters"] != "offload":  # a user's object: no per-action counters to export
+            continue
         for action, n in s["packets"].items():
             packets.append(f'offload_xdp_packets_total{{interface="{_esc(slot.iface)}",action="{action}"}} {n}')
             nbytes.append(f'offload_xdp_bytes_total{{interface="{_esc(slot.iface)}",action="{action}"}} '

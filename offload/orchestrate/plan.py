@@ -32,6 +32,7 @@ class Item:
     prefer: str = "auto"
     min: str | None = None
     params: dict = field(default_factory=dict)
+    resolved: programs.Program | None = None   # the program, resolved once for every interface
 
     def to_dict(self) -> dict:
         return {"interface": self.interface, "action": self.action, "rule": self.rule, "program": self.program,
@@ -64,7 +65,8 @@ def _acceptable(mode: str, rule: Rule) -> bool:
     return modes.Mode(mode).at_least(rule.min)
 
 
-def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVerdict], cur: Current) -> Item | None:
+def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVerdict], cur: Current,
+                   resolved: dict[str, programs.Program] | None = None) -> Item | None:
     rules = matching_rules(pol, f, capabilities(f, verdicts))
     mine = cur.ours
     managed = mine is not None and mine.get("managed_by") is not None
@@ -74,10 +76,13 @@ def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVe
                         f"no rule matches {f.name} any more; rule {mine['managed_by']!r} attached it")
         return None
     rule, others = rules[0], [r.name for r in rules[1:]]
-    prog = programs.resolve(rule.program, rule.params)
+    resolved = {} if resolved is None else resolved
+    if rule.name not in resolved:
+        resolved[rule.name] = programs.resolve(rule.program, rule.params)
+    prog = resolved[rule.name]
     want_mode, why = expected_mode(rule, verdicts)
     base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,
-                params=rule.params)
+                params=rule.params, resolved=prog)
     first = f"rule {rule.name!r} matches" + (f" (first match; also: {', '.join(others)})" if others else "")
     if cur.foreign and not mine:
         desc = ", ".join(f"{m} prog {i}" for m, i in cur.foreign.items())
@@ -97,9 +102,9 @@ def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVe
 
 
 def make_plan(pol: Policy, devices: list[Assessed], current: dict[str, Current]) -> list[Item]:
-    items = []
+    items, resolved = [], {}
     for d in devices:
-        item = plan_interface(pol, d.facts, d.verdicts, current.get(d.facts.name, Current()))
+        item = plan_interface(pol, d.facts, d.verdicts, current.get(d.facts.name, Current()), resolved)
         if item is not None:
             items.append(item)
     return items

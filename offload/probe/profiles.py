@@ -6,7 +6,6 @@ A file that does not parse or validate is reported (file and field) and skipped;
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -16,7 +15,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-ENV_DIR = "OFFLOAD_PROFILES"
+from offload.data import PROFILES, data_dir
+
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
 
 
@@ -48,10 +48,7 @@ class Profile:
 
 
 def default_dir() -> Path:
-    env = os.environ.get(ENV_DIR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "drivers_profiles"
+    return data_dir(PROFILES)
 
 
 @lru_cache(maxsize=1)
@@ -100,6 +97,8 @@ def load(directory: Path | None = None, drivers: set[str] | None = None
     problems: list[ProfileProblem] = []
     if not d.is_dir():
         return profiles, [ProfileProblem(str(d), "(directory)", "no such directory; set OFFLOAD_PROFILES")]
+    if drivers is None and not any(d.glob("*.yaml")):
+        return profiles, [ProfileProblem(str(d), "(directory)", "holds no driver profiles (*.yaml)")]
     for path in sorted(d.glob("*.yaml")):
         if drivers is not None and path.stem not in drivers:
             continue

@@ -21,9 +21,10 @@ def load():
 
     def _load(name, params=None, hw=False):
         prog = programs.resolve(name, params)
-        if hw:  # the offloadable form, loaded for the host so BPF_PROG_RUN can run it
-            prog.text = "#define OFFLOAD_HW 1\n" + prog.text
-        ld = loader.load(prog)
+        if hw:  # the offloadable object (NAME.hw.o), loaded for the host so BPF_PROG_RUN can run it
+            ld = loader.load_object(prog, str(prog.object_for(hw=True)))
+        else:
+            ld = loader.load(prog)
         made.append(ld)
         return ld
     yield _load

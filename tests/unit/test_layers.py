@@ -12,12 +12,13 @@ PKG = Path(__file__).resolve().parents[2] / "offload"
 # may import everything.
 ALLOWED = {
     "errors": set(),
+    "data": {"errors"},
     "kernel": {"errors"},
-    "probe": {"kernel", "errors"},
-    "load": {"probe", "kernel", "errors"},
-    "bench.generators": {"kernel", "errors"},
-    "bench": {"load", "probe", "kernel", "errors"},
-    "orchestrate": {"load", "probe", "kernel", "errors"},
+    "probe": {"kernel", "data", "errors"},
+    "load": {"probe", "kernel", "data", "errors"},
+    "bench.generators": {"kernel", "data", "errors"},
+    "bench": {"load", "probe", "kernel", "data", "errors"},
+    "orchestrate": {"load", "probe", "kernel", "data", "errors"},
 }
 
 

@@ -3,9 +3,13 @@ netlink family, so XDP features come from the driver profile). Every claim is ch
 iproute2's view of the kernel, independently of offload's own code."""
 
 
+import os
+import subprocess
+
 import pytest
 from lib.cli import offload, offload_json
 from lib.env import NetdevSim, write
+from lib.helpers import need_tool
 from lib.kernel import kernel_xdp
 
 pytestmark = pytest.mark.vm
@@ -67,4 +71,53 @@ def test_device_refusing_offload_falls_back(nsim):
     (hw,) = [f for f in res["fallbacks"] if f["mode"] == "hw"]
     # netdevsim's bpf_bind_accept=N makes the kernel answer the offloaded load with EOPNOTSUPP
     assert "Operation not supported" in hw["reason"], hw
+    assert kernel_xdp(nsim.ifname) == {"native": res["prog_id"]}
+
+
+HW_OBJ = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+    __uint(type, MAP_TYPE);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u64);
+} hits SEC(".maps");
+
+SEC("xdp")
+int xdp_hits(struct xdp_md *ctx)
+{
+    __u32 k = 0;
+    __u64 *v = bpf_map_lookup_elem(&hits, &k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def object_with(tmp_path, map_type: str):
+    src, obj = tmp_path / "hits.c", tmp_path / f"hits-{map_type}.o"
+    src.write_text(HW_OBJ.replace("MAP_TYPE", map_type))
+    subprocess.run([need_tool("clang"), "-O2", "-g", "-target", "bpf", f"-I/usr/include/{os.uname().machine}-linux-gnu",
+                    "-c", str(src), "-o", str(obj)], check=True)
+    return obj
+
+
+def test_an_elf_object_offloads_to_hw(nsim, tmp_path):
+    obj = object_with(tmp_path, "BPF_MAP_TYPE_ARRAY")
+    res = offload_json("attach", nsim.ifname, str(obj))
+    assert res["mode"] == "hw" and res["fallbacks"] == []
+    assert kernel_xdp(nsim.ifname) == {"hw": res["prog_id"]}
+    with open(nsim.debugfs("bpf_offloaded_id", port=True)) as f:
+        assert int(f.read()) == res["prog_id"]
+
+
+def test_an_object_whose_map_the_device_refuses_falls_back(nsim, tmp_path):
+    obj = object_with(tmp_path, "BPF_MAP_TYPE_PERCPU_ARRAY")
+    res = offload_json("attach", nsim.ifname, str(obj))
+    assert res["mode"] == "native"
+    (hw,) = [f for f in res["fallbacks"] if f["mode"] == "hw"]
+    # netdevsim refuses to offload a per-CPU map: the map create fails with EINVAL
+    assert "Invalid argument" in hw["reason"] and "hits" in hw["reason"], hw
     assert kernel_xdp(nsim.ifname) == {"native": res["prog_id"]}

@@ -1,21 +1,21 @@
 """A kernel-side packet generator where pktgen is absent: BPF_PROG_RUN in live-frames mode
 (BPF_F_TEST_XDP_LIVE_FRAMES, Linux >= 5.18) replaying one frame and redirecting it out of the tx
-device. One thread per CPU; each thread sits in the bpf() syscall while the kernel transmits."""
+device (a precompiled object, loaded through libbpf with the tx ifindex as its global). One thread per CPU; each thread sits in the bpf() syscall while the kernel transmits."""
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from offload.errors import EnvironmentProblem
 from offload.kernel import bpfsys
+from offload.kernel.bpfobj import BpfObject
 from offload.kernel.version import parse_version
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-SOURCE = Path(__file__).resolve().parents[3] / "bpf" / "generators" / "live_frames.c"
 # Frames per syscall. Each BPF_PROG_RUN call sets up and tears down a page pool, which costs
 # milliseconds: at 65536 frames per call that halves the rate. So each thread sizes its calls to
 # take about CALL_SECONDS at the rate it measures, within these bounds.
@@ -42,12 +42,18 @@ def check_kernel() -> None:
 class LiveFrames:
     """Generate `frame` out of `tx_ifindex` from `cpus` threads, for a count or until stopped."""
 
-    def __init__(self, tx_ifindex: int, frame: bytes, cpus: list[int]) -> None:
+    def __init__(self, tx_ifindex: int, frame: bytes, cpus: list[int], obj_path: str) -> None:
+        """`obj_path`: the compiled bpf/generators/live_frames.c (the caller finds it)."""
         check_kernel()
-        from bcc import BPF
-
-        self.bpf = BPF(text=SOURCE.read_text().encode(), cflags=[f"-DTX_IFINDEX={tx_ifindex}"])
-        self.fd = self.bpf.load_func(b"live_frames", BPF.XDP).fd
+        self.obj = BpfObject(obj_path)
+        try:
+            self.obj.select("live_frames")
+            self.obj.set_global(self.obj.globals()["tx_ifindex"], tx_ifindex.to_bytes(4, sys.byteorder))
+            self.obj.load()
+        except BaseException:
+            self.obj.close()
+            raise
+        self.fd = self.obj.prog_fd("live_frames")
         self.frame = frame
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
@@ -98,4 +104,4 @@ class LiveFrames:
 
     def close(self) -> None:
         self.stop()
-        self.bpf.cleanup()
+        self.obj.close()

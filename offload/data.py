@@ -1,0 +1,28 @@
+"""Where offload's own files are: the program library (sources and compiled objects) and the
+driver profiles. A wheel carries them as package data (`offload/_data/`, put there by setup.py);
+a checkout has them at its top (`bpf/`, `drivers_profiles/`); an environment variable overrides
+both. Missing is an error, never an empty list."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from offload.errors import EnvironmentProblem
+
+LIBRARY, PROFILES = ("bpf", "OFFLOAD_BPF_DIR"), ("drivers_profiles", "OFFLOAD_PROFILES")
+
+
+def data_dir(what: tuple[str, str]) -> Path:
+    name, env = what
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    packaged = Path(str(resources.files("offload"))) / "_data" / name
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[1] / name
+    if checkout.is_dir():
+        return checkout
+    raise EnvironmentProblem(f"offload's {name}/ is missing: neither {packaged} nor {checkout} exists",
+                             hint=f"reinstall offload (its wheel carries {name}/), or point {env} at one")

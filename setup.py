@@ -1,0 +1,41 @@
+"""Build hook: the wheel carries the program library (sources and objects compiled here, once,
+with clang) and the driver profiles as package data under offload/_data/. Metadata lives in
+pyproject.toml."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+
+
+class BuildWithData(build_py):
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return  # an editable install reads bpf/ and drivers_profiles/ from the checkout
+        data = Path(self.build_lib) / "offload" / "_data"
+        shutil.rmtree(data, ignore_errors=True)
+        for pattern in ("*.c", "*.h", "generators/*.c"):
+            for src in (ROOT / "bpf").glob(pattern):
+                dest = data / "bpf" / src.relative_to(ROOT / "bpf")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
+        (data / "drivers_profiles").mkdir(parents=True)
+        for src in (ROOT / "drivers_profiles").glob("*.yaml"):
+            shutil.copy2(src, data / "drivers_profiles" / src.name)
+        # offload/load/compile.py is standard-library only, so it runs before offload's
+        # dependencies are installed.
+        spec = importlib.util.spec_from_file_location("offload_compile", ROOT / "offload" / "load" / "compile.py")
+        compile_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(compile_mod)
+        try:
+            compile_mod.build_library(data / "bpf", data / "bpf" / "obj")
+        except compile_mod.CompileFailed as e:
+            raise SystemExit(f"{e.src}: does not compile:\n{e.message}") from None
+
+
+setup(cmdclass={"build_py": BuildWithData})

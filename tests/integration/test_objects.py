@@ -1,0 +1,215 @@
+"""The programs users have: compiled BPF objects (the test's own, built with clang, and Debian's
+libxdp ones that nobody here wrote), libbpf-style C compiled once into a cache, and every bad
+file a user may hand over. The kernel's view (`ip -d -j link`, the pins) is the ground truth."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from lib.helpers import need_tool
+from lib.kernel import kernel_xdp
+
+from offload.bench.frames import ipv4_udp
+from offload.kernel import bpfsys
+
+pytestmark = pytest.mark.root
+PIN_ROOT = Path("/sys/fs/bpf/offload")
+LIBXDP = Path("/usr/lib/x86_64-linux-gnu/bpf")
+XDP_PASS, XDP_DROP = 2, 1
+
+HEAD = "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
+TAIL = 'char _license[] SEC("license") = "GPL";\n'
+COUNTER = HEAD + """
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} seen SEC(".maps");
+
+SEC("xdp")
+int xdp_count(struct xdp_md *ctx)
+{
+    __u32 k = 0;
+    __u64 *v = bpf_map_lookup_elem(&seen, &k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    return XDP_PASS;
+}
+""" + TAIL
+VERDICT = HEAD + """
+const volatile __u32 verdict = XDP_PASS;
+const volatile char label[8] = "none";
+volatile __u64 hits = 0;
+
+SEC("xdp")
+int xdp_verdict(struct xdp_md *ctx)
+{
+    hits++;
+    return verdict;
+}
+""" + TAIL
+TWO = HEAD + """
+SEC("xdp") int first(struct xdp_md *ctx) { return XDP_PASS; }
+SEC("xdp.frags") int second(struct xdp_md *ctx) { return XDP_DROP; }
+""" + TAIL
+TC_ONLY = HEAD + 'SEC("tc") int classifier(struct __sk_buff *skb) { return 0; }\n' + TAIL
+
+
+def clang_object(tmp_path: Path, name: str, text: str) -> Path:
+    clang = need_tool("clang")
+    src, obj = tmp_path / f"{name}.c", tmp_path / f"{name}.o"
+    src.write_text(text)
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{os.uname().machine}-linux-gnu",
+                    "-c", str(src), "-o", str(obj)], check=True)
+    return obj
+
+
+def pinned_prog(env, dev: str) -> int:
+    return bpfsys.obj_get(str(PIN_ROOT / env.netns / dev / "prog"))
+
+
+def nothing_left(env, dev: str) -> None:
+    assert kernel_xdp(dev, env.netns) == {}
+    assert not (PIN_ROOT / env.netns / dev).exists()
+
+
+def test_object_attaches_like_ip_link_obj(env, tmp_path):
+    obj = clang_object(tmp_path, "counter", COUNTER)
+    res = env.offload_json("attach", env.ifname, str(obj))
+    assert res["mode"] == "native" and res["program"] == "counter"
+    assert kernel_xdp(env.ifname, env.netns) == {"native": res["prog_id"]}
+    info = bpfsys.prog_info(res["prog_id"])
+    assert info.name == "xdp_count"
+    assert (PIN_ROOT / env.netns / env.ifname / "map_seen").exists()   # its BTF map, pinned with it
+    st = env.offload_json("stats", env.ifname)                          # no offload counters: run counts
+    assert st["program"] == "counter" and st["counters"] == "prog_info" and "run_cnt" in st
+    det = env.offload_json("detach", env.ifname)
+    assert det["detached"]["prog_id"] == res["prog_id"]
+    nothing_left(env, env.ifname)
+
+
+def test_globals_are_set_before_load(env, tmp_path):
+    obj = clang_object(tmp_path, "verdict", VERDICT)
+    res = env.offload_json("attach", env.ifname, str(obj), "--mode", "generic",
+                           "--param", "verdict=1", "--param", "label=drop", "--param", "hits=5")
+    assert kernel_xdp(env.ifname, env.netns) == {"generic": res["prog_id"]}
+    fd = pinned_prog(env, env.ifname)
+    try:  # the kernel runs the attached program itself: the .rodata it sees says XDP_DROP
+        assert bpfsys.prog_test_run(fd, ipv4_udp("192.0.2.1", "198.51.100.1")).retval == XDP_DROP
+    finally:
+        os.close(fd)
+    rodata = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True, check=True).stdout
+    assert "rodata" in rodata
+
+
+@pytest.mark.parametrize("param,needle", [
+    ("verdict=4294967296", "out of range"), ("verdict=x", "is an integer"),
+    ("label=much-too-long", "holds 8"), ("nosuch=1", "no global variable nosuch")])
+def test_bad_params_are_refused_before_anything_loads(env, tmp_path, param, needle):
+    obj = clang_object(tmp_path, "verdict", VERDICT)
+    res = env.offload("attach", env.ifname, str(obj), "--param", param, check=False)
+    assert res.returncode == 2 and needle in res.stderr and str(obj) in res.stderr, res.stderr
+    nothing_left(env, env.ifname)
+
+
+def test_several_xdp_programs_need_a_choice(env, tmp_path):
+    obj = clang_object(tmp_path, "two", TWO)
+    res = env.offload("attach", env.ifname, str(obj), check=False)
+    assert res.returncode == 2 and "first (section xdp)" in res.stderr and "--prog" in res.stderr
+    nothing_left(env, env.ifname)
+    by_name = env.offload_json("attach", env.ifname, str(obj), "--prog", "second")
+    assert bpfsys.prog_info(by_name["prog_id"]).name == "second"
+    by_section = env.offload_json("attach", env.ifname, str(obj), "--section", "xdp")
+    assert bpfsys.prog_info(by_section["prog_id"]).name == "first"
+    assert by_section["replaced"] == by_name["prog_id"]
+
+
+def test_libbpf_c_is_compiled_once_and_cached(env, tmp_path):
+    src = tmp_path / "counter.c"
+    src.write_text(COUNTER)
+    cache = tmp_path / "cache"
+    first = env.offload_json("attach", env.ifname, str(src), extra_env={"OFFLOAD_CACHE_DIR": str(cache)})
+    (obj,) = cache.glob("counter-*.o")
+    stamp = obj.stat().st_mtime_ns
+    second = env.offload_json("attach", env.ifname, str(src), extra_env={"OFFLOAD_CACHE_DIR": str(cache)})
+    assert second["replaced"] == first["prog_id"]
+    assert [p.stat().st_mtime_ns for p in cache.glob("counter-*.o")] == [stamp], "compiled again"
+    src.write_text(COUNTER.replace("XDP_PASS", "XDP_DROP"))                # new content, new object
+    env.offload_json("attach", env.ifname, str(src), extra_env={"OFFLOAD_CACHE_DIR": str(cache)})
+    assert len(list(cache.glob("counter-*.o"))) == 2
+
+
+def test_libbpf_c_compile_error_names_file_and_line(env, tmp_path):
+    src = tmp_path / "broken.c"
+    src.write_text(HEAD + 'SEC("xdp")\nint x(struct xdp_md *ctx)\n{\n    return nope;\n}\n')
+    res = env.offload("attach", env.ifname, str(src), check=False)
+    assert res.returncode == 5 and f"{src}:6:" in res.stderr and "nope" in res.stderr, res.stderr
+    nothing_left(env, env.ifname)
+
+
+def test_libbpf_verifier_rejection_keeps_the_log(env, tmp_path):
+    obj = clang_object(tmp_path, "oob", HEAD + 'SEC("xdp") int oob(struct xdp_md *ctx) {\n'
+                       "    unsigned char *p = (void *)(long)ctx->data;\n"
+                       "    return p[100] ? XDP_DROP : XDP_PASS;\n}\n" + TAIL)
+    res = env.offload("attach", env.ifname, str(obj), check=False)
+    assert res.returncode == 6 and "invalid access to packet" in res.stderr, res.stderr
+    nothing_left(env, env.ifname)
+
+
+@pytest.mark.parametrize("name", ["xdpfilt_dny_all", "xdpfilt_alw_ip"])
+def test_libxdp_objects_from_debian(env, name):
+    """xdp-filter's programs as Debian's libxdp1 installs them: BTF maps, libxdp's run-config
+    section, written by other people."""
+    obj = LIBXDP / f"{name}.o"
+    if not obj.exists():
+        pytest.skip(f"{obj} is missing: Debian's libxdp1 installs it (scripts/setup does)")
+    res = env.offload_json("attach", env.ifname, str(obj))
+    assert kernel_xdp(env.ifname, env.netns) == {"native": res["prog_id"]}
+    assert bpfsys.prog_info(res["prog_id"]).name == name[:15]
+    assert not any(Path("/sys/fs/bpf").glob("xdpfilt*")), "maps pinned outside offload's tree"
+    env.offload_json("detach", env.ifname)
+    nothing_left(env, env.ifname)
+
+
+def test_libxdp_dispatcher_needs_prog(env):
+    obj = LIBXDP / "xdp-dispatcher.o"
+    if not obj.exists():
+        pytest.skip(f"{obj} is missing: Debian's libxdp1 installs it (scripts/setup does)")
+    res = env.offload("attach", env.ifname, str(obj), check=False)
+    assert res.returncode == 2 and "xdp_dispatcher" in res.stderr and "xdp_pass" in res.stderr
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    garbage = tmp_path / "garbage.o"
+    garbage.write_bytes(os.urandom(4096))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    native_elf = tmp_path / "true"
+    shutil.copy("/bin/true", native_elf)
+    trunc = tmp_path / "truncated.o"
+    trunc.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x01\x00\xf7\x00")
+    d = tmp_path / "adir"
+    d.mkdir()
+    return {"garbage": (garbage, "neither a BPF object"), "native ELF": (native_elf, "not a BPF object"),
+            "truncated": (trunc, "libbpf cannot open it"), "directory": (d, "is a directory"),
+            "device": (Path("/dev/zero"), "not a regular file"), "missing": (tmp_path / "nope.o", "not found")}
+
+
+@pytest.mark.parametrize("case", ["garbage", "native ELF", "truncated", "directory", "device", "missing"])
+def test_bad_files_exit_2_naming_the_file(env, bad_files, case):
+    path, needle = bad_files[case]
+    res = env.offload("attach", env.ifname, str(path), check=False)
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr and str(path) in res.stderr and "Traceback" not in res.stderr, res.stderr
+    nothing_left(env, env.ifname)
+
+
+def test_object_without_xdp_program(env, tmp_path):
+    obj = clang_object(tmp_path, "tc", TC_ONLY)
+    res = env.offload("attach", env.ifname, str(obj), check=False)
+    assert res.returncode == 2 and "holds no XDP program" in res.stderr and "classifier" in res.stderr
+    nothing_left(env, env.ifname)
