@@ -14,11 +14,26 @@ from pathlib import Path
 import click
 
 from offload import __version__
-from offload import lab as lab_mod
 from offload.errors import Exit, OffloadError, UsageError
-from offload.kernel import netns
 from offload.probe import mode as modes
-from offload.probe import profiles as profiles_mod
+
+
+class _Lazy:
+    """A module imported on first use: `offload --version` and `--help` pay for none of them."""
+
+    def __init__(self, name: str) -> None:
+        self._name, self._mod = name, None
+
+    def __getattr__(self, attr):
+        if self._mod is None:
+            import importlib
+
+            self._mod = importlib.import_module(self._name)
+        return getattr(self._mod, attr)
+
+
+lab_mod = _Lazy("offload.lab")
+netns = _Lazy("offload.kernel.netns")
 
 
 def escape(text: str) -> str:
@@ -130,6 +145,7 @@ def _require_root_for_netns() -> None:
 @handles_errors
 def profiles(check, as_json, profiles_dir) -> None:
     """List the driver profiles (and validate them with --check)."""
+    from offload.probe import profiles as profiles_mod
 
     profs, problems = profiles_mod.load(profiles_dir)
     rows = profiles_mod.summary_rows(profs)
@@ -214,20 +230,45 @@ def detach_cmd(iface, mode, as_json) -> None:
 
 
 @main.command("status")
+@click.option("--all-namespaces", "-A", "all_ns", is_flag=True,
+              help="Every network namespace, and the orphans `offload gc` would free.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def status_cmd(as_json) -> None:
+def status_cmd(all_ns, as_json) -> None:
     """Every XDP program on every interface of this namespace, ours or not."""
     from offload.load import status as status_mod
 
-    res = status_mod.status()
+    if all_ns:
+        _require_root_for_netns()
+    res = status_mod.status_all() if all_ns else status_mod.status()
     if as_json:
         _emit_json(res)
         return
     from offload.load import render
 
-    render.status(res, out, err)
+    (render.status_all if all_ns else render.status)(res, out, err)
+
+
+@main.command("gc")
+@click.option("--dry-run", is_flag=True, help="Say what would be freed; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def gc_cmd(dry_run, as_json) -> None:
+    """Free what offload keeps that nothing uses: pins and records of namespaces or interfaces
+    that are gone, of programs no longer attached (every namespace)."""
+    from offload.load import gc
+    from offload.load.attach import require_privileges
+
+    require_privileges("collecting offload's orphaned pins")
+    _require_root_for_netns()
+    res = gc.collect(dry_run=dry_run)
+    if as_json:
+        _emit_json(res)
+        return
+    from offload.load import render
+
+    render.gc_result(res, out, err)
 
 
 @main.command("stats")

@@ -16,11 +16,13 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def exchange(a: str | os.PathLike, b: str | os.PathLike) -> None:
-    """Swap two paths atomically (both must exist): a reader sees one or the other, never
-    neither. bpffs supports it (simple_rename); raises OSError (EINVAL) where a file system does not."""
+def exchange(a: str | os.PathLike, b: str | os.PathLike, dir_fd: int | None = None) -> None:
+    """Swap two paths atomically (both must exist; relative to `dir_fd` when given): a reader sees
+    one or the other, never neither. bpffs supports it (simple_rename); raises OSError (EINVAL)
+    where a file system does not."""
     fn = _libc().renameat2
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+    at = AT_FDCWD if dir_fd is None else dir_fd
+    if fn(at, os.fsencode(a), at, os.fsencode(b), RENAME_EXCHANGE) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"renameat2({a}, {b}, RENAME_EXCHANGE): {os.strerror(code)}")

@@ -9,24 +9,38 @@ from contextlib import contextmanager
 from pyroute2 import netns as pr_netns
 
 from offload.errors import UsageError
+from offload.kernel.names import check_netns
 
 NETNS_RUN_DIR = "/run/netns"
 
 
+HOST = "host"
+
+
 def exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_RUN_DIR, name))
+    return name == HOST or os.path.exists(os.path.join(NETNS_RUN_DIR, check_netns(name)))
+
+
+def names() -> list[str]:
+    """Every named network namespace (`ip netns list`), and "host"."""
+    try:
+        named = sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        named = []
+    return [HOST, *named]
 
 
 @contextmanager
 def inside(name: str | None) -> Iterator[None]:
     """Run the block in netns `name` (None: stay). Sockets opened inside stay bound to it."""
-    if name is None:
+    if name is None or name == current_name():
         yield
         return
-    path = os.path.join(NETNS_RUN_DIR, name)
+    # "host" is how offload names the initial namespace (PID 1's), which has no /run/netns entry
+    path = "/proc/1/ns/net" if name == HOST else os.path.join(NETNS_RUN_DIR, check_netns(name))
     try:
         target = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UsageError(f"no such network namespace: {name}", hint="list them with `ip netns list`") from None
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
@@ -50,4 +64,4 @@ def current_name() -> str:
                 return entry
     except OSError:
         pass
-    return "host"
+    return HOST

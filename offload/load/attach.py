@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from offload.errors import NoModeError, NotAttachedError, RefusedError, UsageError
 from offload.kernel import bpfsys, netns, xdp
+from offload.kernel.names import check_ifname
 from offload.kernel.privileges import (
     CAP_BPF,
     CAP_NET_ADMIN,
@@ -50,7 +51,7 @@ def require_privileges(action: str) -> None:
 
 def ifindex_of(iface: str) -> int:
     try:
-        return socket.if_nametoindex(iface)
+        return socket.if_nametoindex(check_ifname(iface))
     except OSError:
         raise UsageError(f"no such interface in this network namespace: {iface}",
                          hint="list them with `offload probe`") from None
@@ -83,6 +84,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
         raise UsageError(f"bad --min-mode {min_mode}: use {', '.join(modes.MODES)}")
     prog = spec if isinstance(spec, programs.Program) else programs.resolve(spec, params)
     ifindex = ifindex_of(iface)
+    _check_params(prog)   # before anything is loaded or swapped
     require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
     warnings: list[str] = []
@@ -118,6 +120,8 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
             continue
         try:
             new_id = bpfsys.obj_info_id(loaded.fd)
+            _apply_params(prog, loaded)            # maps filled before the program sees a frame
+            slot.stage(loaded.fd, loaded.maps())   # pinned before the swap: never attached unpinned
             old_fd = bpfsys.prog_fd_by_id(holder) if holder else None
             try:
                 xdp.set_prog(ifindex, loaded.fd, m, expected_fd=old_fd, no_replace=old_fd is None)
@@ -125,6 +129,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
                 if old_fd is not None:
                     os.close(old_fd)
         except xdp.KernelRefusal as e:
+            slot.discard_stage()
             reason = str(e)
             if dev.verdicts[m].status == modes.BLOCKED:
                 reason += f" (the probe had flagged: {dev.verdicts[m].reason})"
@@ -133,6 +138,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
             loaded.close()
             continue
         except BaseException:
+            slot.discard_stage()
             loaded.close()
             raise
         try:
@@ -143,11 +149,11 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
                     "params": prog.params, "mode": m, "prog_id": new_id, "maps": sorted(loaded.maps()),
                     "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fallbacks": fallbacks,
                     "managed_by": managed_by}
-            _apply_params(prog, loaded)
-            slot.write(loaded.fd, loaded.maps(), meta)
+            slot.commit(meta)
         except BaseException:
             _put_back(ifindex, m, loaded.fd, holder)
-            if not mine:  # a replaced program keeps its own pins (written only after success)
+            slot.discard_stage()
+            if not mine:  # a replaced program keeps its own pins (committed only after success)
                 slot.remove()
             raise
         finally:
@@ -191,6 +197,23 @@ def clear_prog_id(ifindex: int, mode: str, prog_id: int) -> None:
         os.close(fd)
 
 
+def _check_params(prog: programs.Program) -> None:
+    """Library parameters that are applied after the swap, checked before it: the redirect target
+    exists here, the prefixes parse and fit the filter's maps."""
+    if not prog.library:
+        return
+    if prog.name == "redirect":
+        ifindex_of(prog.params["target"])
+    elif prog.name == "filter" and prog.params.get("prefixes"):
+        from offload.load.filter import MAX_ENTRIES, parse_prefixes
+
+        nets = parse_prefixes(prog.params["prefixes"].split(","))
+        for version in (4, 6):
+            n = len({n for n in nets if n.version == version})
+            if n > MAX_ENTRIES:
+                raise UsageError(f"filter: {n} IPv{version} prefixes; its blocklist holds at most {MAX_ENTRIES}")
+
+
 def _apply_params(prog: programs.Program, loaded: loader.Loaded) -> None:
     """Library parameters that live in maps: the redirect target, the filter's blocklist."""
     if not prog.library:
@@ -208,12 +231,12 @@ def _apply_params(prog: programs.Program, loaded: loader.Loaded) -> None:
 
 def detach(iface: str, mode: str | None = None) -> dict:
     """Remove our program from `iface` (in `mode`, or wherever it is) and its pins."""
+    slot = pins.Slot(netns.current_name(), iface)   # validates the name before anything else
     require_privileges(f"detaching XDP from {iface}")
-    slot = pins.Slot(netns.current_name(), iface)
     try:
         ifindex = socket.if_nametoindex(iface)
     except OSError:  # the device is gone, and its program with it: only our records remain
-        if slot.meta() is not None or slot.pin_dir.exists():
+        if slot.exists():
             slot.remove()
             return {"interface": iface, "detached": None, "removed_stale_pins": True}
         raise UsageError(f"no such interface in this network namespace: {iface}",
@@ -221,7 +244,7 @@ def detach(iface: str, mode: str | None = None) -> dict:
     attached = xdp.attached_progs(ifindex)
     mine = ownership(slot, attached).mine
     if mine is None:
-        stale = slot.meta() is not None or slot.pin_dir.exists()
+        stale = slot.exists()
         slot.remove()
         if stale:
             return {"interface": iface, "detached": None, "removed_stale_pins": True}

@@ -15,6 +15,7 @@ from offload.kernel import bpfsys, netns
 from offload.load import pins
 
 V4_KEY, V6_KEY = 8, 20      # struct lpm_v4 / lpm_v6 in bpf/filter.c
+MAX_ENTRIES = 16384         # each blocklist's max_entries in bpf/filter.c
 
 
 def parse_prefixes(items: list[str]) -> list[IPNetwork]:

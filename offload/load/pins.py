@@ -3,18 +3,30 @@ JSON metadata file per attachment.
 
 bpffs holds only BPF objects (and refuses '.' in names), so the metadata lives under /run (gone
 at reboot, like the pins) and names are escaped.
+
+The state tree is trusted only as far as it is verified: bpffs is often mode 1777, so anyone may
+have made `offload/` there first. Every directory offload uses is opened component by component
+without following symlinks, created 0700, and must belong to this user and be writable by no one
+else; files are created 0600 with O_EXCL|O_NOFOLLOW and renamed into place; every operation is
+relative to a verified directory's fd (pins through /proc/self/fd/N/NAME, which the kernel
+resolves to exactly that directory). Anything else is refused (exit 9), never followed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.errors import EnvironmentProblem
+from offload.errors import EnvironmentProblem, OffloadError, RefusedError
 from offload.kernel import bpfsys, fs
+from offload.kernel.names import check_ifname, check_netns
 
 DEFAULT_BPFFS = "/sys/fs/bpf"
 RUN = Path(os.environ.get("OFFLOAD_RUN_DIR", "/run/offload"))
@@ -60,13 +72,146 @@ def require_bpffs() -> None:
                              hint=f"mount it: mount -t bpf bpffs {BPFFS} (scripts/setup does this)")
 
 
+MAX_META = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class StateError(OffloadError):
+    """A record of offload's cannot be read (truncated, not JSON, missing keys)."""
+
+
+def _unescape(name: str) -> str:
+    return name.replace("%2e", ".").replace("%25", "%")
+
+
+def _unsafe(where: str, why: str) -> RefusedError:
+    return RefusedError(f"offload's state directory {where} is not safe to use: {why}",
+                        hint=f"if nothing of yours is in it, remove it (rm -r {where}) and run the command again")
+
+
+def _open_dir(parent: int | None, name: str, where: str, create: bool) -> int | None:
+    """Open `name` in directory fd `parent` (an absolute path when parent is None) as a directory
+    that belongs to us and that only we may write to; create it (0700) when asked."""
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _unsafe(where, "it is a symbolic link or not a directory") from None
+        raise
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        raise _unsafe(where, f"it belongs to uid {st.st_uid} with mode {stat.filemode(st.st_mode)}; offload "
+                             f"needs it owned by uid {os.geteuid()} and writable by no one else")
+    return fd
+
+
+@contextmanager
+def _tree(root: Path, parts: list[str], create: bool = False) -> Iterator[int | None]:
+    """A verified fd for root/parts... (None when it does not exist and `create` is off). The root
+    itself (bpffs's mount point, /run/offload's parent) is trusted as configured."""
+    fds: list[int] = []
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds.append(fd)
+        where = root
+        for part in parts:
+            where = where / part
+            nxt = _open_dir(fd, part, str(where), create)
+            if nxt is None:
+                yield None
+                return
+            fds.append(nxt)
+            fd = nxt
+        yield fd
+    finally:
+        for f in fds:
+            os.close(f)
+
+
+def _pin_path(dir_fd: int, name: str) -> str:
+    return f"/proc/self/fd/{dir_fd}/{name}"
+
+
+def _read_small(dir_fd: int, name: str) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read(MAX_META + 1)
+
+
+def _write_atomic(dir_fd: int, name: str, data: bytes) -> None:
+    """Write `name` in `dir_fd` as a new 0600 file, fsynced, renamed over the old one."""
+    tmp = name + ".tmp"
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+    os.fsync(dir_fd)
+
+
+def _rmtree_at(dir_fd: int, name: str) -> None:
+    """Remove `name` (a directory tree, or a file) inside `dir_fd`, never leaving it."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)   # fd-based on Linux: symlinks inside are removed, not followed
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _rmdir_quiet(dir_fd: int | None, name: str) -> None:
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
 @dataclass(frozen=True)
 class Slot:
-    """The pins and metadata of one interface in one network namespace."""
+    """The pins and metadata of one interface in one network namespace (both names validated:
+    each is one path component)."""
 
     netns: str
     iface: str
 
+    def __post_init__(self) -> None:
+        check_netns(self.netns)
+        check_ifname(self.iface)
+
+    # where things are (for messages, tests and operators; all access goes through verified fds)
     @property
     def pin_dir(self) -> Path:
         require_bpffs()
@@ -76,100 +221,220 @@ class Slot:
     def meta_path(self) -> Path:
         return RUN / "attachments" / _escape(self.netns) / f"{_escape(self.iface)}.json"
 
-    @property
-    def prog_pin(self) -> Path:
-        return self.pin_dir / "prog"
+    def _pins(self, create: bool = False):
+        require_bpffs()
+        return _tree(BPFFS, ["offload", _escape(self.netns), _escape(self.iface)], create)
 
-    def map_pin(self, name: str) -> Path:
-        return self.pin_dir / f"map_{_escape(name)}"
+    def _meta_dir(self, create: bool = False):
+        return _tree(RUN.parent, [RUN.name, "attachments", _escape(self.netns)], create)
 
     # -- reading ------------------------------------------------------------------------------------
     def meta(self) -> dict | None:
-        try:
-            return json.loads(self.meta_path.read_text())
-        except FileNotFoundError:
+        with self._meta_dir() as d:
+            raw = None if d is None else _read_small(d, f"{_escape(self.iface)}.json")
+        if raw is None:
             return None
+        try:
+            meta = json.loads(raw[:MAX_META].decode())
+            if not isinstance(meta, dict) or len(raw) > MAX_META:
+                raise ValueError("not a JSON object of at most 1 MiB")
+            for key in ("interface", "program", "mode", "prog_id", "maps"):
+                if key not in meta:
+                    raise ValueError(f"no '{key}'")
+        except ValueError as e:
+            raise StateError(f"{self.meta_path}: offload's record of {self.iface} is damaged ({e})",
+                             hint=f"offload gc removes damaged records; offload detach {self.iface} removes this one")
+        return meta
+
+    def exists(self) -> bool:
+        """Anything of ours recorded for this interface: pins or metadata."""
+        with self._pins() as p:
+            if p is not None:
+                return True
+        with self._meta_dir() as d:
+            return d is not None and _read_small(d, f"{_escape(self.iface)}.json") is not None
 
     def pinned_prog_id(self) -> int | None:
-        try:
-            fd = bpfsys.obj_get(str(self.prog_pin))
-        except OSError:
-            return None
+        with self._pins() as p:
+            if p is None:
+                return None
+            try:
+                fd = bpfsys.obj_get(_pin_path(p, "prog"))
+            except OSError:
+                return None
         try:
             return bpfsys.obj_info_id(fd)
         finally:
             os.close(fd)
 
+    def open_prog(self) -> int:
+        with self._pins() as p:
+            if p is None:
+                raise FileNotFoundError(errno.ENOENT, "no pins", str(self.pin_dir))
+            return bpfsys.obj_get(_pin_path(p, "prog"))
+
     def open_map(self, name: str) -> int:
-        return bpfsys.obj_get(str(self.map_pin(name)))
+        with self._pins() as p:
+            if p is None:
+                raise FileNotFoundError(errno.ENOENT, "no pins", str(self.pin_dir))
+            return bpfsys.obj_get(_pin_path(p, f"map_{_escape(name)}"))
 
     # -- writing ------------------------------------------------------------------------------------
-    def write(self, prog_fd: int, maps: dict[str, int], meta: dict) -> None:
-        """Pin into a staging directory, then swap it in with one atomic exchange: a reader sees
-        the old pins or the new, never half and never none."""
-        staging = self.pin_dir.with_name(self.pin_dir.name + "%new")
-        _rmtree(staging)
-        staging.mkdir(parents=True)
+    def stage(self, prog_fd: int, maps: dict[str, int]) -> None:
+        """Pin a program and its maps into the staging directory (NAME%new), before the kernel
+        swap: a run killed after the swap leaves the attached program pinned, so it is still
+        recognisably offload's (ownership counts a staged program that is attached)."""
+        require_bpffs()
+        with _tree(BPFFS, ["offload", _escape(self.netns)], create=True) as ns:
+            staging = _escape(self.iface) + "%new"
+            _rmtree_at(ns, staging)
+            os.mkdir(staging, 0o700, dir_fd=ns)
+            st = _open_dir(ns, staging, str(self.pin_dir) + "%new", create=False)
+            try:
+                bpfsys.obj_pin(prog_fd, _pin_path(st, "prog"))
+                for mname, fd in maps.items():
+                    bpfsys.obj_pin(fd, _pin_path(st, f"map_{_escape(mname)}"))
+            except BaseException:
+                _rmtree_at(ns, staging)
+                raise
+            finally:
+                os.close(st)
+
+    def staged_prog_id(self) -> int | None:
+        with _tree(BPFFS, ["offload", _escape(self.netns), _escape(self.iface) + "%new"]) as st:
+            if st is None:
+                return None
+            try:
+                fd = bpfsys.obj_get(_pin_path(st, "prog"))
+            except OSError:
+                return None
         try:
-            bpfsys.obj_pin(prog_fd, str(staging / "prog"))
-            for name, fd in maps.items():
-                bpfsys.obj_pin(fd, str(staging / f"map_{_escape(name)}"))
-            if self.pin_dir.exists():
-                fs.exchange(staging, self.pin_dir)   # staging now holds the old pins
-            else:
-                os.rename(staging, self.pin_dir)
+            return bpfsys.obj_info_id(fd)
         finally:
-            _rmtree(staging)
-        self.meta_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, self.meta_path)
+            os.close(fd)
+
+    def staged_maps(self) -> list[str]:
+        with _tree(BPFFS, ["offload", _escape(self.netns), _escape(self.iface) + "%new"]) as st:
+            if st is None:
+                return []
+            return sorted(_unescape(n[4:]) for n in os.listdir(st) if n.startswith("map_"))
+
+    def discard_stage(self) -> None:
+        with _tree(BPFFS, ["offload", _escape(self.netns)]) as ns:
+            if ns is not None:
+                _rmtree_at(ns, _escape(self.iface) + "%new")
+        _prune(BPFFS, ["offload", _escape(self.netns)])
+
+    def commit(self, meta: dict) -> None:
+        """Swap the staged pins in with one atomic exchange (a reader sees the old pins or the
+        new, never half and never none), drop the old ones, then write the metadata atomically."""
+        name, staging = _escape(self.iface), _escape(self.iface) + "%new"
+        with _tree(BPFFS, ["offload", _escape(self.netns)], create=True) as ns:
+            if _exists_at(ns, name):
+                fs.exchange(staging, name, dir_fd=ns)   # staging now holds the old pins
+            else:
+                os.rename(staging, name, src_dir_fd=ns, dst_dir_fd=ns)
+            _rmtree_at(ns, staging)
+        with self._meta_dir(create=True) as d:
+            _write_atomic(d, f"{name}.json", (json.dumps(meta, indent=2) + "\n").encode())
+
+    def write(self, prog_fd: int, maps: dict[str, int], meta: dict) -> None:
+        """Pin and record in one go (for a program that is attached already)."""
+        self.stage(prog_fd, maps)
+        self.commit(meta)
 
     def remove(self) -> None:
-        _rmtree(self.pin_dir)
-        self.meta_path.unlink(missing_ok=True)
-        for d in (self.pin_dir.parent, self.meta_path.parent):  # empty namespace directories too
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        for d in (BPFFS / "offload", RUN / "attachments", RUN):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        """Remove the pins and the metadata, and the namespace's directories once empty."""
+        name = _escape(self.iface)
+        try:
+            require_bpffs()
+            with _tree(BPFFS, ["offload", _escape(self.netns)]) as ns:
+                if ns is not None:
+                    _rmtree_at(ns, name)
+            _prune(BPFFS, ["offload", _escape(self.netns)])
+        except EnvironmentProblem:
+            pass
+        with self._meta_dir() as d:
+            if d is not None:
+                for f in (f"{name}.json", f"{name}.json.tmp"):
+                    try:
+                        os.unlink(f, dir_fd=d)
+                    except FileNotFoundError:
+                        pass
+        _prune(RUN.parent, [RUN.name, "attachments", _escape(self.netns)])
 
 
-def _rmtree(path: Path) -> None:
-    # bpffs entries are unlinked like files; shutil.rmtree works there too.
-    if path.exists():
-        shutil.rmtree(path)
+def _prune(root: Path, parts: list[str]) -> None:
+    """Remove root/parts... from the deepest up, as far as they are empty."""
+    for depth in range(len(parts), 0, -1):
+        with _tree(root, parts[:depth - 1]) as parent:
+            if parent is None:
+                continue
+            _rmdir_quiet(parent, parts[depth - 1])
+
+
+def state_file(name: str) -> int:
+    """An fd (read/write, created 0600) for a file of offload's own under the verified /run tree."""
+    with _tree(RUN.parent, [RUN.name], create=True) as d:
+        try:
+            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=d)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise _unsafe(str(RUN / name), "it is a symbolic link") from None
+            raise
+
+
+def namespaces() -> list[str]:
+    """Every namespace offload holds records or pins for."""
+    names: set[str] = set()
+    with _tree(RUN.parent, [RUN.name, "attachments"]) as d:
+        if d is not None:
+            names |= {_unescape(n) for n in os.listdir(d)}
+    try:
+        require_bpffs()
+        with _tree(BPFFS, ["offload"]) as d:
+            if d is not None:
+                names |= {_unescape(n) for n in os.listdir(d)}
+    except EnvironmentProblem:
+        pass
+    return sorted(names)
 
 
 def slots(netns: str) -> list[Slot]:
-    """Every attachment recorded for namespace `netns`."""
-    d = RUN / "attachments" / _escape(netns)
-    if not d.is_dir():
-        return []
+    """Every interface offload holds records or pins for in namespace `netns`."""
+    ifaces: set[str] = set()
+    with _tree(RUN.parent, [RUN.name, "attachments", _escape(check_netns(netns))]) as d:
+        if d is not None:
+            ifaces |= {_unescape(n[:-5]) for n in os.listdir(d) if n.endswith(".json")}
+    try:
+        require_bpffs()
+        with _tree(BPFFS, ["offload", _escape(netns)]) as d:
+            if d is not None:
+                ifaces |= {_unescape(n.removesuffix("%new")) for n in os.listdir(d)}
+    except EnvironmentProblem:
+        pass
     out = []
-    for f in sorted(d.glob("*.json")):
-        meta = json.loads(f.read_text())
-        out.append(Slot(netns, meta["interface"]))
+    for i in sorted(ifaces):
+        try:
+            out.append(Slot(netns, i))
+        except OffloadError:   # a name offload would never have written: not ours to touch
+            continue
     return out
 
 
 def remove_namespace(netns: str) -> None:
     """Forget every attachment of a namespace that is going away (its devices take their
     programs along; the pins would otherwise keep the programs and maps alive)."""
-    for d in (RUN / "attachments" / _escape(netns),):
-        _rmtree(d)
+    check_netns(netns)
+    with _tree(RUN.parent, [RUN.name, "attachments"]) as d:
+        if d is not None:
+            _rmtree_at(d, _escape(netns))
+    _prune(RUN.parent, [RUN.name, "attachments"])
     try:
         require_bpffs()
     except EnvironmentProblem:
         return
-    _rmtree(BPFFS / "offload" / _escape(netns))
-    for d in (BPFFS / "offload", RUN / "attachments", RUN):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
+    with _tree(BPFFS, ["offload"]) as d:
+        if d is not None:
+            _rmtree_at(d, _escape(netns))
+    _prune(BPFFS, ["offload"])

@@ -66,3 +66,32 @@ def programs(rows: list[dict], out: Console) -> None:
     for r in rows:
         params = f" (params: {', '.join(r['params'])})" if r["params"] else ""
         out.print(f"[bold]{escape(r['name'])}[/]{params}: {escape(r['summary'])}")
+
+
+def status_all(res: dict, out: Console, err: Console) -> None:
+    for ns in res["namespaces"]:
+        if ns["attachments"] or ns["warnings"]:
+            status(ns, out, err)
+    if not any(ns["attachments"] for ns in res["namespaces"]):
+        out.print("no XDP program attached in any namespace")
+    gc_result({"dry_run": True, "freed": res["orphans"], "renamed": res["renamed"], "recovered": res["recovered"],
+               "warnings": []}, out, err, heading="orphans (offload gc frees them)")
+
+
+def gc_result(res: dict, out: Console, err: Console, heading: str | None = None) -> None:
+    verb = "would free" if res["dry_run"] else "freed"
+    if heading and (res["freed"] or res["renamed"] or res["recovered"]):
+        out.print(heading)
+    for f in res["freed"]:
+        where = f"{escape(f['netns'])}/{escape(f['interface'] or '*')}"
+        out.print(f"{verb} {where}: {escape(f['reason'])}")
+    for r in res["renamed"]:
+        out.print(f"{'would follow' if res['dry_run'] else 'followed'} {escape(r['netns'])}/{escape(r['interface'])} "
+                  f"-> {escape(r['now'])} (renamed)")
+    for r in res["recovered"]:
+        out.print(f"{'would recover' if res['dry_run'] else 'recovered'} {escape(r['netns'])}/{escape(r['interface'])}: "
+                  f"{escape(r['reason'])}")
+    if not heading and not res["freed"] and not res["renamed"] and not res["recovered"]:
+        out.print("nothing to free")
+    for w in res["warnings"]:
+        err.print(f"[yellow]warning:[/] {escape(w)}")

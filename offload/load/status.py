@@ -21,14 +21,36 @@ def status() -> dict:
         if not link.xdp_prog_ids:
             continue
         slot = pins.Slot(ns, link.name)
-        meta = slot.meta()
-        pinned = slot.pinned_prog_id() if meta and have_pins else None
+        try:
+            meta = slot.meta()
+        except pins.StateError as e:   # one damaged record: say so, and list the rest
+            warnings.append(e.message)
+            meta = None
+        # ours: the pinned program, or the staged one of a run killed mid-attach (gc finishes it)
+        own = {slot.pinned_prog_id(), slot.staged_prog_id()} - {None} if have_pins else set()
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
-            mine = pinned == pid
+            mine = pid in own
             rows.append({"interface": link.name, "ifindex": link.ifindex, "mode": m, "prog_id": pid,
                          "name": info.name if info else None, "ours": mine if have_pins else None,
-                         "program": meta["program"] if mine else None,
-                         "attached_at": meta["attached_at"] if mine else None})
+                         "program": (meta or {}).get("program") if mine else None,
+                         "attached_at": (meta or {}).get("attached_at") if mine else None})
     stale = [s.iface for s in pins.slots(ns) if s.iface not in {r["interface"] for r in rows if r["ours"]}]
     return {"netns": ns, "attachments": rows, "stale_pins": stale if have_pins else [], "warnings": warnings}
+
+
+def status_all() -> dict:
+    """status() in every namespace (the host's and each under /run/netns), and the orphans gc would
+    free (records of namespaces or interfaces that are gone, programs no longer attached)."""
+    from offload.load import gc
+
+    per_ns = []
+    for ns in netns.names():
+        try:
+            with netns.inside(ns):
+                per_ns.append(status())
+        except OSError as e:   # a namespace removed while we walk: nothing to show for it
+            per_ns.append({"netns": ns, "attachments": [], "stale_pins": [], "warnings": [str(e)]})
+    orphans = gc.collect(dry_run=True)
+    return {"namespaces": per_ns, "orphans": orphans["freed"], "renamed": orphans["renamed"],
+            "recovered": orphans["recovered"]}

@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator
 
 from offload.errors import UsageError
 from offload.load import programs
@@ -43,7 +42,9 @@ class Policy:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
+def _validator():
+    from jsonschema import Draft202012Validator  # imported when first needed: ~0.1 s
+
     schema = json.loads(resources.files("offload").joinpath("schemas/policy.schema.json").read_text())
     # The mode vocabulary is the probe layer's: the schema's enums are filled from it.
     mode = schema["$defs"]["mode"]["properties"]

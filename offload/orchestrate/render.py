@@ -20,5 +20,7 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
                   f"{st.get('mode') or '-'} ({st['status']})")
     for st in res["failed"]:
         err.print(f"[red]{escape(st['interface'])}: {st['action']} failed:[/] {escape(st['error'])}")
+    for w in res.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {escape(w)}")
     if res["rolled_back"]:
         err.print(f"rolled back: {escape(', '.join(res['rolled_back']))}")

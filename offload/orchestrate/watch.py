@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import select
 import signal
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 from offload.errors import OffloadError
 from offload.kernel import netns, rtnl
 from offload.load import attach as attach_mod
-from offload.load import pins
+from offload.load import gc, pins
 from offload.orchestrate.apply import apply
 from offload.orchestrate.policy import Policy
 
@@ -32,10 +33,17 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
     old = signal.signal(signal.SIGTERM, on_term)
 
     def reconcile(why: str) -> None:
+        # A watcher under systemd's Restart= must not crash-loop on one bad interface or record:
+        # every error of a reconcile is logged, and the next event or period tries again.
         try:
+            for f in gc.collect(only=netns.current_name())["freed"]:
+                log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
             res = apply(pol, best_effort=True, journal=journal)
         except OffloadError as e:
             log(f"offload-watch: reconcile={why} error={e.message!r}")
+            return
+        except Exception as e:  # noqa: BLE001 - logged; the watcher lives on
+            log(f"offload-watch: reconcile={why} error={type(e).__name__}: {e}")
             return
         for s in res["steps"]:
             if s["status"] == "done":
@@ -59,7 +67,18 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
             if stop_after is not None and time.monotonic() - began > stop_after:
                 break
             changed = False
-            for event, name in _link_events(sock, 0.2):
+            try:
+                events = _link_events(sock, 0.2)
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                # Notifications were lost (a burst of links): resynchronise with a full dump.
+                now = {link.name for link in rtnl.dump_links()}
+                log(f"offload-watch: event=overflow added={len(now - known)} removed={len(known - now)}")
+                for name in known - now:
+                    _forget(name)
+                known, events, changed = now, [], True
+            for event, name in events:
                 if event == "new" and name not in known:
                     known.add(name)
                     log(f"offload-watch: event=add iface={name}")
@@ -80,7 +99,10 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
         signal.signal(signal.SIGTERM, old)
         if detach_on_exit:
             for slot in pins.slots(netns.current_name()):
-                meta = slot.meta() or {}
+                try:
+                    meta = slot.meta() or {}
+                except pins.StateError:
+                    continue
                 if meta.get("managed_by"):
                     try:
                         attach_mod.detach(slot.iface)
@@ -115,7 +137,7 @@ def _link_events(sock: socket.socket, timeout: float) -> list[tuple[str, str]]:
 def _forget(iface: str) -> None:
     """A vanished interface took its program along: drop our records of it."""
     slot = pins.Slot(netns.current_name(), iface)
-    if slot.meta() is not None or slot.pin_dir.exists():
+    if slot.exists():
         slot.remove()
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
 from offload.data import PROFILES, data_dir
 
@@ -52,7 +51,9 @@ def default_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def validator() -> Draft202012Validator:
+def validator():
+    from jsonschema import Draft202012Validator  # imported when first needed: ~0.1 s
+
     schema = json.loads(resources.files("offload").joinpath("schemas/profile.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)

@@ -1,0 +1,135 @@
+"""`offload gc`: find what offload keeps that nothing uses any more, and free it — like
+`xdp-loader clean`, across namespaces.
+
+Kept pins hold programs and maps in the kernel after their interface, namespace or attachment
+is gone: they are found by comparing each record with the kernel, and removed (which lets the
+kernel free the objects). A record whose interface was renamed follows the new name.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from offload.kernel import netns, xdp
+from offload.load import pins
+from offload.load.ownership import ownership
+
+
+def collect(dry_run: bool = False, only: str | None = None) -> dict:
+    """Orphans in every namespace offload holds state for (or in `only`); removed unless dry_run."""
+    freed, renamed, recovered, warnings = [], [], [], []
+    for ns in pins.namespaces():
+        if only is not None and ns != only:
+            continue
+        if not netns.exists(ns):
+            freed += [{"netns": ns, "interface": s.iface, "reason": "its network namespace is gone"}
+                      for s in pins.slots(ns)] or [{"netns": ns, "interface": None,
+                                                    "reason": "its network namespace is gone"}]
+            if not dry_run:
+                pins.remove_namespace(ns)
+            continue
+        with netns.inside(ns):
+            for slot in pins.slots(ns):
+                verdict = _judge(slot, warnings)
+                if verdict is None:
+                    continue
+                kind, detail = verdict
+                if kind == "stage":   # debris beside (or instead of) an attachment: judge again after
+                    freed.append({"netns": ns, "interface": slot.iface, "reason": detail})
+                    if dry_run:
+                        continue
+                    slot.discard_stage()
+                    if not slot.exists():
+                        continue
+                    verdict = _judge(slot, warnings)
+                    if verdict is None:
+                        continue
+                    kind, detail = verdict
+                if kind == "recover":
+                    recovered.append({"netns": ns, "interface": slot.iface, "reason": detail})
+                    if not dry_run:
+                        _recover(slot)
+                    continue
+                if kind == "renamed":
+                    renamed.append({"netns": ns, "interface": slot.iface, "now": detail})
+                    if not dry_run:
+                        _follow_rename(slot, detail)
+                    continue
+                freed.append({"netns": ns, "interface": slot.iface, "reason": detail})
+                if not dry_run:
+                    slot.remove()
+    return {"dry_run": dry_run, "freed": freed, "renamed": renamed, "recovered": recovered, "warnings": warnings}
+
+
+def _judge(slot: pins.Slot, warnings: list[str]) -> tuple[str, str] | None:
+    """None: in use. Else ("free", why), ("renamed", new name) or ("recover", why)."""
+    pinned, staged = slot.pinned_prog_id(), slot.staged_prog_id()
+    if staged is not None:
+        try:
+            attached = xdp.attached_progs(socket.if_nametoindex(slot.iface)).values()
+        except OSError:
+            attached = ()
+        if staged in attached:
+            return "recover", "a run was killed between the kernel swap and the pin swap"
+        return "stage", "a staged program of an interrupted run, never attached"
+    try:
+        meta = slot.meta()
+    except pins.StateError as e:
+        meta = None
+        if pinned is None:
+            return "free", f"damaged record and no pinned program ({e.message})"
+    try:
+        ifindex = socket.if_nametoindex(slot.iface)
+    except OSError:
+        ifindex = None
+    if ifindex is None:
+        old = (meta or {}).get("ifindex")
+        if old and pinned is not None:
+            try:
+                now = socket.if_indextoname(old)
+            except OSError:
+                now = None
+            if now and pinned in xdp.attached_progs(old).values():
+                return "renamed", now
+        return "free", "its interface is gone"
+    if pinned is None:
+        return "free", "no pinned program (a run was killed before pinning)"
+    if ownership(slot, xdp.attached_progs(ifindex)).mine is None:
+        return "free", f"its program (id {pinned}) is no longer attached"
+    if meta is None:
+        warnings.append(f"{slot.netns}/{slot.iface}: offload's program is attached but its record is damaged: "
+                        f"offload detach {slot.iface} --netns {slot.netns}, then attach again")
+    return None
+
+
+def _recover(slot: pins.Slot) -> None:
+    """Finish an attach that was killed after the kernel swap: promote the staged pins and record
+    what is known (the program's record of the run is lost)."""
+    staged = slot.staged_prog_id()
+    ifindex = socket.if_nametoindex(slot.iface)
+    mode = next(m for m, i in xdp.attached_progs(ifindex).items() if i == staged)
+    try:
+        old = slot.meta() or {}
+    except pins.StateError:
+        old = {}
+    slot.commit({**old, "interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "mode": mode,
+                 "prog_id": staged, "maps": slot.staged_maps(), "recovered": True,
+                 "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "program": old.get("program") or "unknown", "sha256": None, "managed_by": old.get("managed_by")})
+
+
+def _follow_rename(slot: pins.Slot, now: str) -> None:
+    """Re-key an attachment whose interface was renamed: same program and maps, new name."""
+    meta = slot.meta() or {}
+    prog_fd = slot.open_prog()
+    maps: dict[str, int] = {}
+    try:
+        for name in meta.get("maps", []):
+            maps[name] = slot.open_map(name)
+        pins.Slot(slot.netns, now).write(prog_fd, maps, {**meta, "interface": now})
+        slot.remove()
+    finally:
+        for fd in [prog_fd, *maps.values()]:
+            os.close(fd)

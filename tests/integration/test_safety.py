@@ -1,0 +1,270 @@
+"""offload as a root tool on a shared host: no argument becomes a path, the state tree is trusted
+only when verified (bpffs is mode 1777 here), transactions hold on every error, and nothing is
+left behind that `offload gc` does not find."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from lib.cli import offload, offload_json
+from lib.kernel import kernel_xdp
+
+pytestmark = pytest.mark.root
+BPFFS = Path("/sys/fs/bpf")
+PIN_ROOT = BPFFS / "offload"
+RUN_ROOT = Path("/run/offload")
+
+
+@pytest.fixture
+def no_state():
+    """The tests that plant things in offload's state tree need it absent (and restore that)."""
+    if PIN_ROOT.exists() or (RUN_ROOT / "attachments").exists():
+        pytest.skip(f"{PIN_ROOT} or {RUN_ROOT}/attachments exists (something else holds offload state now)")
+    yield
+    for p in (PIN_ROOT, RUN_ROOT / "attachments"):
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+        elif p.exists():
+            shutil.rmtree(p)
+
+
+@pytest.mark.parametrize("name", ["/srv/victim", "", ".", "..", "a/b", "x" * 300, "a b", "eth0:1"])
+def test_interface_names_never_become_paths(env, tmp_path, name):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("precious")
+    for args in (["detach", name], ["stats", name], ["filter", "list", name], ["attach", name, "count_drop"]):
+        res = env.offload(*args, check=False)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr)
+    assert (victim / "keep").read_text() == "precious"
+
+
+@pytest.mark.parametrize("ns", ["../../proc/1/ns/net", "", ".", "a/b", "/run/netns/x"])
+def test_namespace_names_are_names(env, ns):
+    res = offload("status", "--netns", ns, check=False)
+    assert res.returncode == 2 and "namespace" in res.stderr, res.stderr
+
+
+def test_state_tree_made_by_someone_else_is_refused(env, no_state):
+    if stat.S_IMODE(BPFFS.stat().st_mode) & 0o002 == 0:
+        pytest.skip(f"{BPFFS} is not world-writable here: no one else can plant {PIN_ROOT}")
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "mkdir", str(PIN_ROOT)],
+                   check=True)
+    res = env.offload("attach", env.ifname, "count_drop", check=False)
+    assert res.returncode == 9 and str(PIN_ROOT) in res.stderr and "uid 65534" in res.stderr, res.stderr
+    assert kernel_xdp(env.ifname, env.netns) == {}            # nothing attached: the check comes first
+
+
+def test_symlinked_namespace_directory_is_not_followed(env, no_state):
+    PIN_ROOT.mkdir(mode=0o700)
+    elsewhere = BPFFS / f"victim-{os.getpid()}"
+    elsewhere.mkdir(mode=0o700)
+    try:
+        (elsewhere / "keep").mkdir()
+        (PIN_ROOT / env.netns).symlink_to(elsewhere)
+        for args in (["attach", env.ifname, "count_drop"], ["detach", env.ifname]):
+            res = env.offload(*args, check=False)
+            assert res.returncode == 9 and "symbolic link" in res.stderr, (args, res.stderr)
+        assert (elsewhere / "keep").is_dir()
+        assert kernel_xdp(env.ifname, env.netns) == {}
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+def test_modes_ignore_the_umask(env):
+    res = subprocess.run(["sh", "-c", 'umask 000; exec "$@"', "sh", "offload", "attach", env.ifname, "count_drop",
+                          "--netns", env.netns], capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"})
+    assert res.returncode == 0, res.stderr
+    meta = RUN_ROOT / "attachments" / env.netns / f"{env.ifname}.json"
+    assert stat.S_IMODE(meta.stat().st_mode) == 0o600
+    for d in (meta.parent, PIN_ROOT / env.netns, PIN_ROOT / env.netns / env.ifname):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+def test_symlinked_journal_and_lock_are_refused(env, tmp_path):
+    target = tmp_path / "target"
+    target.write_text("untouched\n")
+    link = tmp_path / "journal.jsonl"
+    link.symlink_to(target)
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"rules:\n  - name: r\n    match: {{interfaces: ['{env.ifname}']}}\n    program: count_drop\n")
+    res = env.offload("apply", "-f", str(pol), "--journal", str(link), check=False)
+    assert res.returncode == 9 and "symbolic link" in res.stderr, res.stderr
+    assert target.read_text() == "untouched\n" and kernel_xdp(env.ifname, env.netns) == {}
+
+
+def test_a_failing_journal_rolls_the_run_back(env, tmp_path, monkeypatch):
+    """The journal fails after the first change was made: that change is undone, the journal's
+    last word is the end record, and the kernel is as before."""
+    from offload.kernel import netns
+    from offload.orchestrate import apply as apply_mod
+    from offload.orchestrate.policy import parse
+
+    lab = env.make_lab(pairs=2)
+    pol = parse(f"rules:\n  - name: r\n    match: {{interfaces: ['{lab.name}-a*']}}\n    program: count_drop\n")
+    journal = tmp_path / "j.jsonl"
+    real = apply_mod.Journal.write
+    calls = []
+
+    def failing(self, event, **fields):
+        calls.append(event)
+        if event == "step" and calls.count("step") == 2:
+            raise OSError(27, "File too large")
+        return real(self, event, **fields)
+
+    monkeypatch.setattr(apply_mod.Journal, "write", failing)
+    with netns.inside(lab.netns), pytest.raises(OSError):
+        apply_mod.apply(pol, journal=journal)
+    assert {d: kernel_xdp(d, lab.netns) for d in (f"{lab.name}-a0", f"{lab.name}-a1")} == \
+        {f"{lab.name}-a0": {}, f"{lab.name}-a1": {}}
+    events = [json.loads(ln) for ln in journal.read_text().splitlines()]
+    assert events[-1]["event"] == "end" and events[-1]["outcome"] == "failed" and "File too large" in events[-1]["error"]
+    assert [e["event"] for e in events].count("rollback") == 2
+    assert not (PIN_ROOT / lab.netns).exists()
+
+
+def test_an_interrupted_run_is_reported_by_the_next(env, tmp_path):
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps({"event": "start", "run": "20261125T000000-1"}) + "\n"
+                       + '{"event": "step", "run": "20261125T000000-1", "trunc')      # killed mid-write
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"rules:\n  - name: r\n    match: {{interfaces: ['{env.ifname}']}}\n    program: count_drop\n")
+    res = env.offload_json("apply", "-f", str(pol), "--journal", str(journal))
+    assert any("20261125T000000-1" in w and "interrupted" in w for w in res["warnings"])
+    lines = journal.read_text().splitlines()
+    start = json.loads(lines[2])      # the cut record kept its own line; the new run starts on the next
+    assert start["event"] == "start" and start["previous_interrupted"] == "20261125T000000-1"
+
+
+def test_gc_frees_what_nothing_uses(env):
+    lab = env.make_lab(pairs=3)
+    a0, a1, a2 = (f"{lab.name}-a{i}" for i in range(3))
+    for dev in (a0, a1, a2):
+        env.offload_json("attach", dev, "count_drop", netns=lab.netns)
+    subprocess.run(["ip", "-n", lab.netns, "link", "del", a0], check=True)               # interface gone
+    subprocess.run(["ip", "-n", lab.netns, "link", "set", "dev", a1, "xdp", "off"], check=True)  # detached by hand
+    subprocess.run(["ip", "-n", lab.netns, "link", "set", "dev", a2, "name", f"{lab.name}-r2"], check=True)
+    seen = offload_json("status", "--all-namespaces")
+    orphans = {(o["netns"], o["interface"]) for o in seen["orphans"]}
+    assert {(lab.netns, a0), (lab.netns, a1)} <= orphans
+    assert {"netns": lab.netns, "interface": a2, "now": f"{lab.name}-r2"} in seen["renamed"]
+    dry = offload_json("gc", "--dry-run")
+    assert (PIN_ROOT / lab.netns / a0).exists() and {(f["netns"], f["interface"]) for f in dry["freed"]} >= orphans
+    done = offload_json("gc")
+    assert {(f["netns"], f["interface"]) for f in done["freed"]} >= {(lab.netns, a0), (lab.netns, a1)}
+    assert not (PIN_ROOT / lab.netns / a0).exists() and not (PIN_ROOT / lab.netns / a1).exists()
+    assert (PIN_ROOT / lab.netns / f"{lab.name}-r2" / "prog").exists()                  # followed the rename
+    st = env.offload_json("status", netns=lab.netns)
+    (row,) = st["attachments"]
+    assert row["interface"] == f"{lab.name}-r2" and row["ours"] is True
+
+
+def test_gc_after_the_namespace_was_deleted(env):
+    lab = env.make_lab(pairs=1)
+    env.offload_json("attach", lab.pairs[0].a, "count_drop", netns=lab.netns)
+    subprocess.run(["ip", "netns", "del", lab.netns], check=True)
+    assert any(o["netns"] == lab.netns for o in offload_json("status", "-A")["orphans"])
+    freed = offload_json("gc")["freed"]
+    assert any(f["netns"] == lab.netns and "namespace is gone" in f["reason"] for f in freed)
+    assert not (PIN_ROOT / lab.netns).exists() and not (RUN_ROOT / "attachments" / lab.netns).exists()
+
+
+def test_a_damaged_record_is_one_warning(env):
+    lab = env.make_lab(pairs=2)
+    a0, a1 = lab.pairs[0].a, lab.pairs[1].a
+    for dev in (a0, a1):
+        env.offload_json("attach", dev, "count_drop", netns=lab.netns)
+    (RUN_ROOT / "attachments" / lab.netns / f"{a0}.json").write_text('{"interface": "tr')
+    st = env.offload_json("status", netns=lab.netns)
+    assert any(a0 in w and "damaged" in w for w in st["warnings"])
+    assert [r["ours"] for r in st["attachments"] if r["interface"] == a1] == [True]
+    res = env.offload("stats", a0, netns=lab.netns, check=False)
+    assert res.returncode == 1 and "damaged" in res.stderr and "Traceback" not in res.stderr
+    assert env.offload_json("detach", a0, netns=lab.netns)["detached"]          # detach still cleans it
+    assert kernel_xdp(a0, lab.netns) == {}
+
+
+def consistency(ns: str, devs: list[str]) -> list[str]:
+    """Kernel, pins and records against each other: every attached program is offload's (pinned,
+    recorded with its id), and every pin or record belongs to an attached program."""
+    problems = []
+    st = offload_json("status", "--netns", ns)
+    rows = {r["interface"]: r for r in st["attachments"]}
+    for d in devs:
+        attached = kernel_xdp(d, ns)
+        pinned = (PIN_ROOT / ns / d / "prog").exists()
+        meta = RUN_ROOT / "attachments" / ns / f"{d}.json"
+        if attached:
+            if not rows.get(d, {}).get("ours"):
+                problems.append(f"{d}: attached {attached} but not offload's")
+            elif json.loads(meta.read_text())["prog_id"] not in attached.values():
+                problems.append(f"{d}: record says prog {json.loads(meta.read_text())['prog_id']}, kernel {attached}")
+        elif pinned or meta.exists():
+            problems.append(f"{d}: pins or record without an attached program")
+    left = [p.name for p in (PIN_ROOT / ns).glob("*%new")] if (PIN_ROOT / ns).exists() else []
+    return problems + [f"staging left: {left}"] * bool(left)
+
+
+def test_sigkill_at_random_points_of_apply(env, tmp_path):
+    """apply killed anywhere: one `offload gc` restores agreement between kernel, pins and
+    records, and the next apply completes the policy."""
+    import random
+    import signal
+    import time
+
+    from lib.cli import OFFLOAD
+
+    rng = random.Random(11)
+    lab = env.make_lab(pairs=4)
+    devs = [p.a for p in lab.pairs]
+    pols = []
+    for prog in ("count_drop", "count_pass"):
+        p = tmp_path / f"{prog}.yaml"
+        p.write_text(f"rules:\n  - name: {prog}\n    match: {{interfaces: ['{lab.name}-a*']}}\n    program: {prog}\n")
+        pols.append(p)
+    for i in range(6):
+        proc = subprocess.Popen([OFFLOAD, "apply", "-f", str(pols[i % 2]), "--netns", lab.netns, "--journal",
+                                 str(tmp_path / "j.jsonl")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        offload_json("gc")
+        assert consistency(lab.netns, devs) == [], f"after kill {i}"
+    final = offload_json("apply", "-f", str(pols[0]), "--netns", lab.netns, "--journal", str(tmp_path / "j.jsonl"))
+    assert final["outcome"] == "ok"
+    assert all(kernel_xdp(d, lab.netns) for d in devs) and consistency(lab.netns, devs) == []
+
+
+def test_killed_between_kernel_swap_and_pin_swap(env):
+    """The state a SIGKILL leaves right after the kernel swap (staged pins, program attached, no
+    record): the program is still offload's, and gc finishes the attach."""
+    from offload.kernel import netns, xdp
+    from offload.load import loader, pins, programs
+
+    with netns.inside(env.netns):
+        ld = loader.load(programs.resolve("count_drop"))
+        try:
+            slot = pins.Slot(env.netns, env.ifname)
+            slot.stage(ld.fd, ld.maps())
+            xdp.set_prog(subprocess_ifindex(env), ld.fd, "native")
+        finally:
+            ld.close()
+    st = env.offload_json("status")
+    (row,) = st["attachments"]
+    assert row["ours"] is True and row["prog_id"] == kernel_xdp(env.ifname, env.netns)["native"]
+    res = offload_json("gc")
+    assert [r["interface"] for r in res["recovered"]] == [env.ifname]
+    assert consistency(env.netns, [env.ifname]) == []
+    assert env.offload_json("detach", env.ifname)["detached"]["mode"] == "native"
+    assert kernel_xdp(env.ifname, env.netns) == {}
+
+
+def subprocess_ifindex(env) -> int:
+    import socket
+
+    return socket.if_nametoindex(env.ifname)
