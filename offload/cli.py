@@ -147,7 +147,7 @@ def profiles(check, as_json, profiles_dir) -> None:
     """List the driver profiles (and validate them with --check)."""
     from offload.probe import profiles as profiles_mod
 
-    profs, problems = profiles_mod.load(profiles_dir)
+    profs, problems = profiles_mod.load(profiles_dir, recheck=check)
     rows = profiles_mod.summary_rows(profs)
     if as_json:
         _emit_json({"profiles": rows, "problems": [vars(pr) for pr in problems]})

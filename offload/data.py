@@ -12,6 +12,17 @@ from pathlib import Path
 from offload.errors import EnvironmentProblem
 
 LIBRARY, PROFILES = ("bpf", "OFFLOAD_BPF_DIR"), ("drivers_profiles", "OFFLOAD_PROFILES")
+ENV_CACHE = "OFFLOAD_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where work done once is kept: compiled objects, validated profiles (root's in /var/cache)."""
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/offload")
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "offload"
 
 
 def data_dir(what: tuple[str, str]) -> Path:

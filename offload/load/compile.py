@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-ENV_CACHE = "OFFLOAD_CACHE_DIR"
 # A program's offloadable (hw) variant is the same source built with this define.
 HW_DEFINE = "OFFLOAD_HW"
 
@@ -56,20 +55,11 @@ def compile_object(src: Path, out: Path, defines: tuple[str, ...] = ()) -> None:
             os.unlink(tmp)
 
 
-def cache_dir() -> Path:
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/cache/offload/objects")
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "offload" / "objects"
-
-
-def cached_object(src: Path, content: bytes, defines: tuple[str, ...] = ()) -> tuple[Path, bool]:
-    """The object for `src` (whose text, local headers included, is `content`), compiled once per
-    content, flags and compiler: (path, whether it came from the cache)."""
+def cached_object(src: Path, content: bytes, cache: Path, defines: tuple[str, ...] = ()) -> tuple[Path, bool]:
+    """The object for `src` (whose text, local headers included, is `content`) in directory
+    `cache`, compiled once per content, flags and compiler: (path, whether it was there)."""
     key = hashlib.sha256(content + repr((clang_flags(Path("."), defines), _clang_version())).encode())
-    out = cache_dir() / f"{src.stem}-{key.hexdigest()[:24]}.o"
+    out = cache / f"{src.stem}-{key.hexdigest()[:24]}.o"
     if out.is_file():
         return out, True
     compile_object(src, out, defines)

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from offload.data import LIBRARY, data_dir
+from offload.data import LIBRARY, cache_dir, data_dir
 from offload.errors import CompileError, EnvironmentProblem, UsageError
 from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
 from offload.load import compile as compile_mod
@@ -119,10 +119,15 @@ def _prebuilt(src: Path, built: Path, hw: bool) -> Path:
     if built.is_file():
         return built
     try:
-        path, _ = compile_mod.cached_object(src, inline_includes(src).encode(), (compile_mod.HW_DEFINE,) if hw else ())
+        path, _ = compile_mod.cached_object(src, inline_includes(src).encode(), objects_cache(),
+                                            (compile_mod.HW_DEFINE,) if hw else ())
     except compile_mod.CompileFailed as e:
         raise CompileError(f"{e.src}: does not compile:\n{e.message}") from None
     return path
+
+
+def objects_cache() -> Path:
+    return cache_dir() / "objects"
 
 
 def summary(path: Path) -> str:
@@ -194,7 +199,7 @@ def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = 
     if dialect == "bcc":
         return _bcc_program(path, params)
     try:
-        obj, _ = compile_mod.cached_object(path.resolve(), inline_includes(path.resolve()).encode())
+        obj, _ = compile_mod.cached_object(path.resolve(), inline_includes(path.resolve()).encode(), objects_cache())
     except compile_mod.CompileFailed as e:
         raise CompileError(f"{e.src}: does not compile:\n{e.message}",
                            hint="fix the C above (compiled as libbpf-style C: clang -O2 -g -target bpf); "

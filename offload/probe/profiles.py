@@ -5,7 +5,9 @@ A file that does not parse or validate is reported (file and field) and skipped;
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -14,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from offload.data import PROFILES, data_dir
+from offload.data import PROFILES, cache_dir, data_dir
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
 
@@ -54,7 +56,7 @@ def default_dir() -> Path:
 def validator():
     from jsonschema import Draft202012Validator  # imported when first needed: ~0.1 s
 
-    schema = json.loads(resources.files("offload").joinpath("schemas/profile.schema.json").read_text())
+    schema = json.loads(_schema_text())
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 
@@ -89,10 +91,14 @@ def parse(text: str, file: str) -> tuple[Profile | None, list[ProfileProblem]]:
     return Profile(data["driver"], data, file), []
 
 
-def load(directory: Path | None = None, drivers: set[str] | None = None
+def load(directory: Path | None = None, drivers: set[str] | None = None, recheck: bool = False
          ) -> tuple[dict[str, Profile], list[ProfileProblem]]:
     """Valid profiles of `directory` by driver name, and the problems of the others. With
-    `drivers`, only those drivers' files (named after the driver) are read and checked."""
+    `drivers`, only those drivers' files (named after the driver) are read and checked.
+
+    Schema validation costs ~0.2 s (jsonschema), more than the rest of an attach: a file whose
+    exact content (with this schema) validated once is remembered in the cache and not checked
+    again; `recheck` (profiles --check) validates every file regardless."""
     d = directory or default_dir()
     profiles: dict[str, Profile] = {}
     problems: list[ProfileProblem] = []
@@ -100,14 +106,62 @@ def load(directory: Path | None = None, drivers: set[str] | None = None
         return profiles, [ProfileProblem(str(d), "(directory)", "no such directory; set OFFLOAD_PROFILES")]
     if drivers is None and not any(d.glob("*.yaml")):
         return profiles, [ProfileProblem(str(d), "(directory)", "holds no driver profiles (*.yaml)")]
+    known = set() if recheck else _validated()
+    fresh = []
     for path in sorted(d.glob("*.yaml")):
         if drivers is not None and path.stem not in drivers:
             continue
-        profile, errs = parse(path.read_text(), str(path))
+        text = path.read_text()
+        key = _key(path.name, text)
+        if key in known:
+            data = yaml.load(text, Loader=_Loader)
+            profiles[data["driver"]] = Profile(data["driver"], data, str(path))
+            continue
+        profile, errs = parse(text, str(path))
         problems.extend(errs)
         if profile is not None:
             profiles[profile.driver] = profile
+            fresh.append(key)
+    if fresh:
+        _remember(known | set(fresh))
     return profiles, problems
+
+
+def _key(name: str, text: str) -> str:
+    """What a validation result depends on: the schema, the file's name (it must match the
+    driver) and its content."""
+    return hashlib.sha256("\0".join((_schema_text(), name, text)).encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files("offload").joinpath("schemas/profile.schema.json").read_text()
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "validated-profiles.json"
+
+
+def _validated() -> set[str]:
+    try:
+        with open(_cache_file(), "rb") as f:
+            return set(json.loads(f.read(1 << 20)))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def _remember(keys: set[str]) -> None:
+    """Best effort: a cache that cannot be written only means validating again next time."""
+    f = _cache_file()
+    try:
+        f.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = f.with_name(f".{f.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(sorted(keys)[-4096:], out)
+        os.replace(tmp, f)
+    except OSError:
+        pass
 
 
 def summary_rows(profs: dict[str, Profile]) -> list[dict]:
