@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -94,6 +95,31 @@ def handles_errors(fn):
             sys.exit(int(Exit.INTERNAL))
 
     return wrapper
+
+
+class Bounded(click.ParamType):
+    """A finite int or float in [lo, hi] (lo excluded with lo_open). Every numeric option takes one,
+    so nan, inf, 0 and absurd values stop at the parser (exit 2), before any sleep, loop or lab."""
+
+    def __init__(self, kind: type[int] | type[float], lo: float, hi: float, lo_open: bool = False) -> None:
+        self.kind, self.lo, self.hi, self.lo_open = kind, lo, hi, lo_open
+        self.name = "integer" if kind is int else "float"
+
+    def convert(self, value, param, ctx):
+        v = (click.INT if self.kind is int else click.FLOAT).convert(value, param, ctx)
+        if not math.isfinite(v):  # float("nan") and float("inf") parse; nan passes every comparison
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if v < self.lo or (self.lo_open and v == self.lo) or v > self.hi:
+            self.fail(f"{_num(v)} is out of range: it must be {'>' if self.lo_open else '>='} {_num(self.lo)} "
+                      f"and <= {_num(self.hi)}", param, ctx)
+        return v
+
+
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)   # an int as is (:g would turn it into a float)
+
+
+HOUR = 3600.0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -273,7 +299,8 @@ def gc_cmd(dry_run, as_json) -> None:
 
 @main.command("stats")
 @click.argument("iface")
-@click.option("--interval", type=float, help="Sample twice, S seconds apart, and show rates.")
+@click.option("--interval", type=Bounded(float, 0, HOUR, lo_open=True),
+              help="Sample twice, S seconds apart, and show rates.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
@@ -281,8 +308,6 @@ def stats_cmd(iface, interval, as_json) -> None:
     """Per-action packet counters (and rates) of offload's program on IFACE."""
     from offload.load import stats as stats_mod
 
-    if interval is not None and interval <= 0:
-        raise UsageError("--interval must be positive")
     res = stats_mod.sample(iface, interval)
     if as_json:
         _emit_json(res)
@@ -338,6 +363,10 @@ def programs_cmd(as_json) -> None:
     render.programs(rows, out)
 
 
+PKT_SIZE = Bounded(int, 60, 65535)   # Ethernet's minimum frame; the IPv4 total length field's maximum
+REPEAT = Bounded(int, 1, 1000)
+
+
 @main.group(invoke_without_command=True)
 @click.option("--lab", "use_lab", is_flag=True, help="Build a veth lab for the run and always remove it.")
 @click.option("--tx", help="Device the generator sends from.")
@@ -346,12 +375,15 @@ def programs_cmd(as_json) -> None:
               help="Comma-separated hw,native,generic, or auto (every mode the rx device may take).")
 @click.option("--program", default="count_drop", show_default=True)
 @click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]))
-@click.option("--duration", default=5.0, show_default=True, type=float, help="Measured window per run, seconds.")
-@click.option("--warmup", default=1.0, show_default=True, type=float, help="Seconds before the window.")
-@click.option("--pkt-size", default=60, show_default=True, type=int, help="Frame size without FCS.")
-@click.option("--threads", default=1, show_default=True, type=int, help="Generator threads (one per CPU).")
-@click.option("--repeat", default=3, show_default=True, type=int, help="Runs per mode (median reported).")
-@click.option("--count", type=int, help="Exact mode: send COUNT frames per run and count them all.")
+@click.option("--duration", default=5.0, show_default=True, type=Bounded(float, 0, HOUR, lo_open=True),
+              help="Measured window per run, seconds.")
+@click.option("--warmup", default=1.0, show_default=True, type=Bounded(float, 0, HOUR),
+              help="Seconds before the window.")
+@click.option("--pkt-size", default=60, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
+@click.option("--threads", default=1, show_default=True, type=Bounded(int, 1, 1024),
+              help="Generator threads (one per CPU).")
+@click.option("--repeat", default=3, show_default=True, type=REPEAT, help="Runs per mode (median reported).")
+@click.option("--count", type=Bounded(int, 1, 10**9), help="Exact mode: send COUNT frames per run and count them all.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one row per run.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
@@ -418,8 +450,8 @@ def _bench_in_lab(harness, spec, pkt_size: int, progress) -> dict:
 
 @bench.command("prog")
 @click.argument("program")
-@click.option("--repeat", default=5, show_default=True, type=int)
-@click.option("--pkt-size", default=64, show_default=True, type=int)
+@click.option("--repeat", default=5, show_default=True, type=REPEAT)
+@click.option("--pkt-size", default=64, show_default=True, type=PKT_SIZE)
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 def bench_prog(program, repeat, pkt_size, as_json) -> None:
@@ -463,7 +495,8 @@ def plan_cmd(policy_file, as_json) -> None:
 @click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
 @click.option("--best-effort", is_flag=True, help="Keep what succeeded when a step fails (default: roll back).")
 @click.option("--journal", type=click.Path(dir_okay=False), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
-@click.option("--lock-timeout", default=30.0, show_default=True, type=float, help="Seconds to wait for another apply.")
+@click.option("--lock-timeout", default=30.0, show_default=True, type=Bounded(float, 0, HOUR),
+              help="Seconds to wait for another apply.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
@@ -486,7 +519,8 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
 
 @main.command("watch")
 @click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
-@click.option("--interval", default=30.0, show_default=True, type=float, help="Seconds between drift checks.")
+@click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
+              help="Seconds between drift checks.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the policy's programs when stopped.")
 @click.option("--journal", type=click.Path(dir_okay=False))
 @handles_errors
@@ -538,8 +572,9 @@ def lab() -> None:
 
 @lab.command("up")
 @click.option("--name", default="demo", show_default=True, help="Lab name: 1-8 lowercase letters/digits.")
-@click.option("--pairs", default=1, show_default=True, type=int, help="Number of veth pairs.")
-@click.option("--mtu", default=1500, show_default=True, type=int, help="MTU of every veth.")
+@click.option("--pairs", default=1, show_default=True, type=Bounded(int, 1, lab_mod.MAX_PAIRS),
+              help="Number of veth pairs.")
+@click.option("--mtu", default=1500, show_default=True, type=Bounded(int, 68, 65535), help="MTU of every veth.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 def lab_up(name, pairs, mtu, as_json) -> None:

@@ -1,18 +1,26 @@
 """Declarative policy: which program goes on which interfaces, in which modes (YAML, validated).
 
 Errors name the file, the line and the field. Matching is a pure function over probe facts.
+Input is bounded: at most MAX_BYTES of UTF-8 from a regular file, no anchors or aliases, no
+duplicate keys, nesting at most MAX_DEPTH deep, and messages never echo a large value.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import yaml
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError
+from yaml.events import AliasEvent, NodeEvent
 
 from offload.errors import UsageError
 from offload.load import programs
@@ -22,6 +30,69 @@ from offload.probe.facts import DeviceFacts
 
 class PolicyError(UsageError):
     pass
+
+
+MAX_BYTES = 1 << 20   # a policy is a few rules: 1 MiB is far beyond any real one
+MAX_DEPTH = 32        # the schema is 5 levels deep; bounds recursion in the composer and the validator
+_CLIP = 120           # longest echo of a value in an error message
+_MAX_ERRORS = 20      # schema errors looked at (the first by position is reported)
+
+# libyaml scans and parses (fast); the composer is PyYAML's Python one, driven by libyaml's events,
+# so it can refuse anchors and aliases (the billion-laughs expansion) before any node is built.
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(Composer, _Base):  # type: ignore[valid-type,misc]
+    def __init__(self, text: str) -> None:
+        _Base.__init__(self, text)
+        Composer.__init__(self)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, AliasEvent) or (isinstance(event, NodeEvent) and event.anchor is not None):
+            raise ComposerError(None, None, "YAML anchors and aliases (&, *) are not allowed in a policy",
+                                event.start_mark)
+        if getattr(event, "tag", None) is not None:  # !!timestamp x, !!int x: constructors that crash
+            raise ComposerError(None, None, "YAML tags (!...) are not allowed in a policy", event.start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def flatten_mapping(self, node) -> None:
+        # Merge keys (<<) exist to reuse anchored mappings; without anchors they only hide overrides.
+        for key, _ in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                raise ConstructorError(None, None, "YAML merge keys (<<) are not allowed in a policy",
+                                       key.start_mark)
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as e:  # PyYAML's constructors raise it for 2024-02-30 or a 5000-digit int
+            raise ConstructorError(None, None, _clip(str(e)), node.start_mark) from None
+
+    def construct_mapping(self, node, deep=False):
+        mapping = super().construct_mapping(node, deep)
+        if len(mapping) < len(node.value):  # a key given twice: YAML would silently keep the last
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise ConstructorError(None, None, f"duplicate key {_clip(key)} (first at line {seen[key]})",
+                                           key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return mapping
+
+
+def _clip(value, limit: int = _CLIP) -> str:
+    """repr of `value` (a str as is), cut in the middle when long: messages stay one short line."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit * 2 // 3]}...{text[-limit // 3:]}"
 
 
 @dataclass(frozen=True)
@@ -82,39 +153,65 @@ def _param_value(v) -> str:
     return ",".join(v) if isinstance(v, list) else str(v)
 
 
-def parse(text: str, path: str = "<policy>") -> Policy:
+def _compose(text: str, path: str):
+    """(node, data) of the one YAML document in `text`, or PolicyError with the line."""
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        size = len(text.encode())
+    except UnicodeEncodeError as e:  # lone surrogates: only reachable through parse() with a str
+        raise PolicyError(f"{path}: not valid Unicode text at character {e.start}") from None
+    if size > MAX_BYTES:
+        raise PolicyError(f"{path}: policy is {size} bytes; the limit is {MAX_BYTES} (1 MiB)")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
-        raise PolicyError(f"{path}:{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        if isinstance(e, yaml.reader.ReaderError):
+            where = f"offset {e.position}"
+        problem = " ".join(filter(None, [getattr(e, "context", None),
+                                         getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)]))
+        raise PolicyError(f"{path}:{where}: not valid YAML: {_clip(problem, 2 * _CLIP)}") from None
+    finally:
+        loader.dispose()
+
+
+def parse(text: str, path: str = "<policy>") -> Policy:
+    node, data = _compose(text, path)
     if node is None:
         raise PolicyError(f"{path}: empty policy: it needs `rules:`")
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    # The first few errors, not all: a large document can hold hundreds of thousands.
+    errors = sorted(itertools.islice(_validator().iter_errors(data), _MAX_ERRORS),
+                    key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         e = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise PolicyError(f"{path}:{_line(node, e.absolute_path)}: {_field(e.absolute_path)}: {e.message}{more}")
+        more = (f" (and {len(errors) - 1} more)" if len(errors) < _MAX_ERRORS else " (and many more)") \
+            if len(errors) > 1 else ""
+        raise PolicyError(f"{path}:{_line(node, e.absolute_path)}: {_clip(_field(e.absolute_path))}: "
+                          f"{_clip(e.message, 2 * _CLIP)}{more}")
     pol = Policy(path)
-    names = set()
+    names, resolved = set(), set()
     for i, r in enumerate(data["rules"]):
-        where = f"{path}:{_line(node, ['rules', i])}: rules[{i}] ({r['name']})"
+        where = f"{path}:{_line(node, ['rules', i])}: rules[{i}] ({_clip(r['name'])})"
         if r["name"] in names:
             raise PolicyError(f"{where}: duplicate rule name")
         names.add(r["name"])
         params = {k: _param_value(v) for k, v in (r.get("params") or {}).items()}
-        try:  # the program exists and takes these parameters; filter prefixes parse
-            prog = programs.resolve(r["program"], params)
-            if prog.library and prog.name == "filter" and params.get("prefixes"):
-                from offload.load.filter import parse_prefixes
+        key = (r["program"], tuple(sorted(params.items())))
+        try:  # the program exists and takes these parameters; filter prefixes parse (once per pair)
+            if key not in resolved:
+                prog = programs.resolve(r["program"], params)
+                if prog.library and prog.name == "filter" and params.get("prefixes"):
+                    from offload.load.filter import parse_prefixes
 
-                parse_prefixes(params["prefixes"].split(","))
+                    parse_prefixes(params["prefixes"].split(","))
+                resolved.add(key)
         except UsageError as e:
             line = _line(node, ["rules", i, "params"] if "param" in e.message or "prefix" in e.message
                          else ["rules", i, "program"])
-            raise PolicyError(f"{path}:{line}: rules[{i}] ({r['name']}): {e.message}") from None
+            raise PolicyError(f"{path}:{line}: rules[{i}] ({_clip(r['name'])}): "
+                              f"{_clip(e.message, 2 * _CLIP)}") from None
         mode = r.get("mode") or {}
         prefer, floor = mode.get("prefer", "auto"), mode.get("min")
         if prefer != modes.AUTO and not modes.Mode(prefer).at_least(floor):
@@ -126,10 +223,36 @@ def parse(text: str, path: str = "<policy>") -> Policy:
 def load(path: str | Path) -> Policy:
     p = Path(path)
     try:
-        text = p.read_text()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
         raise PolicyError(f"cannot read policy {p}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise PolicyError(f"policy {p} is not a regular file ({_file_kind(mode)}): give a YAML file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_BYTES + 1)  # one byte over tells "too large" without reading the rest
+    except OSError as e:
+        raise PolicyError(f"cannot read policy {p}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_BYTES:
+        raise PolicyError(f"policy {p} is larger than {MAX_BYTES} bytes (1 MiB): that is no policy")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"{p}: not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}"
+                          ) from None
     return parse(text, str(p))
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a plain file"
 
 
 def _pci(f: DeviceFacts) -> str | None:

@@ -25,6 +25,8 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
     work inside a network namespace) and every `interval` seconds (drift). SIGTERM ends it."""
     from pyroute2.netlink.rtnl import RTMGRP_LINK
 
+    # Up front: every reconcile would fail on privileges, and the loop would log it forever.
+    attach_mod.require_privileges("watching a policy (attaching and detaching programs)")
     stopping = {"now": False}
 
     def on_term(signum, frame):

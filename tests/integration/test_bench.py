@@ -54,7 +54,7 @@ def test_bench_prog_cost():
 @pytest.mark.parametrize("args,code,needle", [
     (["--tx", "{a}", "--rx", "{a}"], 2, "same device"),
     (["--tx", "{a}", "--rx", "nosuch0"], 2, "nosuch0"),
-    (["--tx", "{a}", "--rx", "{b}", "--pkt-size", "59"], 2, "below"),
+    (["--tx", "{a}", "--rx", "{b}", "--pkt-size", "59"], 2, "--pkt-size"),
     (["--tx", "{a}", "--rx", "{b}", "--pkt-size", "1515"], 2, "exceeds"),
     (["--tx", "{a}", "--rx", "{b}", "--generator", "pktgen"], 4, "pktgen is not available"),
     (["--lab", "--tx", "{a}"], 2, "either --lab"),

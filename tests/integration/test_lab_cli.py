@@ -64,7 +64,7 @@ def test_lab_up_twice_is_refused(name):
     (["--name", "Bad_Name"], "bad lab name"),
     (["--name", "waytoolongname"], "bad lab name"),
     (["--pairs", "0"], "--pairs"),
-    (["--mtu", "20"], "bad MTU"),
+    (["--mtu", "20"], "--mtu"),
 ])
 def test_lab_bad_input(args, needle):
     before = netns_list()
