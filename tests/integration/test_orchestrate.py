@@ -1,9 +1,11 @@
 """plan / apply / watch / exports on real veth labs, checked against the kernel's view."""
 
 import json
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from lib.cli import OFFLOAD
@@ -170,3 +172,38 @@ def test_deploy_manifests_validate_against_kubernetes_schemas():
     docs = list(yaml.safe_load_all((ROOT / "deploy/offload-watch.yaml").read_text()))
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert parse(cm["data"]["policy.yaml"]).rules[0].name == "edge-filter"   # the shipped policy is valid
+
+
+def test_watch_does_not_leak_what_it_loads(env, policy):
+    """Cycles of interfaces coming and going: watch's open fds stay flat (every program and map it
+    loads is closed once pinned and attached) and nothing of a removed interface stays pinned."""
+    lab = env.make_lab(pairs=1)
+    proc = subprocess.Popen([OFFLOAD, "watch", "-f", policy(lab.name), "--interval", "60", "--netns", lab.netns],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{proc.pid}/fd"))
+
+    def wait_for(cond, what: str) -> None:
+        deadline = time.time() + 60
+        while not cond() and time.time() < deadline:
+            time.sleep(0.05)
+        assert cond(), what
+
+    try:
+        wait_for(lambda: f"{lab.name}-a0" in xdp_ids(lab.netns), "watch did not apply on start")
+        counts = []
+        for cycle in range(4):
+            names = [f"{lab.name}-a{cycle}{i}" for i in range(3)]
+            for n in names:
+                env.cmd("ip", "link", "add", n, "type", "veth", "peer", "name", n.replace("-a", "-z"), netns=lab.netns)
+            wait_for(lambda: all(n in xdp_ids(lab.netns) for n in names), f"cycle {cycle}: not attached")
+            for n in names:
+                env.cmd("ip", "link", "del", n, netns=lab.netns)
+            wait_for(lambda: not any((Path("/sys/fs/bpf/offload") / lab.netns / n).exists() for n in names),
+                     f"cycle {cycle}: pins of removed interfaces stayed")
+            counts.append(fds())
+        assert counts[-1] <= counts[0], f"watch's fds grew: {counts}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
