@@ -78,7 +78,7 @@ def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVe
     rule, others = rules[0], [r.name for r in rules[1:]]
     resolved = {} if resolved is None else resolved
     if rule.name not in resolved:
-        resolved[rule.name] = programs.resolve(rule.program, rule.params)
+        resolved[rule.name] = rule.resolve()
     prog = resolved[rule.name]
     want_mode, why = expected_mode(rule, verdicts)
     base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,

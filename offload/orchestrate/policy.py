@@ -104,6 +104,11 @@ class Rule:
     params: dict[str, str]
     prefer: str = "auto"
     min: str | None = None
+    prog: str | None = None        # which program of an object holding several (like --prog)
+    section: str | None = None     # or the XDP program of this ELF section (like --section)
+
+    def resolve(self) -> "programs.Program":
+        return programs.resolve(self.program, self.params, self.prog, self.section)
 
 
 @dataclass
@@ -198,10 +203,10 @@ def parse(text: str, path: str = "<policy>") -> Policy:
             raise PolicyError(f"{where}: duplicate rule name")
         names.add(r["name"])
         params = {k: _param_value(v) for k, v in (r.get("params") or {}).items()}
-        key = (r["program"], tuple(sorted(params.items())))
+        key = (r["program"], tuple(sorted(params.items())), r.get("prog"), r.get("section"))
         try:  # the program exists and takes these parameters; filter prefixes parse (once per pair)
             if key not in resolved:
-                prog = programs.resolve(r["program"], params)
+                prog = programs.resolve(r["program"], params, r.get("prog"), r.get("section"))
                 if prog.library and prog.name == "filter" and params.get("prefixes"):
                     from offload.load.filter import parse_prefixes
 
@@ -216,7 +221,8 @@ def parse(text: str, path: str = "<policy>") -> Policy:
         prefer, floor = mode.get("prefer", "auto"), mode.get("min")
         if prefer != modes.AUTO and not modes.Mode(prefer).at_least(floor):
             raise PolicyError(f"{where}: mode.prefer {prefer} is below mode.min {floor}")
-        pol.rules.append(Rule(r["name"], r["match"], r.get("exclude") or {}, r["program"], params, prefer, floor))
+        pol.rules.append(Rule(r["name"], r["match"], r.get("exclude") or {}, r["program"], params, prefer, floor,
+                              r.get("prog"), r.get("section")))
     return pol
 
 

@@ -213,3 +213,20 @@ def test_object_without_xdp_program(env, tmp_path):
     res = env.offload("attach", env.ifname, str(obj), check=False)
     assert res.returncode == 2 and "holds no XDP program" in res.stderr and "classifier" in res.stderr
     nothing_left(env, env.ifname)
+
+
+def test_a_policy_can_name_an_object_and_its_program(env, tmp_path):
+    obj = clang_object(tmp_path, "two", TWO)
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"rules:\n  - name: objs\n    match: {{interfaces: ['{env.ifname}']}}\n"
+                   f"    program: {obj}\n    prog: second\n")
+    res = env.offload_json("apply", "-f", str(pol), "--journal", str(tmp_path / "j.jsonl"))
+    (step,) = res["steps"]
+    assert step["status"] == "done" and bpfsys.prog_info(step["prog_id"]).name == "second"
+    assert kernel_xdp(env.ifname, env.netns) == {"native": step["prog_id"]}
+    again = env.offload_json("apply", "-f", str(pol), "--journal", str(tmp_path / "j.jsonl"))
+    assert [s["status"] for s in again["steps"]] == ["kept"]            # same object, same program
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(pol.read_text().replace("prog: second", "prog: third"))
+    res = env.offload("plan", "-f", str(bad), check=False)
+    assert res.returncode == 2 and "no program named third" in res.stderr and "bad.yaml:" in res.stderr
