@@ -82,7 +82,7 @@ def handles_errors(fn):
                 err.print(f"  hint: {escape(e.hint)}")
             sys.exit(int(e.exit_code))
         except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
-            err.print(f"[red]offload: error:[/] the kernel refused: {e.strerror or e}; "
+            err.print(f"[red]offload: error:[/] the kernel refused: {escape(str(e.strerror or e))}; "
                       "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)")
             sys.exit(int(Exit.PRIVILEGE))
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
@@ -90,7 +90,8 @@ def handles_errors(fn):
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
             if os.environ.get("OFFLOAD_DEBUG"):
                 traceback.print_exc()
-            err.print(f"[red]offload: internal error:[/] {type(e).__name__}: {e} "
+            # escaped: the message may quote an interface name such as `[/]`, which would not print
+            err.print(f"[red]offload: internal error:[/] {type(e).__name__}: {escape(str(e))} "
                       "(set OFFLOAD_DEBUG=1 for the traceback)")
             sys.exit(int(Exit.INTERNAL))
 

@@ -4,6 +4,8 @@ passes is one path component, never a path."""
 
 from __future__ import annotations
 
+import socket
+
 from offload.errors import UsageError
 
 IFNAMSIZ = 16      # include/uapi/linux/if.h, with the terminating NUL
@@ -25,6 +27,16 @@ def check_ifname(name: str) -> str:
     if why:
         raise UsageError(f"bad interface name {name!r}: {why}", hint="list interfaces with `offload probe`")
     return name
+
+
+def ifindex_of(iface: str) -> int:
+    """`iface`'s index in the current namespace; a missing interface is bad input (exit 2), not
+    "nothing of offload's attached" (exit 10)."""
+    try:
+        return socket.if_nametoindex(check_ifname(iface))
+    except OSError:
+        raise UsageError(f"no such interface in this network namespace: {iface}",
+                         hint="list them with `offload probe`") from None
 
 
 def check_netns(name: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from offload.errors import NoModeError, NotAttachedError, RefusedError, UsageError
 from offload.kernel import bpfsys, netns, xdp
-from offload.kernel.names import check_ifname
+from offload.kernel.names import ifindex_of
 from offload.kernel.privileges import (
     CAP_BPF,
     CAP_NET_ADMIN,
@@ -47,14 +47,6 @@ def require_privileges(action: str) -> None:
     # CAP_BPF arrived in 5.8; CAP_SYS_ADMIN covers it on older kernels.
     bpf_cap = CAP_BPF if caps >> CAP_BPF & 1 else CAP_SYS_ADMIN
     require(CAP_NET_ADMIN, bpf_cap, action=action)
-
-
-def ifindex_of(iface: str) -> int:
-    try:
-        return socket.if_nametoindex(check_ifname(iface))
-    except OSError:
-        raise UsageError(f"no such interface in this network namespace: {iface}",
-                         hint="list them with `offload probe`") from None
 
 
 def candidates(requested: str, min_mode: str | None, verdicts: dict[str, modes.ModeVerdict]

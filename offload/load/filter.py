@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 
-from netaddr import AddrFormatError, IPNetwork
+from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from offload.errors import NotAttachedError, UsageError
 from offload.kernel import bpfsys, netns
+from offload.kernel.names import ifindex_of
 from offload.load import pins
 
 V4_KEY, V6_KEY = 8, 20      # struct lpm_v4 / lpm_v6 in bpf/filter.c
@@ -40,29 +41,48 @@ def _key(net: IPNetwork) -> bytes:
 
 def _from_key(raw: bytes) -> IPNetwork:
     plen = int.from_bytes(raw[:4], "little")
-    from netaddr import IPAddress
-
     addr = IPAddress(int.from_bytes(raw[4:], "big"), 4 if len(raw) == V4_KEY else 6)
     return IPNetwork(f"{addr}/{plen}")
 
 
 def add_to_maps(fd4: int, fd6: int, nets: list[IPNetwork]) -> list[IPNetwork]:
+    """Add each prefix that has no entry of its own yet; the ones added, in order.
+
+    Membership is exact (prefix length and network), read from the trie's keys once per request:
+    bpf_map_lookup_elem on an LPM trie is a longest-prefix match, so it would call a /24 present
+    under a blocked /16 and leave it unblocked once the /16 is deleted. (Not BPF_NOEXIST: LPM tries
+    of older kernels ignore it and overwrite, and the rollback would then delete an old entry.)"""
+    present = {4: set(bpfsys.map_keys(fd4, V4_KEY)), 6: set(bpfsys.map_keys(fd6, V6_KEY))}
     added: list[IPNetwork] = []
     try:
         for net in nets:
-            fd = fd4 if net.version == 4 else fd6
-            if bpfsys.map_lookup(fd, _key(net), 1) is None:
-                bpfsys.map_update(fd, _key(net), b"\x01")
+            key = _key(net)
+            if key not in present[net.version]:
+                bpfsys.map_update(fd4 if net.version == 4 else fd6, key, b"\x01")
+                present[net.version].add(key)
                 added.append(net)
     except OSError:
-        for net in added:  # roll back this request's entries
+        for net in added:  # roll back this request's entries; trie deletes are exact
             bpfsys.map_delete(fd4 if net.version == 4 else fd6, _key(net))
         raise
     return added
 
 
+def delete_from_maps(fd4: int, fd6: int, nets: list[IPNetwork]) -> list[IPNetwork]:
+    """Delete each prefix's own entry (a trie delete is exact: a covering prefix stays); the ones
+    that had one, in order."""
+    return [n for n in nets if bpfsys.map_delete(fd4 if n.version == 4 else fd6, _key(n))]
+
+
+def keys_in_maps(fd4: int, fd6: int) -> list[IPNetwork]:
+    """Every prefix in the blocklists, sorted."""
+    return sorted([_from_key(k) for k in bpfsys.map_keys(fd4, V4_KEY)]
+                  + [_from_key(k) for k in bpfsys.map_keys(fd6, V6_KEY)])
+
+
 class _Maps:
     def __init__(self, iface: str) -> None:
+        ifindex_of(iface)  # a missing interface is bad input, before "nothing attached"
         slot = pins.Slot(netns.current_name(), iface)
         meta = slot.meta()
         if not meta or meta.get("program") != "filter" or not meta.get("library"):
@@ -93,13 +113,12 @@ def add(iface: str, items: list[str]) -> dict:
 def delete(iface: str, items: list[str]) -> dict:
     nets = parse_prefixes(items)
     with _Maps(iface) as m:
-        removed = [n for n in nets if bpfsys.map_delete(m.fd4 if n.version == 4 else m.fd6, _key(n))]
+        removed = delete_from_maps(m.fd4, m.fd6, nets)
     return {"interface": iface, "removed": [str(n) for n in removed],
             "not_present": [str(n) for n in nets if n not in removed]}
 
 
 def list_(iface: str) -> dict:
     with _Maps(iface) as m:
-        nets = [_from_key(k) for k in bpfsys.map_keys(m.fd4, V4_KEY)] + \
-               [_from_key(k) for k in bpfsys.map_keys(m.fd6, V6_KEY)]
-    return {"interface": iface, "prefixes": [str(n) for n in sorted(nets)]}
+        nets = keys_in_maps(m.fd4, m.fd6)
+    return {"interface": iface, "prefixes": [str(n) for n in nets]}

@@ -33,7 +33,7 @@ def status(res: dict, out: Console, err: Console) -> None:
     for r in res["attachments"]:
         t.add_row(escape(r["interface"]), r["mode"], str(r["prog_id"]), escape(r["name"] or "-"),
                   {True: "yes", False: "no", None: "?"}[r["ours"]],
-                  escape(r["program"] or "-"), r["attached_at"] or "-")
+                  escape(r["program"] or "-"), escape(str(r["attached_at"] or "-")))   # from a record: any text
     out.print(t if res["attachments"] else "no XDP program attached")
     for s in res["stale_pins"]:
         err.print(f"[yellow]warning:[/] pins for {escape(s)} but its program is not attached: "
@@ -59,7 +59,7 @@ def stats(res: dict, out: Console) -> None:
 def filter_result(res: dict, out: Console) -> None:
     for k, v in res.items():
         if k != "interface":
-            out.print(f"{k}: {', '.join(v) if v else '-'}")
+            out.print(f"{k}: {escape(', '.join(v)) if v else '-'}")
 
 
 def programs(rows: list[dict], out: Console) -> None:

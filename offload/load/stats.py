@@ -8,6 +8,7 @@ import time
 
 from offload.errors import NotAttachedError
 from offload.kernel import bpfsys, netns
+from offload.kernel.names import ifindex_of
 from offload.load import pins
 from offload.load.programs import ACTIONS
 
@@ -17,6 +18,7 @@ HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redir
 
 def read(iface: str) -> dict:
     """{'mode', 'program', 'packets': {action: n}, 'bytes': {action: n}} right now."""
+    ifindex_of(iface)  # a missing interface is bad input, before "nothing attached"
     slot = pins.Slot(netns.current_name(), iface)
     meta = slot.meta()
     if not meta:

@@ -1,0 +1,52 @@
+"""`filter` and `stats` on interfaces that do not exist (bad input, exit 2) or carry nothing of
+offload's (exit 10), and nested prefixes each keeping an entry of their own through the CLI."""
+
+import socket
+
+import pytest
+from lib.kernel import kernel_xdp
+
+from offload.bench.frames import ipv4_udp
+from offload.kernel import netns as netns_mod
+
+pytestmark = pytest.mark.root
+
+
+MISSING = [["stats", "nosuch0"], ["stats", "nosuch0", "--interval", "0.1"], ["filter", "list", "nosuch0"],
+           ["filter", "add", "nosuch0", "192.0.2.0/24"], ["filter", "del", "nosuch0", "192.0.2.0/24"]]
+
+
+def test_missing_interface_is_bad_input(env):
+    for args in MISSING:   # one lab for all: building one is the slow part
+        res = env.offload(*args, check=False)
+        assert res.returncode == 2, (args, res.returncode, res.stderr)
+        assert "no such interface in this network namespace: nosuch0" in res.stderr
+        assert "hint:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_existing_interface_without_ours_is_not_attached(env):
+    for args, needle in [(["stats"], "no program of offload's"), (["filter", "list"], "no `filter` program"),
+                         (["filter", "add"], "no `filter` program")]:
+        res = env.offload(*args, env.ifname, *(["192.0.2.0/24"] if "add" in args else []), check=False)
+        assert res.returncode == 10 and needle in res.stderr, (args, res.returncode, res.stderr)
+    assert kernel_xdp(env.ifname, env.netns) == {}
+
+
+def test_nested_prefixes_each_have_an_entry(env):
+    # overlapping prefixes in the attach param are all applied, not skipped under the /16
+    env.offload_json("attach", env.ifname, "filter", "--param", "prefixes=198.51.0.0/16,198.51.100.0/24")
+    assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["198.51.0.0/16", "198.51.100.0/24"]
+    res = env.offload_json("filter", "add", env.ifname, "198.51.100.128/25", "198.51.0.0/16")
+    assert res == {"interface": env.ifname, "added": ["198.51.100.128/25"], "already_present": ["198.51.0.0/16"]}
+    res = env.offload_json("filter", "del", env.ifname, "198.51.0.0/16", "203.0.113.0/24")
+    assert res == {"interface": env.ifname, "removed": ["198.51.0.0/16"], "not_present": ["203.0.113.0/24"]}
+    assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["198.51.100.0/24", "198.51.100.128/25"]
+    if env.kind == "veth":   # the /24 still drops once the /16 is gone
+        with netns_mod.inside(env.netns):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        with s:
+            s.bind((env.peer, 0))
+            for f in [ipv4_udp("198.51.100.9", "203.0.113.1")] * 3 + [ipv4_udp("198.51.7.9", "203.0.113.1")] * 2:
+                s.send(f)
+        st = env.offload_json("stats", env.ifname)
+        assert st["packets"]["drop"] == 3 and st["packets"]["pass"] == 2
