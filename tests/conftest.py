@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -10,6 +11,12 @@ from lib.env import NetEnv  # noqa: E402
 from lib.helpers import ROOT  # noqa: E402
 
 from offload.probe import profiles as profiles_mod  # noqa: E402
+
+
+# No timing in tests (this machine is shared and its load varies): hypothesis's default 200 ms
+# deadline per example is off, except where a test sets its own bound on purpose.
+settings.register_profile("offload", deadline=None)
+settings.load_profile("offload")
 
 
 def pytest_collection_modifyitems(config, items):
