@@ -12,7 +12,6 @@ from lib.helpers import ROOT  # noqa: E402
 
 from offload.probe import profiles as profiles_mod  # noqa: E402
 
-
 # No timing in tests (this machine is shared and its load varies): hypothesis's default 200 ms
 # deadline per example is off, except where a test sets its own bound on purpose.
 settings.register_profile("offload", deadline=None)

@@ -255,11 +255,19 @@ class Slot:
             return d is not None and _read_small(d, f"{_escape(self.iface)}.json") is not None
 
     def pinned_prog_id(self) -> int | None:
-        with self._pins() as p:
-            if p is None:
+        return self._prog_id(_escape(self.iface))
+
+    def staged_prog_id(self) -> int | None:
+        """The program of a staging directory an interrupted attach left (see stage())."""
+        return self._prog_id(_escape(self.iface) + "%new")
+
+    def _prog_id(self, dirname: str) -> int | None:
+        require_bpffs()
+        with _tree(BPFFS, ["offload", _escape(self.netns), dirname]) as d:
+            if d is None:
                 return None
             try:
-                fd = bpfsys.obj_get(_pin_path(p, "prog"))
+                fd = bpfsys.obj_get(_pin_path(d, "prog"))
             except OSError:
                 return None
         try:
@@ -299,19 +307,6 @@ class Slot:
                 raise
             finally:
                 os.close(st)
-
-    def staged_prog_id(self) -> int | None:
-        with _tree(BPFFS, ["offload", _escape(self.netns), _escape(self.iface) + "%new"]) as st:
-            if st is None:
-                return None
-            try:
-                fd = bpfsys.obj_get(_pin_path(st, "prog"))
-            except OSError:
-                return None
-        try:
-            return bpfsys.obj_info_id(fd)
-        finally:
-            os.close(fd)
 
     def staged_maps(self) -> list[str]:
         with _tree(BPFFS, ["offload", _escape(self.netns), _escape(self.iface) + "%new"]) as st:

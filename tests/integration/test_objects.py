@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lib.helpers import need_tool
+from lib.helpers import clang_object as compile_c
 from lib.kernel import kernel_xdp
 
 from offload.bench.frames import ipv4_udp
@@ -59,12 +59,9 @@ TC_ONLY = HEAD + 'SEC("tc") int classifier(struct __sk_buff *skb) { return 0; }\
 
 
 def clang_object(tmp_path: Path, name: str, text: str) -> Path:
-    clang = need_tool("clang")
-    src, obj = tmp_path / f"{name}.c", tmp_path / f"{name}.o"
+    src = tmp_path / f"{name}.c"
     src.write_text(text)
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{os.uname().machine}-linux-gnu",
-                    "-c", str(src), "-o", str(obj)], check=True)
-    return obj
+    return compile_c(src, tmp_path / f"{name}.o")
 
 
 def pinned_prog(env, dev: str) -> int:

@@ -25,3 +25,13 @@ def need_tool(name: str) -> str:
     if not path:
         pytest.skip(f"{name} is not installed (scripts/setup installs it)")
     return path
+
+
+def clang_object(src: Path, out: Path) -> Path:
+    """Compile libbpf-style C with clang as a user's Makefile would (not through offload)."""
+    import platform
+    import subprocess
+
+    subprocess.run([need_tool("clang"), "-O2", "-g", "-target", "bpf", f"-I/usr/include/{platform.machine()}-linux-gnu",
+                    "-c", str(src), "-o", str(out)], check=True)
+    return out

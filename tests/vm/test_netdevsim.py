@@ -3,13 +3,11 @@ netlink family, so XDP features come from the driver profile). Every claim is ch
 iproute2's view of the kernel, independently of offload's own code."""
 
 
-import os
-import subprocess
 
 import pytest
 from lib.cli import offload, offload_json
 from lib.env import NetdevSim, write
-from lib.helpers import need_tool
+from lib.helpers import clang_object
 from lib.kernel import kernel_xdp
 
 pytestmark = pytest.mark.vm
@@ -97,11 +95,9 @@ char _license[] SEC("license") = "GPL";
 
 
 def object_with(tmp_path, map_type: str):
-    src, obj = tmp_path / "hits.c", tmp_path / f"hits-{map_type}.o"
+    src = tmp_path / "hits.c"
     src.write_text(HW_OBJ.replace("MAP_TYPE", map_type))
-    subprocess.run([need_tool("clang"), "-O2", "-g", "-target", "bpf", f"-I/usr/include/{os.uname().machine}-linux-gnu",
-                    "-c", str(src), "-o", str(obj)], check=True)
-    return obj
+    return clang_object(src, tmp_path / f"hits-{map_type}.o")
 
 
 def test_an_elf_object_offloads_to_hw(nsim, tmp_path):
