@@ -23,13 +23,14 @@ STATUS_CELL = {"supported": "✓", "unsupported": "✗", "blocked": "blocked", "
 # ---- primitives shared by every layer's render -------------------------------------------------
 
 def count(n: float | None) -> str:
-    """A count in 3 significant digits: 950, 12.3k, 5.32M, 1.20G."""
+    """A count in about 3 significant digits: 950, 12.3k, 5.32M, 1.00M (for 999,999), 12.7G."""
     if n is None:
         return "-"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}" if n / div < 1000 else f"{n / div:.0f}{unit}"
-    return f"{n:.0f}"
+    for div, unit in ((1, ""), (1e3, "k"), (1e6, "M"), (1e9, "G")):
+        v = n / div
+        if abs(v) < 999.5 or unit == "G":
+            return f"{v:.0f}{unit}" if div == 1 or abs(v) >= 99.95 else f"{v:.{1 if abs(v) >= 9.995 else 2}f}{unit}"
+    raise AssertionError("unreachable")
 
 
 def mpps(pps: float | None) -> str:
@@ -42,11 +43,11 @@ def mpps(pps: float | None) -> str:
 
 
 def rate(pps: float | None) -> str:
-    """A packet rate with its unit: 5.32 Mpps, 532 kpps, 12 pps."""
+    """A packet rate with its unit: 6.35 Mpps, 532 kpps, 12 pps."""
     if pps is None:
         return "-"
-    return f"{count(pps)}pps".replace("Mpps", " Mpps").replace("kpps", " kpps").replace("Gpps", " Gpps") \
-        if pps >= 1e3 else f"{pps:.0f} pps"
+    c = count(pps)
+    return f"{c[:-1]} {c[-1]}pps" if c[-1] in "kMG" else f"{c} pps"
 
 
 class Notes:
