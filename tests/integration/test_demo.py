@@ -76,7 +76,7 @@ def test_demo_in_an_80_column_terminal(tmp_path):
     took = time.monotonic() - started
     assert code == 0, raw
     assert not leftovers(pid)
-    lines = [ln for ln in re.split(r"\r\n|\r|\n", ANSI.sub("", raw))]
+    lines = re.split(r"\r\n|\r|\n", ANSI.sub("", raw))
     too_wide = [ln for ln in lines if len(ln.rstrip()) > 80]
     assert not too_wide, too_wide
     text = " ".join(ANSI.sub("", raw).split())
