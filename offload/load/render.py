@@ -69,9 +69,11 @@ def status(res: dict, out: Console, err: Console) -> None:
         err.print(f"[yellow]warning:[/] {escape(w)}")
 
 
-def _since(stamp: str | None) -> str:
-    """2025-01-31T12:00:05+0000 -> 2025-01-31 12:00 (the zone and seconds only widen the column)."""
-    return f"{stamp[:10]} {stamp[11:16]}" if stamp and len(stamp) >= 16 else stamp or "-"
+def _since(stamp: object) -> str:
+    """2025-01-31T12:00:05+0000 -> 2025-01-31 12:00 (the zone and seconds only widen the column).
+    It comes from a record, so it may be anything: shown literally (cells are Text, not markup)."""
+    s = str(stamp) if stamp is not None else "-"
+    return f"{s[:10]} {s[11:16]}" if len(s) >= 16 and s[10] == "T" else s
 
 
 def stats(res: dict, out: Console) -> None:
