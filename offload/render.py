@@ -1,10 +1,14 @@
-"""Human output of the top-level commands (labs); each layer renders its own results."""
+"""Human output of the top-level commands (labs, the demo); each layer renders its own results."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
+from offload.bench import render as bench_render
 from offload.lab import Lab
+from offload.load import render as load_render
+from offload.probe import render as probe_render
 
 
 def lab_up(made: Lab, out: Console) -> None:
@@ -18,3 +22,29 @@ def lab_list(labs: list[Lab], out: Console) -> None:
         out.print("no labs")
     for x in labs:
         out.print(f"{x.name}: namespace {x.netns}, {len(x.pairs)} pair(s), MTU {x.mtu}")
+
+
+def demo(story: dict, out: Console, verbose: bool = False) -> None:
+    """The demo as a story in three steps, each a table whose reasons are notes under it."""
+    lb, bench = story["lab"], story["bench"]
+    mtu = {i["name"]: i["mtu"] for i in story["probe"]["interfaces"]}
+    out.print(f"[bold]offload demo[/]: lab {escape(lb['name'])} in namespace {escape(lb['netns'])}")
+    for p in lb["pairs"]:
+        out.print(f"  {escape(p['a'])} <-> {escape(p['b'])}  MTU {mtu.get(p['a'], '?')}")
+    out.print("\n[bold]1. probe[/]: which XDP mode each interface can take, and why")
+    (probe_render.probe_detail if verbose else probe_render.probe_table)(story["probe"], out)
+    program = next((r["program"] for r in story["attach"] if "program" in r), "count_drop")
+    out.print(f"\n[bold]2. attach {escape(program)} --mode auto[/]: the best mode the kernel accepts")
+    notes = load_render.attach_table(story["attach"], out)
+    for r in story["attach"]:
+        for f in r.get("fallbacks", []):
+            if not f["reason"].startswith("not tried"):   # the kernel said no: the story's turning point
+                ref = notes.ref(f"{r['interface']} {f['mode']} refused by the kernel: {f['reason']}")
+                out.print(f"[yellow]fallback[/]: {escape(r['interface'])} {f['mode']} -> [bold]{r['mode']}[/], "
+                          f"refused by the kernel {ref}")
+    out.print("\n[bold]3. bench[/]: received packets per second, native against generic")
+    bench_render.bench_result(bench, out)
+    if story["plot"]:
+        out.print(f"plot: {escape(story['plot'])}")
+    out.print(f"\nlab {escape(lb['name'])} removed: no namespace, pins or records left "
+              f"({story['elapsed_s']:.1f} s)")

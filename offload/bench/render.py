@@ -4,34 +4,64 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
+
+from offload.probe.render import Col, Notes, count, fit, mpps
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and v < 1:
-        return f"{v:.2%}"
-    return f"{v:,.0f}" if isinstance(v, (int, float)) else str(v)
+def _loss(r: dict, notes: Notes) -> tuple[str, str]:
+    """The loss cell, never negative: rx above tx is the window's edges, not packets from nowhere."""
+    loss = r["loss"]
+    if loss is None:
+        return "-", ""
+    if loss < 0:
+        return "0%", notes.ref(f"{r['mode']}: the program counted {-loss:.2%} more frames than were sent in the "
+                                "window (the live-frames tx count is interpolated at the window's edges); loss "
+                                "shown as 0 (--count gives exact figures)")
+    return f"{loss:.2%}" if loss < 0.1 else f"{loss:.0%}", ""
 
 
 def bench_result(doc: dict, console: Console) -> None:
     cfg = doc["config"]
-    t = Table(title=f"{cfg['program']} on {cfg['rx']} ({cfg['generator']}, {cfg['pkt_size']}-byte frames, "
-                    f"{cfg['threads']} thread(s), kernel {doc['host']['kernel']})")
-    for c in ("mode", "tx pps", "rx pps", "rx spread", "loss", "rx packets", "iface rx packets", "harness cpu"):
-        t.add_column(c, justify="right")
+    threads = f"{cfg['threads']} thread" + ("s" if cfg["threads"] > 1 else "")
+    console.print(f"{escape(cfg['program'])} on {escape(cfg['rx'])}: {cfg['generator']}, {cfg['pkt_size']} B, "
+                  f"{threads}, kernel {escape(doc['host']['kernel'])}")
+    notes = Notes()
+    rows = []
     for r in doc["results"]:
         spread = r.get("rx_pps_spread")
         cpu = [run.get("harness_cpu_pct") for run in r["runs"] if run.get("harness_cpu_pct") is not None]
-        t.add_row(r["mode"], _fmt(r["tx_pps"]), _fmt(r["rx_pps"]),
-                  f"{spread[0]:,.0f}-{spread[1]:,.0f}" if spread else "-", _fmt(r["loss"]),
-                  _fmt(r["rx_packets"]), _fmt(r["iface_rx_packets"]), f"{max(cpu):.1f}%" if cpu else "-")
-    console.print(t)
+        loss, ref = _loss(r, notes)
+        rows.append([Text(r["mode"], style="bold"), mpps(r["tx_pps"]), mpps(r["rx_pps"]),
+                     f"{mpps(spread[0])}-{mpps(spread[1])}" if spread and r["tx_pps"] is not None else "-",
+                     loss, count(r["rx_packets"]), count(r["iface_rx_packets"]),
+                     f"{max(cpu):.1f}%" if cpu else "-", ref])
     for s in doc["skipped"]:
-        console.print(f"[yellow]skipped {s['mode']}:[/] {escape(s['reason'])}")
+        rows.append([s["mode"], Text("skipped", style="yellow"), "", "", "", "", "", "",
+                     notes.ref(f"{s['mode']} skipped: {s['reason']}")])
+    cols = [Col("mode"), Col("tx Mpps", "right"), Col("rx Mpps", "right"), Col("rx min-max", "right", drop=2),
+            Col("loss", "right"), Col("rx pkts", "right"), Col("iface rx", "right"), Col("py cpu", "right", drop=1),
+            Col("note")]
+    console.print(fit(console, cols, rows))
+    line = ratios(doc)
+    if line:
+        console.print(line)
     for n in doc["notes"]:
-        console.print(f"[dim]note: {escape(n)}[/]")
+        notes.ref(n)
+    notes.print(console)
+
+
+def ratios(doc: dict) -> str:
+    """One line: native/generic (and hw/native) received rate; the program's count against the
+    interface's own rx counter, per mode (1.000: they saw the same frames)."""
+    by = {r["mode"]: r for r in doc["results"]}
+    parts = [f"{a}/{b} {by[a]['rx_pps'] / by[b]['rx_pps']:.2f}x" for a, b in (("hw", "native"), ("native", "generic"))
+             if a in by and b in by and by[a]["rx_pps"] and by[b]["rx_pps"]]
+    acct = [f"{r['mode']} {r['rx_packets'] / r['iface_rx_packets']:.3f}" for r in doc["results"]
+            if r["rx_packets"] is not None and r["iface_rx_packets"]]
+    if acct:
+        parts.append("program/interface rx count: " + ", ".join(acct))
+    return "; ".join(parts)
 
 
 def prog_cost(res: dict, console: Console) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+from offload.probe.render import Col, Notes, count, fit, rate
 
 
 def attach_result(res: dict, out: Console, err: Console) -> None:
@@ -18,6 +21,29 @@ def attach_result(res: dict, out: Console, err: Console) -> None:
               f"(prog id {res['prog_id']})")
 
 
+def attach_table(results: list[dict], out: Console) -> Notes:
+    """Several attach results side by side: the modes passed over without trying (the probe rules
+    them out) and those the kernel refused, each reason in a note."""
+    notes = Notes()
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["interface"], Text("failed", style="red"), "-", "-", "-", "-", notes.ref(r["error"])])
+            continue
+        skipped = [f["mode"] for f in r["fallbacks"] if f["reason"].startswith("not tried")]
+        refused = [f["mode"] for f in r["fallbacks"] if f["mode"] not in skipped]
+        why = notes.ref(*(f"{r['interface']} {f['mode']} "
+                          + (f["reason"] if f["mode"] in skipped else f"refused by the kernel: {f['reason']}")
+                          for f in r["fallbacks"]))
+        rows.append([r["interface"], r["program"], Text(r["mode"], style="bold"), str(r["prog_id"]),
+                     ", ".join(skipped) or "-", Text(", ".join(refused) or "-", style="yellow" if refused else ""),
+                     why or "-"])
+    out.print(fit(out, [Col("interface"), Col("program"), Col("mode"), Col("prog id", "right"),
+                        Col("not tried"), Col("refused"), Col("why")], rows))
+    notes.print(out)
+    return notes
+
+
 def detach_result(res: dict, out: Console) -> None:
     iface = escape(res["interface"])
     if res["detached"]:
@@ -27,14 +53,15 @@ def detach_result(res: dict, out: Console) -> None:
 
 
 def status(res: dict, out: Console, err: Console) -> None:
-    t = Table(title=f"XDP programs (namespace {escape(res['netns'])})")
-    for c in ("interface", "mode", "prog id", "name", "ours", "program", "since"):
-        t.add_column(c)
-    for r in res["attachments"]:
-        t.add_row(escape(r["interface"]), r["mode"], str(r["prog_id"]), escape(r["name"] or "-"),
-                  {True: "yes", False: "no", None: "?"}[r["ours"]],
-                  escape(r["program"] or "-"), escape(str(r["attached_at"] or "-")))   # from a record: any text
-    out.print(t if res["attachments"] else "no XDP program attached")
+    if not res["attachments"]:
+        out.print(f"no XDP program attached (namespace {escape(res['netns'])})")
+    else:
+        out.print(f"XDP programs (namespace {escape(res['netns'])})")
+        rows = [[r["interface"], Text(r["mode"], style="bold"), str(r["prog_id"]), r["name"] or "-",
+                 {True: "yes", False: "no", None: "?"}[r["ours"]], r["program"] or "-", _since(r["attached_at"])]
+                for r in res["attachments"]]
+        out.print(fit(out, [Col("interface"), Col("mode"), Col("prog id", "right"), Col("name", drop=2),
+                            Col("ours"), Col("program"), Col("since", drop=1)], rows))
     for s in res["stale_pins"]:
         err.print(f"[yellow]warning:[/] pins for {escape(s)} but its program is not attached: "
                   f"offload detach {escape(s)}")
@@ -42,18 +69,30 @@ def status(res: dict, out: Console, err: Console) -> None:
         err.print(f"[yellow]warning:[/] {escape(w)}")
 
 
+def _since(stamp: object) -> str:
+    """2025-01-31T12:00:05+0000 -> 2025-01-31 12:00 (the zone and seconds only widen the column).
+    It comes from a record, so it may be anything: shown literally (cells are Text, not markup)."""
+    s = str(stamp) if stamp is not None else "-"
+    return f"{s[:10]} {s[11:16]}" if len(s) >= 16 and s[10] == "T" else s
+
+
 def stats(res: dict, out: Console) -> None:
-    out.print(f"{escape(res['interface'])}: {escape(res['program'])} in {res['mode']} mode (prog id {res['prog_id']})")
+    out.print(f"{escape(res['interface'])}: {escape(res['program'])} in [bold]{res['mode']}[/] mode "
+              f"(prog id {res['prog_id']})")
     if res["counters"] == "prog_info":
-        rate = f", {res['runs_per_s']:,.1f} runs/s" if "runs_per_s" in res else ""
-        out.print(f"  runs {res['run_cnt']:,}, {res['run_time_ns']:,} ns in the program{rate} (kernel's run counts)")
+        rate_s = f", {res['runs_per_s']:,.1f} runs/s" if "runs_per_s" in res else ""
+        out.print(f"  runs {count(res['run_cnt'])}, {res['run_time_ns'] / 1e9:.3g} s in the program{rate_s} "
+                  "(kernel's run counts)")
         if res.get("note"):
             out.print(f"  [dim]note: {escape(res['note'])}[/]")
         return
     rates = res.get("rates_pps")
-    for a in res["packets"]:
-        rate = f"  {rates[a]:>14,.1f} pps" if rates else ""
-        out.print(f"  {a:9} {res['packets'][a]:>14,} packets {res['bytes'][a]:>16,} bytes{rate}")
+    cols = [Col("action"), Col("packets", "right"), Col("bytes", "right")]
+    rows = [[a, count(res["packets"][a]), count(res["bytes"][a]) + "B"] for a in res["packets"]]
+    if rates:
+        cols.append(Col(f"rate over {res['interval']:g} s", "right"))
+        rows = [[*row, rate(rates[row[0]])] for row in rows]
+    out.print(fit(out, cols, rows))
 
 
 def filter_result(res: dict, out: Console) -> None:
@@ -63,9 +102,15 @@ def filter_result(res: dict, out: Console) -> None:
 
 
 def programs(rows: list[dict], out: Console) -> None:
+    """Name, parameters, and what it does (prose: wrapped under its own column, never cut)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row(Text("program", style="bold"), Text("params", style="bold"), Text("what", style="bold"))
     for r in rows:
-        params = f" (params: {', '.join(r['params'])})" if r["params"] else ""
-        out.print(f"[bold]{escape(r['name'])}[/]{params}: {escape(r['summary'])}")
+        grid.add_row(Text(r["name"]), Text(", ".join(r["params"]) or "-"), Text(r["summary"]))
+    out.print(grid)
 
 
 def status_all(res: dict, out: Console, err: Console) -> None:

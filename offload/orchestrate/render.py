@@ -1,25 +1,41 @@
-"""Human output of plan and apply (the JSON is the contract, this is prose)."""
+"""Human output of plan and apply (the JSON is the contract, this is prose): one row per interface,
+each reason or error in full as a numbered note under the table."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
+
+from offload.probe.render import Col, Notes, fit
+
+ACTION_STYLE = {"attach": "green", "replace": "yellow", "detach": "yellow", "keep": "", "conflict": "red"}
 
 
 def plan(items: list[dict], out: Console) -> None:
     if not items:
         out.print("no interface matches the policy and nothing of it is attached")
-    for i in items:
-        out.print(f"[bold]{escape(i['interface'])}[/]: {i['action']} {escape(i['program'] or '')} "
-                  f"(mode {i['mode'] or '-'}) - {escape(i['reason'])}")
+        return
+    notes = Notes()
+    rows = [[i["interface"], Text(i["action"], style=ACTION_STYLE.get(i["action"], "")), i["program"] or "-",
+             i["mode"] or "-", i["rule"] or "-", notes.ref(f"{i['interface']} {i['action']}: {i['reason']}")]
+            for i in items]
+    out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"), Col("rule", drop=1),
+                        Col("why")], rows))
+    notes.print(out)
 
 
 def apply_result(res: dict, out: Console, err: Console) -> None:
-    for st in res["steps"]:
-        out.print(f"{escape(st['interface'])}: {st['action']} {escape(st['program'] or '')} -> "
-                  f"{st.get('mode') or '-'} ({st['status']})")
-    for st in res["failed"]:
-        err.print(f"[red]{escape(st['interface'])}: {st['action']} failed:[/] {escape(st['error'])}")
+    notes = Notes()
+    rows = [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-", st["status"], ""]
+            for st in res["steps"]]
+    rows += [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-",
+              Text("failed", style="red"), notes.ref(f"{st['interface']} {st['action']} failed: {st['error']}")]
+             for st in res["failed"]]
+    if rows:
+        out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"), Col("status"),
+                            Col("why")], rows))
+    notes.print(err)   # the errors, in full (they went to stderr before the table existed too)
     for w in res.get("warnings", []):
         err.print(f"[yellow]warning:[/] {escape(w)}")
     if res["rolled_back"]:
