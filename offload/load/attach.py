@@ -23,7 +23,7 @@ from offload.kernel.privileges import (
 from offload.load import guard, loader, pins, programs
 from offload.load.ownership import ownership
 from offload.probe import modes
-from offload.probe.report import assess
+from offload.probe.report import Assessed, assess
 
 
 @dataclass
@@ -68,8 +68,13 @@ def candidates(requested: str, min_mode: str | None, verdicts: dict[str, modes.M
 
 def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min_mode: str | None = None,
            params: dict[str, str] | None = None, force: bool = False,
-           progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None) -> Result:
-    """Attach `spec` (a PROGRAM argument, or a program resolved already) to `iface`."""
+           progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None,
+           assessed: Assessed | None = None, protected: dict[str, str] | None = None) -> Result:
+    """Attach `spec` (a PROGRAM argument, or a program resolved already) to `iface`.
+
+    A caller attaching to many interfaces (apply, watch) passes what it probed once: the
+    interface's `assessed` facts and verdicts, and the `protected` links; otherwise each attach
+    probes the whole namespace, which makes N attaches cost N probes of N interfaces."""
     if mode not in modes.CHOICES:
         raise UsageError(f"bad --mode {mode}: use {', '.join(modes.CHOICES)}")
     if min_mode and min_mode not in modes.MODES:
@@ -80,14 +85,14 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
     require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
     warnings: list[str] = []
-    protected = guard.protected_interfaces()
+    protected = guard.protected_interfaces() if protected is None else protected
     if iface in protected:
         if not force:
             raise RefusedError(f"refusing to attach to {iface}: {protected[iface]}; a mistake here cuts this host off",
                                hint="use --force if you mean it")
         warnings.append(f"{iface}: {protected[iface]}; attaching anyway (--force)")
 
-    _, (dev,) = assess([iface])
+    dev = assessed if assessed is not None and assessed.facts.name == iface else assess([iface])[1][0]
     slot = pins.Slot(netns.current_name(), iface)
     own = ownership(slot, {a["mode"]: a["prog_id"] for a in dev.facts.attached})   # the probe's own dump
     mine, foreign = own.mine, own.foreign

@@ -19,7 +19,7 @@ from pathlib import Path
 from offload.errors import OffloadError, RefusedError, UsageError
 from offload.kernel import bpfsys, netns, xdp
 from offload.load import attach as attach_mod
-from offload.load import pins
+from offload.load import guard, pins
 from offload.load.ownership import ownership
 from offload.orchestrate import plan as plan_mod
 from offload.orchestrate.policy import Policy
@@ -169,6 +169,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
                 **({"previous_interrupted": j.interrupted} if j.interrupted else {}))
         done: list[tuple[plan_mod.Item, Saved | None]] = []
         results, failed = [], []
+        protected = guard.protected_interfaces()   # once per run, not per interface
         try:
             for item in items:
                 if item.action == "keep":
@@ -180,7 +181,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
                     if not best_effort:
                         break
                     continue
-                if not _step(item, j, done, results, failed, progress) and not best_effort:
+                if not _step(item, j, done, results, failed, progress, protected) and not best_effort:
                     break
         except BaseException as e:   # not offload's own refusal: a bug, the journal, an interrupt
             _roll_back_all(done, j, progress)
@@ -204,7 +205,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
 
 
 def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: list,
-          progress: Callable[[str], None]) -> bool:
+          progress: Callable[[str], None], protected: dict[str, str]) -> bool:
     """One change, journaled; False when offload (or the kernel, in words) refused it."""
     snap = save(item.interface)
     try:
@@ -214,7 +215,8 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
             res = {"mode": item.mode}
         else:
             r = attach_mod.attach(item.interface, item.resolved or item.program, mode=item.prefer,
-                                  min_mode=item.min, params=item.params, managed_by=item.rule)
+                                  min_mode=item.min, params=item.params, managed_by=item.rule,
+                                  assessed=item.device, protected=protected)
             res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks}
     except OffloadError as e:
         if snap:

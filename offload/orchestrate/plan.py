@@ -33,6 +33,7 @@ class Item:
     min: str | None = None
     params: dict = field(default_factory=dict)
     resolved: programs.Program | None = None   # the program, resolved once for every interface
+    device: Assessed | None = None             # the interface as probed for this plan
 
     def to_dict(self) -> dict:
         return {"interface": self.interface, "action": self.action, "rule": self.rule, "program": self.program,
@@ -106,5 +107,6 @@ def make_plan(pol: Policy, devices: list[Assessed], current: dict[str, Current])
     for d in devices:
         item = plan_interface(pol, d.facts, d.verdicts, current.get(d.facts.name, Current()), resolved)
         if item is not None:
+            item.device = d
             items.append(item)
     return items
