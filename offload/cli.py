@@ -55,7 +55,9 @@ class _LazyConsole:
 
             stream = sys.stderr if self._stderr else sys.stdout
             # A terminal's own width; piped output a fixed 100 columns (tables fit, notes wrap).
-            self._console = Console(stderr=self._stderr, highlight=False,
+            # Messages on stderr are never broken into lines by rich (soft wrap): a path or an
+            # error must stay whole for whoever greps a log; a terminal wraps them itself.
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr,
                                     width=None if stream.isatty() else PIPED_WIDTH)
         return getattr(self._console, name)
 

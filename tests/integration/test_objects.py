@@ -128,15 +128,16 @@ def test_libbpf_c_is_compiled_once_and_cached(env, tmp_path):
     src = tmp_path / "counter.c"
     src.write_text(COUNTER)
     cache = tmp_path / "cache"
+    objects = cache / "objects"
     first = env.offload_json("attach", env.ifname, str(src), extra_env={"OFFLOAD_CACHE_DIR": str(cache)})
-    (obj,) = cache.glob("counter-*.o")
+    (obj,) = objects.glob("counter-*.o")
     stamp = obj.stat().st_mtime_ns
     second = env.offload_json("attach", env.ifname, str(src), extra_env={"OFFLOAD_CACHE_DIR": str(cache)})
     assert second["replaced"] == first["prog_id"]
-    assert [p.stat().st_mtime_ns for p in cache.glob("counter-*.o")] == [stamp], "compiled again"
+    assert [p.stat().st_mtime_ns for p in objects.glob("counter-*.o")] == [stamp], "compiled again"
     src.write_text(COUNTER.replace("XDP_PASS", "XDP_DROP"))                # new content, new object
     env.offload_json("attach", env.ifname, str(src), extra_env={"OFFLOAD_CACHE_DIR": str(cache)})
-    assert len(list(cache.glob("counter-*.o"))) == 2
+    assert len(list(objects.glob("counter-*.o"))) == 2
 
 
 def test_libbpf_c_compile_error_names_file_and_line(env, tmp_path):
