@@ -58,6 +58,7 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
     # pyroute2's IPRoute buffers notifications inside its event loop, out of select()'s sight.
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)   # bursts of links: fewer overflows
         sock.bind((0, RTMGRP_LINK))
         log(f"offload-watch: start policy={pol.path} netns={netns.current_name()} interval={interval:g}s")
         # Links as they are before the first apply: one added while it runs is then an event
@@ -74,22 +75,19 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
                     raise
-                # Notifications were lost (a burst of links): resynchronise with a full dump.
+                log("offload-watch: event=overflow (notifications lost: resynchronising)")
+                events = [("overflow", "")]
+            if any(name not in known for kind, name in events if kind == "new") or \
+                    any(name in known for kind, name in events if kind == "del") or ("overflow", "") in events:
+                # The notifications say something changed; a dump says exactly what (a burst may
+                # be coalesced or lost, and a name may come and go within one batch).
                 now = {link.name for link in rtnl.dump_links()}
-                log(f"offload-watch: event=overflow added={len(now - known)} removed={len(known - now)}")
-                for name in known - now:
-                    _forget(name)
-                known, events, changed = now, [], True
-            for event, name in events:
-                if event == "new" and name not in known:
-                    known.add(name)
+                for name in sorted(now - known):
                     log(f"offload-watch: event=add iface={name}")
-                    changed = True
-                elif event == "del" and name in known:
-                    known.discard(name)
+                for name in sorted(known - now):
                     log(f"offload-watch: event=remove iface={name}")
                     _forget(name)
-                    changed = True
+                changed, known = now != known, now
             if changed:
                 reconcile("link-change")
                 last = time.monotonic()

@@ -128,7 +128,7 @@ def test_watch_reacts_to_hotplug_and_stops_on_sigterm(env, policy):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "offload-watch: start" in out and "event=add iface=" + f"{lab.name}-a7" in out
+    assert "offload-watch: start" in out and "event=add iface=" + f"{lab.name}-a7" in out, out
     assert out.strip().endswith("offload-watch: stopped")
     assert f"{lab.name}-a0" in xdp_ids(lab.netns)                      # programs stay by default
 
