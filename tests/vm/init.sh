@@ -28,7 +28,8 @@ if [ -n "$OFFLOAD_ARGS" ]; then
 $(echo "$OFFLOAD_ARGS" | base64 -d)
 ARGS
 fi
-export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 OFFLOAD_IN_VM=1 OFFLOAD_RUN_DIR=/run/offload TERM=dumb
+# OFFLOAD_CACHE_DIR: the host root is read-only here; a writable cache lets profiles validate once.
+export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 OFFLOAD_IN_VM=1 OFFLOAD_RUN_DIR=/run/offload OFFLOAD_CACHE_DIR=/mnt/offload-cache TERM=dumb
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 rc=$?
 echo "OFFLOAD-VM-EXIT=$rc"
