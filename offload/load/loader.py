@@ -107,13 +107,14 @@ def load_object(prog: Program, path: str, hw_device: str | None = None) -> Objec
                 err = e
         if err is not None:
             verifier = obj.log(prog.entry)
-            if _is_verifier_log(verifier):
-                raise VerifierError(f"the verifier rejected {prog.name}{where}:\n{_verifier_tail(verifier)}",
-                                    hint="the last lines of the verifier log are above")
             code = err.errno or errno.EINVAL
-            said = _libbpf_said(log[0])
-            raise LoadError(f"the kernel refused to load {prog.name}{where}: {os.strerror(code)} "
-                            f"({errno.errorcode.get(code, code)})" + (f"; libbpf: {said}" if said else ""))
+            said = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+            if _is_verifier_log(verifier):
+                raise VerifierError(f"the verifier rejected {prog.name}{where}: {said}\n{_verifier_tail(verifier)}",
+                                    hint="the last lines of the verifier log are above")
+            libbpf = _libbpf_said(log[0])
+            raise LoadError(f"the kernel refused to load {prog.name}{where}: {said}"
+                            + (f"; libbpf: {libbpf}" if libbpf else ""))
         return ObjectLoaded(obj, obj.prog_fd(prog.entry))
     except BaseException:
         obj.close()
