@@ -90,6 +90,7 @@ class Journal:
         self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self.interrupted = self._last_unfinished()
         self._started = False
+        self.netns = netns.current_name()   # once: every record of a run is in one namespace
 
     def _open(self) -> int:
         try:
@@ -134,14 +135,15 @@ class Journal:
         return None if ended else last_run
 
     def write(self, event: str, **fields) -> None:
+        first = not self._started
         self._rotate()
-        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": self.run, "netns": netns.current_name(),
+        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": self.run, "netns": self.netns,
                "event": event, **fields}
         fd = self._open()
         try:
             size = os.fstat(fd).st_size
             prefix = b""
-            if size:  # a record cut short by a crash must not swallow this one
+            if first and size:  # a record an earlier run's crash cut short must not swallow this one
                 with open(self.path, "rb") as r:
                     r.seek(size - 1)
                     prefix = b"" if r.read(1) == b"\n" else b"\n"

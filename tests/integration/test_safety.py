@@ -5,6 +5,7 @@ left behind that `offload gc` does not find."""
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -251,7 +252,7 @@ def test_killed_between_kernel_swap_and_pin_swap(env):
         try:
             slot = pins.Slot(env.netns, env.ifname)
             slot.stage(ld.fd, ld.maps())
-            xdp.set_prog(subprocess_ifindex(env), ld.fd, "native")
+            xdp.set_prog(socket.if_nametoindex(env.ifname), ld.fd, "native")
         finally:
             ld.close()
     st = env.offload_json("status")
@@ -262,9 +263,3 @@ def test_killed_between_kernel_swap_and_pin_swap(env):
     assert consistency(env.netns, [env.ifname]) == []
     assert env.offload_json("detach", env.ifname)["detached"]["mode"] == "native"
     assert kernel_xdp(env.ifname, env.netns) == {}
-
-
-def subprocess_ifindex(env) -> int:
-    import socket
-
-    return socket.if_nametoindex(env.ifname)
