@@ -13,6 +13,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from offload.kernel import genl
 
 SIOCETHTOOL = 0x8946
@@ -66,17 +68,28 @@ class EthStats:
     and one ioctl socket for every read."""
 
     def __init__(self) -> None:
-        self.eth = genl.Ethtool()
+        try:
+            self.eth: genl.Ethtool | None = genl.Ethtool()
+        except NetlinkError:   # kernel < 5.6: no ethtool netlink, so no names to read values by
+            self.eth = None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.names: dict[int, list[str]] = {}
 
     def read(self, ifname: str) -> dict[str, int]:
-        """{stat name: value}; {} for a device whose driver keeps no statistics of its own."""
+        """{stat name: value}; {} for a device whose driver keeps no statistics of its own (or a
+        kernel without ethtool netlink)."""
         ifindex = socket.if_nametoindex(ifname)
+        if self.eth is None:
+            return {}
         for _ in range(3):
             names = self.names.get(ifindex)
             if names is None:
-                names = self.names[ifindex] = self.eth.stat_names(ifindex)
+                try:
+                    names = self.names[ifindex] = self.eth.stat_names(ifindex)
+                except NetlinkError as e:
+                    if e.code != errno.EOPNOTSUPP:
+                        raise
+                    names = self.names[ifindex] = []
             if not names:
                 return {}
             buf = ctypes.create_string_buffer(8 + 8 * (len(names) + _SLACK))
@@ -96,7 +109,8 @@ class EthStats:
 
     def close(self) -> None:
         self.sock.close()
-        self.eth.close()
+        if self.eth is not None:
+            self.eth.close()
 
     def __enter__(self) -> "EthStats":
         return self
