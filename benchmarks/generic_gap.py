@@ -5,7 +5,8 @@ Generators: offload's live-frames generator (BPF_PROG_RUN, BPF_F_TEST_XDP_LIVE_F
 ~0.25 s) and xdp-tools' `xdp-trafficgen udp` (the same kernel mechanism, its own batching).
 Receivers, each attached in generic (skb) mode on the rx veth with rx-gro on (a veth accepts
 redirected frames only then): offload's `count_drop` (per-CPU packet and byte counters),
-a bare `return XDP_DROP` (no map, no counting), and `xdp-bench drop -m skb`. Every rate is the rx
+a bare `return XDP_DROP` (no map, no counting), `xdp-bench drop -m skb` where it attaches, and
+no program at all (the skbs go up the stack and are dropped there). Every rate is the rx
 veth's own stats64 rx_packets over the window, the same yardstick for all; the runs of a cell
 alternate with the other cells', so drift on a shared machine hits all alike. Native mode too, for
 the scale. Run as root:
@@ -65,13 +66,20 @@ class Receiver:
 
     def __enter__(self) -> "Receiver":
         idx = socket.if_nametoindex(self.rx)
+        if self.kind == "none":
+            return self
         if self.kind == "xdp-bench":
             flag = "skb" if self.mode == "generic" else "native"
             self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.ns}", "xdp-bench", "drop", "-m", flag,
                                           "-i", "60", self.rx], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             deadline = time.time() + 10
-            while not xdp.attached_progs(idx) and time.time() < deadline:
+            while not xdp.attached_progs(idx) and time.time() < deadline and self.proc.poll() is None:
                 time.sleep(0.05)
+            if not xdp.attached_progs(idx):   # never measure the bare stack under its name
+                self.proc.kill()
+                err = self.proc.communicate()[1].decode(errors="replace")
+                raise RuntimeError("xdp-bench attached nothing: " + " ".join(
+                    ln.strip() for ln in err.splitlines() if "fail" in ln.lower() or "error" in ln.lower())[:300])
             return self
         path, name = (programs.library_object("count_drop"), "count_drop") if self.kind == "count_drop" \
             else (self.bare, "bare_drop")
@@ -83,6 +91,8 @@ class Receiver:
 
     def __exit__(self, *exc) -> None:
         idx = socket.if_nametoindex(self.rx)
+        if self.kind == "none":
+            return
         if self.proc:
             self.proc.send_signal(signal.SIGINT)
             self.proc.wait(10)
@@ -157,7 +167,8 @@ def main() -> int:
     missing: list[str] = []
     gens = ["live-frames"] + (["xdp-trafficgen"] if trafficgen_works(missing) else [])
     recvs = ["count_drop", "bare_drop"] + (["xdp-bench"] if shutil.which("xdp-bench") else [])
-    cells = [(g, r, m) for m in ("generic", "native") for g in gens for r in recvs]
+    # "none": no program at all, frames up the stack as skbs (dropped there: no socket, no route)
+    cells = [(g, r, m) for m in ("generic", "native") for g in gens for r in recvs] + [(g, "none", "-") for g in gens]
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         src, bare = Path(tmp) / "bare_drop.c", Path(tmp) / "bare_drop.o"
@@ -172,11 +183,19 @@ def main() -> int:
                     e.set_features(socket.if_nametoindex(made.pairs[0].b), {"rx-gro": True})
                 rates: dict[tuple, list[float]] = {c: [] for c in cells}
                 for _ in range(args.repeat):
-                    for c in cells:
-                        rates[c].append(measure(*c, made, bare, args.duration, args.warmup))
+                    for c in list(cells):
+                        if c not in rates:
+                            continue
+                        try:
+                            rates[c].append(measure(*c, made, bare, args.duration, args.warmup))
+                        except RuntimeError as e:   # a tool that does not run on this kernel
+                            missing.append(str(e))
+                            cells = [x for x in cells if x[1] != c[1]]
+                            rates = {x: v for x, v in rates.items() if x[1] != c[1]}
         finally:
             lab.down(name)
-    med = {c: statistics.median(v) for c, v in rates.items()}
+    med = {c: statistics.median(v) for c, v in rates.items() if v}
+    cells = [c for c in cells if c in med]
     rows = [{"generator": g, "receiver": r, "mode": m, "rx_pps": round(med[(g, r, m)]),
              "runs": [round(x) for x in rates[(g, r, m)]]} for g, r, m in cells]
     doc = {"rows": rows, "host": bench.host_info(), "load_before": load0, "load_after": os.getloadavg()[0],
