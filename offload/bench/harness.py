@@ -281,15 +281,20 @@ def _sample(dev: Devices, gen: _Generator) -> CounterSample:
     return s
 
 
-def where(a: CounterSample, b: CounterSample, gen_sent: int, received: int, exact: bool = False) -> dict:
+def where(a: CounterSample, b: CounterSample, gen_sent: int, received: int, exact: bool = False,
+          xdp_xmit: bool = True) -> dict:
     """Loss, per-queue and per-CPU counts between two samples. The frames sent are the generator's
     count when `exact` (--count), else the tx driver's own (xmit + xmit errors: exact at a window's
-    edges, where the generator's is interpolated) when it keeps one.
+    edges, where the generator's is interpolated) when it keeps one. `xdp_xmit`: the generator
+    transmits through the driver's XDP path (live frames; pktgen does not, so the driver's XDP
+    counters say nothing of its frames and loss is tx - rx).
 
     veth's per-queue tx counters are plain adds on the receiving queue's stats, so when generator
     CPUs share a queue their updates can race and lose a few (16 in 400,000 seen here): with
     --count the generator's own count is the reference."""
     view = queues.queue_view(queues.delta(a.tx_stats, b.tx_stats), queues.delta(a.rx_stats, b.rx_stats))
+    if not xdp_xmit:
+        view = {**view, "xmit": None, "xmit_errors": None}
     driver = view["xmit"] + view["xmit_errors"] if view["xmit"] is not None and view["xmit_errors"] is not None \
         else None
     return {**queues.loss_fields(gen_sent if driver is None or exact else driver, received, view),
@@ -297,10 +302,10 @@ def where(a: CounterSample, b: CounterSample, gen_sent: int, received: int, exac
             "rx_cpus": queues.cpu_view(a.per_cpu, b.per_cpu), "queues": view["queues"]}
 
 
-def _window(a: CounterSample, b: CounterSample) -> dict:
+def _window(a: CounterSample, b: CounterSample, xdp_xmit: bool = True) -> dict:
     dt = b.t - a.t
     gen_tx, rx, iface = b.sent - a.sent, b.counted - a.counted, b.iface_rx - a.iface_rx
-    placed = where(a, b, int(gen_tx), rx)
+    placed = where(a, b, int(gen_tx), rx, xdp_xmit=xdp_xmit)
     # The tx driver's own count is exact at the window's edges; the generator's is interpolated.
     tx = placed["tx_driver_packets"] if placed["tx_driver_packets"] is not None else gen_tx
     return {"window_s": round(dt, 3), "tx_packets": int(tx), "generator_tx_packets": int(gen_tx),
@@ -423,7 +428,7 @@ def _one_run(spec: Spec, gen: _Generator, dev: Devices) -> dict:
         sent, got = int(gen.sent()), b.counted - a.counted
         res = {"tx_packets": sent, "rx_packets": got, "iface_rx_packets": b.iface_rx - a.iface_rx,
                "tx_pps": None, "rx_pps": None, "loss": round(1 - got / sent, 6) if sent else None,
-               **where(a, b, sent, got, exact=True)}
+               **where(a, b, sent, got, exact=True, xdp_xmit=gen.name == "live-frames")}
     else:
         gen.start(None)
         try:
@@ -433,7 +438,7 @@ def _one_run(spec: Spec, gen: _Generator, dev: Devices) -> dict:
             b = _sample(dev, gen)
         finally:
             gen.stop()
-        res = _window(a, b)
+        res = _window(a, b, xdp_xmit=gen.name == "live-frames")
     res["generator_cpus"] = gen.cpus()
     if gen.errors():
         res["generator_errors"] = gen.errors()

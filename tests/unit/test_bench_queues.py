@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lib.helpers import FIXTURES
 
 from offload.bench import queues
-from offload.bench.harness import Spec, queue_notes
+from offload.bench.harness import CounterSample, Spec, _window, queue_notes
 from offload.kernel import genl
 from offload.kernel.ethstats import split_queues, unpack_gstats
 
@@ -148,3 +148,25 @@ def test_real_nic_queue_note_names_its_channels():
 def test_gstats_header_layout():
     buf = struct.pack("=II", 0x1D, 2) + struct.pack("=QQ", 5, 2**63)
     assert unpack_gstats(buf, ["a", "b"]) == {"a": 5, "b": 2**63}
+
+
+def _sample(t: float, counted: int, sent: float, xmit: int, errors: int) -> CounterSample:
+    return CounterSample(t, counted, counted, sent, 0.0, 0.0, [counted, 0],
+                         {"tx_queue_0_xdp_xmit": xmit, "tx_queue_0_xdp_xmit_errors": errors},
+                         {"rx_queue_0_xdp_packets": xmit})
+
+
+def test_window_takes_the_drivers_tx_count_for_live_frames():
+    a, b = _sample(0.0, 0, 0.0, 0, 0), _sample(2.0, 900, 1010.4, 900, 100)
+    w = _window(a, b)
+    assert w["tx_packets"] == w["tx_driver_packets"] == 1000 and w["generator_tx_packets"] == 1010
+    assert w["loss_ratio"] == 0.1 and w["unexplained"] == 0 and w["tx_pps"] == 500
+    assert w["rx_queue_packets"] == {"0": 900} and w["rx_cpus"] == {"0": 900}
+
+
+def test_window_of_pktgen_ignores_the_xdp_counters():
+    # pktgen transmits skbs (ndo_start_xmit): a veth's XDP xmit counters stay at 0
+    a, b = _sample(0.0, 0, 0.0, 0, 0), _sample(2.0, 990, 1000.0, 0, 0)
+    w = _window(a, b, xdp_xmit=False)
+    assert w["tx_packets"] == 1000 and w["tx_driver_packets"] is None
+    assert w["loss_source"] == "tx-rx" and w["loss_ratio"] == 0.01 and w["xmit_errors"] is None
