@@ -445,6 +445,7 @@ def _progress(quiet: bool, echo: bool = True):
 
 
 def _bench_in_lab(harness, spec, pkt_size: int, progress) -> dict:
+    harness.check_threads(spec.threads)   # before a lab with that many queues is built
     # one rx/tx queue per generator thread, as a multi-queue NIC would spread them
     with lab_mod.temporary("bench", pairs=1, mtu=max(1500, pkt_size - 14), queues=spec.threads) as made:
         spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b

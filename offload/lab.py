@@ -23,7 +23,7 @@ from offload.load import pins
 PREFIX = "offload-lab-"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 MAX_PAIRS = 2000
-MAX_QUEUES = 64   # veth's own limit is 4096; a lab needs one queue per generator CPU
+MAX_QUEUES = 1024   # as many as `bench --threads` takes (veth itself allows 4096)
 
 
 @dataclass

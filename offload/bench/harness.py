@@ -224,13 +224,17 @@ def validate(spec: Spec) -> tuple[int, int, dict]:
         raise UsageError(f"--pkt-size {spec.pkt_size} is below Ethernet's minimum frame of 60 bytes")
     if spec.pkt_size > rx_mtu + 14:
         raise UsageError(f"--pkt-size {spec.pkt_size} exceeds {spec.rx}'s MTU {rx_mtu} (+14 bytes of Ethernet header)")
-    usable = sorted(os.sched_getaffinity(0))
-    if spec.threads < 1 or spec.threads > len(usable):
-        raise UsageError(f"--threads {spec.threads}: each generator thread is pinned to a CPU of its own, and this "
-                         f"process may run on {len(usable)} (CPUs {','.join(map(str, usable))}): use 1 to {len(usable)}")
+    check_threads(spec.threads)
     if spec.duration <= 0 or spec.repeat < 1:
         raise UsageError("--duration must be positive and --repeat at least 1")
     return idx["tx"], idx["rx"], {d.name: d for d in devs}
+
+
+def check_threads(threads: int) -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    if threads < 1 or threads > len(usable):
+        raise UsageError(f"--threads {threads}: each generator thread is pinned to a CPU of its own, and this "
+                         f"process may run on {len(usable)} (CPUs {','.join(map(str, usable))}): use 1 to {len(usable)}")
 
 
 def queue_notes(spec: Spec, cpus: list[int], rx_queues: int | None, rx_kind: str | None,
