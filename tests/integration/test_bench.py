@@ -201,6 +201,5 @@ def test_threads_beyond_cpus_refused(env):
     res = offload("bench", "--tx", env.ifname, "--rx", env.peer, "--netns", env.netns, "--threads", str(n + 1),
                   check=False)
     assert res.returncode == 2 and f"use 1 to {n}" in res.stderr
-    before = netns_list()
     res = offload("bench", "--lab", "--threads", str(n + 1), check=False)
     assert res.returncode == 2 and f"use 1 to {n}" in res.stderr and "lab " not in res.stderr   # no lab built
