@@ -74,6 +74,7 @@ class Devices:
     rx: str
     rx_idx: int
     ethstats: EthStats
+    ipr: IPRoute   # opened once: the program's counter and stats64 are read back to back
 
 
 @dataclass
@@ -84,9 +85,8 @@ class Outcome:
     partial: str | None = None
 
 
-def _iface_rx_packets(ifindex: int) -> int:
-    with IPRoute() as ipr:
-        (msg,) = ipr.get_links(ifindex)
+def _iface_rx_packets(ipr: IPRoute, ifindex: int) -> int:
+    (msg,) = ipr.get_links(ifindex)
     return msg.get_attr("IFLA_STATS64")["rx_packets"]
 
 
@@ -279,10 +279,10 @@ def resolve_modes(spec: Spec) -> tuple[list[str], list[dict]]:
 def _sample(dev: Devices, gen: _Generator) -> CounterSample:
     tx_stats = dev.ethstats.read(dev.tx)
     counted, per_cpu = _counted(dev.rx)
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    s = CounterSample(time.monotonic(), counted, _iface_rx_packets(dev.rx_idx), gen.sent(), ru.ru_utime, ru.ru_stime,
-                      per_cpu, tx_stats, dev.ethstats.read(dev.rx))
-    return s
+    iface = _iface_rx_packets(dev.ipr, dev.rx_idx)
+    t, sent, ru = time.monotonic(), gen.sent(), resource.getrusage(resource.RUSAGE_SELF)
+    return CounterSample(t, counted, iface, sent, ru.ru_utime, ru.ru_stime, per_cpu, tx_stats,
+                         dev.ethstats.read(dev.rx))
 
 
 def where(a: CounterSample, b: CounterSample, gen_sent: int, received: int, exact: bool = False,
@@ -368,8 +368,8 @@ def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
     cpus = sorted(os.sched_getaffinity(0))[: spec.threads]
     rxf = facts[spec.rx]
     out.notes += queue_notes(spec, cpus, rxf.num_rx_queues, rxf.kind, rxf.channels)
-    with sigterm_as_interrupt(), EthStats() as es:
-        _run_modes(spec, gen_name, to_run, frame, cpus, Devices(spec.tx, spec.rx, rx_idx, es), out, progress)
+    with sigterm_as_interrupt(), EthStats() as es, IPRoute() as ipr:
+        _run_modes(spec, gen_name, to_run, frame, cpus, Devices(spec.tx, spec.rx, rx_idx, es, ipr), out, progress)
     return {"results": out.results, "skipped": out.skipped, "host": host_info(),
            "config": {"tx": spec.tx, "rx": spec.rx, "program": spec.program, "generator": gen_name,
                       "duration": spec.duration, "warmup": spec.warmup, "pkt_size": spec.pkt_size,
