@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Where a generic-mode frame's CPU time goes, against native: `perf record -e cpu-clock` of the
-`offload bench` process (the generator thread; the veth's NAPI runs in its softirq on the same
-CPU), kernel symbols grouped by stage, in ns per received frame. Needs perf (software events are
+"""Where a generic-mode frame's CPU time goes, against native: `perf record -a -e cpu-clock`
+while `offload bench` runs, the samples of its process (the generator thread; the veth's NAPI
+runs in its softirq on the same CPU) and of ksoftirqd (where NAPI goes when softirqs are busy),
+kernel symbols grouped by stage, in ns per received frame. Needs perf (software events are
 enough; this VM has no hardware counters). Run as root:
     .venv/bin/python benchmarks/generic_profile.py [--seconds 3] [--markdown]
 """
@@ -50,17 +51,20 @@ def profile(tx: str, rx: str, ns: str, mode: str, seconds: float, tmp: Path) -> 
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(1.8)   # attached, generator warm
     data = tmp / f"{mode}.data"
-    subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-p", str(proc.pid), "-o", str(data),
+    # Every CPU: the NAPI may run in ksoftirqd rather than in the generator thread's softirq.
+    subprocess.run(["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "4000", "-o", str(data),
                     "sleep", str(seconds)], check=True, capture_output=True)
     doc = json.loads(proc.communicate(timeout=120)[0])
-    rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "--stdio",
-                          "-F", "sample,sym"], capture_output=True, text=True, check=True).stdout
+    ksoftirqd = ",".join(f"ksoftirqd/{c}" for c in range(os.cpu_count() or 1))
     samples: dict[str, int] = {}
-    for ln in rep.splitlines():
-        m = re.match(r"^\s+(\d+)\s+\[[k.]\]\s+(\S+)", ln)
-        if m:
-            st = stage_of(m[2]) if "[k]" in ln else "user space (Python)"
-            samples[st] = samples.get(st, 0) + int(m[1])
+    for filt in (["--pid", str(proc.pid)], ["--comm", ksoftirqd]):
+        rep = subprocess.run(["perf", "report", "-i", str(data), *filt, "--no-children", "--sort", "sym",
+                              "--stdio", "-F", "sample,sym"], capture_output=True, text=True).stdout
+        for ln in rep.splitlines():
+            m = re.match(r"^\s+(\d+)\s+\[[k.]\]\s+(\S+)", ln)
+            if m:
+                st = stage_of(m[2]) if "[k]" in ln else "user space (Python)"
+                samples[st] = samples.get(st, 0) + int(m[1])
     frames = doc["results"][0]["rx_pps"] * seconds
     ns_per_sample = 1e9 / 4000
     return {"mode": mode, "rx_pps": doc["results"][0]["rx_pps"], "samples": sum(samples.values()),
