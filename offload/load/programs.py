@@ -21,12 +21,16 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offload.data import LIBRARY, cache_dir, data_dir
 from offload.errors import CompileError, EnvironmentProblem, UsageError
 from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
 from offload.load import compile as compile_mod
 from offload.load.stderr import captured_stderr
+
+if TYPE_CHECKING:
+    from offload.kernel.legacyobj import LegacyObject
 
 USER_ENTRY = "xdp_prog"            # the function a bcc-dialect file exports
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")   # XDP action values 0..4
@@ -71,6 +75,7 @@ class Program:
     object_path: Path | None = None            # object and libbpf kinds
     globals: list[tuple[GlobalVar, bytes]] = field(default_factory=list)   # params as initial values
     text: str | None = None        # bcc: source with local includes inlined
+    legacy: bool = False           # object with `SEC("maps")` definitions (kernel.legacyobj loads it)
 
     @property
     def library(self) -> bool:
@@ -277,11 +282,10 @@ def _object_program(obj_path: Path, params: dict[str, str], prog: str | None, se
             err = e
     if obj is None:
         detail = _libbpf_lines(log[0])
-        hint = ("its maps are legacy `struct bpf_map_def SEC(\"maps\")` definitions, which libbpf 1.0 and later "
-                "(and so ip and xdp-loader too) refuse: declare them as BTF maps in SEC(\".maps\") and rebuild"
-                if "legacy map definitions" in detail else "is it an object made by clang -target bpf?")
+        if "legacy map definitions" in detail:
+            return _legacy_program(obj_path, data, params, prog, section, kind, named)
         raise UsageError(f"{named}: libbpf cannot open it: {os.strerror(err.errno or errno.EINVAL)}"
-                         + (f" ({detail})" if detail else ""), hint=hint)
+                         + (f" ({detail})" if detail else ""), hint="is it an object made by clang -target bpf?")
     with obj:
         chosen = _choose(obj, named, prog, section)
         variables = obj.globals()
@@ -296,7 +300,29 @@ def _object_program(obj_path: Path, params: dict[str, str], prog: str | None, se
                    section=chosen.section, object_path=obj_path.resolve(), globals=values)
 
 
-def _choose(obj: BpfObject, named: Path, prog: str | None, section: str | None):
+def _legacy_program(obj_path: Path, data: bytes, params: dict[str, str], prog: str | None, section: str | None,
+                    kind: str, named: Path) -> Program:
+    """libbpf 1.x refuses `struct bpf_map_def SEC("maps")`; offload loads such objects itself."""
+    from offload.kernel.legacyobj import LegacyError, LegacyObject
+
+    try:
+        obj = LegacyObject(str(obj_path))
+    except LegacyError as e:
+        raise UsageError(f"{named}: {e.strerror.removeprefix(f'{obj_path}: ')}",
+                         hint="declare the maps as BTF maps in SEC(\".maps\") and rebuild") from None
+    chosen = _choose(obj, named, prog, section)
+    if problem := obj.problem(chosen.name):
+        raise UsageError(f"{named}: {chosen.name} has legacy map definitions, and {problem}",
+                         hint="declare the maps as BTF maps in SEC(\".maps\") and rebuild")
+    if params:
+        raise UsageError(f"{named}: has legacy map definitions and no global variables to set with --param "
+                         f"({', '.join(params)})")
+    digest = hashlib.sha256(data + chosen.name.encode()).hexdigest()
+    return Program(named.stem, named.resolve(), kind, params, sha256=digest, entry=chosen.name,
+                   section=chosen.section, object_path=obj_path.resolve(), legacy=True)
+
+
+def _choose(obj: BpfObject | LegacyObject, named: Path, prog: str | None, section: str | None):
     progs = obj.programs()
     xdp = [p for p in progs if p.is_xdp]
     listed = ", ".join(f"{p.name} (section {p.section})" for p in xdp)
