@@ -379,6 +379,36 @@ def state_file(name: str) -> int:
             raise
 
 
+@contextmanager
+def locked(name: str, timeout: float, who: str, hint: str) -> Iterator[None]:
+    """Hold an exclusive flock on offload's state file `name` (waiting up to `timeout` seconds);
+    the holder's pid is written into it so a waiter can say who holds it."""
+    import fcntl
+    import time
+
+    with os.fdopen(state_file(name), "r+") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.seek(0)
+                    holder = f.read(32).strip() or "?"
+                    raise RefusedError(f"{who} holds {RUN / name} (pid {holder}) and did not finish within "
+                                       f"{timeout:g}s", hint=hint) from None
+                time.sleep(0.02)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def namespaces() -> list[str]:
     """Every namespace offload holds records or pins for."""
     names: set[str] = set()
