@@ -136,9 +136,13 @@ def objects_cache() -> Path:
 
 
 def summary(path: Path) -> str:
-    """First line of the program's top comment."""
-    m = re.match(r"\s*/\*\s*(?:[\w.-]+:\s*)?(.*?)\n", path.read_text())
-    return m.group(1).strip() if m else ""
+    """The first sentence of the program's top comment (which may run over several lines)."""
+    m = re.match(r"\s*/\*(.*?)(?:\*/|\n\s*\*?\s*\n)", path.read_text(), re.S)
+    if not m:
+        return ""
+    text = " ".join(ln.strip().lstrip("*").strip() for ln in m.group(1).splitlines())
+    text = re.sub(r"^[\w.-]+:\s*", "", text.strip())          # "reflect: ..." names the program
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
 
 
 def catalogue() -> list[dict]:
