@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -259,3 +260,62 @@ def test_labeller_manifest_validates():
     # it writes where the watch DaemonSet's selector reads from
     watch = [d for d in yaml.safe_load_all((ROOT / "deploy/offload-watch.yaml").read_text()) if d["kind"] == "DaemonSet"]
     assert watch[0]["spec"]["template"]["spec"]["nodeSelector"] == {"offload.xdp/native": "true"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_prometheus_scrapes_watch_and_sees_new_frames(env, tmp_path):
+    """The issue's failure, end to end: Prometheus (the Debian package's server) scraping watch's
+    endpoint sees 1,000 more frames as `offload stats` does, with the counter typed as such."""
+    if env.kind != "veth":
+        pytest.skip("needs a veth lab: exact counts need an idle receiver")
+    server = need_tool("prometheus")
+    proc, url = start_watch(env, tmp_path)
+    web = f"127.0.0.1:{free_port()}"
+    target = url.removeprefix("http://").removesuffix("/metrics")
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: offload\n    static_configs: [{{targets: ['{target}']}}]\n")
+    prom = subprocess.Popen([server, f"--config.file={tmp_path / 'prometheus.yml'}", f"--web.listen-address={web}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def query(q: str) -> float | None:
+        try:
+            doc = json.load(urllib.request.urlopen(f"http://{web}/api/v1/query?query={urllib.parse.quote(q)}",
+                                                   timeout=10))
+        except OSError:
+            return None   # not up yet
+        res = doc["data"]["result"]
+        return float(res[0]["value"][1]) if res else None
+
+    def settles_at(q: str, want: float) -> float | None:
+        deadline, got = time.time() + 90, None
+        while time.time() < deadline:
+            got = query(q)
+            if got == want:
+                break
+            time.sleep(0.5)
+        return got
+
+    q = f'offload_xdp_packets_total{{action="drop",device="{env.ifname}",netns="{env.netns}"}}'
+    try:
+        assert settles_at(q, env.offload_json("stats", env.ifname)["packets"]["drop"]) is not None
+        for _ in range(2):
+            send_frames(env, env.peer, 1000)
+            want = env.offload_json("stats", env.ifname)["packets"]["drop"]
+            assert settles_at(q, want) == want      # Prometheus follows, round after round
+        # Prometheus asks for OpenMetrics, where the family is named without `_total`
+        meta = json.load(urllib.request.urlopen(f"http://{web}/api/v1/metadata", timeout=10))["data"]
+        (fam,) = [meta[k] for k in ("offload_xdp_packets", "offload_xdp_packets_total") if k in meta]
+        assert fam[0]["type"] == "counter"
+        assert query(f'offload_xdp_program_info{{device="{env.ifname}",owner="offload"}}') == 1
+    finally:
+        prom.terminate()
+        prom.communicate(timeout=30)
+        rc, log = stop(proc)
+    assert rc == 0, log
