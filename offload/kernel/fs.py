@@ -44,23 +44,32 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
     Missing directories are made (`mode`) when `create`."""
     if not os.path.isabs(path):
         raise UsageError(f"{path}: an absolute path is needed here")
-    todo = [p for p in path.split("/") if p]
+    todo = [(p, False) for p in path.split("/") if p]   # (component, from a trusted link's target)
+    walked: list[str] = []                                 # the real directories the fd stands for
     fd = os.open("/", _DIR)
     links = 0
     try:
         while todo:
-            part = todo.pop(0)
+            part, from_link = todo.pop(0)
             if part == ".":
                 continue
-            if part == "..":   # refuse: a walk that climbs is how paths are smuggled out
-                raise UsageError(f"{path}: '..' is not allowed in this path")
+            if part == "..":
+                if not from_link:   # in an argument, a climb is how paths are smuggled out
+                    raise UsageError(f"{path}: '..' is not allowed in this path")
+                walked = walked[:-1]   # in a root-owned link (lib -> ../usr/lib): walk again from /
+                todo[:0] = [(p, False) for p in walked]
+                walked = []
+                os.close(fd)
+                fd = os.open("/", _DIR)
+                continue
+            made = False
             try:
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 if not create:
                     raise UsageError(f"{path}: no such directory ({part} is missing)") from None
                 os.mkdir(part, mode, dir_fd=fd)
-                os.chmod(part, mode, dir_fd=fd, follow_symlinks=False)   # whatever the umask
+                made = True
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 if st.st_uid not in (0, os.geteuid()):
@@ -71,8 +80,9 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                 if links > _MAX_LINKS:
                     raise UsageError(f"{path}: too many symbolic links")
                 target = os.readlink(part, dir_fd=fd)
-                todo[:0] = [p for p in target.split("/") if p]
+                todo[:0] = [(p, True) for p in target.split("/") if p]
                 if target.startswith("/"):
+                    walked = []
                     os.close(fd)
                     fd = os.open("/", _DIR)
                 continue
@@ -84,6 +94,9 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                 raise
             os.close(fd)
             fd = nxt
+            walked.append(part)
+            if made:
+                os.fchmod(fd, mode)   # whatever the umask
         return fd
     except BaseException:
         os.close(fd)

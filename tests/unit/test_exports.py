@@ -2,6 +2,7 @@
 address, the systemd unit. Over recorded fixtures of real drivers; no kernel needed."""
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -103,3 +104,17 @@ def test_open_dir_refuses_dotdot_and_files(tmp_path):
 def test_cli_start_up_does_not_import_prometheus_client():
     code = "import sys, offload.cli; assert 'prometheus_client' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_open_dir_follows_our_own_links_even_with_dotdot(tmp_path):
+    (tmp_path / "usr" / "lib").mkdir(parents=True)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "lib").symlink_to("../usr/lib")          # like Debian's /lib -> usr/lib
+    fd = fs.open_dir(str(tmp_path / "a" / "lib"))
+    try:
+        assert os.readlink(f"/proc/self/fd/{fd}") == str(tmp_path / "usr" / "lib")
+    finally:
+        os.close(fd)
+    fd = fs.open_dir(str(tmp_path / "made" / "deeper"), create=True)
+    os.close(fd)
+    assert (tmp_path / "made").stat().st_mode & 0o777 == 0o755
