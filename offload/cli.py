@@ -529,46 +529,133 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
               help="Seconds between drift checks.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the policy's programs when stopped.")
 @click.option("--journal", type=click.Path(dir_okay=False))
+@click.option("--metrics-address", metavar="ADDR:PORT",
+              help="Serve Prometheus metrics at http://ADDR:PORT/metrics (the address is taken in the "
+                   "namespace offload starts in, even with --netns).")
+@click.option("--textfile-dir", metavar="DIR",
+              help="Rewrite DIR/offload.prom (node-exporter's textfile collector) after every reconcile.")
+@click.option("--netns", "ns", metavar="NS", help="Run inside network namespace NS (default: the current one).")
 @handles_errors
-@in_netns
-def watch_cmd(policy_file, interval, detach_on_exit, journal) -> None:
+def watch_cmd(policy_file, interval, detach_on_exit, journal, metrics_address, textfile_dir, ns) -> None:
     """Apply, then keep applying as interfaces come and go (and on drift), until SIGTERM."""
     from offload.orchestrate import watch
 
-    watch.watch(_policy(policy_file), interval, detach_on_exit, Path(journal) if journal else None,
-                log=lambda line: click.echo(line, err=False))
+    if ns is not None:
+        _require_root_for_netns()
+    pol = _policy(policy_file)
+    textfile = _textfile(None, textfile_dir) if textfile_dir else None
+    server = None
+    if metrics_address:
+        from offload.orchestrate import metrics
+
+        server = metrics.MetricsServer(metrics_address)   # bound here: before entering --netns
+    try:
+        with netns.inside(ns):
+            watch.watch(pol, interval, detach_on_exit, Path(journal) if journal else None,
+                        log=lambda line: click.echo(line, err=False), metrics_server=server, textfile=textfile)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _textfile(path: str | None, directory: str | None) -> str:
+    """The textfile's path, its directory made (and checked) now: a bad one fails before any work."""
+    from offload.kernel import fs
+    from offload.orchestrate import exports
+
+    target = exports.prometheus_path(path, directory)
+    os.close(fs.open_dir(os.path.dirname(os.path.abspath(target)), create=True))
+    return os.path.abspath(target)
+
+
+def _every(interval: float | None, fn, as_json: bool, say) -> None:
+    """Once, or every `interval` seconds until SIGTERM (one line or JSON document per round)."""
+    from offload.orchestrate import exports
+
+    def emit(res: dict) -> None:
+        if "error" in res:
+            err.print(f"[red]offload: error:[/] {escape(res['error'])}")
+        elif as_json:
+            click.echo(json.dumps(res), nl=True)
+        else:
+            out.print(say(res))
+        sys.stdout.flush()
+
+    if interval is None:
+        res = fn()
+        _emit_json(res) if as_json else out.print(say(res))
+        return
+    exports.every(interval, fn, emit)
 
 
 @main.group("export")
 def export_() -> None:
-    """Fleet exports: Node Feature Discovery labels, Prometheus textfile metrics."""
+    """Fleet exports: Node Feature Discovery labels, Prometheus textfile metrics, a systemd unit."""
 
 
 @export_.command("nfd")
 @click.option("--path", default=None, help="Feature file (default: NFD's features.d/offload).")
+@click.option("--include-virtual", is_flag=True,
+              help="Count virtual interfaces (veth, bridge, tun, ...) too; by default only bus-backed ones.")
+@click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
+              help="Rewrite the file every SECONDS until SIGTERM (a labeller).")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def export_nfd(path, as_json) -> None:
-    """Write NFD labels: best XDP mode, hw-offload, native, drivers."""
+def export_nfd(path, include_virtual, interval, as_json) -> None:
+    """Write NFD labels: best XDP mode, hw-offload, native, drivers (of bus-backed interfaces)."""
     from offload.orchestrate import exports
 
-    res = exports.export_nfd(path or exports.NFD_DEFAULT)
-    _emit_json(res) if as_json else out.print(f"wrote {len(res['labels'])} labels to {res['path']}")
+    target = path or exports.NFD_DEFAULT
+
+    def say(res: dict) -> str:
+        notes = "".join(f"\n  warning: {escape(w)}" for w in res["warnings"])
+        return (f"wrote {len(res['labels'])} labels to {escape(res['path'])} "
+                f"({len(res['counted'])} interfaces counted, {len(res['ignored'])} virtual ignored){notes}")
+
+    _every(interval, lambda: exports.export_nfd(target, include_virtual), as_json, say)
 
 
 @export_.command("prometheus")
-@click.option("--path", default=None, help="Textfile (default: node-exporter's textfile_collector/offload.prom).")
+@click.option("--path", default=None, help="The textfile (a *.prom file).")
+@click.option("--textfile-dir", metavar="DIR",
+              help="Write DIR/offload.prom (default: /var/lib/prometheus/node-exporter, Debian's).")
 @click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="Include a bench result.")
+@click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
+              help="Rewrite the file every SECONDS until SIGTERM.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def export_prometheus(path, bench_json, as_json) -> None:
-    """Write node-exporter textfile metrics: attached programs, per-action counters, bench results."""
+def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None:
+    """Write node-exporter textfile metrics: XDP programs, per-action counters, bench results."""
     from offload.orchestrate import exports
 
-    res = exports.export_prometheus(path or exports.PROM_DEFAULT, bench_json)
-    _emit_json(res) if as_json else out.print(f"wrote {res['lines']} lines to {res['path']}")
+    target = _textfile(path, textfile_dir)
+    _every(interval, lambda: exports.export_prometheus(target, bench_json), as_json,
+           lambda res: f"wrote {res['samples']} samples to {escape(res['path'])}")
+
+
+@export_.command("systemd")
+@click.option("--path", default=None, help="Write the unit here (a *.service file); default: print it.")
+@click.option("--policy", default="/etc/offload/policy.yaml", show_default=True, help="The policy watch applies.")
+@click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR))
+@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True)
+@click.option("--metrics-address", metavar="ADDR:PORT", help="Have watch serve /metrics there.")
+@click.option("--textfile-dir", metavar="DIR", help="Have watch refresh DIR/offload.prom.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def export_systemd(path, policy, interval, journal, metrics_address, textfile_dir, as_json) -> None:
+    """A systemd unit running `offload watch` with this offload (its absolute path)."""
+    from offload.orchestrate import exports
+
+    res = exports.export_systemd(path, policy=policy, interval=interval, journal=journal,
+                                 metrics_address=metrics_address, textfile_dir=textfile_dir)
+    if as_json:
+        _emit_json(res)
+    elif path is None:
+        click.echo(res["unit"], nl=False)
+    else:
+        out.print(f"wrote {escape(path)}: systemctl daemon-reload && systemctl enable --now {escape(os.path.basename(path))}")
 
 
 @main.group()

@@ -42,7 +42,7 @@ def inside(name: str | None) -> Iterator[None]:
         target = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         raise UsageError(f"no such network namespace: {name}", hint="list them with `ip netns list`") from None
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         pr_netns.setns(target, flags=0)  # os.setns needs Python 3.12
         try:
@@ -57,7 +57,7 @@ def inside(name: str | None) -> Iterator[None]:
 def current_name() -> str:
     """Name of the namespace we are in (as `ip netns` knows it), or 'host' for the initial one."""
     try:
-        mine = os.stat("/proc/self/ns/net")
+        mine = os.stat("/proc/thread-self/ns/net")   # this thread's: setns() is per thread
         for entry in os.listdir(NETNS_RUN_DIR):
             st = os.stat(os.path.join(NETNS_RUN_DIR, entry))
             if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
