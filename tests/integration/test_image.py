@@ -151,10 +151,12 @@ def test_image_applies_a_policy_the_host_sees_and_detaches_leaving_nothing(image
     assert state.files() == []
 
 
-def test_c_sources_in_the_image_are_refused_with_what_is_missing(image, env, state, tmp_path):
-    """Library programs need no compiler; C does, and the image has none: refused before anything
-    is loaded, with what to do, and nothing attached or pinned."""
+def test_objects_attach_in_the_image_and_c_sources_are_refused_with_what_is_missing(image, env, state, tmp_path,
+                                                                                    xdp_pass_obj):
+    """A compiled object attaches as a library program does; C needs a compiler and the image has
+    none: refused before anything is loaded, with what to do, and nothing attached or pinned."""
     (tmp_path / "src").mkdir()
+    shutil.copy(xdp_pass_obj, tmp_path / "src/xdp_pass.o")
     (tmp_path / "src/bcc.c").write_text("BPF_ARRAY(counts, u64, 1);\n"
                                         "int xdp_prog(struct xdp_md *ctx) { return XDP_PASS; }\n")
     shutil.copy(ROOT / "tests/integration/xdp_pass.c", tmp_path / "src/libbpf.c")
@@ -166,6 +168,13 @@ def test_c_sources_in_the_image_are_refused_with_what_is_missing(image, env, sta
     assert res.returncode == 5 and "clang is not installed" in res.stderr, res.stderr
     assert kernel_xdp(env.ifname, env.netns) == {}
     assert state.files() == []
+    res = podman_run(image, "attach", env.ifname, "/src/xdp_pass.o", "--json", netns=env.netns, state=state,
+                     mounts=mounts)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["program"] == "xdp_pass" and kernel_xdp(env.ifname, env.netns) == {doc["mode"]: doc["prog_id"]}
+    res = podman_run(image, "detach", env.ifname, netns=env.netns, state=state)
+    assert res.returncode == 0 and kernel_xdp(env.ifname, env.netns) == {} and state.files() == [], res.stderr
 
 
 def test_the_daemonset_runs_this_image_as_built(image, env, state, tmp_path):
