@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from lib.cli import OFFLOAD
 from lib.helpers import ROOT, need_tool
-from lib.kernel import kernel_xdp, xdp_ids
+from lib.kernel import kernel_xdp
 from prometheus_client.parser import text_string_to_metric_families
 
 from offload.bench.frames import ipv4_udp
@@ -75,6 +75,18 @@ def start_watch(env, tmp_path, *extra: str) -> tuple[subprocess.Popen, str]:
     return proc, m.group(1)
 
 
+def wait_attached(url: str) -> tuple[str, dict]:
+    """The first scrape after watch's program is attached, pinned and recorded (between the
+    kernel's attach and the record, it is not yet known as offload's and has no counters)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        text, samples = scrape(url)
+        if labels_of(samples, "offload_xdp_packets_total"):
+            return text, samples
+        time.sleep(0.05)
+    raise AssertionError(f"watch attached nothing within 60 s: {text}")
+
+
 def stop(proc: subprocess.Popen) -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -91,12 +103,9 @@ def test_metrics_endpoint_counts_live_traffic_and_shows_foreign_programs(env, tm
     tf = tmp_path / "textfile"
     proc, url = start_watch(env, tmp_path, "--textfile-dir", str(tf))
     try:
-        deadline = time.time() + 60
-        while env.ifname not in xdp_ids(env.netns) and time.time() < deadline:
-            time.sleep(0.05)
+        text, before = wait_attached(url)
         ours = kernel_xdp(env.ifname, env.netns)
         (mode, prog_id), = ours.items()
-        text, before = scrape(url)
         n = 1000
         size = send_frames(env, env.peer, n)
         _, after = scrape(url)
@@ -304,6 +313,7 @@ def test_prometheus_scrapes_watch_and_sees_new_frames(env, tmp_path):
 
     q = f'offload_xdp_packets_total{{action="drop",device="{env.ifname}",netns="{env.netns}"}}'
     try:
+        wait_attached(url)
         assert settles_at(q, env.offload_json("stats", env.ifname)["packets"]["drop"]) is not None
         for _ in range(2):
             send_frames(env, env.peer, 1000)
