@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from offload.errors import EnvironmentProblem
-from offload.kernel import bpfsys, netns, rtnl
-from offload.load import pins
+from offload.kernel import bpfsys, clock, netns, rtnl
+from offload.load import dispatcher, pins
 from offload.probe.modes import Mode
 
 
@@ -31,10 +31,15 @@ def status() -> dict:
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
             mine = pid in own
-            rows.append({"interface": link.name, "ifindex": link.ifindex, "mode": m, "prog_id": pid,
-                         "name": info.name if info else None, "ours": mine if have_pins else None,
+            attached_at = (meta or {}).get("attached_at") if mine else None
+            if attached_at is not None and clock.normalise(attached_at) is None:
+                warnings.append(f"{link.name}: the record's attached_at {attached_at!r} is not a time; "
+                                f"offload detach {link.name} and attach again to rewrite it")
+            rows.append({"interface": link.name, "ifindex": link.ifindex, "mode": m,
+                         **dispatcher.prog_fields(pid, info), "ours": mine if have_pins else None,
                          "program": (meta or {}).get("program") if mine else None,
-                         "attached_at": (meta or {}).get("attached_at") if mine else None})
+                         "attached_at": clock.normalise(attached_at),
+                         "dispatcher": dispatcher.read(link.ifindex, info) if info else None})
     stale = [s.iface for s in pins.slots(ns) if s.iface not in {r["interface"] for r in rows if r["ours"]}]
     return {"netns": ns, "attachments": rows, "stale_pins": stale if have_pins else [], "warnings": warnings}
 
