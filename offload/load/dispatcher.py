@@ -99,6 +99,9 @@ def _slot_prog(dir_fd: int, slot: int, dispatcher_id: int) -> int:
         raise PermissionError(f"{name} is not a pinned object")
     fd = bpfsys.obj_get(f"/proc/self/fd/{dir_fd}/{name}")
     try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:   # a link's fdinfo names its type; a program's does not
+            if not any(line.startswith("link_type:") for line in f):
+                raise PermissionError(f"{name} is not a BPF link")
         link = bpfsys.link_info(fd)
     finally:
         os.close(fd)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from offload.errors import EnvironmentProblem
+from offload.errors import EnvironmentProblem, UsageError
 from offload.kernel import bpfsys, clock, netns, rtnl
 from offload.load import dispatcher, pins
 from offload.probe.modes import Mode
@@ -54,8 +54,9 @@ def status_all() -> dict:
         try:
             with netns.inside(ns):
                 per_ns.append(status())
-        except OSError as e:   # a namespace removed while we walk: nothing to show for it
-            per_ns.append({"netns": ns, "attachments": [], "stale_pins": [], "warnings": [str(e)]})
+        except (OSError, UsageError) as e:   # a namespace removed while we walk: nothing to show for it
+            per_ns.append({"netns": ns, "attachments": [], "stale_pins": [],
+                           "warnings": [getattr(e, "message", None) or str(e)]})
     orphans = gc.collect(dry_run=True)
     return {"namespaces": per_ns, "orphans": orphans["freed"], "renamed": orphans["renamed"],
             "recovered": orphans["recovered"]}
