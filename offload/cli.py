@@ -152,7 +152,9 @@ class _Group(click.Group):
             e.show()
             from offload import jsondoc
 
-            click.echo(json.dumps(jsondoc.error(e.format_message(), "offload --help", e.exit_code)))
+            ctx = getattr(e, "ctx", None)   # usage errors know their command: `offload attach --help`
+            hint = f"{ctx.command_path if ctx else 'offload'} --help"
+            click.echo(json.dumps(jsondoc.error(e.format_message(), hint, e.exit_code)))
             sys.exit(e.exit_code)
         except click.Abort:
             _fail("interrupted", None, Exit.FAILED, as_json=True)

@@ -139,3 +139,22 @@ def test_decode_refuses_what_is_not_a_config():
     assert dispatcher.decode_config(b"\0" * 16) is None
     assert dispatcher.decode_config(v2(11, [], [])) is None      # more slots than libxdp has
     assert dispatcher.action_names(1 << 31) == []                 # XDP_DISPATCHER_RETVAL: no action
+
+
+def test_internal_error_is_json_with_exit_70(monkeypatch):
+    """A bug (here: an exception injected where the catalogue is read) is exit 70, and with --json
+    an error document naming it, no traceback."""
+    from click.testing import CliRunner
+
+    from offload.load import programs
+
+    def broken():
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(programs, "catalogue", broken)
+    res = CliRunner().invoke(cli.main, ["programs", "--json"])
+    assert res.exit_code == 70
+    first = next(line for line in res.stdout.splitlines() if line.startswith("{"))   # stderr may be mixed in
+    doc = validate(json.loads(first), "error")["error"]
+    assert doc["exit_code"] == 70 and doc["message"] == "RuntimeError: injected" and "OFFLOAD_DEBUG" in doc["hint"]
+    assert "Traceback" not in res.output
