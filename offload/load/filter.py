@@ -102,9 +102,18 @@ class _Maps:
         self.close()
 
 
+EDIT_LOCK_S = 10.0
+
+
+def _edit_lock():
+    # Two edits at once would each read the trie, both call a prefix "added", and one's rollback
+    # could then delete the other's entry: edits take turns (each takes milliseconds).
+    return pins.locked("filter.lock", EDIT_LOCK_S, "another filter edit", "wait for it and try again")
+
+
 def add(iface: str, items: list[str]) -> dict:
     nets = parse_prefixes(items)
-    with _Maps(iface) as m:
+    with _edit_lock(), _Maps(iface) as m:
         added = add_to_maps(m.fd4, m.fd6, nets)
     return {"interface": iface, "added": [str(n) for n in added],
             "already_present": [str(n) for n in nets if n not in added]}
@@ -112,7 +121,7 @@ def add(iface: str, items: list[str]) -> dict:
 
 def delete(iface: str, items: list[str]) -> dict:
     nets = parse_prefixes(items)
-    with _Maps(iface) as m:
+    with _edit_lock(), _Maps(iface) as m:
         removed = delete_from_maps(m.fd4, m.fd6, nets)
     return {"interface": iface, "removed": [str(n) for n in removed],
             "not_present": [str(n) for n in nets if n not in removed]}

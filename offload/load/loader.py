@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from offload.errors import CompileError, LoadError, UsageError, VerifierError
 from offload.kernel.bpfobj import BpfObject, ObjectError
+from offload.kernel.legacyobj import LegacyError, LegacyLoaded, LegacyObject
 from offload.load.programs import Program
 from offload.load.stderr import captured_stderr
 
@@ -74,10 +75,27 @@ class BccLoaded(Loaded):
         self.bpf.cleanup()
 
 
+@dataclass
+class LegacyObjectLoaded(Loaded):
+    loaded: LegacyLoaded
+
+    @property
+    def fd(self) -> int:     # type: ignore[override]
+        return self.loaded.fd
+
+    def maps(self) -> dict[str, int]:
+        return dict(self.loaded.map_fds)
+
+    def close(self) -> None:
+        self.loaded.close()
+
+
 def load(prog: Program, hw_device: str | None = None) -> Loaded:
     """Load `prog` (bound to `hw_device` for hardware offload)."""
     if prog.kind == "bcc":
         return _load_bcc(prog, hw_device)
+    if prog.legacy:
+        return _load_legacy(prog, hw_device)
     return load_object(prog, str(prog.object_for(hw=hw_device is not None)), hw_device)
 
 
@@ -119,6 +137,27 @@ def load_object(prog: Program, path: str, hw_device: str | None = None) -> Objec
     except BaseException:
         obj.close()
         raise
+
+
+def _load_legacy(prog: Program, hw_device: str | None) -> LegacyObjectLoaded:
+    assert prog.entry and prog.object_path
+    where = f" for offload to {hw_device}" if hw_device else ""
+    ifindex = 0
+    if hw_device:
+        try:
+            ifindex = socket.if_nametoindex(hw_device)
+        except OSError:
+            raise UsageError(f"no such interface in this network namespace: {hw_device}") from None
+    try:
+        return LegacyObjectLoaded(LegacyObject(str(prog.object_path)).load(prog.entry, ifindex))
+    except LegacyError as e:
+        code = e.errno or errno.EINVAL
+        said = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+        verifier = getattr(e, "log", "")
+        if _is_verifier_log(verifier):
+            raise VerifierError(f"the verifier rejected {prog.name}{where}: {said}\n{_verifier_tail(verifier)}",
+                                hint="the last lines of the verifier log are above")
+        raise LoadError(f"the kernel refused to load {prog.name}{where}: {e.strerror}") from None
 
 
 def _is_verifier_log(text: str) -> bool:

@@ -46,6 +46,9 @@ def _is_bpffs(mounts: str, where: str) -> bool:
         return False
 
 
+is_bpffs = _is_bpffs   # libxdp's pins (load/dispatcher.py) are looked for the same way
+
+
 def require_bpffs() -> None:
     """Make BPFFS point at the host's bpffs, or say how to mount it.
 
@@ -377,6 +380,36 @@ def state_file(name: str) -> int:
             if e.errno == errno.ELOOP:
                 raise _unsafe(str(RUN / name), "it is a symbolic link") from None
             raise
+
+
+@contextmanager
+def locked(name: str, timeout: float, who: str, hint: str) -> Iterator[None]:
+    """Hold an exclusive flock on offload's state file `name` (waiting up to `timeout` seconds);
+    the holder's pid is written into it so a waiter can say who holds it."""
+    import fcntl
+    import time
+
+    with os.fdopen(state_file(name), "r+") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.seek(0)
+                    holder = f.read(32).strip() or "?"
+                    raise RefusedError(f"{who} holds {RUN / name} (pid {holder}) and did not finish within "
+                                       f"{timeout:g}s", hint=hint) from None
+                time.sleep(0.02)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def namespaces() -> list[str]:

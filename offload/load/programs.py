@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.util
 import os
 import re
 import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offload.data import LIBRARY, cache_dir, data_dir
 from offload.errors import CompileError, EnvironmentProblem, UsageError
 from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
 from offload.load import compile as compile_mod
 from offload.load.stderr import captured_stderr
+
+if TYPE_CHECKING:
+    from offload.kernel.legacyobj import LegacyObject
 
 USER_ENTRY = "xdp_prog"            # the function a bcc-dialect file exports
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")   # XDP action values 0..4
@@ -71,6 +76,7 @@ class Program:
     object_path: Path | None = None            # object and libbpf kinds
     globals: list[tuple[GlobalVar, bytes]] = field(default_factory=list)   # params as initial values
     text: str | None = None        # bcc: source with local includes inlined
+    legacy: bool = False           # object with `SEC("maps")` definitions (kernel.legacyobj loads it)
 
     @property
     def library(self) -> bool:
@@ -131,9 +137,13 @@ def objects_cache() -> Path:
 
 
 def summary(path: Path) -> str:
-    """First line of the program's top comment."""
-    m = re.match(r"\s*/\*\s*(?:[\w.-]+:\s*)?(.*?)\n", path.read_text())
-    return m.group(1).strip() if m else ""
+    """The first sentence of the program's top comment (which may run over several lines)."""
+    m = re.match(r"\s*/\*(.*?)(?:\*/|\n\s*\*?\s*\n)", path.read_text(), re.S)
+    if not m:
+        return ""
+    text = " ".join(ln.strip().lstrip("*").strip() for ln in m.group(1).splitlines())
+    text = re.sub(r"^[\w.-]+:\s*", "", text.strip())          # "reflect: ..." names the program
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
 
 
 def catalogue() -> list[dict]:
@@ -252,6 +262,12 @@ def _library_program(name: str, params: dict[str, str]) -> Program:
 
 
 def _bcc_program(path: Path, params: dict[str, str]) -> Program:
+    if importlib.util.find_spec("bcc") is None:   # found, not imported: bcc costs ~100 ms
+        raise EnvironmentProblem(
+            f"{path}: bcc-dialect C needs bcc, which is not installed here",
+            hint="install bcc and the kernel's headers (Debian: python3-bpfcc linux-headers-amd64; scripts/setup "
+                 "does this; offload's container image has neither), or write the program in libbpf style "
+                 "(SEC(\"xdp\")), compile it with clang -O2 -g -target bpf and attach the object")
     text = inline_includes(path.resolve())
     if not re.search(rf"\b{USER_ENTRY}\s*\(", text):
         raise UsageError(f"{path}: no function {USER_ENTRY}(struct xdp_md *ctx): offload attaches that entry "
@@ -277,11 +293,10 @@ def _object_program(obj_path: Path, params: dict[str, str], prog: str | None, se
             err = e
     if obj is None:
         detail = _libbpf_lines(log[0])
-        hint = ("its maps are legacy `struct bpf_map_def SEC(\"maps\")` definitions, which libbpf 1.0 and later "
-                "(and so ip and xdp-loader too) refuse: declare them as BTF maps in SEC(\".maps\") and rebuild"
-                if "legacy map definitions" in detail else "is it an object made by clang -target bpf?")
+        if "legacy map definitions" in detail:
+            return _legacy_program(obj_path, data, params, prog, section, kind, named)
         raise UsageError(f"{named}: libbpf cannot open it: {os.strerror(err.errno or errno.EINVAL)}"
-                         + (f" ({detail})" if detail else ""), hint=hint)
+                         + (f" ({detail})" if detail else ""), hint="is it an object made by clang -target bpf?")
     with obj:
         chosen = _choose(obj, named, prog, section)
         variables = obj.globals()
@@ -296,7 +311,29 @@ def _object_program(obj_path: Path, params: dict[str, str], prog: str | None, se
                    section=chosen.section, object_path=obj_path.resolve(), globals=values)
 
 
-def _choose(obj: BpfObject, named: Path, prog: str | None, section: str | None):
+def _legacy_program(obj_path: Path, data: bytes, params: dict[str, str], prog: str | None, section: str | None,
+                    kind: str, named: Path) -> Program:
+    """libbpf 1.x refuses `struct bpf_map_def SEC("maps")`; offload loads such objects itself."""
+    from offload.kernel.legacyobj import LegacyError, LegacyObject
+
+    try:
+        obj = LegacyObject(str(obj_path))
+    except LegacyError as e:
+        raise UsageError(f"{named}: {e.strerror.removeprefix(f'{obj_path}: ')}",
+                         hint="declare the maps as BTF maps in SEC(\".maps\") and rebuild") from None
+    chosen = _choose(obj, named, prog, section)
+    if problem := obj.problem(chosen.name):
+        raise UsageError(f"{named}: {chosen.name} has legacy map definitions, and {problem}",
+                         hint="declare the maps as BTF maps in SEC(\".maps\") and rebuild")
+    if params:
+        raise UsageError(f"{named}: has legacy map definitions and no global variables to set with --param "
+                         f"({', '.join(params)})")
+    digest = hashlib.sha256(data + chosen.name.encode()).hexdigest()
+    return Program(named.stem, named.resolve(), kind, params, sha256=digest, entry=chosen.name,
+                   section=chosen.section, object_path=obj_path.resolve(), legacy=True)
+
+
+def _choose(obj: BpfObject | LegacyObject, named: Path, prog: str | None, section: str | None):
     progs = obj.programs()
     xdp = [p for p in progs if p.is_xdp]
     listed = ", ".join(f"{p.name} (section {p.section})" for p in xdp)

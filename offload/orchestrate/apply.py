@@ -7,17 +7,15 @@ and on a failure puts back everything this run changed (unless best effort).
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import OffloadError, RefusedError, UsageError
-from offload.kernel import bpfsys, netns, xdp
+from offload.kernel import bpfsys, clock, netns, xdp
 from offload.load import attach as attach_mod
 from offload.load import guard, pins
 from offload.load.ownership import ownership
@@ -53,30 +51,9 @@ def compute_plan(pol: Policy) -> list[plan_mod.Item]:
     return plan_mod.make_plan(pol, assessed, current_state([a.facts for a in assessed]))
 
 
-@contextmanager
 def apply_lock(timeout: float):
-    fd = pins.state_file("apply.lock")   # in offload's verified state tree, never through a link
-    with os.fdopen(fd, "r+") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    f.seek(0)
-                    holder = f.read(32).strip() or "?"
-                    raise RefusedError(f"another apply holds {LOCK} (pid {holder}) and did not finish within "
-                                       f"{timeout:g}s", hint="wait for it, or raise --lock-timeout")
-                time.sleep(0.05)
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    # In offload's verified state tree, never through a link.
+    return pins.locked("apply.lock", timeout, "another apply", "wait for it, or raise --lock-timeout")
 
 
 class Journal:
@@ -137,7 +114,7 @@ class Journal:
     def write(self, event: str, **fields) -> None:
         first = not self._started
         self._rotate()
-        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": self.run, "netns": self.netns,
+        rec = {"time": clock.rfc3339(), "run": self.run, "netns": self.netns,
                "event": event, **fields}
         fd = self._open()
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from lib.cli import OFFLOAD, offload
 from lib.kernel import netns_list
+from lib.schemas import validate
 
 pytestmark = pytest.mark.root
 
@@ -34,7 +35,9 @@ def leftovers(pid: int) -> list[str]:
 
 def test_demo_json_tells_the_whole_story(tmp_path):
     plot = tmp_path / "demo.png"
-    doc = json.loads(offload("demo", "--json", "--plot", str(plot)).stdout)
+    doc = validate(json.loads(offload("demo", "--json", "--plot", str(plot)).stdout), "demo")
+    validate(doc["probe"], "probe")
+    validate({"schema_version": 1, **doc["bench"]}, "bench")
     assert doc["lab"]["netns"] not in netns_list()
     assert not Path(f"/sys/fs/bpf/offload/{doc['lab']['netns']}").exists()
     rec = {i["name"].split("-", 1)[-1]: i["recommended"]["mode"] for i in doc["probe"]["interfaces"]}

@@ -37,9 +37,9 @@ def test_nested_prefixes_each_have_an_entry(env):
     env.offload_json("attach", env.ifname, "filter", "--param", "prefixes=198.51.0.0/16,198.51.100.0/24")
     assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["198.51.0.0/16", "198.51.100.0/24"]
     res = env.offload_json("filter", "add", env.ifname, "198.51.100.128/25", "198.51.0.0/16")
-    assert res == {"interface": env.ifname, "added": ["198.51.100.128/25"], "already_present": ["198.51.0.0/16"]}
+    assert res == {"schema_version": 1, "interface": env.ifname, "added": ["198.51.100.128/25"], "already_present": ["198.51.0.0/16"]}
     res = env.offload_json("filter", "del", env.ifname, "198.51.0.0/16", "203.0.113.0/24")
-    assert res == {"interface": env.ifname, "removed": ["198.51.0.0/16"], "not_present": ["203.0.113.0/24"]}
+    assert res == {"schema_version": 1, "interface": env.ifname, "removed": ["198.51.0.0/16"], "not_present": ["203.0.113.0/24"]}
     assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["198.51.100.0/24", "198.51.100.128/25"]
     if env.kind == "veth":   # the /24 still drops once the /16 is gone
         with netns_mod.inside(env.netns):
@@ -50,3 +50,27 @@ def test_nested_prefixes_each_have_an_entry(env):
                 s.send(f)
         st = env.offload_json("stats", env.ifname)
         assert st["packets"]["drop"] == 3 and st["packets"]["pass"] == 2
+
+
+def test_concurrent_edits_take_turns(env):
+    """Two edits at once would both call a prefix "added" (and one's rollback could delete the
+    other's entry): an edit waits while another holds offload's filter lock, then runs."""
+    import json
+    import subprocess
+    import time
+
+    from lib.cli import OFFLOAD
+
+    from offload.load import pins
+
+    env.offload_json("attach", env.ifname, "filter")
+    with pins.locked("filter.lock", 5, "the test", ""):
+        cmd = [OFFLOAD, "filter", "add", env.ifname, "192.0.2.0/24", "--json", "--netns", env.netns]
+        waiting = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        assert waiting.poll() is None, "the edit ran while another held the lock"
+        assert env.offload_json("filter", "list", env.ifname)["prefixes"] == []   # reads do not wait
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["added"] == ["192.0.2.0/24"]
+    assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["192.0.2.0/24"]
