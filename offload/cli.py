@@ -422,7 +422,7 @@ REPEAT = Bounded(int, 1, 1000)
               help="Seconds before the window.")
 @click.option("--pkt-size", default=60, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
 @click.option("--threads", default=1, show_default=True, type=Bounded(int, 1, 1024),
-              help="Generator threads (one per CPU).")
+              help="Generator threads, each pinned to a CPU of its own (--lab: as many veth queues).")
 @click.option("--repeat", default=3, show_default=True, type=REPEAT, help="Runs per mode (median reported).")
 @click.option("--count", type=Bounded(int, 1, 10**9), help="Exact mode: send COUNT frames per run and count them all.")
 @click.option("--json", "as_json", is_flag=True)
@@ -482,7 +482,9 @@ def _progress(quiet: bool, echo: bool = True):
 
 
 def _bench_in_lab(harness, spec, pkt_size: int, progress) -> dict:
-    with lab_mod.temporary("bench", pairs=1, mtu=max(1500, pkt_size - 14)) as made:
+    harness.check_threads(spec.threads)   # before a lab with that many queues is built
+    # one rx/tx queue per generator thread, as a multi-queue NIC would spread them
+    with lab_mod.temporary("bench", pairs=1, mtu=max(1500, pkt_size - 14), queues=spec.threads) as made:
         spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b
         progress(f"lab {made.name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
         with netns.inside(made.netns):

@@ -23,6 +23,7 @@ from offload.load import pins
 PREFIX = "offload-lab-"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 MAX_PAIRS = 2000
+MAX_QUEUES = 1024   # as many as `bench --threads` takes (veth itself allows 4096)
 
 
 @dataclass
@@ -37,9 +38,10 @@ class Lab:
     netns: str
     pairs: list[Pair]
     mtu: int
+    queues: int = 1   # rx and tx queues of every veth
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "netns": self.netns, "mtu": self.mtu,
+        return {"name": self.name, "netns": self.netns, "mtu": self.mtu, "queues": self.queues,
                 "pairs": [{"a": p.a, "b": p.b} for p in self.pairs]}
 
 
@@ -57,11 +59,16 @@ def _check_name(name: str) -> None:
                          "(interface names must fit in 15 characters)")
 
 
-def up(name: str = "demo", pairs: int = 1, mtu: int = 1500, mtus: list[int] | None = None) -> Lab:
-    """Create lab `name`. `mtus` gives per-pair MTUs (else every pair gets `mtu`)."""
+def up(name: str = "demo", pairs: int = 1, mtu: int = 1500, mtus: list[int] | None = None,
+       queues: int = 1) -> Lab:
+    """Create lab `name`. `mtus` gives per-pair MTUs (else every pair gets `mtu`); every veth gets
+    `queues` rx and tx queues (a frame redirected into a veth lands on the peer's rx queue
+    `sending CPU % queues`, so one queue per generator CPU keeps the generators apart)."""
     _check_name(name)
     if not 1 <= pairs <= MAX_PAIRS:
         raise UsageError(f"--pairs must be between 1 and {MAX_PAIRS}, not {pairs}")
+    if not 1 <= queues <= MAX_QUEUES:
+        raise UsageError(f"a lab's veths take 1 to {MAX_QUEUES} queues, not {queues}")
     per_pair = mtus or [mtu] * pairs
     for m in per_pair:
         if not 68 <= m <= 65535:
@@ -82,11 +89,12 @@ def up(name: str = "demo", pairs: int = 1, mtu: int = 1500, mtus: list[int] | No
             ipr.link("set", index=1, state="up")  # loopback, for tools that expect it
             for i, m in enumerate(per_pair):
                 p = pair_names(name, i)
-                ipr.link("add", ifname=p.a, kind="veth", peer={"ifname": p.b, "mtu": m}, mtu=m)
+                q = {"num_tx_queues": queues, "num_rx_queues": queues}
+                ipr.link("add", ifname=p.a, kind="veth", peer={"ifname": p.b, "mtu": m, **q}, mtu=m, **q)
                 for dev in (p.a, p.b):
                     ipr.link("set", index=ipr.link_lookup(ifname=dev)[0], state="up")
                 made.append(p)
-        return Lab(name, ns, made, per_pair[0])
+        return Lab(name, ns, made, per_pair[0], queues)
     except BaseException:
         down(name)
         raise
@@ -106,10 +114,11 @@ def down(name: str) -> bool:
 
 
 @contextmanager
-def temporary(prefix: str, pairs: int = 1, mtus: list[int] | None = None, mtu: int = 1500) -> Iterator[Lab]:
+def temporary(prefix: str, pairs: int = 1, mtus: list[int] | None = None, mtu: int = 1500,
+              queues: int = 1) -> Iterator[Lab]:
     """A lab for the length of a block, named `prefix` plus this process's id, always removed."""
     name = f"{prefix}{os.getpid() % 10 ** (8 - len(prefix))}"
-    made = up(name, pairs=pairs, mtu=mtu, mtus=mtus)
+    made = up(name, pairs=pairs, mtu=mtu, mtus=mtus, queues=queues)
     try:
         yield made
     finally:
@@ -122,16 +131,18 @@ def list_labs() -> list[Lab]:
         if not ns.startswith(PREFIX):
             continue
         name = ns[len(PREFIX):]
-        pairs, mtu = [], 0
+        pairs, mtu, queues = [], 0, 1
         try:
             with netns.inside(ns), IPRoute() as ipr:
-                names = {m.get_attr("IFLA_IFNAME"): m.get_attr("IFLA_MTU") for m in ipr.get_links()}
+                names = {m.get_attr("IFLA_IFNAME"): (m.get_attr("IFLA_MTU"), m.get_attr("IFLA_NUM_RX_QUEUES"))
+                         for m in ipr.get_links()}
         except UsageError:   # removed (lab down elsewhere) between the listing and the look inside
             continue
         i = 0
         while (p := pair_names(name, i)).a in names:
             pairs.append(p)
-            mtu = mtu or names[p.a]
+            if not mtu:
+                mtu, queues = names[p.a][0], names[p.a][1] or 1
             i += 1
-        labs.append(Lab(name, ns, pairs, mtu))
+        labs.append(Lab(name, ns, pairs, mtu, queues))
     return labs

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from offload.bench import queues
 from offload.bench.frames import udp_frame
 from offload.bench.generators import live_frames as livegen
 from offload.bench.generators import pktgen
 from offload.errors import EnvironmentProblem, NoModeError, OffloadError, UsageError
 from offload.kernel import genl
+from offload.kernel.ethstats import EthStats
 from offload.load import attach as attach_mod
 from offload.load import programs, stats
 from offload.probe import modes
@@ -59,6 +61,20 @@ class CounterSample:
     sent: float
     utime: float
     stime: float
+    per_cpu: list[int] | None = None            # the program's count per CPU
+    tx_stats: dict[str, int] = field(default_factory=dict)   # the drivers' own statistics
+    rx_stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Devices:
+    """The two ends, and a reader of their driver statistics for the whole benchmark."""
+
+    tx: str
+    rx: str
+    rx_idx: int
+    ethstats: EthStats
+    ipr: IPRoute   # opened once: the program's counter and stats64 are read back to back
 
 
 @dataclass
@@ -69,14 +85,14 @@ class Outcome:
     partial: str | None = None
 
 
-def _iface_rx_packets(ifindex: int) -> int:
-    with IPRoute() as ipr:
-        (msg,) = ipr.get_links(ifindex)
+def _iface_rx_packets(ipr: IPRoute, ifindex: int) -> int:
+    (msg,) = ipr.get_links(ifindex)
     return msg.get_attr("IFLA_STATS64")["rx_packets"]
 
 
-def _counted(rx: str) -> int:
-    return sum(stats.read(rx)["packets"].values())
+def _counted(rx: str) -> tuple[int, list[int] | None]:
+    st = stats.read(rx)
+    return sum(st["packets"].values()), st.get("per_cpu_packets")
 
 
 def _mac(ifname: str) -> bytes:
@@ -89,6 +105,8 @@ class _Generator:
     """Common face of pktgen and live-frames for the harness."""
 
     name: str
+
+    def cpus(self) -> list[dict]: return []
 
     def start(self, count_per_thread: int | None) -> None: ...
     def sent(self) -> float: ...
@@ -133,6 +151,9 @@ class _Live(_Generator):
     def errors(self):
         return self.g.errors()
 
+    def cpus(self) -> list[dict]:
+        return [{"pinned": t.cpu, "ran_on": sorted(t.ran_on)} for t in self.g.threads]
+
 
 class _Pktgen(_Generator):
     name = "pktgen"
@@ -167,6 +188,9 @@ class _Pktgen(_Generator):
     def errors(self):
         return [f"{r.device}: {r.errors} errors" for r in self.final if r.errors]
 
+    def cpus(self) -> list[dict]:
+        return [{"pinned": c, "ran_on": [c]} for c in self.cfg.threads]   # kpktgend_N is bound to CPU N
+
 
 def choose_generator(name: str) -> str:
     if name not in GENERATORS:
@@ -180,7 +204,8 @@ def choose_generator(name: str) -> str:
     return "live-frames"
 
 
-def validate(spec: Spec) -> tuple[int, int]:
+def validate(spec: Spec) -> tuple[int, int, dict]:
+    """The two ifindexes and the devices' facts, or UsageError naming what is wrong."""
     if spec.tx == spec.rx:
         raise UsageError(f"--tx and --rx are the same device ({spec.tx}): the generator and the program under "
                          "test need two ends of a link")
@@ -199,11 +224,39 @@ def validate(spec: Spec) -> tuple[int, int]:
         raise UsageError(f"--pkt-size {spec.pkt_size} is below Ethernet's minimum frame of 60 bytes")
     if spec.pkt_size > rx_mtu + 14:
         raise UsageError(f"--pkt-size {spec.pkt_size} exceeds {spec.rx}'s MTU {rx_mtu} (+14 bytes of Ethernet header)")
-    if spec.threads < 1 or spec.threads > (os.cpu_count() or 1):
-        raise UsageError(f"--threads must be between 1 and {os.cpu_count()}")
+    check_threads(spec.threads)
     if spec.duration <= 0 or spec.repeat < 1:
         raise UsageError("--duration must be positive and --repeat at least 1")
-    return idx["tx"], idx["rx"]
+    return idx["tx"], idx["rx"], {d.name: d for d in devs}
+
+
+def check_threads(threads: int) -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    if threads < 1 or threads > len(usable):
+        raise UsageError(f"--threads {threads}: each generator thread is pinned to a CPU of its own, and this "
+                         f"process may run on {len(usable)} (CPUs {','.join(map(str, usable))}): use 1 to {len(usable)}")
+
+
+def queue_notes(spec: Spec, cpus: list[int], rx_queues: int | None, rx_kind: str | None,
+                channels: dict | None) -> list[str]:
+    """What the generator threads' CPUs mean for the receive queues (pure; the run reports the counts)."""
+    if rx_kind == "veth" and rx_queues:
+        # veth_xdp_xmit() puts a redirected frame on the peer's rx queue `sending CPU % queues`
+        used = sorted({c % rx_queues for c in cpus})
+        if len(used) < len(cpus):
+            return [f"{len(cpus)} generator threads (CPUs {','.join(map(str, cpus))}) share {len(used)} of "
+                    f"{spec.rx}'s {rx_queues} rx queue(s) (a veth takes a frame on queue `CPU % queues`): their "
+                    "frames contend for one ring of 256 and the overflow is real loss, counted in loss_ratio; "
+                    "a lab built with --threads N has N queues"]
+        return []
+    if len(cpus) > 1:
+        ch = channels or {}
+        rxq = ch.get("combined_count") or ch.get("rx_count") or rx_queues
+        return [f"{len(cpus)} generator threads on CPUs {','.join(map(str, cpus))}: the tx driver picks its XDP "
+                f"transmit queue by CPU, and {spec.rx} spreads what it receives over its "
+                f"{rxq if rxq else 'unknown number of'} rx queue(s) by its own RSS; the per-queue counts are the "
+                "drivers' own statistics, where they keep them"]
+    return []
 
 
 def resolve_modes(spec: Spec) -> tuple[list[str], list[dict]]:
@@ -223,20 +276,49 @@ def resolve_modes(spec: Spec) -> tuple[list[str], list[dict]]:
     return run, skipped
 
 
-def _sample(rx: str, rx_idx: int, gen: _Generator) -> CounterSample:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return CounterSample(time.monotonic(), _counted(rx), _iface_rx_packets(rx_idx), gen.sent(), ru.ru_utime, ru.ru_stime)
+def _sample(dev: Devices, gen: _Generator) -> CounterSample:
+    tx_stats = dev.ethstats.read(dev.tx)
+    counted, per_cpu = _counted(dev.rx)
+    iface = _iface_rx_packets(dev.ipr, dev.rx_idx)
+    t, sent, ru = time.monotonic(), gen.sent(), resource.getrusage(resource.RUSAGE_SELF)
+    return CounterSample(t, counted, iface, sent, ru.ru_utime, ru.ru_stime, per_cpu, tx_stats,
+                         dev.ethstats.read(dev.rx))
 
 
-def _window(a: CounterSample, b: CounterSample) -> dict:
+def where(a: CounterSample, b: CounterSample, gen_sent: int, received: int, exact: bool = False,
+          xdp_xmit: bool = True) -> dict:
+    """Loss, per-queue and per-CPU counts between two samples. The frames sent are the generator's
+    count when `exact` (--count), else the tx driver's own (xmit + xmit errors: exact at a window's
+    edges, where the generator's is interpolated) when it keeps one. `xdp_xmit`: the generator
+    transmits through the driver's XDP path (live frames; pktgen does not, so the driver's XDP
+    counters say nothing of its frames and loss is tx - rx).
+
+    veth's per-queue tx counters are plain adds on the receiving queue's stats, so when generator
+    CPUs share a queue their updates can race and lose a few (16 in 400,000 seen here): with
+    --count the generator's own count is the reference."""
+    view = queues.queue_view(queues.delta(a.tx_stats, b.tx_stats), queues.delta(a.rx_stats, b.rx_stats))
+    if not xdp_xmit:
+        view = {**view, "xmit": None, "xmit_errors": None}
+    driver = view["xmit"] + view["xmit_errors"] if view["xmit"] is not None and view["xmit_errors"] is not None \
+        else None
+    return {**queues.loss_fields(gen_sent if driver is None or exact else driver, received, view),
+            "tx_driver_packets": driver, "rx_queue_packets": view["rx_queue_packets"],
+            "rx_cpus": queues.cpu_view(a.per_cpu, b.per_cpu), "queues": view["queues"]}
+
+
+def _window(a: CounterSample, b: CounterSample, xdp_xmit: bool = True) -> dict:
     dt = b.t - a.t
-    tx, rx, iface = b.sent - a.sent, b.counted - a.counted, b.iface_rx - a.iface_rx
-    return {"window_s": round(dt, 3), "tx_packets": int(tx), "tx_pps": round(tx / dt), "rx_packets": rx,
+    gen_tx, rx, iface = b.sent - a.sent, b.counted - a.counted, b.iface_rx - a.iface_rx
+    placed = where(a, b, int(gen_tx), rx, xdp_xmit=xdp_xmit)
+    # The tx driver's own count is exact at the window's edges; the generator's is interpolated.
+    tx = placed["tx_driver_packets"] if placed["tx_driver_packets"] is not None else gen_tx
+    return {"window_s": round(dt, 3), "tx_packets": int(tx), "generator_tx_packets": int(gen_tx),
+            "tx_pps": round(tx / dt), "rx_packets": rx,
             "rx_pps": round(rx / dt), "iface_rx_packets": iface, "loss": round(1 - rx / tx, 4) if tx else None,
             "accounting_diff": round(abs(rx - iface) / iface, 5) if iface else None,
             # Python's own CPU (user time, all threads) vs. the generator working in the kernel (sys time)
             "harness_cpu_pct": round(100 * (b.utime - a.utime) / dt, 2),
-            "kernel_generator_cpu_pct": round(100 * (b.stime - a.stime) / dt, 1)}
+            "kernel_generator_cpu_pct": round(100 * (b.stime - a.stime) / dt, 1), **placed}
 
 
 def _median(runs: list[dict], key: str):
@@ -251,6 +333,7 @@ def summarize(mode: str, generator: str, runs: list[dict]) -> dict:
     res = {"mode": mode, "generator": generator, "tx_pps": _median(runs, "tx_pps"),
            "rx_pps": _median(runs, "rx_pps"), "rx_packets": _median(runs, "rx_packets"),
            "iface_rx_packets": _median(runs, "iface_rx_packets"), "loss": _median(runs, "loss"),
+           "loss_ratio": _median(runs, "loss_ratio"), "xmit_errors": _median(runs, "xmit_errors"),
            "runs": runs}
     rx = [r["rx_pps"] for r in runs if r.get("rx_pps") is not None]
     res["rx_pps_spread"] = [min(rx), max(rx)] if rx else None
@@ -269,7 +352,7 @@ def host_info() -> dict:
 
 
 def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
-    tx_idx, rx_idx = validate(spec)
+    tx_idx, rx_idx, facts = validate(spec)
     gen_name = choose_generator(spec.generator)
     to_run, skipped = resolve_modes(spec)
     if gen_name == "pktgen" and "generic" in to_run:
@@ -283,16 +366,19 @@ def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
     out = Outcome(skipped=skipped)
     frame = udp_frame(spec.pkt_size, _mac(spec.tx), _mac(spec.rx))
     cpus = sorted(os.sched_getaffinity(0))[: spec.threads]
-    with sigterm_as_interrupt():
-        _run_modes(spec, gen_name, to_run, frame, cpus, rx_idx, out, progress)
+    rxf = facts[spec.rx]
+    out.notes += queue_notes(spec, cpus, rxf.num_rx_queues, rxf.kind, rxf.channels)
+    with sigterm_as_interrupt(), EthStats() as es, IPRoute() as ipr:
+        _run_modes(spec, gen_name, to_run, frame, cpus, Devices(spec.tx, spec.rx, rx_idx, es, ipr), out, progress)
     return {"results": out.results, "skipped": out.skipped, "host": host_info(),
            "config": {"tx": spec.tx, "rx": spec.rx, "program": spec.program, "generator": gen_name,
                       "duration": spec.duration, "warmup": spec.warmup, "pkt_size": spec.pkt_size,
-                      "threads": spec.threads, "repeat": spec.repeat, "count": spec.count},
+                      "threads": spec.threads, "repeat": spec.repeat, "count": spec.count,
+                      "generator_cpus": cpus, "rx_queues": rxf.num_rx_queues, "tx_queues": facts[spec.tx].num_tx_queues},
            "notes": out.notes, "partial": out.partial}
 
 
-def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus: list[int], rx_idx: int,
+def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus: list[int], dev: Devices,
                out: Outcome, progress: Callable[[str], None]) -> None:
     gen: _Generator | None = None
     try:
@@ -308,10 +394,10 @@ def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus:
             runs: list[dict] = []
             try:
                 if m == "generic" and gen_name == "live-frames":
-                    _enable_gro_for_redirect(spec.rx, rx_idx, out)
+                    _enable_gro_for_redirect(spec.rx, dev.rx_idx, out)
                 for r in range(spec.repeat):
                     progress(f"{m}: run {r + 1}/{spec.repeat} ({gen_name}, {spec.duration}s)")
-                    runs.append(_one_run(spec, gen, spec.rx, rx_idx))
+                    runs.append(_one_run(spec, gen, dev))
                 out.results.append(summarize(m, gen_name, runs))
             except KeyboardInterrupt:
                 out.partial = "interrupted"
@@ -335,26 +421,29 @@ def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus:
             gen.close()
 
 
-def _one_run(spec: Spec, gen: _Generator, rx: str, rx_idx: int) -> dict:
+def _one_run(spec: Spec, gen: _Generator, dev: Devices) -> dict:
     if spec.count is not None:  # exact count: send N to an idle receiver, count them all
-        before_c, before_i = _counted(rx), _iface_rx_packets(rx_idx)
+        a = _sample(dev, gen)
         per = spec.count // len(gen_cpus(gen))
         gen.start(per)
         gen.wait()
         time.sleep(0.2)  # let the receiver drain its queues
-        sent = int(gen.sent())
-        got, iface = _counted(rx) - before_c, _iface_rx_packets(rx_idx) - before_i
-        return {"tx_packets": sent, "rx_packets": got, "iface_rx_packets": iface, "tx_pps": None, "rx_pps": None,
-                "loss": round(1 - got / sent, 6) if sent else None}
-    gen.start(None)
-    try:
-        time.sleep(spec.warmup)
-        a = _sample(rx, rx_idx, gen)
-        time.sleep(spec.duration)
-        b = _sample(rx, rx_idx, gen)
-    finally:
-        gen.stop()
-    res = _window(a, b)
+        b = _sample(dev, gen)
+        sent, got = int(gen.sent()), b.counted - a.counted
+        res = {"tx_packets": sent, "rx_packets": got, "iface_rx_packets": b.iface_rx - a.iface_rx,
+               "tx_pps": None, "rx_pps": None, "loss": round(1 - got / sent, 6) if sent else None,
+               **where(a, b, sent, got, exact=True, xdp_xmit=gen.name == "live-frames")}
+    else:
+        gen.start(None)
+        try:
+            time.sleep(spec.warmup)
+            a = _sample(dev, gen)
+            time.sleep(spec.duration)
+            b = _sample(dev, gen)
+        finally:
+            gen.stop()
+        res = _window(a, b, xdp_xmit=gen.name == "live-frames")
+    res["generator_cpus"] = gen.cpus()
     if gen.errors():
         res["generator_errors"] = gen.errors()
     return res

@@ -9,8 +9,15 @@ from rich.text import Text
 from offload.probe.render import Col, Notes, count, fit, mpps
 
 
+def _pct(x: float) -> str:
+    return f"{x:.2%}" if x < 0.1 else f"{x:.0%}"
+
+
 def _loss(r: dict, notes: Notes) -> tuple[str, str]:
-    """The loss cell, never negative: rx above tx is the window's edges, not packets from nowhere."""
+    """The loss cell: frames the tx driver failed to hand over (its xmit errors) where it counts
+    them, else tx - rx, never negative: rx above tx is the window's edges, not packets from nowhere."""
+    if r.get("loss_ratio") is not None and any(run.get("loss_source") == "xdp_xmit_errors" for run in r["runs"]):
+        return _pct(r["loss_ratio"]), ""
     loss = r["loss"]
     if loss is None:
         return "-", ""
@@ -18,7 +25,37 @@ def _loss(r: dict, notes: Notes) -> tuple[str, str]:
         return "0%", notes.ref(f"{r['mode']}: the program counted {-loss:.2%} more frames than were sent in the "
                                 "window (the live-frames tx count is interpolated at the window's edges); loss "
                                 "shown as 0 (--count gives exact figures)")
-    return f"{loss:.2%}" if loss < 0.1 else f"{loss:.0%}", ""
+    return _pct(loss), ""
+
+
+def _shares(counts: dict[str, int] | None, label: str) -> str:
+    total = sum(counts.values()) if counts else 0
+    if not total:
+        return ""
+    return f"{label} " + " ".join(f"{k}:{n / total:.0%}" for k, n in sorted(counts.items(), key=lambda kv: int(kv[0])))
+
+
+def _sum_runs(r: dict, key: str) -> dict[str, int] | None:
+    acc: dict[str, int] = {}
+    for run in r["runs"]:
+        for k, n in (run.get(key) or {}).items():
+            acc[k] = acc.get(k, 0) + n
+    return acc or None
+
+
+def placement(r: dict) -> str:
+    """Where a mode's frames went, over its runs: rx queues, the CPUs the program ran on (the
+    receive side's NAPI), the generators' CPUs, xmit errors against tx - rx."""
+    parts = [p for p in (_shares(_sum_runs(r, "rx_queue_packets"), "rx queues"),
+                         _shares(_sum_runs(r, "rx_cpus"), "rx CPUs")) if p]
+    gens = [g for run in r["runs"] for g in run.get("generator_cpus") or []]
+    if gens:
+        parts.append("generator CPUs " + ",".join(str(c) for c in sorted({c for g in gens for c in g["ran_on"]})))
+    errs = [run["xmit_errors"] for run in r["runs"] if run.get("xmit_errors") is not None]
+    if errs:
+        tx_rx = [run["tx_minus_rx"] for run in r["runs"] if run.get("tx_minus_rx") is not None]
+        parts.append(f"xmit errors {count(sum(errs))} (tx-rx {count(max(sum(tx_rx), 0))})")
+    return f"{r['mode']}: " + "; ".join(parts) if parts else ""
 
 
 def bench_result(doc: dict, console: Console) -> None:
@@ -46,6 +83,9 @@ def bench_result(doc: dict, console: Console) -> None:
     line = ratios(doc)
     if line:
         console.print(line)
+    for r in doc["results"]:
+        if where := placement(r):
+            console.print(escape(where))
     for n in doc["notes"]:
         notes.ref(n)
     notes.print(console)

@@ -33,6 +33,7 @@ ETHTOOL_MSG_FEATURES_SET = 12
 ETHTOOL_MSG_RINGS_GET = 15
 ETHTOOL_MSG_CHANNELS_GET = 17
 ETHTOOL_FLAG_COMPACT_BITSETS = 1 << 0
+ETH_SS_STATS = 1       # the driver's own statistics (`ethtool -S`)
 ETH_SS_FEATURES = 4
 
 # include/uapi/linux/netdev.h: enum netdev_xdp_act, in the kernel's spelling.
@@ -218,6 +219,19 @@ def bitset_bits(raw: bytes | None) -> set[int]:
     return mask_bits(bitset_mask(raw))
 
 
+def strset_strings(reply: genlmsg) -> list[str]:
+    """The strings of a decoded ETHTOOL_MSG_STRSET_GET reply holding one set, by index."""
+    names: dict[int, str] = {}
+    sets = reply.get_attr("ETHTOOL_A_STRSET_STRINGSETS")
+    sset = sets.get_attr("ETHTOOL_A_STRINGSETS_STRINGSET") if sets else None
+    strings = sset.get_attr("ETHTOOL_A_STRINGSET_STRINGS") if sset else None
+    for s in strings.get_attrs("ETHTOOL_A_STRINGS_STRING") if strings else ():
+        names[s.get_attr("ETHTOOL_A_STRING_INDEX")] = s.get_attr("ETHTOOL_A_STRING_VALUE") or ""
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"ethtool string set with gaps in its indices: {sorted(names)[:8]}...")
+    return [names[i] for i in range(len(names))]
+
+
 class _Genl:
     """One generic-netlink socket bound once to a family; each dump names its message class."""
 
@@ -273,19 +287,24 @@ class Ethtool(_Genl):
     def __init__(self) -> None:
         super().__init__("ethtool", features_msg)
 
-    def feature_names(self) -> list[str]:
+    def _strings(self, set_id: int, ifindex: int | None = None) -> list[str]:
         msg = _request(strset_msg, ETHTOOL_MSG_STRSET_GET, "ETHTOOL_A_STRSET_HEADER")
+        if ifindex is not None:   # a device's own set (driver statistics); global sets need none
+            msg["attrs"][0][1]["attrs"].insert(0, ("ETHTOOL_A_HEADER_DEV_INDEX", ifindex))
         msg["attrs"].append(
             ("ETHTOOL_A_STRSET_STRINGSETS",
-             {"attrs": [("ETHTOOL_A_STRINGSETS_STRINGSET", {"attrs": [("ETHTOOL_A_STRINGSET_ID", ETH_SS_FEATURES)]})]})
+             {"attrs": [("ETHTOOL_A_STRINGSETS_STRINGSET", {"attrs": [("ETHTOOL_A_STRINGSET_ID", set_id)]})]})
         )
         self.sock.asyncore.marshal.msg_map[self.sock.prid] = strset_msg
         (reply,) = self.sock.nlm_request(msg, msg_type=self.sock.prid, msg_flags=NLM_F_REQUEST)
-        names: dict[int, str] = {}
-        sset = reply.get_attr("ETHTOOL_A_STRSET_STRINGSETS").get_attr("ETHTOOL_A_STRINGSETS_STRINGSET")
-        for s in sset.get_attr("ETHTOOL_A_STRINGSET_STRINGS").get_attrs("ETHTOOL_A_STRINGS_STRING"):
-            names[s.get_attr("ETHTOOL_A_STRING_INDEX")] = s.get_attr("ETHTOOL_A_STRING_VALUE")
-        return [names[i] for i in sorted(names)]
+        return strset_strings(reply)
+
+    def feature_names(self) -> list[str]:
+        return self._strings(ETH_SS_FEATURES)
+
+    def stat_names(self, ifindex: int) -> list[str]:
+        """The names of a device's driver statistics, in the order ETHTOOL_GSTATS returns values."""
+        return self._strings(ETH_SS_STATS, ifindex)
 
     def features(self) -> dict[int, tuple[set[str], set[str]]]:
         """ifindex -> (active feature names, names that cannot be changed: `ethtool -k`'s [fixed])."""

@@ -25,16 +25,19 @@ def read(iface: str) -> dict:
         raise NotAttachedError(f"{iface}: no program of offload's is attached", hint="offload status")
     packets = dict.fromkeys(ACTIONS, 0)
     nbytes = dict.fromkeys(ACTIONS, 0)
+    per_cpu: list[int] | None = None   # frames the program saw on each CPU (the receive side's CPUs)
     if "xdp_stats" in meta["maps"]:
         fd = slot.open_map("xdp_stats")
         try:
             ncpu = bpfsys.possible_cpus()
+            per_cpu = [0] * ncpu
             for i, action in enumerate(ACTIONS):
                 raw = bpfsys.map_lookup(fd, struct.pack("=I", i), 16 * ncpu)
                 for c in range(ncpu if raw else 0):
                     p, b = struct.unpack_from("=QQ", raw, 16 * c)
                     packets[action] += p
                     nbytes[action] += b
+                    per_cpu[c] += p
         finally:
             os.close(fd)
     elif "xdp_stats_hw" in meta["maps"]:
@@ -48,7 +51,8 @@ def read(iface: str) -> dict:
     else:
         return _run_counts(iface, meta)
     return {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
-            "counters": "offload", "time": clock.rfc3339(), "packets": packets, "bytes": nbytes}
+            "counters": "offload", "time": clock.rfc3339(), "packets": packets, "bytes": nbytes,
+            "per_cpu_packets": per_cpu}
 
 
 def _run_counts(iface: str, meta: dict) -> dict:

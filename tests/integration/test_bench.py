@@ -4,6 +4,7 @@ asserted: only what is exact (counts) or structural."""
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import time
@@ -105,3 +106,100 @@ def test_rx_removed_mid_run(env):
     doc = json.loads(out)
     assert doc["partial"] and "removed" in doc["partial"]
     assert not pins.exists(), "pins of the vanished device were left behind"
+
+
+CPUS = sorted(os.sched_getaffinity(0))
+two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="one CPU here: two generator threads need a CPU each")
+
+
+def _ethtool_s(env, lab, dev: str) -> dict[str, int]:
+    """Ground truth: the driver's statistics as `ethtool -S` prints them."""
+    out = env.cmd("ethtool", "-S", dev, netns=lab.netns).stdout
+    return {k.strip(): int(v) for k, v in (ln.split(":") for ln in out.splitlines()[1:])}
+
+
+def _delta(a: dict, b: dict) -> dict:
+    return {k: b[k] - a[k] for k in b}
+
+
+@two_cpus
+def test_two_threads_on_two_queues_count_exactly(env):
+    """--threads 2 on a 2-queue pair: every frame arrives, half on each queue, each counted on the
+    CPU of the generator that sent it; the per-queue figures match `ethtool -S`."""
+    made = env.make_lab(queues=2)
+    tx, rx = made.pairs[0].a, made.pairs[0].b
+    info = env.json_cmd("ip", "-d", "-j", "link", "show", "dev", rx, netns=made.netns)[0]
+    assert info["num_rx_queues"] == info["num_tx_queues"] == 2
+    before = _ethtool_s(env, made, tx), _ethtool_s(env, made, rx)
+    doc = json.loads(offload("bench", "--tx", tx, "--rx", rx, "--netns", made.netns, "--threads", "2",
+                             "--count", "200000", "--repeat", "1", "--json").stdout)
+    after = _ethtool_s(env, made, tx), _ethtool_s(env, made, rx)
+    assert [r["mode"] for r in doc["results"]] == ["native", "generic"] and doc["config"]["rx_queues"] == 2
+    assert not [n for n in doc["notes"] if "share" in n]
+    for r in doc["results"]:
+        (run,) = r["runs"]
+        assert run["tx_packets"] == run["tx_driver_packets"] == run["rx_packets"] == run["iface_rx_packets"] == 200000
+        assert run["loss_ratio"] == 0.0 and run["xmit_errors"] == 0 and run["tx_minus_rx"] == 0
+        assert run["unexplained"] == 0 and run["loss_source"] == "xdp_xmit_errors"
+        # a veth takes a redirected frame on rx queue `CPU % queues`
+        assert run["rx_queue_packets"] == {str(c % 2): 100000 for c in CPUS[:2]}
+        assert run["generator_cpus"] == [{"pinned": c, "ran_on": [c]} for c in CPUS[:2]]
+        # the receive side's NAPI ran where the frames were sent from (veth schedules it locally)
+        assert run["rx_cpus"] == {str(c): 100000 for c in CPUS[:2]}
+    tx_d, rx_d = _delta(before[0], after[0]), _delta(before[1], after[1])
+    for q in (0, 1):   # both modes together, as ethtool saw them
+        assert tx_d[f"tx_queue_{q}_xdp_xmit"] == 200000 and tx_d[f"tx_queue_{q}_xdp_xmit_errors"] == 0
+        assert rx_d[f"rx_queue_{q}_xdp_packets"] == 200000
+        assert sum(run["queues"][q]["tx"]["xdp_xmit"] for r in doc["results"] for run in r["runs"]) == 200000
+
+
+@two_cpus
+def test_two_threads_on_one_queue_every_frame_accounted(env):
+    """Two generators into one rx ring: what overflows is counted as xmit errors, and sent =
+    received + errors, whatever the amount lost; `ethtool -S` agrees. veth's per-queue tx counters
+    are plain adds from both sending CPUs, so a few updates can race (16 in 400,000 seen): 0.1%."""
+    made = env.make_lab()
+    tx, rx = made.pairs[0].a, made.pairs[0].b
+    before = _ethtool_s(env, made, tx)
+    doc = json.loads(offload("bench", "--tx", tx, "--rx", rx, "--netns", made.netns, "--threads", "2",
+                             "--count", "400000", "--repeat", "2", "--modes", "native", "--json").stdout)
+    errors = _delta(before, _ethtool_s(env, made, tx))["tx_queue_0_xdp_xmit_errors"]
+    assert any("share 1 of" in n for n in doc["notes"])
+    (r,) = doc["results"]
+    for run in r["runs"]:
+        assert run["tx_packets"] == 400000 and abs(run["tx_driver_packets"] - 400000) <= 400
+        assert run["tx_minus_rx"] == 400000 - run["rx_packets"] >= 0
+        assert abs(run["unexplained"]) <= 400 and run["unexplained"] == run["tx_minus_rx"] - run["xmit_errors"]
+        assert run["loss_ratio"] == round(run["xmit_errors"] / 400000, 6)
+        assert sum(run["rx_queue_packets"].values()) == run["rx_packets"] and set(run["rx_queue_packets"]) <= {"0"}
+    assert sum(run["xmit_errors"] for run in r["runs"]) == errors
+
+
+@two_cpus
+def test_lab_threads_window_reports_loss_and_placement(tmp_path):
+    """--lab --threads 2 with a measured window: a 2-queue lab, the loss and placement fields in
+    the JSON, the CSV and the table."""
+    c = tmp_path / "runs.csv"
+    doc = json.loads(offload("bench", "--lab", "--threads", "2", "--duration", "1", "--warmup", "0.3",
+                             "--repeat", "1", "--modes", "native", "--json", "--csv", str(c)).stdout)
+    assert doc["config"]["rx_queues"] == doc["config"]["tx_queues"] == 2 and doc["config"]["generator_cpus"] == [0, 1]
+    (run,) = doc["results"][0]["runs"]
+    assert run["tx_packets"] == run["tx_driver_packets"] > 0
+    assert run["loss_ratio"] == round(run["xmit_errors"] / run["tx_packets"], 6)
+    # frames in the rings at the window's edges (at most 256 per queue) are all tx - rx may add
+    assert abs(run["unexplained"]) <= 2 * 256 + 0.01 * run["tx_packets"]
+    assert set(run["rx_queue_packets"]) == {"0", "1"} and set(run["rx_cpus"]) == {str(c) for c in CPUS[:2]}
+    row = next(csv.DictReader(c.open()))
+    assert row["loss_source"] == "xdp_xmit_errors" and row["rx_queue_packets"].startswith("0:")
+    table = offload("bench", "--lab", "--threads", "2", "--duration", "0.5", "--warmup", "0.2", "--repeat", "1",
+                    "--modes", "native").stdout
+    assert "rx queues 0:" in table and f"generator CPUs {CPUS[0]},{CPUS[1]}" in table and "xmit errors" in table
+
+
+def test_threads_beyond_cpus_refused(env):
+    n = len(CPUS)
+    res = offload("bench", "--tx", env.ifname, "--rx", env.peer, "--netns", env.netns, "--threads", str(n + 1),
+                  check=False)
+    assert res.returncode == 2 and f"use 1 to {n}" in res.stderr
+    res = offload("bench", "--lab", "--threads", str(n + 1), check=False)
+    assert res.returncode == 2 and f"use 1 to {n}" in res.stderr and "lab " not in res.stderr   # no lab built

@@ -48,10 +48,10 @@ class NetEnv:
         real = os.environ.get("OFFLOAD_TEST_NETIF")
         return RealEnv(real, os.environ.get("OFFLOAD_TEST_PEER")) if real else VethEnv()
 
-    def make_lab(self, pairs: int = 1, mtus: list[int] | None = None) -> lab.Lab:
+    def make_lab(self, pairs: int = 1, mtus: list[int] | None = None, queues: int = 1) -> lab.Lab:
         """A further veth lab, removed with this environment."""
         name = unique_name()
-        made = lab.up(name, pairs=pairs, mtus=mtus)
+        made = lab.up(name, pairs=pairs, mtus=mtus, queues=queues)
         self.defer(lab.down, name)
         return made
 

@@ -192,3 +192,26 @@ def test_count(n, text):
                                       (2_500_000, "2.50"), (1_000, "0.00"), (None, "-")])
 def test_mpps(pps, text):
     assert probe_render.mpps(pps) == text
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_bench_with_loss_and_placement(story, width):
+    """Two threads sharing one queue: the loss column is the xmit-error ratio, and a line says
+    where the frames went (queues, CPUs, errors against tx - rx); the CSV carries the same."""
+    doc = copy.deepcopy(story["bench"])
+    doc["config"]["threads"] = 2
+    nat = doc["results"][0]
+    nat["loss_ratio"] = 0.148041
+    for run in nat["runs"]:
+        run.update({"loss_ratio": 0.148041, "loss_source": "xdp_xmit_errors", "xmit_errors": 2995511,
+                    "tx_minus_rx": 2995456, "rx_queue_packets": {"0": 17070743},
+                    "rx_cpus": {"0": 9848576, "1": 7390295},
+                    "generator_cpus": [{"pinned": 0, "ran_on": [0]}, {"pinned": 1, "ran_on": [1]}]})
+    c, buf = console(width)
+    bench_render.bench_result(doc, c)
+    text = flat(buf.getvalue())
+    readable(buf.getvalue(), width, [])
+    assert "15%" in text and "2 threads" in text
+    n = len(nat["runs"])
+    assert f"native: rx queues 0:100%; rx CPUs 0:57% 1:43%; generator CPUs 0,1; xmit errors " \
+           f"{probe_render.count(2995511 * n)} (tx-rx {probe_render.count(2995456 * n)})" in text

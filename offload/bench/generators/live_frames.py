@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from offload.errors import EnvironmentProblem
-from offload.kernel import bpfsys
+from offload.kernel import bpfsys, sched
 from offload.kernel.bpfobj import BpfObject
 from offload.kernel.version import parse_version
 
@@ -29,6 +29,7 @@ class GenThread:
     sent: int = 0
     error: str | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)   # (monotonic time, sent so far)
+    ran_on: set[int] = field(default_factory=set)   # CPUs the thread was found on after its calls
 
 
 def check_kernel() -> None:
@@ -72,6 +73,8 @@ class LiveFrames:
                 took = time.monotonic() - began
                 t.sent += n
                 t.samples.append((began + took, t.sent))
+                if (cpu := sched.current_cpu()) is not None:
+                    t.ran_on.add(cpu)
                 chunk = min(max(int(n / max(took, 1e-6) * CALL_SECONDS), CHUNK_MIN), CHUNK_MAX)
         except OSError as e:
             t.error = str(e)
