@@ -442,6 +442,9 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         raise UsageError("give either --lab, or --tx DEV and --rx DEV")
     if not use_lab and not (tx and rx):
         raise UsageError("--tx and --rx go together")
+    for path, what in ((csv_path, "--csv"), (plot_path, "--plot")):
+        if path:
+            files.check_output(path, what)     # before the run, not after minutes of it
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
                         generator, duration, warmup, pkt_size, threads, repeat, count)
     # SIGTERM while the lab is built or torn down cleans up too.

@@ -27,6 +27,7 @@ BENCH = {"duration": 1.0, "warmup": 0.25, "repeat": 2}
 
 def run(plot_path: str = "offload-demo.png", progress: Callable[[str], None] = lambda m: None) -> dict:
     started = time.monotonic()
+    files.check_output(plot_path, "--plot")      # an unwritable plot fails now, before the lab
     name = f"demo{os.getpid() % 10_000}"
     theirs = netns.exists(lab.netns_name(name))   # then lab.up refuses, and the finally leaves it be
     with harness.sigterm_as_interrupt():

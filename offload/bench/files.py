@@ -1,23 +1,71 @@
-"""Benchmark results as files: CSV (one row per run) and a PNG bar chart."""
+"""Benchmark results as files: CSV (one row per run) and a PNG bar chart.
+
+offload runs as root: an output path is checked before any work (its directory reached without
+following links others control), and each file is written whole (a dot-file, renamed), so a
+failure never leaves half a file and never writes through someone else's symlink."""
 
 from __future__ import annotations
 
 import csv
+import io
+import os
+
+from offload.errors import UsageError
+from offload.kernel import fs
+
+
+def _where(path: str, what: str) -> tuple[int, str]:
+    full = os.path.abspath(path)
+    directory, name = os.path.split(full)
+    if not name:
+        raise UsageError(f"{what} {path!r}: a file name is needed")
+    return fs.open_dir(directory), name
+
+
+def check_output(path: str, what: str) -> None:
+    """Fail now, before a run, if `path` cannot be written (a missing directory, a link of
+    someone else's, a directory where the file should be, a read-only file system)."""
+    fd, name = _where(path, what)
+    try:
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not (st.st_mode & 0o170000 == 0o100000):
+            raise UsageError(f"{what} {path!r}: exists and is not a regular file")
+        probe = f".{name}.{os.getpid()}.check"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
+            os.unlink(probe, dir_fd=fd)
+        except OSError as e:
+            raise UsageError(f"{what} {path!r}: cannot write in {os.path.dirname(os.path.abspath(path))}: "
+                             f"{e.strerror}", hint="choose a writable directory") from None
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, data: bytes, what: str) -> None:
+    fd, name = _where(path, what)
+    try:
+        fs.replace_file(fd, name, data)
+    finally:
+        os.close(fd)
 
 
 def write_csv(doc: dict, path: str) -> None:
     keys = ["mode", "generator", "run", "window_s", "tx_packets", "tx_pps", "rx_packets", "rx_pps",
             "iface_rx_packets", "loss", "loss_ratio", "loss_source", "xmit_errors", "tx_minus_rx",
             "accounting_diff", "harness_cpu_pct", "kernel_generator_cpu_pct", "rx_queue_packets", "rx_cpus"]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        for r in doc["results"]:
-            for i, run in enumerate(r["runs"], 1):
-                # per-queue and per-CPU counts as `key:count` pairs, one cell each
-                flat = {k: " ".join(f"{q}:{n}" for q, n in run[k].items()) if isinstance(run.get(k), dict) else run.get(k)
-                        for k in ("rx_queue_packets", "rx_cpus")}
-                w.writerow({"mode": r["mode"], "generator": r["generator"], "run": i, **run, **flat})
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in doc["results"]:
+        for i, run in enumerate(r["runs"], 1):
+            # per-queue and per-CPU counts as `key:count` pairs, one cell each
+            flat = {k: " ".join(f"{q}:{n}" for q, n in run[k].items()) if isinstance(run.get(k), dict) else run.get(k)
+                    for k in ("rx_queue_packets", "rx_cpus")}
+            w.writerow({"mode": r["mode"], "generator": r["generator"], "run": i, **run, **flat})
+    _write(path, f.getvalue().encode(), "--csv")
 
 
 def write_plot(doc: dict, path: str) -> None:
@@ -43,5 +91,7 @@ def write_plot(doc: dict, path: str) -> None:
         loss = r.get("loss_ratio")
         ax.text(i, v, f"{v:.2f}" + (f"\nloss {loss:.2%}" if loss is not None else ""), ha="center", va="bottom")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    _write(path, png.getvalue(), "--plot")

@@ -79,3 +79,26 @@ def test_watch_without_privileges_exits_3_at_once_naming_the_capabilities(shared
     f.chmod(0o644)
     stderr = exits(3, "watch", "-f", str(f), "--interval", "1", user=NOBODY, within=5)
     assert "CAP_NET_ADMIN" in stderr and "watching a policy" in stderr
+
+
+@pytest.mark.parametrize("command", [["bench", "--lab", "--modes", "native", "--duration", "0.2"], ["demo"]])
+def test_unwritable_outputs_are_refused_before_any_work(command, tmp_path):
+    """offload runs as root: a --plot/--csv path in a missing directory, or a symlink someone else
+    planted there, is refused (exit 2) before a lab is built, and the link's target is untouched."""
+    from lib.kernel import netns_list
+
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    planted = tmp_path / "out.png"
+    planted.symlink_to(target)
+    os.lchown(planted, 65534, 65534)
+    before = netns_list()
+    for opt, path, needle in [("--plot", tmp_path / "missing" / "x.png", "no such directory"),
+                              ("--plot", planted, "not a regular file"),
+                              ("--csv", planted, "not a regular file")]:
+        if command[0] == "demo" and opt == "--csv":
+            continue
+        res = offload(*command, opt, str(path), check=False)
+        assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
+    made = {n for n in netns_list() - before if n.startswith(("offload-lab-demo", "offload-lab-bench"))}
+    assert not made and target.read_text() == "keep me\n"
