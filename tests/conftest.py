@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -13,9 +12,13 @@ from lib.helpers import ROOT  # noqa: E402
 from offload.probe import profiles as profiles_mod  # noqa: E402
 
 # No timing in tests (this machine is shared and its load varies): hypothesis's default 200 ms
-# deadline per example is off, except where a test sets its own bound on purpose.
-settings.register_profile("offload", deadline=None)
-settings.load_profile("offload")
+# deadline per example is off, except where a test sets its own bound on purpose. Not in the VM
+# lane, which runs no property tests: importing hypothesis takes minutes under qemu TCG.
+if os.environ.get("OFFLOAD_IN_VM") != "1":
+    from hypothesis import settings
+
+    settings.register_profile("offload", deadline=None)
+    settings.load_profile("offload")
 
 
 def pytest_collection_modifyitems(config, items):

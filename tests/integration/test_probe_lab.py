@@ -20,8 +20,7 @@ ETHTOOL_LEGACY = {
 
 
 def probe_json(env: NetEnv, *names: str, netns=None) -> dict:
-    ns = env.netns if netns is None else netns
-    return env.json_cmd(OFFLOAD, "probe", "--json", *names, netns=ns)
+    return env.offload_json("probe", *names, netns=env.netns if netns is None else netns)
 
 
 def by_name(report: dict) -> dict:
@@ -168,7 +167,7 @@ def test_probe_verbose_and_table(env):
 
 @pytest.mark.kernels
 def test_unknown_interface_exits_2(env):
-    res = env.cmd(OFFLOAD, "probe", "nosuch0", check=False)
+    res = env.offload("probe", "nosuch0", check=False)
     assert res.returncode == 2
     assert "nosuch0" in res.stderr and "Traceback" not in res.stderr + res.stdout
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -28,10 +29,25 @@ def need_tool(name: str) -> str:
 
 
 def clang_object(src: Path, out: Path) -> Path:
-    """Compile libbpf-style C with clang as a user's Makefile would (not through offload)."""
+    """Compile libbpf-style C with clang as a user's Makefile would (not through offload).
+    With OFFLOAD_TEST_OBJECTS=DIR, an object compiled before from the same source with the same
+    flags is taken from DIR (scripts/vm-test fills it on the host before boot, with this function
+    and the same clang: under qemu TCG a compile takes ~30 s); a miss compiles, and stores the
+    object there when DIR is writable."""
+    import hashlib
     import platform
     import subprocess
 
-    subprocess.run([need_tool("clang"), "-O2", "-g", "-target", "bpf", f"-I/usr/include/{platform.machine()}-linux-gnu",
-                    "-c", str(src), "-o", str(out)], check=True)
+    flags = ["-O2", "-g", "-target", "bpf", f"-I/usr/include/{platform.machine()}-linux-gnu", "-c"]
+    key = hashlib.sha256("\0".join(flags).encode() + b"\0" + src.read_bytes()).hexdigest()[:32]
+    cache = os.environ.get("OFFLOAD_TEST_OBJECTS")
+    cached = Path(cache, f"{key}.o") if cache else None
+    if cached and cached.is_file():
+        shutil.copyfile(cached, out)
+        return out
+    subprocess.run([need_tool("clang"), *flags, str(src), "-o", str(out)], check=True)
+    if cached and os.access(cached.parent, os.W_OK):
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(out, tmp)
+        os.replace(tmp, cached)
     return out

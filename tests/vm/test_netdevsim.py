@@ -2,13 +2,11 @@
 netlink family, so XDP features come from the driver profile). Every claim is checked against
 iproute2's view of the kernel, independently of offload's own code."""
 
-
-
 import pytest
 from lib.cli import offload, offload_json
 from lib.env import NetdevSim, write
-from lib.helpers import clang_object
 from lib.kernel import kernel_xdp
+from lib.objects import hits_object
 
 pytestmark = pytest.mark.vm
 
@@ -72,36 +70,8 @@ def test_device_refusing_offload_falls_back(nsim):
     assert kernel_xdp(nsim.ifname) == {"native": res["prog_id"]}
 
 
-HW_OBJ = """#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-struct {
-    __uint(type, MAP_TYPE);
-    __uint(max_entries, 2);
-    __type(key, __u32);
-    __type(value, __u64);
-} hits SEC(".maps");
-
-SEC("xdp")
-int xdp_hits(struct xdp_md *ctx)
-{
-    __u32 k = 0;
-    __u64 *v = bpf_map_lookup_elem(&hits, &k);
-    if (v)
-        __sync_fetch_and_add(v, 1);
-    return XDP_PASS;
-}
-char _license[] SEC("license") = "GPL";
-"""
-
-
-def object_with(tmp_path, map_type: str):
-    src = tmp_path / "hits.c"
-    src.write_text(HW_OBJ.replace("MAP_TYPE", map_type))
-    return clang_object(src, tmp_path / f"hits-{map_type}.o")
-
-
 def test_an_elf_object_offloads_to_hw(nsim, tmp_path):
-    obj = object_with(tmp_path, "BPF_MAP_TYPE_ARRAY")
+    obj = hits_object(tmp_path, "BPF_MAP_TYPE_ARRAY")   # compiled by clang, not by offload
     res = offload_json("attach", nsim.ifname, str(obj))
     assert res["mode"] == "hw" and res["fallbacks"] == []
     assert kernel_xdp(nsim.ifname) == {"hw": res["prog_id"]}
@@ -110,7 +80,7 @@ def test_an_elf_object_offloads_to_hw(nsim, tmp_path):
 
 
 def test_an_object_whose_map_the_device_refuses_falls_back(nsim, tmp_path):
-    obj = object_with(tmp_path, "BPF_MAP_TYPE_PERCPU_ARRAY")
+    obj = hits_object(tmp_path, "BPF_MAP_TYPE_PERCPU_ARRAY")
     res = offload_json("attach", nsim.ifname, str(obj))
     assert res["mode"] == "native"
     (hw,) = [f for f in res["fallbacks"] if f["mode"] == "hw"]
