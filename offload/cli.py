@@ -35,6 +35,7 @@ class _Lazy:
 
 lab_mod = _Lazy("offload.lab")
 netns = _Lazy("offload.kernel.netns")
+LAB_MAX_PAIRS = 2000  # offload.lab.MAX_PAIRS, here so that `--help` imports no lab (tests/unit/test_start.py)
 
 
 def escape(text: str) -> str:
@@ -578,7 +579,7 @@ def lab() -> None:
 
 @lab.command("up")
 @click.option("--name", default="demo", show_default=True, help="Lab name: 1-8 lowercase letters/digits.")
-@click.option("--pairs", default=1, show_default=True, type=Bounded(int, 1, lab_mod.MAX_PAIRS),
+@click.option("--pairs", default=1, show_default=True, type=Bounded(int, 1, LAB_MAX_PAIRS),
               help="Number of veth pairs.")
 @click.option("--mtu", default=1500, show_default=True, type=Bounded(int, 68, 65535), help="MTU of every veth.")
 @click.option("--json", "as_json", is_flag=True)

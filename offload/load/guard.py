@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from netaddr import IPAddress
-from pyroute2 import IPRoute
+from pyroute2.iproute import IPRoute
 
 
 def protected_interfaces() -> dict[str, str]:

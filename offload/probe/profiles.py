@@ -10,7 +10,6 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +134,7 @@ def _key(name: str, text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _schema_text() -> str:
-    return resources.files("offload").joinpath("schemas/profile.schema.json").read_text()
+    return (Path(__file__).resolve().parents[1] / "schemas" / "profile.schema.json").read_text()
 
 
 def _cache_file() -> Path:
