@@ -9,7 +9,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import click
@@ -93,6 +92,8 @@ def handles_errors(fn):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
             if os.environ.get("OFFLOAD_DEBUG"):
+                import traceback  # only here: ~10 ms of every start otherwise
+
                 traceback.print_exc()
             # escaped: the message may quote an interface name such as `[/]`, which would not print
             err.print(f"[red]offload: internal error:[/] {type(e).__name__}: {escape(str(e))} "

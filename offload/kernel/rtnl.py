@@ -115,3 +115,47 @@ def get_link(ifindex: int) -> Link:
     with nlraw.Socket(nlraw.NETLINK_ROUTE) as sock:
         (link,) = [link_from_buffer(*m) for m in sock.request(RTM_GETLINK, _request(ifindex))]
     return link
+
+
+# Routes and addresses, for the guard (include/uapi/linux/rtnetlink.h, if_addr.h)
+RTM_GETADDR, RTM_GETROUTE = 22, 26
+RTA_DST, RTA_OIF, RTA_MULTIPATH = 1, 4, 9
+IFA_ADDRESS = 1
+_RTMSG = struct.Struct("=BBBBBBBBI")   # struct rtmsg
+_IFADDR = struct.Struct("=BBBBI")      # struct ifaddrmsg
+_RTNH = struct.Struct("=HBBi")         # struct rtnexthop
+
+
+def default_route_oifs(family: int) -> list[int]:
+    """Output interfaces of the default routes (no RTA_DST) of `family`, any table; multipath
+    routes give each hop's interface."""
+    out = []
+    with nlraw.Socket(nlraw.NETLINK_ROUTE) as sock:
+        for buf, s, e in sock.request(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0), dump=True):
+            a = nlraw.attrs(buf, s + _RTMSG.size, e, frozenset((RTA_DST, RTA_OIF, RTA_MULTIPATH)))
+            if RTA_DST in a:
+                continue
+            oif = nlraw.get_u32(a, RTA_OIF)
+            if oif:
+                out.append(oif)
+            hops, off = a.get(RTA_MULTIPATH, b""), 0
+            while off + _RTNH.size <= len(hops):
+                ln, _, _, ifindex = _RTNH.unpack_from(hops, off)
+                if ln < _RTNH.size:
+                    break
+                if ifindex:
+                    out.append(ifindex)
+                off += (ln + 3) & -4
+    return out
+
+
+def addresses() -> list[tuple[int, bytes]]:
+    """(ifindex, address bytes) of every IPv4 and IPv6 address (IFA_ADDRESS)."""
+    out = []
+    with nlraw.Socket(nlraw.NETLINK_ROUTE) as sock:
+        for buf, s, e in sock.request(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), dump=True):
+            index = _IFADDR.unpack_from(buf, s)[4]
+            addr = nlraw.attrs(buf, s + _IFADDR.size, e, frozenset((IFA_ADDRESS,))).get(IFA_ADDRESS)
+            if addr:
+                out.append((index, addr))
+    return out
