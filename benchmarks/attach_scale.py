@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from start import byte_compile  # noqa: E402
+
 from offload import lab  # noqa: E402
 from offload.load import programs  # noqa: E402
 
@@ -57,6 +59,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
+    byte_compile()   # as a wheel install would be
     name = f"as{os.getpid() % 100000}"
     made = lab.up(name, pairs=args.n)
     ns, devs = made.netns, [p.a for p in made.pairs]
@@ -82,12 +85,14 @@ def main() -> int:
             out["apply_s"], out["ip_batch_s"] = statistics.median(apply_s), statistics.median(ip_s)
             out["apply_over_ip"] = round(out["apply_s"] / out["ip_batch_s"], 2)
 
-            one, version = [], []
+            one, version, bare = [], [], []
             for _ in range(args.repeat):
+                bare.append(timed([sys.executable, "-c", "pass"]))
                 version.append(timed([OFFLOAD, "--version"]))
                 one.append(timed([OFFLOAD, "attach", devs[0], "count_drop", "--mode", "native", "--netns", ns]))
                 subprocess.run([OFFLOAD, "detach", devs[0], "--netns", ns], check=True, capture_output=True)
             out["attach_s"], out["version_s"] = statistics.median(one), statistics.median(version)
+            out["python_pass_s"] = statistics.median(bare)
 
             watch = subprocess.Popen([OFFLOAD, "watch", "-f", str(policy), "--netns", ns, "--interval", "600",
                                       "--journal", str(journal)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -116,7 +121,8 @@ def main() -> int:
     else:
         print(f"apply over {args.n} veths: {out['apply_s']:.3f} s; ip -batch: {out['ip_batch_s']:.3f} s; "
               f"ratio {out['apply_over_ip']}x")
-        print(f"offload attach (library program): {out['attach_s']:.3f} s; offload --version: {out['version_s']:.3f} s")
+        print(f"offload attach (library program): {out['attach_s']:.3f} s; offload --version: {out['version_s']:.3f} s; "
+              f"python -c pass: {out['python_pass_s']:.3f} s")
         print(f"watch: {out['hotplug_attached']}/{out['hotplug']} hot-plugged veths attached in {out['hotplug_s']:.3f} s")
     return 0
 
