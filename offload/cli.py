@@ -67,9 +67,25 @@ out = _LazyConsole(stderr=False)
 err = _LazyConsole(stderr=True)
 
 
-def _emit_json(data) -> None:
-    # Indented for a person at a terminal; compact (and faster) for pipes and programs.
-    click.echo(json.dumps(data, indent=2 if sys.stdout.isatty() else None))
+def _emit_json(data: dict, kind: str) -> None:
+    """A document of `kind` under its envelope (offload.jsondoc: schema_version, a schema per kind).
+    Indented for a person at a terminal; compact (and faster) for pipes and programs."""
+    from offload import jsondoc
+
+    click.echo(json.dumps(jsondoc.document(kind, data), indent=2 if sys.stdout.isatty() else None))
+
+
+def _fail(message: str, hint: str | None, code: int, as_json: bool, label: str = "error") -> None:
+    """Exit with `code` after saying why: on stderr for a person, and with --json also as a
+    document on stdout, which is what a program reads."""
+    if as_json:
+        from offload import jsondoc
+
+        click.echo(json.dumps(jsondoc.error(message, hint, code)))
+    err.print(f"[red]offload: {label}:[/] {escape(message)}")
+    if hint:
+        err.print(f"  hint: {escape(hint)}")
+    sys.exit(int(code))
 
 
 def handles_errors(fn):
@@ -77,17 +93,14 @@ def handles_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except OffloadError as e:
-            err.print(f"[red]offload: error:[/] {escape(e.message)}")
-            if e.hint:
-                err.print(f"  hint: {escape(e.hint)}")
-            sys.exit(int(e.exit_code))
+            _fail(e.message, e.hint, e.exit_code, as_json)
         except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
-            err.print(f"[red]offload: error:[/] the kernel refused: {escape(str(e.strerror or e))}; "
-                      "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)")
-            sys.exit(int(Exit.PRIVILEGE))
+            _fail(f"the kernel refused: {e.strerror or e}", "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)",
+                  Exit.PRIVILEGE, as_json)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
@@ -95,10 +108,8 @@ def handles_errors(fn):
                 import traceback  # only here: ~10 ms of every start otherwise
 
                 traceback.print_exc()
-            # escaped: the message may quote an interface name such as `[/]`, which would not print
-            err.print(f"[red]offload: internal error:[/] {type(e).__name__}: {escape(str(e))} "
-                      "(set OFFLOAD_DEBUG=1 for the traceback)")
-            sys.exit(int(Exit.INTERNAL))
+            _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, as_json,
+                  label="internal error")
 
     return wrapper
 
@@ -128,7 +139,31 @@ def _num(x: float) -> str:
 HOUR = 3600.0
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """With --json anywhere on the line, click's own usage errors (unknown option, bad value) are
+    JSON documents on stdout too, with click's exit code (2)."""
+
+    def main(self, args=None, *a, **kw):
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in (argv[: argv.index("--")] if "--" in argv else argv):
+            return super().main(argv, *a, **kw)
+        kw.pop("standalone_mode", None)
+        try:
+            rv = super().main(argv, *a, standalone_mode=False, **kw)
+        except click.ClickException as e:
+            e.show()
+            from offload import jsondoc
+
+            ctx = getattr(e, "ctx", None)   # usage errors know their command: `offload attach --help`
+            hint = f"{ctx.command_path if ctx else 'offload'} --help"
+            click.echo(json.dumps(jsondoc.error(e.format_message(), hint, e.exit_code)))
+            sys.exit(e.exit_code)
+        except click.Abort:
+            _fail("interrupted", None, Exit.FAILED, as_json=True)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="offload")
 def main() -> None:
     """Put XDP programs on network interfaces in the best mode each supports."""
@@ -153,11 +188,13 @@ def probe(interfaces, as_json, verbose, ns, profiles_dir, facts) -> None:
         _require_root_for_netns()
     with netns.inside(ns):
         if facts:
-            _emit_json(facts_document(*collect(list(interfaces) or None)))
+            # the fixture format (tests/fixtures), not a --json document: no envelope
+            doc = facts_document(*collect(list(interfaces) or None))
+            click.echo(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
             return
         report = run_probe(list(interfaces) or None, profiles_dir)
     if as_json:
-        _emit_json(report)
+        _emit_json(report, "probe")
         return
     from offload.probe import render
 
@@ -182,7 +219,7 @@ def profiles(check, as_json, profiles_dir) -> None:
     profs, problems = profiles_mod.load(profiles_dir, recheck=check)
     rows = profiles_mod.summary_rows(profs)
     if as_json:
-        _emit_json({"profiles": rows, "problems": [vars(pr) for pr in problems]})
+        _emit_json({"profiles": rows, "problems": [vars(pr) for pr in problems]}, "profiles")
     else:
         from offload.probe import render
 
@@ -235,7 +272,7 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
     res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=progress).to_dict()
     if as_json:
-        _emit_json(res)
+        _emit_json(res, "attach")
         return
     from offload.load import render
 
@@ -254,7 +291,7 @@ def detach_cmd(iface, mode, as_json) -> None:
 
     res = attach_mod.detach(iface, mode)
     if as_json:
-        _emit_json(res)
+        _emit_json(res, "detach")
         return
     from offload.load import render
 
@@ -275,7 +312,7 @@ def status_cmd(all_ns, as_json) -> None:
         _require_root_for_netns()
     res = status_mod.status_all() if all_ns else status_mod.status()
     if as_json:
-        _emit_json(res)
+        _emit_json(res, "status")
         return
     from offload.load import render
 
@@ -296,7 +333,7 @@ def gc_cmd(dry_run, as_json) -> None:
     _require_root_for_netns()
     res = gc.collect(dry_run=dry_run)
     if as_json:
-        _emit_json(res)
+        _emit_json(res, "gc")
         return
     from offload.load import render
 
@@ -316,7 +353,7 @@ def stats_cmd(iface, interval, as_json) -> None:
 
     res = stats_mod.sample(iface, interval)
     if as_json:
-        _emit_json(res)
+        _emit_json(res, "stats")
         return
     from offload.load import render
 
@@ -340,7 +377,7 @@ def _filter_cmd(name: str, fn_name: str, help_: str, needs_prefixes: bool = True
 
         res = getattr(filter_mod, fn_name)(iface, list(prefixes)) if needs_prefixes else filter_mod.list_(iface)
         if as_json:
-            _emit_json(res)
+            _emit_json(res, "filter")
             return
         from offload.load import render
 
@@ -362,7 +399,7 @@ def programs_cmd(as_json) -> None:
 
     rows = prog_mod.catalogue()
     if as_json:
-        _emit_json({"programs": rows})
+        _emit_json({"programs": rows}, "programs")
         return
     from offload.load import render
 
@@ -417,7 +454,7 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     if plot_path:
         files.write_plot(doc, plot_path)
     if as_json:
-        _emit_json(doc)
+        _emit_json(doc, "bench")
     else:
         from offload.bench import render
 
@@ -468,7 +505,7 @@ def bench_prog(program, repeat, pkt_size, as_json) -> None:
 
     res = harness.prog_cost(program, repeat, pkt_size)
     if as_json:
-        _emit_json(res)
+        _emit_json(res, "bench-prog")
         return
     from offload.bench import render
 
@@ -492,7 +529,7 @@ def plan_cmd(policy_file, as_json) -> None:
 
     items = [i.to_dict() for i in apply_mod.compute_plan(_policy(policy_file))]
     if as_json:
-        _emit_json({"policy": policy_file, "plan": items})
+        _emit_json({"policy": policy_file, "plan": items}, "plan")
         return
     from offload.orchestrate import render
 
@@ -516,7 +553,7 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
     with _progress(quiet=as_json) as progress:
         res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress)
     if as_json:
-        _emit_json(res)
+        _emit_json(res, "apply")
     else:
         from offload.orchestrate import render
 
@@ -531,46 +568,135 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
               help="Seconds between drift checks.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the policy's programs when stopped.")
 @click.option("--journal", type=click.Path(dir_okay=False))
+@click.option("--metrics-address", metavar="ADDR:PORT",
+              help="Serve Prometheus metrics at http://ADDR:PORT/metrics (the address is taken in the "
+                   "namespace offload starts in, even with --netns).")
+@click.option("--textfile-dir", metavar="DIR",
+              help="Rewrite DIR/offload.prom (node-exporter's textfile collector) after every reconcile.")
+@click.option("--netns", "ns", metavar="NS", help="Run inside network namespace NS (default: the current one).")
 @handles_errors
-@in_netns
-def watch_cmd(policy_file, interval, detach_on_exit, journal) -> None:
+def watch_cmd(policy_file, interval, detach_on_exit, journal, metrics_address, textfile_dir, ns) -> None:
     """Apply, then keep applying as interfaces come and go (and on drift), until SIGTERM."""
     from offload.orchestrate import watch
 
-    watch.watch(_policy(policy_file), interval, detach_on_exit, Path(journal) if journal else None,
-                log=lambda line: click.echo(line, err=False))
+    if ns is not None:
+        _require_root_for_netns()
+    pol = _policy(policy_file)
+    textfile = _textfile(None, textfile_dir) if textfile_dir else None
+    server = None
+    if metrics_address:
+        from offload.orchestrate import metrics
+
+        server = metrics.MetricsServer(metrics_address)   # bound here: before entering --netns
+    try:
+        with netns.inside(ns):
+            watch.watch(pol, interval, detach_on_exit, Path(journal) if journal else None,
+                        log=lambda line: click.echo(line, err=False), metrics_server=server, textfile=textfile)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _textfile(path: str | None, directory: str | None) -> str:
+    """The textfile's path, its directory made (and checked) now: a bad one fails before any work."""
+    from offload.kernel import fs
+    from offload.orchestrate import exports
+
+    target = exports.prometheus_path(path, directory)
+    os.close(fs.open_dir(os.path.dirname(os.path.abspath(target)), create=True))
+    return os.path.abspath(target)
+
+
+def _every(interval: float | None, fn, as_json: bool, say, kind: str) -> None:
+    """Once, or every `interval` seconds until SIGTERM (one line or JSON document per round; a
+    round that failed is one error line on stderr, and the next round tries again)."""
+    from offload import jsondoc
+    from offload.orchestrate import exports
+
+    def emit(res: dict) -> None:
+        if "error" in res:
+            err.print(f"[red]offload: error:[/] {escape(res['error'])}")
+        elif as_json:
+            click.echo(json.dumps(jsondoc.document(kind, res)), nl=True)
+        else:
+            out.print(say(res))
+        sys.stdout.flush()
+
+    if interval is None:
+        res = fn()
+        _emit_json(res, kind) if as_json else out.print(say(res))
+        return
+    exports.every(interval, fn, emit)
 
 
 @main.group("export")
 def export_() -> None:
-    """Fleet exports: Node Feature Discovery labels, Prometheus textfile metrics."""
+    """Fleet exports: Node Feature Discovery labels, Prometheus textfile metrics, a systemd unit."""
 
 
 @export_.command("nfd")
 @click.option("--path", default=None, help="Feature file (default: NFD's features.d/offload).")
+@click.option("--include-virtual", is_flag=True,
+              help="Count virtual interfaces (veth, bridge, tun, ...) too; by default only bus-backed ones.")
+@click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
+              help="Rewrite the file every SECONDS until SIGTERM (a labeller).")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def export_nfd(path, as_json) -> None:
-    """Write NFD labels: best XDP mode, hw-offload, native, drivers."""
+def export_nfd(path, include_virtual, interval, as_json) -> None:
+    """Write NFD labels: best XDP mode, hw-offload, native, drivers (of bus-backed interfaces)."""
     from offload.orchestrate import exports
 
-    res = exports.export_nfd(path or exports.NFD_DEFAULT)
-    _emit_json(res) if as_json else out.print(f"wrote {len(res['labels'])} labels to {res['path']}")
+    target = path or exports.NFD_DEFAULT
+
+    def say(res: dict) -> str:
+        notes = "".join(f"\n  warning: {escape(w)}" for w in res["warnings"])
+        return (f"wrote {len(res['labels'])} labels to {escape(res['path'])} "
+                f"({len(res['counted'])} interfaces counted, {len(res['ignored'])} virtual ignored){notes}")
+
+    _every(interval, lambda: exports.export_nfd(target, include_virtual), as_json, say, "export-nfd")
 
 
 @export_.command("prometheus")
-@click.option("--path", default=None, help="Textfile (default: node-exporter's textfile_collector/offload.prom).")
+@click.option("--path", default=None, help="The textfile (a *.prom file).")
+@click.option("--textfile-dir", metavar="DIR",
+              help="Write DIR/offload.prom (default: /var/lib/prometheus/node-exporter, Debian's).")
 @click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="Include a bench result.")
+@click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
+              help="Rewrite the file every SECONDS until SIGTERM.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def export_prometheus(path, bench_json, as_json) -> None:
-    """Write node-exporter textfile metrics: attached programs, per-action counters, bench results."""
+def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None:
+    """Write node-exporter textfile metrics: XDP programs, per-action counters, bench results."""
     from offload.orchestrate import exports
 
-    res = exports.export_prometheus(path or exports.PROM_DEFAULT, bench_json)
-    _emit_json(res) if as_json else out.print(f"wrote {res['lines']} lines to {res['path']}")
+    target = _textfile(path, textfile_dir)
+    _every(interval, lambda: exports.export_prometheus(target, bench_json), as_json,
+           lambda res: f"wrote {res['samples']} samples to {escape(res['path'])}", "export-prometheus")
+
+
+@export_.command("systemd")
+@click.option("--path", default=None, help="Write the unit here (a *.service file); default: print it.")
+@click.option("--policy", default="/etc/offload/policy.yaml", show_default=True, help="The policy watch applies.")
+@click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR))
+@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True)
+@click.option("--metrics-address", metavar="ADDR:PORT", help="Have watch serve /metrics there.")
+@click.option("--textfile-dir", metavar="DIR", help="Have watch refresh DIR/offload.prom.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def export_systemd(path, policy, interval, journal, metrics_address, textfile_dir, as_json) -> None:
+    """A systemd unit running `offload watch` with this offload (its absolute path)."""
+    from offload.orchestrate import exports
+
+    res = exports.export_systemd(path, policy=policy, interval=interval, journal=journal,
+                                 metrics_address=metrics_address, textfile_dir=textfile_dir)
+    if as_json:
+        _emit_json(res, "export-systemd")
+    elif path is None:
+        click.echo(res["unit"], nl=False)
+    else:
+        out.print(f"wrote {escape(path)}: systemctl daemon-reload && systemctl enable --now {escape(os.path.basename(path))}")
 
 
 @main.group()
@@ -589,7 +715,7 @@ def lab_up(name, pairs, mtu, as_json) -> None:
     """Create a lab: namespace offload-lab-NAME with veth pairs NAME-aI <-> NAME-bI."""
     made = lab_mod.up(name, pairs, mtu)
     if as_json:
-        _emit_json(made.to_dict())
+        _emit_json(made.to_dict(), "lab-up")
         return
     from offload import render
 
@@ -599,16 +725,21 @@ def lab_up(name, pairs, mtu, as_json) -> None:
 @lab.command("down")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Remove every lab.")
+@click.option("--json", "as_json", is_flag=True)
 @handles_errors
-def lab_down(names, all_) -> None:
+def lab_down(names, all_, as_json) -> None:
     """Remove labs and everything in them (idempotent)."""
     if all_:
         names = tuple(lab.name for lab in lab_mod.list_labs())
     elif not names:
         raise UsageError("name the lab(s) to remove, or --all")
+    done = []
     for n in names:
-        removed = lab_mod.down(n)
-        out.print(f"lab {n}: {'removed' if removed else 'not present (nothing to do)'}")
+        done.append({"name": n, "removed": lab_mod.down(n)})
+        if not as_json:
+            out.print(f"lab {n}: {'removed' if done[-1]['removed'] else 'not present (nothing to do)'}")
+    if as_json:
+        _emit_json({"labs": done}, "lab-down")
 
 
 @lab.command("list")
@@ -618,7 +749,7 @@ def lab_list(as_json) -> None:
     """Show the labs that exist."""
     labs = lab_mod.list_labs()
     if as_json:
-        _emit_json({"labs": [x.to_dict() for x in labs]})
+        _emit_json({"labs": [x.to_dict() for x in labs]}, "lab-list")
         return
     from offload import render
 
@@ -639,7 +770,7 @@ def demo(plot_path, as_json, verbose) -> None:
     with _progress(quiet=as_json, echo=False) as progress:
         story = demo_mod.run(plot_path, progress)
     if as_json:
-        _emit_json(story)
+        _emit_json(story, "demo")
         return
     from offload import render
 

@@ -123,8 +123,11 @@ def list_labs() -> list[Lab]:
             continue
         name = ns[len(PREFIX):]
         pairs, mtu = [], 0
-        with netns.inside(ns), IPRoute() as ipr:
-            names = {m.get_attr("IFLA_IFNAME"): m.get_attr("IFLA_MTU") for m in ipr.get_links()}
+        try:
+            with netns.inside(ns), IPRoute() as ipr:
+                names = {m.get_attr("IFLA_IFNAME"): m.get_attr("IFLA_MTU") for m in ipr.get_links()}
+        except UsageError:   # removed (lab down elsewhere) between the listing and the look inside
+            continue
         i = 0
         while (p := pair_names(name, i)).a in names:
             pairs.append(p)

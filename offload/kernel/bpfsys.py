@@ -20,6 +20,9 @@ from functools import lru_cache
 _PROG_INFO_LEN = 208
 _NAME_OFF = 64
 _TAG_OFF = 8
+_JITED_LEN_OFF, _XLATED_LEN_OFF, _LOAD_TIME_OFF = 16, 20, 40
+_NR_MAP_IDS_OFF, _MAP_IDS_OFF = 52, 56
+_BTF_ID_OFF = 128
 _RUN_TIME_OFF, _RUN_CNT_OFF = 192, 200     # since Linux 5.1; zero unless kernel.bpf_stats_enabled
 BPF_PROG_TYPE_XDP = 6
 
@@ -36,6 +39,11 @@ class ProgInfo:
     type: int
     run_time_ns: int = 0
     run_cnt: int = 0
+    jited_len: int = 0        # bytes of native code; 0: not JIT-compiled (interpreted)
+    xlated_len: int = 0       # bytes of the verifier's rewritten BPF instructions
+    load_time_ns: int = 0     # CLOCK_BOOTTIME when loaded (kernel/clock.from_boottime_ns)
+    btf_id: int = 0           # 0: loaded without BTF
+    map_ids: tuple[int, ...] = ()
 
 
 class _test_run_opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf >= 0.7)
@@ -68,6 +76,7 @@ def _libbpf() -> ctypes.CDLL:
         lib = ctypes.CDLL(find_library("bpf") or "libbpf.so.1", use_errno=True)
     vp, i, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
     lib.bpf_prog_get_fd_by_id.argtypes = [u32]
+    lib.bpf_map_get_fd_by_id.argtypes = [u32]
     lib.bpf_obj_get_info_by_fd.argtypes = [i, vp, ctypes.POINTER(u32)]
     lib.bpf_obj_pin.argtypes = [i, ctypes.c_char_p]
     lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
@@ -103,27 +112,103 @@ def obj_info_id(fd: int) -> int:
 
 
 def prog_info(prog_id: int) -> ProgInfo | None:
-    """Name, tag and type of a loaded program; None if it is gone or we may not look."""
+    """Name, tag, type, sizes, load time, BTF and map ids of a loaded program; None if it is gone
+    or we may not look."""
     lib = _libbpf()
     fd = lib.bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
         return None
     try:
-        buf = ctypes.create_string_buffer(_PROG_INFO_LEN)
-        n = ctypes.c_uint32(_PROG_INFO_LEN)
-        if lib.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) != 0:
-            return None
-        raw = buf.raw
-        return ProgInfo(
-            id=prog_id,
-            name=raw[_NAME_OFF:_NAME_OFF + 16].split(b"\0", 1)[0].decode(errors="replace"),
-            tag=raw[_TAG_OFF:_TAG_OFF + 8].hex(),
-            type=int.from_bytes(raw[0:4], sys.byteorder),
-            run_time_ns=int.from_bytes(raw[_RUN_TIME_OFF:_RUN_TIME_OFF + 8], sys.byteorder) if n.value >= 208 else 0,
-            run_cnt=int.from_bytes(raw[_RUN_CNT_OFF:_RUN_CNT_OFF + 8], sys.byteorder) if n.value >= 208 else 0,
-        )
+        return prog_info_fd(fd, prog_id)
     finally:
         os.close(fd)
+
+
+def _u32(raw: bytes, off: int) -> int:
+    return int.from_bytes(raw[off:off + 4], sys.byteorder)
+
+
+def _u64(raw: bytes, off: int) -> int:
+    return int.from_bytes(raw[off:off + 8], sys.byteorder)
+
+
+def prog_info_fd(fd: int, prog_id: int | None = None) -> ProgInfo | None:
+    lib = _libbpf()
+    buf = ctypes.create_string_buffer(_PROG_INFO_LEN)
+    n = ctypes.c_uint32(_PROG_INFO_LEN)
+    if lib.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) != 0:
+        return None
+    raw = buf.raw
+    nr_maps = _u32(raw, _NR_MAP_IDS_OFF)
+    map_ids: tuple[int, ...] = ()
+    if nr_maps:   # a second call, asking only for the map ids (every other array length zero)
+        ids = (ctypes.c_uint32 * nr_maps)()
+        req = ctypes.create_string_buffer(_PROG_INFO_LEN)
+        ctypes.memmove(ctypes.addressof(req) + _NR_MAP_IDS_OFF, ctypes.byref(ctypes.c_uint32(nr_maps)), 4)
+        ctypes.memmove(ctypes.addressof(req) + _MAP_IDS_OFF, ctypes.byref(ctypes.c_uint64(ctypes.addressof(ids))), 8)
+        m = ctypes.c_uint32(_PROG_INFO_LEN)
+        if lib.bpf_obj_get_info_by_fd(fd, req, ctypes.byref(m)) == 0:
+            map_ids = tuple(ids[: min(nr_maps, _u32(req.raw, _NR_MAP_IDS_OFF))])
+    full = n.value >= 208
+    return ProgInfo(
+        id=prog_id if prog_id is not None else _u32(raw, 4),
+        name=raw[_NAME_OFF:_NAME_OFF + 16].split(b"\0", 1)[0].decode(errors="replace"),
+        tag=raw[_TAG_OFF:_TAG_OFF + 8].hex(),
+        type=_u32(raw, 0),
+        run_time_ns=_u64(raw, _RUN_TIME_OFF) if full else 0,
+        run_cnt=_u64(raw, _RUN_CNT_OFF) if full else 0,
+        jited_len=_u32(raw, _JITED_LEN_OFF),
+        xlated_len=_u32(raw, _XLATED_LEN_OFF),
+        load_time_ns=_u64(raw, _LOAD_TIME_OFF),
+        btf_id=_u32(raw, _BTF_ID_OFF) if n.value > _BTF_ID_OFF else 0,
+        map_ids=map_ids,
+    )
+
+
+@dataclass
+class MapInfo:
+    id: int
+    type: int
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+
+
+def map_info_by_id(map_id: int) -> tuple[int, MapInfo] | None:
+    """(an fd the caller closes, the map's info) for a map id; None if it is gone."""
+    lib = _libbpf()
+    fd = lib.bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        return None
+    buf = ctypes.create_string_buffer(88)   # struct bpf_map_info's head
+    n = ctypes.c_uint32(88)
+    if lib.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) != 0:
+        os.close(fd)
+        return None
+    raw = buf.raw
+    return fd, MapInfo(id=_u32(raw, 4), type=_u32(raw, 0), key_size=_u32(raw, 8), value_size=_u32(raw, 12),
+                       max_entries=_u32(raw, 16), name=raw[24:40].split(b"\0", 1)[0].decode(errors="replace"))
+
+
+@dataclass
+class LinkInfo:
+    id: int
+    type: int            # BPF_LINK_TYPE_TRACING (2) for freplace
+    prog_id: int
+    target_obj_id: int   # tracing links: the program whose function is replaced
+    target_btf_id: int
+
+
+def link_info(fd: int) -> LinkInfo:
+    """struct bpf_link_info of a link fd: type, id, prog_id, then (tracing) attach_type,
+    target_obj_id, target_btf_id in the union at offset 16."""
+    buf = ctypes.create_string_buffer(64)
+    n = ctypes.c_uint32(64)
+    _check(_libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "BPF_OBJ_GET_INFO_BY_FD (link)")
+    raw = buf.raw
+    return LinkInfo(id=_u32(raw, 4), type=_u32(raw, 0), prog_id=_u32(raw, 8), target_obj_id=_u32(raw, 20),
+                    target_btf_id=_u32(raw, 24))
 
 
 def obj_pin(fd: int, path: str) -> None:

@@ -1,10 +1,15 @@
-"""File-system calls the standard library lacks: renameat2(RENAME_EXCHANGE)."""
+"""File-system calls the standard library lacks: renameat2(RENAME_EXCHANGE); directories opened
+without following a symlink an unprivileged user controls, and files replaced atomically in them."""
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import stat
 from functools import lru_cache
+
+from offload.errors import RefusedError, UsageError
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 1 << 1
@@ -26,3 +31,98 @@ def exchange(a: str | os.PathLike, b: str | os.PathLike, dir_fd: int | None = No
     if fn(at, os.fsencode(a), at, os.fsencode(b), RENAME_EXCHANGE) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"renameat2({a}, {b}, RENAME_EXCHANGE): {os.strerror(code)}")
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_LINKS = 40   # the kernel's own limit on symlinks in one lookup
+
+
+def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
+    """An fd for directory `path`, reached component by component from / without following any
+    symlink that is not root's (or ours): someone who could plant one could otherwise send a root
+    write anywhere. Every later operation is relative to the fd, so nothing can redirect it.
+    Missing directories are made (`mode`) when `create`."""
+    if not os.path.isabs(path):
+        raise UsageError(f"{path}: an absolute path is needed here")
+    todo = [(p, False) for p in path.split("/") if p]   # (component, from a trusted link's target)
+    walked: list[str] = []                                 # the real directories the fd stands for
+    fd = os.open("/", _DIR)
+    links = 0
+    try:
+        while todo:
+            part, from_link = todo.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if not from_link:   # in an argument, a climb is how paths are smuggled out
+                    raise UsageError(f"{path}: '..' is not allowed in this path")
+                walked = walked[:-1]   # in a root-owned link (lib -> ../usr/lib): walk again from /
+                todo[:0] = [(p, False) for p in walked]
+                walked = []
+                os.close(fd)
+                fd = os.open("/", _DIR)
+                continue
+            made = False
+            try:
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not create:
+                    raise UsageError(f"{path}: no such directory ({part} is missing)") from None
+                os.mkdir(part, mode, dir_fd=fd)
+                made = True
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                if st.st_uid not in (0, os.geteuid()):
+                    raise RefusedError(f"{path}: {part} is a symbolic link owned by uid {st.st_uid}; offload "
+                                       "does not follow links others control",
+                                       hint="point the option at the real directory, or remove the link")
+                links += 1
+                if links > _MAX_LINKS:
+                    raise UsageError(f"{path}: too many symbolic links")
+                target = os.readlink(part, dir_fd=fd)
+                todo[:0] = [(p, True) for p in target.split("/") if p]
+                if target.startswith("/"):
+                    walked = []
+                    os.close(fd)
+                    fd = os.open("/", _DIR)
+                continue
+            try:
+                nxt = os.open(part, _DIR, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ENOTDIR, errno.ELOOP):   # a file, or a link swapped in meanwhile
+                    raise UsageError(f"{path}: {part} is not a directory") from None
+                raise
+            os.close(fd)
+            fd = nxt
+            walked.append(part)
+            if made:
+                os.fchmod(fd, mode)   # whatever the umask
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
+    """Replace `name` in `dir_fd` atomically: a dot-file (readers that skip dot-files, like NFD
+    and node-exporter, never see it half-written), O_EXCL|O_NOFOLLOW, fsynced, then renamed."""
+    tmp = f".{name}.{os.getpid()}.tmp"
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, mode)   # readable by the collector's own user whatever the umask
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+    os.fsync(dir_fd)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from offload.errors import UsageError
+from offload.errors import EnvironmentProblem, UsageError
 from offload.kernel.names import check_netns
 
 NETNS_RUN_DIR = "/run/netns"
@@ -46,7 +46,7 @@ def names() -> list[str]:
 @contextmanager
 def inside(name: str | None) -> Iterator[None]:
     """Run the block in netns `name` (None: stay). Sockets opened inside stay bound to it."""
-    if name is None or name == current_name():
+    if name is None or name == _identify():
         yield
         return
     # "host" is how offload names the initial namespace (PID 1's), which has no /run/netns entry
@@ -55,7 +55,7 @@ def inside(name: str | None) -> Iterator[None]:
         target = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         raise UsageError(f"no such network namespace: {name}", hint="list them with `ip netns list`") from None
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         setns(target)
         try:
@@ -67,14 +67,51 @@ def inside(name: str | None) -> Iterator[None]:
         os.close(home)
 
 
-def current_name() -> str:
-    """Name of the namespace we are in (as `ip netns` knows it), or 'host' for the initial one."""
+# The initial namespaces' fixed inode numbers (include/linux/proc_ns.h): the pid one since Linux
+# 3.8, the net one since 6.x kernels gave init_net a static number too.
+PROC_PID_INIT_INO = 0xEFFFFFFC
+PROC_NET_INIT_INO = 0xEFFFFFF9
+
+
+def _identify() -> str | None:
+    """The name `ip netns` knows this thread's namespace by, HOST for the initial one, or None for
+    one that has no name (made by `unshare -n` or a container runtime, or /run/netns not mounted)."""
     try:
-        mine = os.stat("/proc/self/ns/net")
+        mine = os.stat("/proc/thread-self/ns/net")   # this thread's: setns() is per thread
+    except OSError:
+        return HOST                                   # no /proc: nothing to tell namespaces apart by
+    try:
         for entry in os.listdir(NETNS_RUN_DIR):
             st = os.stat(os.path.join(NETNS_RUN_DIR, entry))
             if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
                 return entry
     except OSError:
         pass
+    if mine.st_ino == PROC_NET_INIT_INO:
+        return HOST
+    # In the initial PID namespace, kthreadd (PID 2) is a kernel thread, always in the initial
+    # network namespace (and readable where PID 1's namespaces may not be).
+    for pid in ("2", "1"):
+        try:
+            if os.stat("/proc/self/ns/pid").st_ino == PROC_PID_INIT_INO:
+                return HOST if os.stat(f"/proc/{pid}/ns/net").st_ino == mine.st_ino else None
+        except OSError:
+            continue
+    # A PID namespace of its own (a container) on a kernel without a static init_net number:
+    # nothing tells; a container that joined a named namespace mounts /run/netns (docs/policy.md).
     return HOST
+
+
+def current_name() -> str:
+    """Name of the namespace we are in (as `ip netns` knows it), or 'host' for the initial one.
+
+    offload files pins and records per namespace name; an unnamed namespace filed as "host" would
+    let the host's `gc` free pins of programs still attached here, so it is refused instead."""
+    name = _identify()
+    if name is None:
+        raise EnvironmentProblem(
+            "this network namespace has no name under /run/netns, and offload keeps its pins and records "
+            "per named namespace",
+            hint="name it (`ip netns attach NAME PID`) and use --netns NAME, or, in a container, mount the "
+                 "host's /run/netns and join the namespace by that name")
+    return name

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from offload.errors import NoModeError, NotAttachedError, RefusedError, UsageError
-from offload.kernel import bpfsys, netns, xdp
+from offload.kernel import bpfsys, clock, netns, xdp
 from offload.kernel.names import ifindex_of
 from offload.kernel.privileges import (
     CAP_BPF,
@@ -144,7 +143,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
                     "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,
                     "section": prog.section, "sha256": prog.sha256,
                     "params": prog.params, "mode": m, "prog_id": new_id, "maps": sorted(loaded.maps()),
-                    "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fallbacks": fallbacks,
+                    "attached_at": clock.rfc3339(), "fallbacks": fallbacks,
                     "managed_by": managed_by}
             slot.commit(meta)
         except BaseException:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
-from offload.kernel import netns, xdp
+from offload.kernel import clock, netns, xdp
 from offload.load import pins
 from offload.load.ownership import ownership
 
@@ -116,7 +115,7 @@ def _recover(slot: pins.Slot) -> None:
         old = {}
     slot.commit({**old, "interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "mode": mode,
                  "prog_id": staged, "maps": slot.staged_maps(), "recovered": True,
-                 "attached_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "attached_at": clock.rfc3339(),
                  "program": old.get("program") or "unknown", "sha256": None, "managed_by": old.get("managed_by")})
 
 

@@ -46,6 +46,9 @@ def _is_bpffs(mounts: str, where: str) -> bool:
         return False
 
 
+is_bpffs = _is_bpffs   # libxdp's pins (load/dispatcher.py) are looked for the same way
+
+
 def require_bpffs() -> None:
     """Make BPFFS point at the host's bpffs, or say how to mount it.
 

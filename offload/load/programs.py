@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.util
 import os
 import re
 import stat
@@ -261,6 +262,12 @@ def _library_program(name: str, params: dict[str, str]) -> Program:
 
 
 def _bcc_program(path: Path, params: dict[str, str]) -> Program:
+    if importlib.util.find_spec("bcc") is None:   # found, not imported: bcc costs ~100 ms
+        raise EnvironmentProblem(
+            f"{path}: bcc-dialect C needs bcc, which is not installed here",
+            hint="install bcc and the kernel's headers (Debian: python3-bpfcc linux-headers-amd64; scripts/setup "
+                 "does this; offload's container image has neither), or write the program in libbpf style "
+                 "(SEC(\"xdp\")), compile it with clang -O2 -g -target bpf and attach the object")
     text = inline_includes(path.resolve())
     if not re.search(rf"\b{USER_ENTRY}\s*\(", text):
         raise UsageError(f"{path}: no function {USER_ENTRY}(struct xdp_md *ctx): offload attaches that entry "

@@ -57,11 +57,23 @@ def status(res: dict, out: Console, err: Console) -> None:
         out.print(f"no XDP program attached (namespace {escape(res['netns'])})")
     else:
         out.print(f"XDP programs (namespace {escape(res['netns'])})")
-        rows = [[r["interface"], Text(r["mode"], style="bold"), str(r["prog_id"]), r["name"] or "-",
-                 {True: "yes", False: "no", None: "?"}[r["ours"]], r["program"] or "-", _since(r["attached_at"])]
-                for r in res["attachments"]]
+        rows = []
+        for r in res["attachments"]:
+            disp = r.get("dispatcher")
+            program = r["program"] or ("libxdp dispatcher" if disp else "-")
+            rows.append([r["interface"], Text(r["mode"], style="bold"), str(r["prog_id"]), r["name"] or "-",
+                         {True: "yes", False: "no", None: "?"}[r["ours"]], program,
+                         _since(r["attached_at"] or r.get("loaded_at")), *_prog_cells(r)])
+            for c in (disp or {}).get("programs", []):   # libxdp's programs, in run order
+                chain = ",".join(c["chain_call_actions"]) or "-"
+                rows.append(["", Text(f" └ {c['slot']}", style="dim"), str(c["prog_id"] or "?"), c["name"] or "?",
+                             "no", f"prio {c['priority']}, on {chain} next", _since(c["loaded_at"]), *_prog_cells(c)])
         out.print(fit(out, [Col("interface"), Col("mode"), Col("prog id", "right"), Col("name", drop=2),
-                            Col("ours"), Col("program"), Col("since", drop=1)], rows))
+                            Col("ours"), Col("program"), Col("since", drop=1), Col("tag", drop=3),
+                            Col("jited", "right", drop=4), Col("maps", drop=5), Col("btf", "right", drop=6)], rows))
+        for r in res["attachments"]:
+            for w in (r.get("dispatcher") or {}).get("warnings", []):
+                err.print(f"[yellow]warning:[/] {escape(r['interface'])}: libxdp dispatcher: {escape(w)}")
     for s in res["stale_pins"]:
         err.print(f"[yellow]warning:[/] pins for {escape(s)} but its program is not attached: "
                   f"offload detach {escape(s)}")
@@ -69,8 +81,14 @@ def status(res: dict, out: Console, err: Console) -> None:
         err.print(f"[yellow]warning:[/] {escape(w)}")
 
 
+def _prog_cells(r: dict) -> list[str]:
+    """tag, jited size (or `no`: interpreted), map ids, BTF id: what `bpftool prog show` says."""
+    jited = {True: f"{r.get('jited_size')}B", False: "no", None: "-"}[r.get("jited")]
+    return [r.get("tag") or "-", jited, ",".join(map(str, r.get("map_ids") or [])) or "-", str(r.get("btf_id") or "-")]
+
+
 def _since(stamp: object) -> str:
-    """2025-01-31T12:00:05+0000 -> 2025-01-31 12:00 (the zone and seconds only widen the column).
+    """2025-01-31T12:00:05.123456Z -> 2025-01-31 12:00 (UTC; the seconds only widen the column).
     It comes from a record, so it may be anything: shown literally (cells are Text, not markup)."""
     s = str(stamp) if stamp is not None else "-"
     return f"{s[:10]} {s[11:16]}" if len(s) >= 16 and s[10] == "T" else s

@@ -7,7 +7,7 @@ import struct
 import time
 
 from offload.errors import NotAttachedError
-from offload.kernel import bpfsys, netns
+from offload.kernel import bpfsys, clock, netns
 from offload.kernel.names import ifindex_of
 from offload.load import pins
 from offload.load.programs import ACTIONS
@@ -48,7 +48,7 @@ def read(iface: str) -> dict:
     else:
         return _run_counts(iface, meta)
     return {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
-            "counters": "offload", "time": time.time(), "packets": packets, "bytes": nbytes}
+            "counters": "offload", "time": clock.rfc3339(), "packets": packets, "bytes": nbytes}
 
 
 def _run_counts(iface: str, meta: dict) -> dict:
@@ -59,7 +59,7 @@ def _run_counts(iface: str, meta: dict) -> dict:
         raise NotAttachedError(f"{iface}: program {meta['prog_id']} is gone", hint="offload status")
     enabled = _bpf_stats_enabled()
     out = {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
-           "counters": "prog_info", "time": time.time(), "bpf_stats_enabled": enabled,
+           "counters": "prog_info", "time": clock.rfc3339(), "bpf_stats_enabled": enabled,
            "run_cnt": info.run_cnt, "run_time_ns": info.run_time_ns}
     if not enabled:
         out["note"] = (f"{meta['program']} keeps no offload counters (no xdp_stats map) and kernel.bpf_stats_enabled "
@@ -75,19 +75,21 @@ def _bpf_stats_enabled() -> bool:
         return False
 
 
-def rates(before: dict, after: dict) -> dict:
-    dt = max(after["time"] - before["time"], 1e-9)
+def rates(before: dict, after: dict, dt: float) -> dict:
+    dt = max(dt, 1e-9)
     return {a: round((after["packets"][a] - before["packets"][a]) / dt, 1) for a in ACTIONS}
 
 
 def sample(iface: str, interval: float | None = None) -> dict:
     """Counters now; with `interval`, counters after that many seconds plus the rates between."""
+    t0 = time.monotonic()   # rates over the monotonic clock; `time` (RFC 3339) is for people and logs
     first = read(iface)
     if not interval:
         return first
     time.sleep(interval)
+    t1 = time.monotonic()
     res = read(iface)
     if res["counters"] == "prog_info":
-        dt = max(res["time"] - first["time"], 1e-9)
+        dt = max(t1 - t0, 1e-9)
         return {**res, "runs_per_s": round((res["run_cnt"] - first["run_cnt"]) / dt, 1), "interval": interval}
-    return {**res, "rates_pps": rates(first, res), "interval": interval}
+    return {**res, "rates_pps": rates(first, res, t1 - t0), "interval": interval}

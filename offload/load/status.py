@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from offload.errors import EnvironmentProblem
-from offload.kernel import bpfsys, netns, rtnl
-from offload.load import pins
+from offload.errors import EnvironmentProblem, UsageError
+from offload.kernel import bpfsys, clock, netns, rtnl
+from offload.load import dispatcher, pins
 from offload.probe.modes import Mode
 
 
@@ -31,10 +31,15 @@ def status() -> dict:
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
             mine = pid in own
-            rows.append({"interface": link.name, "ifindex": link.ifindex, "mode": m, "prog_id": pid,
-                         "name": info.name if info else None, "ours": mine if have_pins else None,
+            attached_at = (meta or {}).get("attached_at") if mine else None
+            if attached_at is not None and clock.normalise(attached_at) is None:
+                warnings.append(f"{link.name}: the record's attached_at {attached_at!r} is not a time; "
+                                f"offload detach {link.name} and attach again to rewrite it")
+            rows.append({"interface": link.name, "ifindex": link.ifindex, "mode": m,
+                         **dispatcher.prog_fields(pid, info), "ours": mine if have_pins else None,
                          "program": (meta or {}).get("program") if mine else None,
-                         "attached_at": (meta or {}).get("attached_at") if mine else None})
+                         "attached_at": clock.normalise(attached_at),
+                         "dispatcher": dispatcher.read(link.ifindex, info) if info else None})
     stale = [s.iface for s in pins.slots(ns) if s.iface not in {r["interface"] for r in rows if r["ours"]}]
     return {"netns": ns, "attachments": rows, "stale_pins": stale if have_pins else [], "warnings": warnings}
 
@@ -49,8 +54,9 @@ def status_all() -> dict:
         try:
             with netns.inside(ns):
                 per_ns.append(status())
-        except OSError as e:   # a namespace removed while we walk: nothing to show for it
-            per_ns.append({"netns": ns, "attachments": [], "stale_pins": [], "warnings": [str(e)]})
+        except (OSError, UsageError) as e:   # a namespace removed while we walk: nothing to show for it
+            per_ns.append({"netns": ns, "attachments": [], "stale_pins": [],
+                           "warnings": [getattr(e, "message", None) or str(e)]})
     orphans = gc.collect(dry_run=True)
     return {"namespaces": per_ns, "orphans": orphans["freed"], "renamed": orphans["renamed"],
             "recovered": orphans["recovered"]}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import OffloadError, RefusedError, UsageError
-from offload.kernel import bpfsys, netns, xdp
+from offload.kernel import bpfsys, clock, netns, xdp
 from offload.load import attach as attach_mod
 from offload.load import guard, pins
 from offload.load.ownership import ownership
@@ -114,7 +114,7 @@ class Journal:
     def write(self, event: str, **fields) -> None:
         first = not self._started
         self._rotate()
-        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": self.run, "netns": self.netns,
+        rec = {"time": clock.rfc3339(), "run": self.run, "netns": self.netns,
                "event": event, **fields}
         fd = self._open()
         try:

@@ -1,95 +1,208 @@
-"""Fleet exports: a Node Feature Discovery feature file and node-exporter textfile metrics."""
+"""Fleet exports: a Node Feature Discovery feature file, node-exporter textfile metrics, a systemd
+unit for `offload watch`; written atomically, and on a schedule with `--interval`."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
+import shlex
+import signal
+import sys
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterable
 
-from offload.errors import OffloadError
-from offload.kernel import netns
-from offload.load import pins, stats
+from offload.errors import UsageError
+from offload.kernel import fs
 from offload.probe import modes
-from offload.probe.report import assess
+from offload.probe.facts import DeviceFacts
 
 NFD_DEFAULT = "/etc/kubernetes/node-feature-discovery/features.d/offload"
-PROM_DEFAULT = "/var/lib/node_exporter/textfile_collector/offload.prom"
 PREFIX = "offload.xdp"   # a label namespace of our own: NFD keeps it as is
+POLICY_DEFAULT = "/etc/offload/policy.yaml"
+JOURNAL_DEFAULT = "/var/lib/offload/journal.jsonl"
+
+# Kubernetes label syntax (NFD applies it to feature-file names): a name of at most 63
+# characters, alphanumeric at both ends, '-', '_' and '.' inside; a prefix a DNS subdomain.
+_NAME_MAX = 63
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
-def _atomic_write(path: str, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+def write_file(path: str, text: str, what: str) -> None:
+    """Replace file `path` atomically. Its directory is reached without following links others
+    control and made if missing; the name is one plain component that readers do not skip."""
+    directory, name = os.path.split(path)
+    if not directory or not name or name.startswith("."):
+        raise UsageError(f"{what} {path!r}: expected an absolute file path whose name does not start "
+                         "with '.' (readers skip dot-files)")
+    fd = fs.open_dir(os.path.abspath(directory), create=True)
+    try:
+        fs.replace_file(fd, name, text.encode())
+    finally:
+        os.close(fd)
 
 
-def nfd_labels() -> dict[str, str]:
-    _, assessed = assess(include_loopback=False)
+# -- Node Feature Discovery ---------------------------------------------------------------------
+def bus_backed(d: DeviceFacts) -> bool:
+    """A device with a parent bus device (a PCI NIC, an SR-IOV VF, virtio, an auxiliary device):
+    what a node's hardware offers. The probe calls that kind "physical"; veth, bridge, tun, bond
+    and every other software device have a kind of their own."""
+    return d.kind == "physical"
+
+
+def label_name(raw: str) -> str | None:
+    """`raw` made a valid label name (characters outside the alphabet become '-'), or None if
+    nothing valid of at most 63 characters remains."""
+    name = re.sub(r"[^-A-Za-z0-9_.]", "-", raw).strip("-_.")
+    return name if len(name) <= _NAME_MAX and _NAME.fullmatch(name) else None
+
+
+def nfd_labels(assessed: Iterable[tuple[DeviceFacts, dict]], include_virtual: bool = False) -> dict:
+    """Labels over the node's interfaces (pure): by default only bus-backed ones count, so a
+    node whose only XDP-native links are a CNI's veths is not labelled native."""
     best = None
     labels: dict[str, str] = {}
-    for a in assessed:
-        d, rec = a.facts, modes.recommend(a.verdicts)["mode"]
+    counted, ignored, warnings = [], [], []
+    for d, verdicts in assessed:
+        if d.kind == "loopback" or not (include_virtual or bus_backed(d)):
+            ignored.append({"interface": d.name, "kind": d.kind})
+            continue
+        counted.append(d.name)
+        rec = modes.recommend(verdicts)["mode"]
         best = modes.better(best, rec)
-        if rec in (modes.Mode.HW, modes.Mode.NATIVE) and d.driver:
-            labels[f"{PREFIX}/driver.{d.driver}"] = "true"
-        if rec == "hw":
+        if verdicts[modes.Mode.HW].status == modes.SUPPORTED:
             labels[f"{PREFIX}/hw-offload"] = "true"
-        if rec == "native":
+        if verdicts[modes.Mode.NATIVE].status == modes.SUPPORTED:
             labels[f"{PREFIX}/native"] = "true"
-    labels[f"{PREFIX}/best-mode"] = best or "none"
-    return dict(sorted(labels.items()))
+        if rec in (modes.Mode.HW, modes.Mode.NATIVE) and d.driver:
+            name = label_name(f"driver.{d.driver}")
+            if name is None:
+                warnings.append(f"{d.name}: driver {d.driver!r} cannot be a label name (at most {_NAME_MAX} "
+                                "characters of A-Z a-z 0-9 - _ .): no driver label for it")
+            else:
+                labels[f"{PREFIX}/{name}"] = "true"
+    labels[f"{PREFIX}/best-mode"] = str(best) if best else "none"
+    return {"labels": dict(sorted(labels.items())), "counted": counted, "ignored": ignored, "warnings": warnings}
 
 
-def export_nfd(path: str = NFD_DEFAULT) -> dict:
-    labels = nfd_labels()
-    _atomic_write(path, "".join(f"{k}={v}\n" for k, v in labels.items()))
-    return {"path": path, "labels": labels}
+def export_nfd(path: str = NFD_DEFAULT, include_virtual: bool = False) -> dict:
+    from offload.probe.report import assess
+
+    _, assessed = assess(include_loopback=False)
+    res = nfd_labels(((a.facts, a.verdicts) for a in assessed), include_virtual)
+    write_file(path, "".join(f"{k}={v}\n" for k, v in res["labels"].items()), "--path")
+    return {"path": path, "include_virtual": include_virtual, **res}
 
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+# -- node-exporter textfile ---------------------------------------------------------------------
+def prometheus_path(path: str | None, directory: str | None) -> str:
+    from offload.orchestrate.metrics import TEXTFILE_DIR, TEXTFILE_NAME
+
+    if path and directory:
+        raise UsageError("give --path or --textfile-dir, not both")
+    path = path or os.path.join(directory or TEXTFILE_DIR, TEXTFILE_NAME)
+    if not path.endswith(".prom"):
+        raise UsageError(f"--path {path!r}: node-exporter's textfile collector reads only *.prom files")
+    return path
 
 
-def prometheus_text(bench_json: str | None = None) -> str:
-    lines = ["# HELP offload_xdp_attached An XDP program offload attached (1), by interface, mode and program.",
-             "# TYPE offload_xdp_attached gauge"]
-    packets, nbytes = [], []
-    for slot in pins.slots(netns.current_name()):
-        meta = slot.meta()
-        if not meta:
-            continue
-        lbl = f'interface="{_esc(slot.iface)}",mode="{meta["mode"]}",program="{_esc(meta["program"])}"'
-        lines.append(f"offload_xdp_attached{{{lbl}}} 1")
-        try:
-            s = stats.read(slot.iface)
-        except (OffloadError, OSError):
-            continue
-        if s["counters"] != "offload":  # a user's object: no per-action counters to export
-            continue
-        for action, n in s["packets"].items():
-            packets.append(f'offload_xdp_packets_total{{interface="{_esc(slot.iface)}",action="{action}"}} {n}')
-            nbytes.append(f'offload_xdp_bytes_total{{interface="{_esc(slot.iface)}",action="{action}"}} '
-                          f'{s["bytes"][action]}')
-    lines += ["# HELP offload_xdp_packets_total Packets seen by offload's program, by XDP action.",
-              "# TYPE offload_xdp_packets_total counter", *packets,
-              "# HELP offload_xdp_bytes_total Bytes seen by offload's program, by XDP action.",
-              "# TYPE offload_xdp_bytes_total counter", *nbytes]
-    if bench_json:
-        doc = json.loads(Path(bench_json).read_text())
-        lines += ["# HELP offload_bench_rx_pps Received packets per second in the last offload bench, by mode.",
-                  "# TYPE offload_bench_rx_pps gauge"]
-        for r in doc["results"]:
-            lines.append(f'offload_bench_rx_pps{{mode="{r["mode"]}",generator="{r["generator"]}",'
-                         f'program="{_esc(doc["config"]["program"])}"}} {r["rx_pps"] or 0}')
-    lines += ["# HELP offload_export_timestamp_seconds When this file was written.",
-              "# TYPE offload_export_timestamp_seconds gauge", f"offload_export_timestamp_seconds {time.time():.3f}"]
-    return "\n".join(lines) + "\n"
+def export_prometheus(path: str, bench_json: str | None = None, health=None) -> dict:
+    from offload.orchestrate import metrics
+
+    text = metrics.text(health, bench_json)
+    write_file(path, text, "--path")
+    return {"path": path, "samples": sum(1 for line in text.splitlines() if line and not line.startswith("#"))}
 
 
-def export_prometheus(path: str = PROM_DEFAULT, bench_json: str | None = None) -> dict:
-    text = prometheus_text(bench_json)
-    _atomic_write(path, text)
-    return {"path": path, "lines": text.count("\n")}
+# -- systemd ------------------------------------------------------------------------------------
+def entry_point() -> list[str]:
+    """The command that runs this offload: the `offload` script by its absolute path where it was
+    installed (a venv's bin/, /usr/local/bin, ...), else this interpreter with `-m offload`."""
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "offload" and os.access(argv0, os.X_OK):
+        return [argv0]
+    return [os.path.abspath(sys.executable), "-m", "offload"]
+
+
+def systemd_unit(policy: str = POLICY_DEFAULT, interval: float = 30.0, journal: str = JOURNAL_DEFAULT,
+                 metrics_address: str | None = None, textfile_dir: str | None = None,
+                 command: list[str] | None = None) -> str:
+    """A unit for `offload watch` (systemd-analyze verify clean) that runs the offload installed here."""
+    for what, p in (("--policy", policy), ("--journal", journal), ("--textfile-dir", textfile_dir)):
+        if p is not None and (not os.path.isabs(p) or "\n" in p):
+            raise UsageError(f"{what} {p!r}: systemd needs an absolute path")
+    argv = [*(command or entry_point()), "watch", "-f", policy, "--interval", f"{interval:g}", "--journal", journal]
+    if metrics_address:
+        from offload.orchestrate.metrics import parse_address
+
+        parse_address(metrics_address)
+        argv += ["--metrics-address", metrics_address]
+    if textfile_dir:
+        argv += ["--textfile-dir", textfile_dir]
+    writable = ["/sys/fs/bpf", "/run/offload", "/var/lib/offload", *([textfile_dir] if textfile_dir else [])]
+    # systemd's own quoting is close to the shell's; '%' and '$' would be specifiers and variables
+    exec_start = " ".join(shlex.quote(a).replace("%", "%%").replace("$", "$$") for a in argv)
+    return f"""\
+[Unit]
+Description=offload: keep XDP programs on this host's NICs as {policy} says
+After=network-pre.target sys-fs-bpf.mount
+Wants=network-pre.target
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+# SIGTERM stops it cleanly; programs stay attached (add --detach-on-exit to remove them).
+KillSignal=SIGTERM
+Restart=on-failure
+RestartSec=5
+StateDirectory=offload
+RuntimeDirectory=offload
+RuntimeDirectoryPreserve=yes
+AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_SYS_ADMIN CAP_PERFMON
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_BPF CAP_SYS_ADMIN CAP_PERFMON
+ProtectSystem=strict
+ReadWritePaths={" ".join(writable)}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def export_systemd(path: str | None = None, **kw) -> dict:
+    unit = systemd_unit(**kw)
+    if path is not None:
+        if not path.endswith(".service"):
+            raise UsageError(f"--path {path!r}: a unit file's name ends in .service")
+        write_file(path, unit, "--path")
+    return {"path": path, "unit": unit}
+
+
+# -- on a schedule ------------------------------------------------------------------------------
+def every(interval: float, fn: Callable[[], dict], log: Callable[[dict], None]) -> None:
+    """Run `fn` now and every `interval` seconds until SIGTERM or SIGINT. A failed first round
+    fails the command (a bad path is not worth retrying); a later failed round is logged and the
+    next one tries again (a labeller must not crash-loop on one bad moment)."""
+    from offload.errors import OffloadError
+
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        log(fn())
+        while True:
+            deadline = time.monotonic() + interval
+            while not stop["now"] and time.monotonic() < deadline:
+                time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+            if stop["now"]:
+                break
+            try:
+                log(fn())
+            except OffloadError as e:
+                log({"error": e.message, "hint": e.hint})
+            except OSError as e:   # e.g. the disk is full for a moment
+                log({"error": str(e), "hint": None})
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -20,9 +20,13 @@ from offload.orchestrate.policy import Policy
 
 
 def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, journal: Path | None = None,
-          log: Callable[[str], None] = print, stop_after: float | None = None) -> None:
+          log: Callable[[str], None] = print, stop_after: float | None = None,
+          metrics_server=None, textfile: str | None = None) -> None:
     """Apply, then re-apply on every link appearing or vanishing (rtnetlink notifications, which
-    work inside a network namespace) and every `interval` seconds (drift). SIGTERM ends it."""
+    work inside a network namespace) and every `interval` seconds (drift). SIGTERM ends it.
+
+    `metrics_server` (a bound metrics.MetricsServer) serves /metrics from a thread of its own,
+    started here so that it reads this namespace; `textfile` is rewritten after every reconcile."""
     from pyroute2.netlink.rtnl import RTMGRP_LINK
 
     # Up front: every reconcile would fail on privileges, and the loop would log it forever.
@@ -32,9 +36,24 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
     def on_term(signum, frame):
         stopping["now"] = True
 
-    old = signal.signal(signal.SIGTERM, on_term)
+    health = None
+    if metrics_server is not None or textfile is not None:
+        from offload.orchestrate import exports, metrics
+
+        health = metrics.Health()
 
     def reconcile(why: str) -> None:
+        ok = _reconcile(why)
+        if health is None:
+            return
+        health.record(ok, _attached_count())
+        if textfile is not None:
+            try:
+                exports.export_prometheus(textfile, health=health)
+            except (OffloadError, OSError) as e:
+                log(f"offload-watch: textfile={textfile} error={getattr(e, 'message', str(e))!r}")
+
+    def _reconcile(why: str) -> bool:
         # A watcher under systemd's Restart= must not crash-loop on one bad interface or record:
         # every error of a reconcile is logged, and the next event or period tries again.
         try:
@@ -43,16 +62,19 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
             res = apply(pol, best_effort=True, journal=journal)
         except OffloadError as e:
             log(f"offload-watch: reconcile={why} error={e.message!r}")
-            return
+            return False
         except Exception as e:  # noqa: BLE001 - logged; the watcher lives on
             log(f"offload-watch: reconcile={why} error={type(e).__name__}: {e}")
-            return
+            return False
         for s in res["steps"]:
             if s["status"] == "done":
                 log(f"offload-watch: reconcile={why} iface={s['interface']} action={s['action']} "
                     f"program={s['program']} mode={s.get('mode')}")
         for s in res["failed"]:
             log(f"offload-watch: reconcile={why} iface={s['interface']} action={s['action']} error={s['error']!r}")
+        return not res["failed"]
+
+    old = signal.signal(signal.SIGTERM, on_term)
 
     # A plain NETLINK_ROUTE socket subscribed to link events (decoded with pyroute2's ifinfmsg):
     # pyroute2's IPRoute buffers notifications inside its event loop, out of select()'s sight.
@@ -61,6 +83,9 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)   # bursts of links: fewer overflows
         sock.bind((0, RTMGRP_LINK))
         log(f"offload-watch: start policy={pol.path} netns={netns.current_name()} interval={interval:g}s")
+        if metrics_server is not None:
+            metrics_server.start(metrics.registry(health))
+            log(f"offload-watch: metrics={metrics_server.url}")
         # Links as they are before the first apply: one added while it runs is then an event
         # of its own (a dump after the apply would count it as known and never say it came).
         known = {link.name for link in rtnl.dump_links()}
@@ -97,6 +122,8 @@ def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, jou
     finally:
         sock.close()
         signal.signal(signal.SIGTERM, old)
+        if metrics_server is not None:
+            metrics_server.close()
         if detach_on_exit:
             for slot in pins.slots(netns.current_name()):
                 try:
@@ -132,6 +159,17 @@ def _link_events(sock: socket.socket, timeout: float) -> list[tuple[str, str]]:
             off += (length + 3) & ~3
         r, _, _ = select.select([sock], [], [], 0)
     return out
+
+
+def _attached_count() -> int:
+    """Programs offload holds in this namespace (its records; a damaged one does not count)."""
+    n = 0
+    for slot in pins.slots(netns.current_name()):
+        try:
+            n += slot.meta() is not None
+        except pins.StateError:
+            pass
+    return n
 
 
 def _forget(iface: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 from lib.cli import OFFLOAD, offload
 from lib.helpers import PIN_ROOT, RUN_ROOT
 from lib.kernel import netns_list
+from lib.schemas import validate
 
 pytestmark = pytest.mark.root
 
@@ -35,7 +36,9 @@ def leftovers(pid: int) -> list[str]:
 
 def test_demo_json_tells_the_whole_story(tmp_path):
     plot = tmp_path / "demo.png"
-    doc = json.loads(offload("demo", "--json", "--plot", str(plot)).stdout)
+    doc = validate(json.loads(offload("demo", "--json", "--plot", str(plot)).stdout), "demo")
+    validate(doc["probe"], "probe")
+    validate({"schema_version": 1, **doc["bench"]}, "bench")
     assert doc["lab"]["netns"] not in netns_list()
     assert not (PIN_ROOT / doc['lab']['netns']).exists()
     rec = {i["name"].split("-", 1)[-1]: i["recommended"]["mode"] for i in doc["probe"]["interfaces"]}

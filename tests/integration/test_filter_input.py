@@ -37,9 +37,9 @@ def test_nested_prefixes_each_have_an_entry(env):
     env.offload_json("attach", env.ifname, "filter", "--param", "prefixes=198.51.0.0/16,198.51.100.0/24")
     assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["198.51.0.0/16", "198.51.100.0/24"]
     res = env.offload_json("filter", "add", env.ifname, "198.51.100.128/25", "198.51.0.0/16")
-    assert res == {"interface": env.ifname, "added": ["198.51.100.128/25"], "already_present": ["198.51.0.0/16"]}
+    assert res == {"schema_version": 1, "interface": env.ifname, "added": ["198.51.100.128/25"], "already_present": ["198.51.0.0/16"]}
     res = env.offload_json("filter", "del", env.ifname, "198.51.0.0/16", "203.0.113.0/24")
-    assert res == {"interface": env.ifname, "removed": ["198.51.0.0/16"], "not_present": ["203.0.113.0/24"]}
+    assert res == {"schema_version": 1, "interface": env.ifname, "removed": ["198.51.0.0/16"], "not_present": ["203.0.113.0/24"]}
     assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["198.51.100.0/24", "198.51.100.128/25"]
     if env.kind == "veth":   # the /24 still drops once the /16 is gone
         with netns_mod.inside(env.netns):

@@ -132,22 +132,6 @@ def test_watch_reacts_to_hotplug_and_stops_on_sigterm(env, policy):
     assert f"{lab.name}-a0" in xdp_ids(lab.netns)                      # programs stay by default
 
 
-def test_exports(env, tmp_path):
-    from prometheus_client.parser import text_string_to_metric_families
-    env.offload("attach", env.ifname, "count_drop")
-    prom, nfd = tmp_path / "offload.prom", tmp_path / "offload.nfd"
-    env.offload("export", "prometheus", "--path", str(prom))
-    fams = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
-    (att,) = fams["offload_xdp_attached"].samples
-    assert att.labels == {"interface": env.ifname, "mode": "native", "program": "count_drop"} and att.value == 1
-    assert {s.labels["action"] for s in fams["offload_xdp_packets"].samples} == {
-        "aborted", "drop", "pass", "tx", "redirect"}
-    env.offload("export", "nfd", "--path", str(nfd))
-    labels = dict(line.split("=", 1) for line in nfd.read_text().split())
-    assert labels["offload.xdp/best-mode"] == "native" and labels["offload.xdp/driver.veth"] == "true"
-    env.offload("detach", env.ifname)
-
-
 def test_a_broken_manifest_fails_validation(tmp_path):
     import yaml
     docs = list(yaml.safe_load_all((ROOT / "deploy/offload-watch.yaml").read_text()))

@@ -261,3 +261,19 @@ def test_killed_between_kernel_swap_and_pin_swap(env):
     assert consistency(env.netns, [env.ifname]) == []
     assert env.offload_json("detach", env.ifname)["detached"]["mode"] == "native"
     assert kernel_xdp(env.ifname, env.netns) == {}
+
+
+def test_an_unnamed_namespace_is_not_filed_as_host(env):
+    """A namespace with no /run/netns name (unshare -n, a container without /run/netns) must not
+    have its state filed under "host": the host's gc would then free pins of programs still
+    attached there. offload refuses to keep state for it and says how to name it."""
+    from lib.cli import OFFLOAD
+
+    before = sorted(p.name for p in (PIN_ROOT / "host").iterdir()) if (PIN_ROOT / "host").is_dir() else []
+    for args in (["attach", "lo", "count_drop", "--mode", "generic"], ["status"]):
+        res = subprocess.run(["unshare", "-n", OFFLOAD, *args], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 4, (args, res.returncode, res.stderr)
+        assert "no name under /run/netns" in res.stderr and "ip netns attach" in res.stderr, res.stderr
+    after = sorted(p.name for p in (PIN_ROOT / "host").iterdir()) if (PIN_ROOT / "host").is_dir() else []
+    assert after == before and "lo" not in after
+    assert offload_json("status")["netns"] == "host"              # the host itself is still "host"

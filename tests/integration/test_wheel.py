@@ -44,6 +44,12 @@ def test_wheel_carries_library_and_profiles(installed, tmp_path):
     profiles = json.loads(res.stdout)["profiles"]
     assert len(profiles) >= 20 and all("/_data/drivers_profiles/" in p["file"] for p in profiles)
     assert not any(str(ROOT) in p["file"] for p in profiles)
+    shipped = subprocess.run([str(installed / "bin/python"), "-c", "from importlib import resources; "
+                              "print(*sorted(p.name for p in (resources.files('offload') / 'schemas').iterdir()))"],
+                             capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    assert shipped == sorted(p.name for p in (ROOT / "offload" / "schemas").glob("*.json"))
+    res = run(installed, "attach", "--no-such-option", "--json", cache=tmp_path)   # errors load their schema's kind
+    assert res.returncode == 2 and json.loads(res.stdout)["error"]["exit_code"] == 2
 
 
 def test_wheel_attaches_without_compiling(installed, env, tmp_path):

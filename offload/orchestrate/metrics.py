@@ -1,0 +1,237 @@
+"""Prometheus metrics, read from the kernel at scrape time: a prometheus_client Collector, the
+`/metrics` HTTP endpoint `offload watch --metrics-address` serves, and the textfile it writes.
+
+Imported only by the commands that export (prometheus_client is not a start-up cost).
+Names follow Prometheus's conventions: base units, `_total` counters, `_info` for attachments,
+`device` as node_exporter labels an interface.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, MetricsHandler, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
+
+from offload.errors import OffloadError, UsageError
+from offload.kernel import bpfsys, netns
+from offload.load import stats as stats_mod
+from offload.load import status as status_mod
+from offload.load.programs import ACTIONS
+
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"   # Debian's prometheus-node-exporter reads this
+TEXTFILE_NAME = "offload.prom"
+
+
+@dataclass
+class Health:
+    """What `watch` tells about itself. Written by the reconcile loop, read by the scrape thread:
+    one lock, held only to copy a few numbers."""
+
+    reconciles: int = 0
+    errors: int = 0
+    last_reconcile: float | None = None
+    attached: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, ok: bool, attached: int) -> None:
+        with self._lock:
+            self.reconciles += 1
+            self.errors += 0 if ok else 1
+            self.last_reconcile = time.time()
+            self.attached = attached
+
+    def snapshot(self) -> tuple[int, int, float | None, int]:
+        with self._lock:
+            return self.reconciles, self.errors, self.last_reconcile, self.attached
+
+
+class OffloadCollector:
+    """Every XDP program of the namespace (offload's and others'), and offload's per-action
+    counters, read when Prometheus scrapes: the same reads as `offload status` and `offload stats`."""
+
+    def __init__(self, health: Health | None = None, bench_json: str | None = None) -> None:
+        self.health, self.bench_json = health, bench_json
+
+    def collect(self):
+        ns = netns.current_name()
+        info = InfoMetricFamily("offload_xdp_program", "An XDP program attached to a device: who attached "
+                                "it (owner: offload or foreign), in which mode, its id and tag.",
+                                labels=["device", "netns", "mode", "program", "prog_id", "tag", "owner"])
+        pkts = CounterMetricFamily("offload_xdp_packets", "Packets offload's program saw, by XDP action.",
+                                   labels=["device", "netns", "program", "action"])
+        nbytes = CounterMetricFamily("offload_xdp_bytes", "Bytes offload's program saw, by XDP action.",
+                                     labels=["device", "netns", "program", "action"])
+        runs = CounterMetricFamily("offload_xdp_program_runs", "Runs of an attached program as the kernel "
+                                   "counts them (only while kernel.bpf_stats_enabled is 1).",
+                                   labels=["device", "netns", "mode", "prog_id"])
+        run_s = CounterMetricFamily("offload_xdp_program_run_seconds", "Time spent in an attached program "
+                                    "(only while kernel.bpf_stats_enabled is 1).",
+                                    labels=["device", "netns", "mode", "prog_id"])
+        errors = GaugeMetricFamily("offload_xdp_read_errors", "Devices whose counters could not be read "
+                                   "in this scrape (the program went away meanwhile, a damaged record).")
+        n_err = 0
+        bpf_stats = stats_mod._bpf_stats_enabled()
+        for row in status_mod.status()["attachments"]:
+            dev, mode, pid = row["interface"], str(row["mode"]), row["prog_id"]
+            p = bpfsys.prog_info(pid)
+            owner = {True: "offload", False: "foreign", None: "unknown"}[row["ours"]]
+            info.add_metric([dev, ns, mode, row["program"] or row["name"] or "", str(pid),
+                             p.tag if p else "", owner], {})
+            if bpf_stats and p:
+                runs.add_metric([dev, ns, mode, str(pid)], p.run_cnt)
+                run_s.add_metric([dev, ns, mode, str(pid)], p.run_time_ns / 1e9)
+            if not row["ours"]:
+                continue
+            try:
+                s = stats_mod.read(dev)
+            except (OffloadError, OSError):
+                n_err += 1
+                continue
+            if s["counters"] != "offload":   # a user's object: the kernel's run counts above are all there is
+                continue
+            for action in ACTIONS:
+                pkts.add_metric([dev, ns, s["program"], action], s["packets"][action])
+                nbytes.add_metric([dev, ns, s["program"], action], s["bytes"][action])
+        errors.add_metric([], n_err)
+        yield from (info, pkts, nbytes, errors)
+        if bpf_stats:   # off: the kernel counts nothing, and an empty family would read as "no programs"
+            yield from (runs, run_s)
+        if self.health is not None:
+            yield from _health_metrics(self.health)
+        if self.bench_json:
+            yield _bench_metric(self.bench_json)
+
+
+def _health_metrics(h: Health):
+    reconciles, errs, last, attached = h.snapshot()
+    total = CounterMetricFamily("offload_watch_reconciles", "Reconciles watch has run (start, link "
+                                "changes, periodic drift checks).")
+    total.add_metric([], reconciles)
+    bad = CounterMetricFamily("offload_watch_reconcile_errors", "Reconciles that failed as a whole or "
+                              "left a step failed.")
+    bad.add_metric([], errs)
+    attached_g = GaugeMetricFamily("offload_watch_attached_programs", "Programs offload holds attached in "
+                                   "watch's namespace after the last reconcile.")
+    attached_g.add_metric([], attached)
+    yield from (total, bad, attached_g)
+    if last is not None:   # no sample rather than a 1970 timestamp before the first reconcile
+        g = GaugeMetricFamily("offload_watch_last_reconcile_timestamp_seconds",
+                              "When watch last reconciled (Unix time).")
+        g.add_metric([], last)
+        yield g
+
+
+def _bench_metric(path: str) -> GaugeMetricFamily:
+    try:
+        doc = json.loads(Path(path).read_text())
+        results, program = doc["results"], doc["config"]["program"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{path}: not an `offload bench --json` result ({e})") from None
+    g = GaugeMetricFamily("offload_bench_rx_packets_per_second", "Packets per second received through "
+                          "each mode in the last offload bench (a run without a rate has no sample).",
+                          labels=["mode", "generator", "program"])
+    for r in results:
+        if r.get("rx_pps") is not None:   # a missing rate is absent, never a 0 that looks measured
+            g.add_metric([str(r["mode"]), str(r.get("generator", "")), program], float(r["rx_pps"]))
+    return g
+
+
+def registry(health: Health | None = None, bench_json: str | None = None) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(OffloadCollector(health, bench_json))
+    return reg
+
+
+def text(health: Health | None = None, bench_json: str | None = None) -> str:
+    """The exposition text (what /metrics serves and the textfile holds)."""
+    return generate_latest(registry(health, bench_json)).decode()
+
+
+# -- /metrics -----------------------------------------------------------------------------------
+def parse_address(address: str) -> tuple[str, int]:
+    """ADDR:PORT or [V6ADDR]:PORT, an explicit address (no silent all-interfaces default)."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--metrics-address {address!r}: expected ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477 "
+                         "(0.0.0.0:PORT to listen on every address)")
+    try:
+        socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise UsageError(f"--metrics-address {address!r}: {host!r} is not an IP address") from None
+    return host, int(port)
+
+
+class _Server(http.server.HTTPServer):
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """/metrics over HTTP on one thread of its own. The socket is bound at construction (so the
+    address is taken in the caller's network namespace, where the scraper is); the thread serves
+    from `start()`, and reads the kernel in the namespace it was started in."""
+
+    def __init__(self, address: str) -> None:
+        host, port = parse_address(address)
+        cls = _Server6 if ":" in host else _Server
+        try:
+            self.httpd = cls((host, port), http.server.BaseHTTPRequestHandler)
+        except OSError as e:
+            raise OffloadError(f"cannot serve /metrics on {address}: {e.strerror or e}",
+                               hint="choose a free port and an address of this host (--metrics-address)") from None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
+
+    def start(self, reg: CollectorRegistry) -> None:
+        self.httpd.RequestHandlerClass = _handler(reg)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="offload-metrics", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop serving and free the port (idempotent)."""
+        if self.thread is not None:
+            self.httpd.shutdown()   # waits for the request in flight, if any
+            self.thread.join()
+            self.thread = None
+        self.httpd.server_close()
+
+
+def _handler(reg: CollectorRegistry) -> type:
+    base = MetricsHandler.factory(reg)
+
+    class Handler(base):
+        timeout = 10   # a client that stalls cannot hold the (single) serving thread for long
+
+        def do_GET(self) -> None:
+            if urlsplit(self.path).path != "/metrics":
+                self.send_error(404, "only /metrics is served here")
+                return
+            try:
+                super().do_GET()
+            except OffloadError as e:   # e.g. a damaged state tree: say so, the next scrape tries again
+                self.send_error(500, e.message)
+
+        def log_message(self, format: str, *args) -> None:   # noqa: A002 - the base class's name
+            pass   # one line per scrape would drown watch's own log
+
+    return Handler
