@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from start import byte_compile  # noqa: E402
+from start import timed as timed_cpu  # noqa: E402
+
 from offload import lab  # noqa: E402
 from offload.load import programs  # noqa: E402
 
@@ -43,10 +46,15 @@ def xdp_count(ns: str, prefix: str) -> int:
 
 
 def clear(ns: str, devs: list[str]) -> None:
+    """Everything off the lab between runs: apply's programs by an empty policy, the rest with one
+    `ip -batch`, and `offload gc` frees the pins and records of what ip took off (a detach per
+    device would be N starts of offload, minutes under load)."""
     subprocess.run([OFFLOAD, "apply", "-f", "/dev/null", "--netns", ns], capture_output=True)
-    for d in devs:
-        subprocess.run([OFFLOAD, "detach", d, "--netns", ns], capture_output=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "dev", d, "xdp", "off"], capture_output=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".batch") as batch:
+        batch.write("".join(f"link set dev {d} xdp off\n" for d in devs))
+        batch.flush()
+        subprocess.run(["ip", "-n", ns, "-force", "-batch", batch.name], capture_output=True)
+    subprocess.run([OFFLOAD, "gc"], capture_output=True)
 
 
 def main() -> int:
@@ -57,6 +65,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
+    byte_compile()   # as a wheel install would be
     name = f"as{os.getpid() % 100000}"
     made = lab.up(name, pairs=args.n)
     ns, devs = made.netns, [p.a for p in made.pairs]
@@ -82,12 +91,17 @@ def main() -> int:
             out["apply_s"], out["ip_batch_s"] = statistics.median(apply_s), statistics.median(ip_s)
             out["apply_over_ip"] = round(out["apply_s"] / out["ip_batch_s"], 2)
 
-            one, version = [], []
+            one, version, bare, cpu = [], [], [], {"attach": [], "version": [], "pass": []}
             for _ in range(args.repeat):
-                version.append(timed([OFFLOAD, "--version"]))
-                one.append(timed([OFFLOAD, "attach", devs[0], "count_drop", "--mode", "native", "--netns", ns]))
+                bare.append(timed_cpu([sys.executable, "-c", "pass"], cpu["pass"]))
+                version.append(timed_cpu([OFFLOAD, "--version"], cpu["version"]))
+                one.append(timed_cpu([OFFLOAD, "attach", devs[0], "count_drop", "--mode", "native", "--netns", ns],
+                                     cpu["attach"]))
                 subprocess.run([OFFLOAD, "detach", devs[0], "--netns", ns], check=True, capture_output=True)
             out["attach_s"], out["version_s"] = statistics.median(one), statistics.median(version)
+            out["python_pass_s"] = statistics.median(bare)
+            # CPU seconds (user + system) of the same runs: what they cost, whatever the machine's load
+            out.update({f"{k}_cpu_s": round(statistics.median(v), 3) for k, v in cpu.items()})
 
             watch = subprocess.Popen([OFFLOAD, "watch", "-f", str(policy), "--netns", ns, "--interval", "600",
                                       "--journal", str(journal)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -116,7 +130,8 @@ def main() -> int:
     else:
         print(f"apply over {args.n} veths: {out['apply_s']:.3f} s; ip -batch: {out['ip_batch_s']:.3f} s; "
               f"ratio {out['apply_over_ip']}x")
-        print(f"offload attach (library program): {out['attach_s']:.3f} s; offload --version: {out['version_s']:.3f} s")
+        print(f"offload attach (library program): {out['attach_s']:.3f} s; offload --version: {out['version_s']:.3f} s; "
+              f"python -c pass: {out['python_pass_s']:.3f} s")
         print(f"watch: {out['hotplug_attached']}/{out['hotplug']} hot-plugged veths attached in {out['hotplug_s']:.3f} s")
     return 0
 

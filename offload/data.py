@@ -6,7 +6,6 @@ both. Missing is an error, never an empty list."""
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem
@@ -29,7 +28,7 @@ def data_dir(what: tuple[str, str]) -> Path:
     name, env = what
     if os.environ.get(env):
         return Path(os.environ[env])
-    packaged = Path(str(resources.files("offload"))) / "_data" / name
+    packaged = Path(__file__).resolve().parent / "_data" / name   # importlib.resources: ~10 ms more
     if packaged.is_dir():
         return packaged
     checkout = Path(__file__).resolve().parents[1] / name

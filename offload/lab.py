@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
+from pyroute2 import netns as pr_netns  # the submodule only (see offload/__init__.py)
+from pyroute2.iproute import IPRoute
 
 from offload.errors import UsageError
 from offload.kernel import netns

@@ -9,7 +9,6 @@ not pay bcc's start-up cost.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import sys
@@ -69,7 +68,12 @@ class _test_run_opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf >= 0
 
 @lru_cache(maxsize=1)
 def _libbpf() -> ctypes.CDLL:
-    lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
+    try:  # the soname first: find_library() runs ldconfig in a subprocess (~20 ms)
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        lib = ctypes.CDLL(find_library("bpf") or "libbpf.so.1", use_errno=True)
     vp, i, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
     lib.bpf_prog_get_fd_by_id.argtypes = [u32]
     lib.bpf_map_get_fd_by_id.argtypes = [u32]

@@ -1,14 +1,18 @@
 """devlink generic netlink: which netdev belongs to which devlink instance, its firmware
-versions and eswitch mode. Dumps for ports and info; eswitch is asked per instance (few)."""
+versions and eswitch mode. Dumps for ports and info; eswitch is asked per instance (few).
+
+The port dump goes through `nlraw` (most hosts have no devlink port with a netdev, and then
+pyroute2 is never imported); instance details go through pyroute2's DevlinkSocket."""
 
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
 
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
-from pyroute2.netlink.devlink import DEVLINK_NAMES, DevlinkSocket, devlinkcmd
-from pyroute2.netlink.exceptions import NetlinkError
+from offload.kernel import nlraw
+
+DEVLINK_CMD_PORT_GET = 5
+DEVLINK_ATTR_PORT_NETDEV_IFINDEX = 6
 
 ESWITCH_MODES = {0: "legacy", 1: "switchdev"}
 
@@ -29,7 +33,9 @@ def _versions(msg) -> dict[str, str]:
     return out
 
 
-def _req(cmd: str, attrs: list | None = None) -> devlinkcmd:
+def _req(cmd: str, attrs: list | None = None):
+    from pyroute2.netlink.devlink import DEVLINK_NAMES, devlinkcmd
+
     msg = devlinkcmd()
     msg["cmd"] = DEVLINK_NAMES[cmd]
     msg["version"] = 1
@@ -40,6 +46,23 @@ def _req(cmd: str, attrs: list | None = None) -> devlinkcmd:
 
 def devlink_by_ifindex() -> dict[int, DevlinkInstance]:
     """netdev ifindex -> its devlink instance; empty when the kernel has no devlink family."""
+    try:
+        with nlraw.Genl("devlink") as raw:
+            if not any(nlraw.get_u32(a, DEVLINK_ATTR_PORT_NETDEV_IFINDEX)
+                       for a in raw.genl(DEVLINK_CMD_PORT_GET, dump=True)):
+                return {}
+    except nlraw.NetlinkError as e:
+        if e.code in (errno.ENOENT, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return {}
+        raise
+    return _instances()
+
+
+def _instances() -> dict[int, DevlinkInstance]:
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+    from pyroute2.netlink.devlink import DevlinkSocket
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         sock = DevlinkSocket()
         sock.bind()

@@ -55,12 +55,17 @@ class DrvInfoReader:
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # One request reused for every device: only the name changes (fewer ctypes objects per call)
+        self._info = _drvinfo()
+        self._req = _ifreq(ifr_data=ctypes.addressof(self._info))
 
     def read(self, ifname: str) -> DrvInfo | None:
-        info = _drvinfo(cmd=ETHTOOL_GDRVINFO)
-        req = _ifreq(ifr_name=ifname.encode(), ifr_data=ctypes.addressof(info))
+        info = self._info
+        ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+        info.cmd = ETHTOOL_GDRVINFO
+        self._req.ifr_name = ifname.encode()
         try:
-            fcntl.ioctl(self.sock.fileno(), SIOCETHTOOL, req)
+            fcntl.ioctl(self.sock.fileno(), SIOCETHTOOL, self._req)
         except OSError as e:
             if e.errno in (errno.EOPNOTSUPP, errno.ENODEV, errno.ENOTSUP):
                 return None

@@ -13,9 +13,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from offload.kernel import genl
+from offload.kernel.nlraw import NetlinkError
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GSTATS = 0x0000001D

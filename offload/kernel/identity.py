@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyudev
+if TYPE_CHECKING:
+    import pyudev
 
 
 @dataclass
@@ -26,6 +28,8 @@ def _attr(dev: pyudev.Device, name: str) -> str | None:
 
 def pci_ids(ifname: str, context: pyudev.Context | None = None) -> PciIds | None:
     """PCI ids of the device behind `ifname` (walking up parents: virtio and SR-IOV sit below PCI)."""
+    import pyudev  # here: only PCI-backed devices need it
+
     ctx = context or pyudev.Context()
     try:
         dev = pyudev.Devices.from_name(ctx, "net", ifname)

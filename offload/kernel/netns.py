@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from pyroute2 import netns as pr_netns
+from functools import lru_cache
 
 from offload.errors import EnvironmentProblem, UsageError
 from offload.kernel.names import check_netns
@@ -15,6 +15,19 @@ NETNS_RUN_DIR = "/run/netns"
 
 
 HOST = "host"
+CLONE_NEWNET = 0x40000000
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)   # the C library this process already runs on
+
+
+def setns(fd: int) -> None:
+    """setns(2) into the network namespace `fd` (os.setns needs Python 3.12)."""
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns(network namespace): {os.strerror(code)}")
 
 
 def exists(name: str) -> bool:
@@ -44,11 +57,11 @@ def inside(name: str | None) -> Iterator[None]:
         raise UsageError(f"no such network namespace: {name}", hint="list them with `ip netns list`") from None
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        pr_netns.setns(target, flags=0)  # os.setns needs Python 3.12
+        setns(target)
         try:
             yield
         finally:
-            pr_netns.setns(home, flags=0)
+            setns(home)
     finally:
         os.close(target)
         os.close(home)

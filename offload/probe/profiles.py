@@ -10,15 +10,16 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from offload.data import PROFILES, cache_dir, data_dir
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+
+def _yaml_load(text: str) -> Any:
+    import yaml  # only for files not in the cache: most runs never import it
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: ~10x faster
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,10 @@ def validate(data: Any, file: str) -> list[ProfileProblem]:
 
 
 def parse(text: str, file: str) -> tuple[Profile | None, list[ProfileProblem]]:
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = _yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(parse)"
@@ -97,8 +100,9 @@ def load(directory: Path | None = None, drivers: set[str] | None = None, recheck
     `drivers`, only those drivers' files (named after the driver) are read and checked.
 
     Schema validation costs ~0.2 s (jsonschema), more than the rest of an attach: a file whose
-    exact content (with this schema) validated once is remembered in the cache and not checked
-    again; `recheck` (profiles --check) validates every file regardless."""
+    exact content (with this schema) validated once is remembered in the cache, with what it
+    parsed to, and is neither checked nor parsed again (no YAML import on a probe or an attach);
+    `recheck` (profiles --check) validates every file regardless."""
     d = directory or default_dir()
     profiles: dict[str, Profile] = {}
     problems: list[ProfileProblem] = []
@@ -106,24 +110,29 @@ def load(directory: Path | None = None, drivers: set[str] | None = None, recheck
         return profiles, [ProfileProblem(str(d), "(directory)", "no such directory; set OFFLOAD_PROFILES")]
     if drivers is None and not any(d.glob("*.yaml")):
         return profiles, [ProfileProblem(str(d), "(directory)", "holds no driver profiles (*.yaml)")]
-    known = set() if recheck else _validated()
-    fresh = []
+    known = {} if recheck else _validated()
+    fresh: dict[str, Any] = {}
     for path in sorted(d.glob("*.yaml")):
         if drivers is not None and path.stem not in drivers:
             continue
         text = path.read_text()
         key = _key(path.name, text)
         if key in known:
-            data = yaml.load(text, Loader=_Loader)
+            data = known[key]
+            if not isinstance(data, dict) or not isinstance(data.get("driver"), str):
+                data = _yaml_load(text)   # a key-only entry: parse (and keep the data when JSON can)
+                if known[key] is None and _json_exact(data):
+                    fresh[key] = data
             profiles[data["driver"]] = Profile(data["driver"], data, str(path))
             continue
         profile, errs = parse(text, str(path))
         problems.extend(errs)
         if profile is not None:
             profiles[profile.driver] = profile
-            fresh.append(key)
+            # kept parsed only when JSON gives it back unchanged (no dates, no non-string keys)
+            fresh[key] = profile.data if _json_exact(profile.data) else None
     if fresh:
-        _remember(known | set(fresh))
+        _remember({**known, **fresh})
     return profiles, problems
 
 
@@ -135,22 +144,33 @@ def _key(name: str, text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _schema_text() -> str:
-    return resources.files("offload").joinpath("schemas/profile.schema.json").read_text()
+    return (Path(__file__).resolve().parents[1] / "schemas" / "profile.schema.json").read_text()
 
 
 def _cache_file() -> Path:
     return cache_dir() / "validated-profiles.json"
 
 
-def _validated() -> set[str]:
+def _json_exact(data: Any) -> bool:
+    try:
+        return json.loads(json.dumps(data)) == data
+    except (TypeError, ValueError):
+        return False
+
+
+def _validated() -> dict[str, Any]:
+    """key -> the profile it parsed to (None in caches written before the data was kept)."""
     try:
         with open(_cache_file(), "rb") as f:
-            return set(json.loads(f.read(1 << 20)))
+            cached = json.loads(f.read(4 << 20))
     except (OSError, ValueError, TypeError):
-        return set()
+        return {}
+    if isinstance(cached, list):
+        return {k: None for k in cached if isinstance(k, str)}
+    return cached if isinstance(cached, dict) else {}
 
 
-def _remember(keys: set[str]) -> None:
+def _remember(entries: dict[str, Any]) -> None:
     """Best effort: a cache that cannot be written only means validating again next time."""
     f = _cache_file()
     try:
@@ -158,7 +178,7 @@ def _remember(keys: set[str]) -> None:
         tmp = f.with_name(f".{f.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump(sorted(keys)[-4096:], out)
+            json.dump(dict(list(entries.items())[-1024:]), out)
         os.replace(tmp, f)
     except OSError:
         pass

@@ -15,10 +15,10 @@ SCHEMA_VERSION = 1
 
 def interface_report(f: DeviceFacts, p: profiles.Profile | None, host: HostFacts) -> dict:
     verdicts = modes.evaluate(f, p, host)
-    have = set(f.features_active) | set(f.features_fixed)
+    active, fixed = set(f.features_active), set(f.features_fixed)
     features = {
-        name: {"active": name in f.features_active, "fixed": name in f.features_fixed}
-        for name in RELEVANT_FEATURES if name in have or name in f.features_active
+        name: {"active": name in active, "fixed": name in fixed}
+        for name in RELEVANT_FEATURES if name in active or name in fixed
     }
     return {
         "name": f.name,

@@ -5,18 +5,19 @@ import json
 import os
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 from lib.cli import OFFLOAD
+from lib.helpers import PIN_ROOT
+from lib.helpers import RUN_ROOT as _RUN
 from lib.kernel import kernel_xdp
 
 from offload.bench.frames import ipv4_udp
 from offload.kernel import netns as netns_mod
 
 pytestmark = pytest.mark.root
-PIN_ROOT = Path("/sys/fs/bpf/offload")
-RUN_ROOT = Path("/run/offload/attachments")
+
+RUN_ROOT = _RUN / "attachments"
 
 
 def no_debris(env) -> None:

@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from lib.cli import OFFLOAD, offload
+from lib.helpers import PIN_ROOT
 from lib.kernel import netns_list
 
 pytestmark = pytest.mark.root
@@ -77,7 +77,7 @@ def test_sigterm_mid_run_cleans_up_and_reports_partial():
     before = netns_list()
     proc = subprocess.Popen([OFFLOAD, "bench", "--lab", "--duration", "30", "--modes", "native", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pins = Path(f"/sys/fs/bpf/offload/offload-lab-bench{proc.pid % 1000}")
+    pins = PIN_ROOT / f"offload-lab-bench{proc.pid % 1000}"
     deadline = time.time() + 60
     while not pins.exists() and time.time() < deadline:
         time.sleep(0.1)
@@ -95,7 +95,7 @@ def test_rx_removed_mid_run(env):
     proc = subprocess.Popen([OFFLOAD, "bench", "--tx", env.ifname, "--rx", env.peer, "--netns", env.netns,
                              "--duration", "20", "--modes", "native", "--repeat", "1", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pins = Path(f"/sys/fs/bpf/offload/{env.netns}/{env.peer}")
+    pins = PIN_ROOT / env.netns / env.peer
     deadline = time.time() + 60
     while not pins.exists() and time.time() < deadline:
         time.sleep(0.1)

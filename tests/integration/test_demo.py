@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from lib.cli import OFFLOAD, offload
+from lib.helpers import PIN_ROOT, RUN_ROOT
 from lib.kernel import netns_list
 from lib.schemas import validate
 
@@ -29,7 +30,7 @@ def leftovers(pid: int) -> list[str]:
     """Whatever the demo run by process `pid` could leave: its namespace, pins, records (only its
     own: other demos and labs may come and go meanwhile)."""
     ns = f"offload-lab-demo{pid % 10_000}"
-    return [p for p in (ns, f"/sys/fs/bpf/offload/{ns}", f"/run/offload/attachments/{ns}")
+    return [p for p in (ns, f"{PIN_ROOT}/{ns}", f"{RUN_ROOT}/attachments/{ns}")
             if (p == ns and ns in netns_list()) or (p != ns and Path(p).exists())]
 
 
@@ -39,7 +40,7 @@ def test_demo_json_tells_the_whole_story(tmp_path):
     validate(doc["probe"], "probe")
     validate({"schema_version": 1, **doc["bench"]}, "bench")
     assert doc["lab"]["netns"] not in netns_list()
-    assert not Path(f"/sys/fs/bpf/offload/{doc['lab']['netns']}").exists()
+    assert not (PIN_ROOT / doc['lab']['netns']).exists()
     rec = {i["name"].split("-", 1)[-1]: i["recommended"]["mode"] for i in doc["probe"]["interfaces"]}
     assert rec["a0"] == rec["b0"] == "native" and rec["a1"] == rec["b1"] == "generic"
     a0, a1 = doc["attach"]
@@ -95,7 +96,7 @@ def test_demo_in_an_80_column_terminal(tmp_path):
 def test_demo_stopped_half_way_leaves_nothing(tmp_path, sig):
     proc = subprocess.Popen([OFFLOAD, "demo", "--plot", str(tmp_path / "demo.png")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pins = Path(f"/sys/fs/bpf/offload/offload-lab-demo{proc.pid % 10_000}")
+    pins = PIN_ROOT / f"offload-lab-demo{proc.pid % 10_000}"
     deadline = time.time() + 60
     while not pins.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

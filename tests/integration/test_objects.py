@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lib.helpers import PIN_ROOT
 from lib.helpers import clang_object as compile_c
 from lib.kernel import kernel_xdp
 
@@ -15,7 +16,7 @@ from offload.bench.frames import ipv4_udp
 from offload.kernel import bpfsys
 
 pytestmark = pytest.mark.root
-PIN_ROOT = Path("/sys/fs/bpf/offload")
+
 LIBXDP = Path("/usr/lib/x86_64-linux-gnu/bpf")
 XDP_PASS, XDP_DROP = 2, 1
 

@@ -5,11 +5,10 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from lib.cli import OFFLOAD
-from lib.helpers import ROOT
+from lib.helpers import PIN_ROOT, ROOT
 from lib.kernel import xdp_ids
 
 pytestmark = pytest.mark.root
@@ -190,7 +189,7 @@ def test_watch_does_not_leak_what_it_loads(env, policy):
             wait_for(lambda: all(n in xdp_ids(lab.netns) for n in names), f"cycle {cycle}: not attached")
             for n in names:
                 env.cmd("ip", "link", "del", n, netns=lab.netns)
-            wait_for(lambda: not any((Path("/sys/fs/bpf/offload") / lab.netns / n).exists() for n in names),
+            wait_for(lambda: not any((PIN_ROOT / lab.netns / n).exists() for n in names),
                      f"cycle {cycle}: pins of removed interfaces stayed")
             counts.append(fds())
         assert counts[-1] <= counts[0], f"watch's fds grew: {counts}"

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 from lib.cli import offload, offload_json
+from lib.helpers import BPFFS, PIN_ROOT, RUN_ROOT
 from lib.kernel import kernel_xdp
 
 pytestmark = pytest.mark.root
-BPFFS = Path("/sys/fs/bpf")
-PIN_ROOT = BPFFS / "offload"
-RUN_ROOT = Path("/run/offload")
 
 
 @pytest.fixture

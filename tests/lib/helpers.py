@@ -13,6 +13,11 @@ from offload.probe.facts import DeviceFacts, HostFacts
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
+# offload's state as the commands under test see it: the environment may move it (helpers sharing
+# a machine set OFFLOAD_BPFFS / OFFLOAD_RUN_DIR), so the tests look where offload looks.
+BPFFS = Path(os.environ.get("OFFLOAD_BPFFS", "/sys/fs/bpf"))
+PIN_ROOT = BPFFS / "offload"
+RUN_ROOT = Path(os.environ.get("OFFLOAD_RUN_DIR", "/run/offload"))
 
 
 def load_fixture(name: str) -> tuple[HostFacts, dict[str, DeviceFacts]]:
