@@ -9,6 +9,7 @@ own, so nothing of another test run on this host is in view."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -206,10 +207,16 @@ def test_the_daemonset_runs_this_image_as_built(image, env, state, tmp_path):
             src = tmp_path / f"volume-{m['name']}"
             src.mkdir()
         mounts += ["-v", f"{src}:{m['mountPath']}" + (":ro" if m.get("readOnly") else "")]
+    # The kubelet expands $(VAR) in the command from the container's env; status.hostIP is the
+    # node's address, which in the lab namespace is any of its addresses.
+    fields = {"status.hostIP": "0.0.0.0"}
+    values = {e["name"]: e.get("value") or fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+              for e in container.get("env", [])}
+    command = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], c) for c in container["command"]]
     name = f"offload-image-test-{env.ifname}"
     argv = [PODMAN, "run", "-d", "--name", name, "--privileged",
             "--network", f"ns:/run/netns/{env.netns}" if env.netns else "host", "-v", "/run/netns:/run/netns:ro",
-            *mounts, "--entrypoint", container["command"][0], image, *container["command"][1:]]
+            *mounts, "--entrypoint", command[0], image, *command[1:]]
     subprocess.run(argv, check=True, capture_output=True, timeout=120)
     env.defer(subprocess.run, [PODMAN, "rm", "-f", name], capture_output=True)
     deadline = time.monotonic() + 120
