@@ -34,15 +34,26 @@ int xdp_hits(struct xdp_md *ctx)
 char _license[] SEC("license") = "GPL";
 """
 HITS_MAP_TYPES = ("BPF_MAP_TYPE_ARRAY", "BPF_MAP_TYPE_PERCPU_ARRAY")
+# The same program with its map as a legacy `struct bpf_map_def SEC("maps")` (libbpf 1.x refuses
+# it; offload's own loader takes it, also for hardware offload).
+LEGACY_HITS = HITS.replace("""struct {
+    __uint(type, MAP_TYPE);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u64);
+} hits SEC(".maps");""", """struct bpf_map_def { unsigned int type, key_size, value_size, max_entries, map_flags; };
+struct bpf_map_def SEC("maps") hits = { .type = MAP_TYPE, .key_size = 4, .value_size = 8, .max_entries = 2 };""")
 
 
-def hits_object(workdir: Path, map_type: str) -> Path:
-    """HITS with `map_type`, compiled (or taken from OFFLOAD_TEST_OBJECTS)."""
+def hits_object(workdir: Path, map_type: str, legacy: bool = False) -> Path:
+    """HITS with `map_type` (as a legacy map definition with `legacy`), compiled (or taken from
+    OFFLOAD_TEST_OBJECTS)."""
     from lib.helpers import clang_object
 
-    src = workdir / f"hits-{map_type}.c"
-    src.write_text(HITS.replace("MAP_TYPE", map_type))
-    return clang_object(src, workdir / f"hits-{map_type}.o")
+    name = f"hits-{'legacy-' if legacy else ''}{map_type}"
+    src = workdir / f"{name}.c"
+    src.write_text((LEGACY_HITS if legacy else HITS).replace("MAP_TYPE", map_type))
+    return clang_object(src, workdir / f"{name}.o")
 
 
 def prebuild(dest: Path) -> list[Path]:
@@ -54,6 +65,7 @@ def prebuild(dest: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         made = [hits_object(work, t) for t in HITS_MAP_TYPES]
+        made.append(hits_object(work, "BPF_MAP_TYPE_ARRAY", legacy=True))
         made.append(clang_object(XDP_PASS, work / "xdp_pass.o"))
         return [p.name for p in made]
 

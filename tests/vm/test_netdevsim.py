@@ -70,8 +70,9 @@ def test_device_refusing_offload_falls_back(nsim):
     assert kernel_xdp(nsim.ifname) == {"native": res["prog_id"]}
 
 
-def test_an_elf_object_offloads_to_hw(nsim, tmp_path):
-    obj = hits_object(tmp_path, "BPF_MAP_TYPE_ARRAY")   # compiled by clang, not by offload
+@pytest.mark.parametrize("legacy", [False, True], ids=["btf-maps", "legacy-maps"])
+def test_an_elf_object_offloads_to_hw(nsim, tmp_path, legacy):
+    obj = hits_object(tmp_path, "BPF_MAP_TYPE_ARRAY", legacy)   # compiled by clang, not by offload
     res = offload_json("attach", nsim.ifname, str(obj))
     assert res["mode"] == "hw" and res["fallbacks"] == []
     assert kernel_xdp(nsim.ifname) == {"hw": res["prog_id"]}
