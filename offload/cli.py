@@ -576,7 +576,7 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
 @click.option("--metrics-address", metavar="ADDR:PORT",
               help="Serve Prometheus metrics at http://ADDR:PORT/metrics (the address is taken in the "
                    "namespace offload starts in, even with --netns).")
-@click.option("--textfile-dir", metavar="DIR",
+@click.option("--textfile-dir", "--textfile", "textfile_dir", metavar="DIR",
               help="Rewrite DIR/offload.prom (node-exporter's textfile collector) after every reconcile.")
 @click.option("--netns", "ns", metavar="NS", help="Run inside network namespace NS (default: the current one).")
 @handles_errors
