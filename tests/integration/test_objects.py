@@ -302,3 +302,26 @@ def test_a_policy_can_name_an_object_and_its_program(env, tmp_path):
     bad.write_text(pol.read_text().replace("prog: second", "prog: third"))
     res = env.offload("plan", "-f", str(bad), check=False)
     assert res.returncode == 2 and "no program named third" in res.stderr and "bad.yaml:" in res.stderr
+
+
+def test_damaged_legacy_objects_are_refused_not_crashed_on(tmp_path):
+    """offload's own ELF reading (legacy objects) meets untrusted files: any damage to a real
+    legacy object gives its error (exit 2 at the CLI), never another exception."""
+    import random
+
+    from offload.kernel.legacyobj import LegacyError, LegacyObject
+
+    good = clang_object(tmp_path, "legacy", LEGACY).read_bytes()
+    rng = random.Random(20261125)
+    bad = tmp_path / "damaged.o"
+    refused = 0
+    for _ in range(500):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 30)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        bad.write_bytes(data)
+        try:
+            LegacyObject(str(bad)).programs()
+        except LegacyError:
+            refused += 1
+    assert refused > 0   # the damage is real: some of it must be refused
