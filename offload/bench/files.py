@@ -44,12 +44,8 @@ def check_output(path: str, what: str) -> None:
         os.close(fd)
 
 
-def _write(path: str, data: bytes, what: str) -> None:
-    fd, name = _where(path, what)
-    try:
-        fs.replace_file(fd, name, data)
-    finally:
-        os.close(fd)
+def _write(path: str, data: bytes) -> None:
+    fs.replace_path(path, data)    # checked by check_output before the run
 
 
 def write_csv(doc: dict, path: str) -> None:
@@ -65,7 +61,7 @@ def write_csv(doc: dict, path: str) -> None:
             flat = {k: " ".join(f"{q}:{n}" for q, n in run[k].items()) if isinstance(run.get(k), dict) else run.get(k)
                     for k in ("rx_queue_packets", "rx_cpus")}
             w.writerow({"mode": r["mode"], "generator": r["generator"], "run": i, **run, **flat})
-    _write(path, f.getvalue().encode(), "--csv")
+    _write(path, f.getvalue().encode())
 
 
 def write_plot(doc: dict, path: str) -> None:
@@ -94,4 +90,4 @@ def write_plot(doc: dict, path: str) -> None:
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    _write(path, png.getvalue(), "--plot")
+    _write(path, png.getvalue())

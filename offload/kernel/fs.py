@@ -126,3 +126,13 @@ def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None
             pass
         raise
     os.fsync(dir_fd)
+
+
+def replace_path(path: str, data: bytes, create_dirs: bool = False, mode: int = 0o644) -> None:
+    """replace_file() by path: the directory reached by open_dir() (made if `create_dirs`)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    fd = open_dir(directory, create=create_dirs)
+    try:
+        replace_file(fd, name, data, mode)
+    finally:
+        os.close(fd)

@@ -152,29 +152,6 @@ def _read_small(dir_fd: int, name: str) -> bytes | None:
         return f.read(MAX_META + 1)
 
 
-def _write_atomic(dir_fd: int, name: str, data: bytes) -> None:
-    """Write `name` in `dir_fd` as a new 0600 file, fsynced, renamed over the old one."""
-    tmp = name + ".tmp"
-    try:
-        os.unlink(tmp, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
-        raise
-    os.fsync(dir_fd)
-
-
 def _rmtree_at(dir_fd: int, name: str) -> None:
     """Remove `name` (a directory tree, or a file) inside `dir_fd`, never leaving it."""
     try:
@@ -334,7 +311,7 @@ class Slot:
                 os.rename(staging, name, src_dir_fd=ns, dst_dir_fd=ns)
             _rmtree_at(ns, staging)
         with self._meta_dir(create=True) as d:
-            _write_atomic(d, f"{name}.json", (json.dumps(meta, indent=2) + "\n").encode())
+            fs.replace_file(d, f"{name}.json", (json.dumps(meta, indent=2) + "\n").encode(), 0o600)
 
     def write(self, prog_fd: int, maps: dict[str, int], meta: dict) -> None:
         """Pin and record in one go (for a program that is attached already)."""
@@ -354,7 +331,9 @@ class Slot:
             pass
         with self._meta_dir() as d:
             if d is not None:
-                for f in (f"{name}.json", f"{name}.json.tmp"):
+                # the record, and any temporary copy a killed writer left (fs.replace_file's)
+                for f in [f"{name}.json"] + [n for n in os.listdir(d)
+                                             if n.startswith(f".{name}.json.") and n.endswith(".tmp")]:
                     try:
                         os.unlink(f, dir_fd=d)
                     except FileNotFoundError:

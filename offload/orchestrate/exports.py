@@ -34,11 +34,7 @@ def write_file(path: str, text: str, what: str) -> None:
     if not directory or not name or name.startswith("."):
         raise UsageError(f"{what} {path!r}: expected an absolute file path whose name does not start "
                          "with '.' (readers skip dot-files)")
-    fd = fs.open_dir(os.path.abspath(directory), create=True)
-    try:
-        fs.replace_file(fd, name, text.encode())
-    finally:
-        os.close(fd)
+    fs.replace_path(path, text.encode(), create_dirs=True)
 
 
 # -- Node Feature Discovery ---------------------------------------------------------------------

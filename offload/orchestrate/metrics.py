@@ -85,11 +85,12 @@ class OffloadCollector:
         bpf_stats = stats_mod._bpf_stats_enabled()
         for row in status_mod.status()["attachments"]:
             dev, mode, pid = row["interface"], str(row["mode"]), row["prog_id"]
-            p = bpfsys.prog_info(pid)
             owner = {True: "offload", False: "foreign", None: "unknown"}[row["ours"]]
             info.add_metric([dev, ns, mode, row["program"] or row["name"] or "", str(pid),
-                             p.tag if p else "", owner], {})
-            if bpf_stats and p:
+                             row["tag"] or "", owner], {})
+            # status() read the program's info already; only the run counters need a fresh read
+            p = bpfsys.prog_info(pid) if bpf_stats else None
+            if p:
                 runs.add_metric([dev, ns, mode, str(pid)], p.run_cnt)
                 run_s.add_metric([dev, ns, mode, str(pid)], p.run_time_ns / 1e9)
             if not row["ours"]:

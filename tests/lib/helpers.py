@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,22 @@ FIXTURES = ROOT / "tests" / "fixtures"
 BPFFS = Path(os.environ.get("OFFLOAD_BPFFS", "/sys/fs/bpf"))
 PIN_ROOT = BPFFS / "offload"
 RUN_ROOT = Path(os.environ.get("OFFLOAD_RUN_DIR", "/run/offload"))
+
+
+def kube_validate(path: Path) -> subprocess.CompletedProcess:
+    """`kubernetes-validate --strict PATH`: the manifest against Kubernetes' own schemas."""
+    return subprocess.run([str(ROOT / ".venv/bin/kubernetes-validate"), "--strict", str(path)],
+                          capture_output=True, text=True)
+
+
+def valid_manifest(path: Path, resources: int) -> list[dict]:
+    """The documents of a manifest that kubernetes-validate passes, resource by resource."""
+    import yaml
+
+    res = kube_validate(path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count(" passed for resource") == resources, res.stdout
+    return list(yaml.safe_load_all(path.read_text()))
 
 
 def load_fixture(name: str) -> tuple[HostFacts, dict[str, DeviceFacts]]:
