@@ -14,7 +14,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, _libbpf
+from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf
 
 BTF_KIND_INT, BTF_KIND_ARRAY, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 1, 3, 8, 9, 10
 BTF_KIND_ENUM, BTF_KIND_RESTRICT, BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_TYPE_TAG = 6, 11, 14, 15, 18
@@ -32,7 +32,7 @@ class _btf_type(ctypes.Structure):      # struct btf_type (include/uapi/linux/bt
 
 
 def _lib() -> ctypes.CDLL:
-    lib = _libbpf()
+    lib = libbpf()
     if getattr(lib, "_offload_obj_api", False):
         return lib
     vp, cp, i, u32 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32

@@ -67,7 +67,7 @@ class _test_run_opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf >= 0
 
 
 @lru_cache(maxsize=1)
-def _libbpf() -> ctypes.CDLL:
+def libbpf() -> ctypes.CDLL:
     try:  # the soname first: find_library() runs ldconfig in a subprocess (~20 ms)
         lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
     except OSError:
@@ -89,6 +89,15 @@ def _libbpf() -> ctypes.CDLL:
     return lib
 
 
+def stats_enabled() -> bool:
+    """kernel.bpf_stats_enabled: whether the kernel counts every program's runs and run time."""
+    try:
+        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
 def _check(ret: int, what: str) -> int:
     if ret < 0:
         code = ctypes.get_errno() or -ret
@@ -97,24 +106,24 @@ def _check(ret: int, what: str) -> int:
 
 
 def possible_cpus() -> int:
-    return _check(_libbpf().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+    return _check(libbpf().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
 
 
 def prog_fd_by_id(prog_id: int) -> int:
-    return _check(_libbpf().bpf_prog_get_fd_by_id(prog_id), f"BPF_PROG_GET_FD_BY_ID {prog_id}")
+    return _check(libbpf().bpf_prog_get_fd_by_id(prog_id), f"BPF_PROG_GET_FD_BY_ID {prog_id}")
 
 
 def obj_info_id(fd: int) -> int:
     buf = ctypes.create_string_buffer(_PROG_INFO_LEN)
     n = ctypes.c_uint32(_PROG_INFO_LEN)
-    _check(_libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "BPF_OBJ_GET_INFO_BY_FD")
+    _check(libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "BPF_OBJ_GET_INFO_BY_FD")
     return int.from_bytes(buf.raw[4:8], sys.byteorder)  # prog and map info both start type, id
 
 
 def prog_info(prog_id: int) -> ProgInfo | None:
     """Name, tag, type, sizes, load time, BTF and map ids of a loaded program; None if it is gone
     or we may not look."""
-    lib = _libbpf()
+    lib = libbpf()
     fd = lib.bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
         return None
@@ -133,7 +142,7 @@ def _u64(raw: bytes, off: int) -> int:
 
 
 def prog_info_fd(fd: int, prog_id: int | None = None) -> ProgInfo | None:
-    lib = _libbpf()
+    lib = libbpf()
     buf = ctypes.create_string_buffer(_PROG_INFO_LEN)
     n = ctypes.c_uint32(_PROG_INFO_LEN)
     if lib.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) != 0:
@@ -177,7 +186,7 @@ class MapInfo:
 
 def map_info_by_id(map_id: int) -> tuple[int, MapInfo] | None:
     """(an fd the caller closes, the map's info) for a map id; None if it is gone."""
-    lib = _libbpf()
+    lib = libbpf()
     fd = lib.bpf_map_get_fd_by_id(map_id)
     if fd < 0:
         return None
@@ -205,25 +214,25 @@ def link_info(fd: int) -> LinkInfo:
     target_obj_id, target_btf_id in the union at offset 16."""
     buf = ctypes.create_string_buffer(64)
     n = ctypes.c_uint32(64)
-    _check(_libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "BPF_OBJ_GET_INFO_BY_FD (link)")
+    _check(libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "BPF_OBJ_GET_INFO_BY_FD (link)")
     raw = buf.raw
     return LinkInfo(id=_u32(raw, 4), type=_u32(raw, 0), prog_id=_u32(raw, 8), target_obj_id=_u32(raw, 20),
                     target_btf_id=_u32(raw, 24))
 
 
 def obj_pin(fd: int, path: str) -> None:
-    _check(_libbpf().bpf_obj_pin(fd, path.encode()), f"pinning at {path}")
+    _check(libbpf().bpf_obj_pin(fd, path.encode()), f"pinning at {path}")
 
 
 def obj_get(path: str) -> int:
     """An fd for the object pinned at `path` (the caller closes it)."""
-    return _check(_libbpf().bpf_obj_get(path.encode()), f"opening pin {path}")
+    return _check(libbpf().bpf_obj_get(path.encode()), f"opening pin {path}")
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     val = ctypes.create_string_buffer(value_size)
     k = ctypes.create_string_buffer(key, len(key))
-    if _libbpf().bpf_map_lookup_elem(fd, k, val) < 0:
+    if libbpf().bpf_map_lookup_elem(fd, k, val) < 0:
         if ctypes.get_errno() == errno.ENOENT:
             return None
         _check(-1, "map lookup")
@@ -233,12 +242,12 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
 def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value, len(value))
-    _check(_libbpf().bpf_map_update_elem(fd, k, v, flags), "map update")
+    _check(libbpf().bpf_map_update_elem(fd, k, v, flags), "map update")
 
 
 def map_delete(fd: int, key: bytes) -> bool:
     k = ctypes.create_string_buffer(key, len(key))
-    if _libbpf().bpf_map_delete_elem(fd, k) < 0:
+    if libbpf().bpf_map_delete_elem(fd, k) < 0:
         if ctypes.get_errno() == errno.ENOENT:
             return False
         _check(-1, "map delete")
@@ -246,7 +255,7 @@ def map_delete(fd: int, key: bytes) -> bool:
 
 
 def map_keys(fd: int, key_size: int) -> list[bytes]:
-    lib, keys = _libbpf(), []
+    lib, keys = libbpf(), []
     cur, nxt = None, ctypes.create_string_buffer(key_size)
     while lib.bpf_map_get_next_key(fd, cur, nxt) == 0:
         keys.append(nxt.raw)
@@ -271,5 +280,5 @@ def prog_test_run(fd: int, data: bytes, repeat: int = 1, out_size: int | None = 
     opts = _test_run_opts(sz=ctypes.sizeof(_test_run_opts), data_in=ctypes.addressof(inp),
                           data_out=ctypes.addressof(out) if size else None, data_size_in=len(data),
                           data_size_out=size, repeat=repeat, flags=flags, batch_size=batch_size)
-    _check(_libbpf().bpf_prog_test_run_opts(fd, ctypes.byref(opts)), "BPF_PROG_RUN")
+    _check(libbpf().bpf_prog_test_run_opts(fd, ctypes.byref(opts)), "BPF_PROG_RUN")
     return TestRun(opts.retval, out.raw[: opts.data_size_out], opts.duration)

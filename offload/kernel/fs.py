@@ -7,7 +7,10 @@ import ctypes
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 from offload.errors import RefusedError, UsageError
 
@@ -101,6 +104,66 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+class Untrusted(PermissionError):
+    """A directory that is a symbolic link, not a directory, or not its owner's alone."""
+
+
+def open_owned(parent: int | None, name: str, owner: int | None = None, create: bool = False) -> int | None:
+    """`name` in directory fd `parent` (an absolute path when parent is None) opened as a directory
+    that `owner` (default: our euid) owns and no one else may write to, never through a symlink;
+    made 0700 when `create`. None when it does not exist. Raises Untrusted with the reason."""
+    owner = os.geteuid() if owner is None else owner
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise Untrusted(e.errno, "it is a symbolic link or not a directory") from None
+        raise
+    st = os.fstat(fd)
+    if st.st_uid != owner or st.st_mode & 0o022:
+        os.close(fd)
+        raise Untrusted(errno.EPERM, f"it belongs to uid {st.st_uid} with mode {stat.filemode(st.st_mode)}; "
+                                     f"offload needs it owned by uid {owner} and writable by no one else")
+    return fd
+
+
+@contextmanager
+def owned_tree(root: Path, parts: list[str], create: bool = False,
+               on_untrusted=None) -> Iterator[int | None]:
+    """A verified fd for root/parts... (None when a part does not exist and `create` is off): every
+    part opened by open_owned(). The root itself (a mount point, /run) is trusted as configured.
+    `on_untrusted(where, reason)` turns a refusal into the caller's own error."""
+    fds: list[int] = []
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds.append(fd)
+        where = root
+        for part in parts:
+            where = where / part
+            try:
+                nxt = open_owned(fd, part, create=create)
+            except Untrusted as e:
+                if on_untrusted is None:
+                    raise
+                raise on_untrusted(str(where), e.strerror) from None
+            if nxt is None:
+                yield None
+                return
+            fds.append(nxt)
+            fd = nxt
+        yield fd
+    finally:
+        for f in fds:
+            os.close(f)
 
 
 def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 
 from offload.kernel.bpfobj import ProgramInfo
-from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, _libbpf
+from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf
 
 LEGACY_MAPS = "maps"
 _DEF_FIELDS = 5                     # type, key_size, value_size, max_entries, map_flags
@@ -73,7 +73,7 @@ class _prog_opts(ctypes.Structure):      # struct bpf_prog_load_opts (libbpf >= 
 
 
 def _lib() -> ctypes.CDLL:
-    lib = _libbpf()
+    lib = libbpf()
     if not getattr(lib, "_offload_legacy_api", False):
         u32 = ctypes.c_uint32
         lib.bpf_map_create.restype = ctypes.c_int

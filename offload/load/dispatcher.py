@@ -15,14 +15,13 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from offload.kernel import bpfsys, clock
+from offload.kernel import bpfsys, clock, fs
 from offload.load import pins
 
 NAME = "xdp_dispatcher"
 MAGIC = 236                 # 'X' + 'D' + 'P'
 MAX_SLOTS = 10
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")   # bit N of chain_call_actions is action N
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -83,11 +82,9 @@ def bpffs_root() -> str:
 
 def _open_trusted(parent: int | None, name: str) -> int:
     """A directory libxdp made (root's, 0700): no symlink, root-owned, writable by no one else."""
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent) if parent is not None else os.open(name, _DIR_FLAGS)
-    st = os.fstat(fd)
-    if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        os.close(fd)
-        raise PermissionError(f"{name} is not root's alone (uid {st.st_uid}, mode {stat.filemode(st.st_mode)})")
+    fd = fs.open_owned(parent, name, owner=0)
+    if fd is None:
+        raise FileNotFoundError(name)
     return fd
 
 

@@ -76,7 +76,6 @@ def require_bpffs() -> None:
 
 
 MAX_META = 1 << 20
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class StateError(OffloadError):
@@ -93,50 +92,16 @@ def _unsafe(where: str, why: str) -> RefusedError:
 
 
 def _open_dir(parent: int | None, name: str, where: str, create: bool) -> int | None:
-    """Open `name` in directory fd `parent` (an absolute path when parent is None) as a directory
-    that belongs to us and that only we may write to; create it (0700) when asked."""
-    if create:
-        try:
-            os.mkdir(name, 0o700, dir_fd=parent)
-        except FileExistsError:
-            pass
+    """A directory of ours (fs.open_owned), refused as unsafe state otherwise."""
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _unsafe(where, "it is a symbolic link or not a directory") from None
-        raise
-    st = os.fstat(fd)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        os.close(fd)
-        raise _unsafe(where, f"it belongs to uid {st.st_uid} with mode {stat.filemode(st.st_mode)}; offload "
-                             f"needs it owned by uid {os.geteuid()} and writable by no one else")
-    return fd
+        return fs.open_owned(parent, name, create=create)
+    except fs.Untrusted as e:
+        raise _unsafe(where, e.strerror) from None
 
 
-@contextmanager
-def _tree(root: Path, parts: list[str], create: bool = False) -> Iterator[int | None]:
-    """A verified fd for root/parts... (None when it does not exist and `create` is off). The root
-    itself (bpffs's mount point, /run/offload's parent) is trusted as configured."""
-    fds: list[int] = []
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fds.append(fd)
-        where = root
-        for part in parts:
-            where = where / part
-            nxt = _open_dir(fd, part, str(where), create)
-            if nxt is None:
-                yield None
-                return
-            fds.append(nxt)
-            fd = nxt
-        yield fd
-    finally:
-        for f in fds:
-            os.close(f)
+def _tree(root: Path, parts: list[str], create: bool = False):
+    """A verified fd for root/parts... (None when missing and `create` is off): fs.owned_tree."""
+    return fs.owned_tree(root, parts, create, on_untrusted=_unsafe)
 
 
 def _pin_path(dir_fd: int, name: str) -> str:

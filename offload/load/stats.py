@@ -61,7 +61,7 @@ def _run_counts(iface: str, meta: dict) -> dict:
     info = bpfsys.prog_info(meta["prog_id"])
     if info is None:
         raise NotAttachedError(f"{iface}: program {meta['prog_id']} is gone", hint="offload status")
-    enabled = _bpf_stats_enabled()
+    enabled = bpfsys.stats_enabled()
     out = {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
            "counters": "prog_info", "time": clock.rfc3339(), "bpf_stats_enabled": enabled,
            "run_cnt": info.run_cnt, "run_time_ns": info.run_time_ns}
@@ -69,14 +69,6 @@ def _run_counts(iface: str, meta: dict) -> dict:
         out["note"] = (f"{meta['program']} keeps no offload counters (no xdp_stats map) and kernel.bpf_stats_enabled "
                        "is 0, so the kernel does not count its runs: sysctl -w kernel.bpf_stats_enabled=1")
     return out
-
-
-def _bpf_stats_enabled() -> bool:
-    try:
-        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
-            return f.read().strip() == "1"
-    except OSError:
-        return False
 
 
 def rates(before: dict, after: dict, dt: float) -> dict:

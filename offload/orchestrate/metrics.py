@@ -82,7 +82,7 @@ class OffloadCollector:
         errors = GaugeMetricFamily("offload_xdp_read_errors", "Devices whose counters could not be read "
                                    "in this scrape (the program went away meanwhile, a damaged record).")
         n_err = 0
-        bpf_stats = stats_mod._bpf_stats_enabled()
+        bpf_stats = bpfsys.stats_enabled()
         for row in status_mod.status()["attachments"]:
             dev, mode, pid = row["interface"], str(row["mode"]), row["prog_id"]
             owner = {True: "offload", False: "foreign", None: "unknown"}[row["ours"]]

@@ -158,7 +158,7 @@ def test_dispatcher_config_read_from_the_kernel(env, tmp_path, libxdp_bpffs):
     pins.chmod(0o777)                                                           # writable by anyone: not trusted
     d = next(r for r in env.offload_json("status", extra_env=extra)["attachments"]
              if r["interface"] == env.ifname)["dispatcher"]
-    assert any("not root's alone" in w for w in d["warnings"]) and all(p["prog_id"] is None for p in d["programs"])
+    assert any("owned by uid 0 and writable by no one else" in w for w in d["warnings"]) and all(p["prog_id"] is None for p in d["programs"])
 
 
 def _xdp_loader_status(env, ifname: str, extra: dict) -> list[list[str]]:
