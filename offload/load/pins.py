@@ -27,6 +27,7 @@ from pathlib import Path
 from offload.errors import EnvironmentProblem, OffloadError, RefusedError
 from offload.kernel import bpfsys, fs
 from offload.kernel.names import check_ifname, check_netns
+from offload.probe.mode import MODES
 
 DEFAULT_BPFFS = "/sys/fs/bpf"
 RUN = Path(os.environ.get("OFFLOAD_RUN_DIR", "/run/offload"))
@@ -109,12 +110,54 @@ def _pin_path(dir_fd: int, name: str) -> str:
 
 
 def _read_small(dir_fd: int, name: str) -> bytes | None:
+    """At most MAX_META + 1 bytes of regular file `name` (None when absent). Anything else at that
+    name (a link, a directory, a FIFO someone planted) raises StateError: never followed, never
+    waited on."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise StateError(f"{name} is not a regular file ({os.strerror(e.errno)})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StateError(f"{name} is not a regular file")
     with os.fdopen(fd, "rb") as f:
         return f.read(MAX_META + 1)
+
+
+# A record's fields and the types each may hold (what attach and gc write): anything else is a
+# damaged record, reported for its interface, never a crash of the command reading it.
+_RECORD: dict[str, tuple[tuple[type, ...], bool]] = {
+    "interface": ((str,), True), "program": ((str,), True), "mode": ((str,), True),
+    "prog_id": ((int,), True), "maps": ((list,), True),
+    "ifindex": ((int, type(None)), False), "netns": ((str,), False), "path": ((str, type(None)), False),
+    "library": ((bool,), False), "kind": ((str, type(None)), False), "entry": ((str, type(None)), False),
+    "section": ((str, type(None)), False), "sha256": ((str, type(None)), False), "params": ((dict,), False),
+    "attached_at": ((str, type(None)), False), "fallbacks": ((list,), False),
+    "managed_by": ((str, type(None)), False), "recovered": ((bool,), False),
+}
+
+
+def check_record(meta: object) -> dict:
+    """`meta` if it has the shape of a record (raises ValueError saying what is wrong)."""
+    if not isinstance(meta, dict):
+        raise ValueError("not a JSON object")
+    for key, (types, required) in _RECORD.items():
+        if key not in meta:
+            if required:
+                raise ValueError(f"no '{key}'")
+            continue
+        value = meta[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"'{key}' is {type(value).__name__}")
+    if meta["prog_id"] <= 0 or not all(isinstance(m, str) for m in meta["maps"]):
+        raise ValueError("a bad prog_id or map name")
+    if meta["mode"] not in MODES:
+        raise ValueError(f"unknown mode {meta['mode'][:20]!r}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.get("params", {}).items()):
+        raise ValueError("'params' is not a map of strings")
+    return meta
 
 
 def _rmtree_at(dir_fd: int, name: str) -> None:
@@ -175,21 +218,20 @@ class Slot:
 
     # -- reading ------------------------------------------------------------------------------------
     def meta(self) -> dict | None:
-        with self._meta_dir() as d:
-            raw = None if d is None else _read_small(d, f"{_escape(self.iface)}.json")
-        if raw is None:
-            return None
+        """The record (None when there is none); StateError when it is damaged in any way."""
         try:
-            meta = json.loads(raw[:MAX_META].decode())
-            if not isinstance(meta, dict) or len(raw) > MAX_META:
-                raise ValueError("not a JSON object of at most 1 MiB")
-            for key in ("interface", "program", "mode", "prog_id", "maps"):
-                if key not in meta:
-                    raise ValueError(f"no '{key}'")
-        except ValueError as e:
-            raise StateError(f"{self.meta_path}: offload's record of {self.iface} is damaged ({e})",
-                             hint=f"offload gc removes damaged records; offload detach {self.iface} removes this one")
-        return meta
+            with self._meta_dir() as d:
+                raw = None if d is None else _read_small(d, f"{_escape(self.iface)}.json")
+            if raw is None:
+                return None
+            if len(raw) > MAX_META:
+                raise ValueError("larger than 1 MiB")
+            return check_record(json.loads(raw.decode()))
+        except (StateError, ValueError, RecursionError) as e:   # RecursionError: JSON nested too deep
+            why = e.message if isinstance(e, StateError) else str(e) or type(e).__name__
+            raise StateError(f"{self.meta_path}: offload's record of {self.iface} is damaged ({why})",
+                             hint=f"offload gc removes damaged records; offload detach {self.iface} removes this one"
+                             ) from None
 
     def exists(self) -> bool:
         """Anything of ours recorded for this interface: pins or metadata."""
@@ -197,7 +239,7 @@ class Slot:
             if p is not None:
                 return True
         with self._meta_dir() as d:
-            return d is not None and _read_small(d, f"{_escape(self.iface)}.json") is not None
+            return d is not None and _exists_at(d, f"{_escape(self.iface)}.json")
 
     def pinned_prog_id(self) -> int | None:
         return self._prog_id(_escape(self.iface))
@@ -221,16 +263,24 @@ class Slot:
             os.close(fd)
 
     def open_prog(self) -> int:
-        with self._pins() as p:
-            if p is None:
-                raise FileNotFoundError(errno.ENOENT, "no pins", str(self.pin_dir))
-            return bpfsys.obj_get(_pin_path(p, "prog"))
+        return self._open_pin("prog", "program")
 
     def open_map(self, name: str) -> int:
+        return self._open_pin(f"map_{_escape(name)}", f"map {name}")
+
+    def _open_pin(self, pin: str, what: str) -> int:
+        """An fd for one of the slot's pins; a missing or foreign one is StateError (its record
+        names it, the kernel does not hold it: the state is damaged, not the command)."""
         with self._pins() as p:
-            if p is None:
-                raise FileNotFoundError(errno.ENOENT, "no pins", str(self.pin_dir))
-            return bpfsys.obj_get(_pin_path(p, f"map_{_escape(name)}"))
+            try:
+                if p is None:
+                    raise FileNotFoundError(errno.ENOENT, "no pins")
+                return bpfsys.obj_get(_pin_path(p, pin))
+            except OSError as e:
+                raise StateError(f"{self.pin_dir}: the pinned {what} of {self.iface} cannot be opened "
+                                 f"({os.strerror(e.errno or errno.EIO)})",
+                                 hint=f"offload gc repairs offload's state; offload detach {self.iface} "
+                                      "removes it") from None
 
     # -- writing ------------------------------------------------------------------------------------
     def stage(self, prog_fd: int, maps: dict[str, int]) -> None:
@@ -299,10 +349,7 @@ class Slot:
                 # the record, and any temporary copy a killed writer left (fs.replace_file's)
                 for f in [f"{name}.json"] + [n for n in os.listdir(d)
                                              if n.startswith(f".{name}.json.") and n.endswith(".tmp")]:
-                    try:
-                        os.unlink(f, dir_fd=d)
-                    except FileNotFoundError:
-                        pass
+                    _rmtree_at(d, f)   # a directory planted there too
         _prune(RUN.parent, [RUN.name, "attachments", _escape(self.netns)])
 
 
