@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offload.errors import OffloadError
 from offload.kernel import netns, rtnl
@@ -16,12 +17,15 @@ from offload.load import gc, pins
 from offload.orchestrate.apply import apply
 from offload.orchestrate.policy import Policy
 
+if TYPE_CHECKING:
+    from offload.orchestrate.metrics import Health, MetricsServer
+
 _POLL = 0.2   # seconds between checks of the stop flag, the drift timer and stop_after
 
 
 def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, journal: Path | None = None,
           log: Callable[[str], None] = print, stop_after: float | None = None,
-          metrics_server=None, textfile: str | None = None) -> None:
+          metrics_server: MetricsServer | None = None, textfile: str | None = None) -> None:
     """Apply, then re-apply on every link appearing or vanishing (rtnetlink notifications, which
     work inside a network namespace) and every `interval` seconds (drift). SIGTERM ends it.
 
@@ -38,13 +42,14 @@ class Watcher:
     health for /metrics and the textfile, and `stopping`, set by SIGTERM."""
 
     def __init__(self, pol: Policy, *, interval: float, detach_on_exit: bool, journal: Path | None,
-                 log: Callable[[str], None], metrics_server=None, textfile: str | None = None) -> None:
+                 log: Callable[[str], None], metrics_server: MetricsServer | None = None,
+                 textfile: str | None = None) -> None:
         self.pol, self.interval, self.detach_on_exit, self.journal = pol, interval, detach_on_exit, journal
         self.log, self.metrics_server, self.textfile = log, metrics_server, textfile
         self.ns = netns.current_name()
         self.known: set[str] = set()
         self.stopping = threading.Event()
-        self.health = None
+        self.health: Health | None = None
         if metrics_server is not None or textfile is not None:
             from offload.orchestrate import metrics   # prometheus_client: only when asked for
 
