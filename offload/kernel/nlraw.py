@@ -4,9 +4,9 @@ struct, and dumps walked straight from the receive buffers, decoding only the at
 Why not pyroute2 here (measured on a 2-core VM, 1000 veth interfaces; docs/benchmarks.md):
 its socket classes run on asyncio and cost ~0.11 s to import, and decoding one RTM_GETLINK
 message into its objects costs ~0.45 ms (0.45 s per 1000 links), where walking the same buffer
-for the dozen attributes the probe reads costs ~0.02 ms. pyroute2 stays for everything else
-(labs, events, devlink details, routes); the attribute numbers below are the kernel's uapi
-enums, checked against pyroute2's own message tables by tests/unit/test_nlraw.py.
+for the dozen attributes the probe reads costs ~0.02 ms. Link events (`linkevents`) are read the
+same way; pyroute2 stays for labs and devlink details. The numbers below are the kernel's uapi
+enums, checked against its headers and pyroute2's message tables by tests/unit/test_nlraw.py.
 """
 
 from __future__ import annotations
@@ -90,6 +90,17 @@ def attrs(buf: bytes, off: int = 0, end: int | None = None, wanted: frozenset[in
     return out
 
 
+def messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """(type, flags, seq, payload start, payload end) of each message in one receive buffer."""
+    off = 0
+    while off + _HDR.size <= len(data):
+        ln, typ, flags, seq, _ = _HDR.unpack_from(data, off)
+        if ln < _HDR.size:
+            break
+        yield typ, flags, seq, off + _HDR.size, off + ln
+        off += (ln + 3) & ~3
+
+
 def attr_list(buf: bytes) -> list[tuple[int, bytes]]:
     """Every attribute in order, repeated types included (string sets, version lists)."""
     out, off = [], 0
@@ -135,15 +146,16 @@ def get_str(a: dict[int, bytes], t: int) -> str | None:
 # --- the socket ----------------------------------------------------------------------------------
 
 class Socket:
-    """One netlink socket of a protocol (NETLINK_ROUTE, NETLINK_GENERIC); one request at a time."""
+    """One netlink socket of a protocol (NETLINK_ROUTE, NETLINK_GENERIC); one request at a time,
+    or, bound to multicast `groups`, a listener to the kernel's notifications."""
 
-    def __init__(self, proto: int) -> None:
+    def __init__(self, proto: int, groups: int = 0, rcvbuf: int = _RCVBUF) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)   # the kernel's reason, in words
             self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)   # errors without our request echoed
-            self.sock.bind((0, 0))
+            self.sock.bind((0, groups))
         except BaseException:
             self.sock.close()
             raise
@@ -160,13 +172,7 @@ class Socket:
         self.sock.send(_HDR.pack(16 + len(payload), msg_type, flags, seq, 0) + payload)
         while True:
             data = self.sock.recv(_RECV)
-            off = 0
-            while off + 16 <= len(data):
-                ln, typ, fl, mseq, _ = _HDR.unpack_from(data, off)
-                if ln < 16:
-                    break
-                start, end = off + 16, off + ln
-                off += (ln + 3) & ~3
+            for typ, fl, mseq, start, end in messages(data):
                 if mseq != seq:
                     continue
                 if typ == NLMSG_DONE:

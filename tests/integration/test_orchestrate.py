@@ -132,6 +132,25 @@ def test_watch_reacts_to_hotplug_and_stops_on_sigterm(env, policy):
     assert f"{lab.name}-a0" in xdp_ids(lab.netns)                      # programs stay by default
 
 
+def test_watch_detach_on_exit_removes_its_programs_and_only_them(env, policy, xdp_pass_obj):
+    lab = env.make_lab(pairs=2)
+    other = f"{lab.name}-b1"   # not the policy's: attached by iproute2, must survive the exit
+    env.cmd("ip", "link", "set", "dev", other, "xdpgeneric", "obj", str(xdp_pass_obj), "sec", "xdp", netns=lab.netns)
+    proc = subprocess.Popen([OFFLOAD, "watch", "-f", policy(lab.name), "--interval", "60", "--detach-on-exit",
+                             "--netns", lab.netns], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not {f"{lab.name}-a0", f"{lab.name}-a1"} <= set(xdp_ids(lab.netns)) and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert set(xdp_ids(lab.netns)) == {other}, out
+    assert {f"offload-watch: exit iface={lab.name}-a{i} action=detach" for i in (0, 1)} <= set(out.splitlines())
+    assert out.strip().endswith("offload-watch: stopped")
+
+
 def test_a_broken_manifest_fails_validation(tmp_path):
     import yaml
     docs = list(yaml.safe_load_all((ROOT / "deploy/offload-watch.yaml").read_text()))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offload.kernel import devlink, genl, nlraw, rtnl, xdp
+from offload.kernel import devlink, genl, linkevents, nlraw, rtnl, xdp
 
 UAPI = Path("/usr/include/linux")
 
@@ -60,6 +60,9 @@ def test_rtnetlink_numbers_are_the_kernels():
         rt["RTM_GETLINK"], rt["RTM_GETADDR"], rt["RTM_GETROUTE"], rt["RTM_SETLINK"])
     assert (rtnl.RTA_DST, rtnl.RTA_OIF, rtnl.RTA_MULTIPATH) == (rt["RTA_DST"], rt["RTA_OIF"], rt["RTA_MULTIPATH"])
     assert rtnl.IFA_ADDRESS == addr["IFA_ADDRESS"]
+    assert (linkevents.RTM_NEWLINK, linkevents.RTM_DELLINK) == (rt["RTM_NEWLINK"], rt["RTM_DELLINK"])
+    assert int(re.search(r"#define\s+RTMGRP_LINK\s+(\w+)", (UAPI / "rtnetlink.h").read_text())[1], 0) == \
+        linkevents.RTMGRP_LINK
 
 
 def test_generic_netlink_numbers_are_the_kernels():
