@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -16,6 +17,7 @@ from offload.load import attach as attach_mod
 from offload.load import gc, pins
 from offload.orchestrate.apply import apply
 from offload.orchestrate.policy import Policy
+from offload.orchestrate.policy import load as load_policy
 
 if TYPE_CHECKING:
     from offload.orchestrate.metrics import Health, MetricsServer
@@ -49,6 +51,8 @@ class Watcher:
         self.ns = netns.current_name()
         self.known: set[str] = set()
         self.stopping = threading.Event()
+        self.reread = threading.Event()             # SIGHUP: read the policy again now
+        self.policy_seen = _signature(pol.path)     # the file as the running policy was read from it
         self.health: Health | None = None
         if metrics_server is not None or textfile is not None:
             from offload.orchestrate import metrics   # prometheus_client: only when asked for
@@ -59,11 +63,13 @@ class Watcher:
         """Start, then reconcile on link changes and drift until SIGTERM (or `stop_after` s)."""
         with LinkEvents() as events:
             old = signal.signal(signal.SIGTERM, lambda signum, frame: self.stopping.set())
+            old_hup = signal.signal(signal.SIGHUP, lambda signum, frame: self.reread.set())
             try:
                 self.start()
                 self._loop(events, stop_after)
             finally:
                 signal.signal(signal.SIGTERM, old)
+                signal.signal(signal.SIGHUP, old_hup)
                 self.shutdown()
 
     def start(self) -> None:
@@ -86,6 +92,9 @@ class Watcher:
             if self.on_events(events.read(_POLL)):
                 self.reconcile("link-change")
                 last = time.monotonic()
+            elif self.reload_policy():
+                self.reconcile("policy-change")
+                last = time.monotonic()
             elif time.monotonic() - last >= self.interval:
                 self.reconcile("periodic")
                 last = time.monotonic()
@@ -105,6 +114,29 @@ class Watcher:
             self._forget(name)
         changed, self.known = now != self.known, now
         return changed
+
+    def reload_policy(self) -> bool:
+        """Whether the policy file now holds another policy (checked on every turn of the loop, and
+        at once on SIGHUP). A file edited in place, replaced by a rename, or swapped under a
+        ConfigMap's symlinks all change its signature. A policy that does not load is logged and
+        the running one kept: a typo must not detach a fleet."""
+        now = _signature(self.pol.path)
+        if now == self.policy_seen and not self.reread.is_set():
+            return False
+        if self.reread.is_set():
+            self.reread.clear()
+            self.log(f"offload-watch: policy={self.pol.path} reread (SIGHUP)")
+        self.policy_seen = now
+        try:
+            pol = load_policy(self.pol.path)
+        except OffloadError as e:
+            self.log(f"offload-watch: policy={self.pol.path} reload error={e.message!r} (keeping the running policy)")
+            return False
+        if pol == self.pol:
+            return False
+        self.pol = pol
+        self.log(f"offload-watch: policy={pol.path} reloaded rules={len(pol.rules)}")
+        return True
 
     def _news(self, e: LinkEvent) -> bool:
         return (e.kind is Kind.NEW and e.name not in self.known) or (e.kind is Kind.DEL and e.name in self.known)
@@ -183,6 +215,15 @@ class Watcher:
         slot = pins.Slot(self.ns, iface)
         if slot.exists():
             slot.remove()
+
+
+def _signature(path: str) -> tuple[int, ...] | None:
+    """What tells a changed file without reading it (the link followed: a ConfigMap's is swapped)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _link_names() -> set[str]:

@@ -4,7 +4,9 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from lib.cli import OFFLOAD
@@ -208,3 +210,52 @@ def test_watch_does_not_leak_what_it_loads(env, policy):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_watch_follows_its_policy_file(env, policy):
+    """An edited policy is applied without a restart (a ConfigMap's update too); one that does not
+    load is logged and the running policy kept; SIGHUP rereads at once."""
+    lab = env.make_lab(pairs=1)
+    pol = policy(lab.name)
+    dev = f"{lab.name}-a0"
+
+    def program_on_dev() -> str | None:
+        rows = env.offload_json("status", netns=lab.netns)["attachments"]
+        return next((r["program"] for r in rows if r["interface"] == dev and r["ours"]), None)
+
+    def wait_for(program: str) -> None:
+        deadline = time.time() + 60
+        while program_on_dev() != program and time.time() < deadline:
+            time.sleep(0.2)
+        assert program_on_dev() == program, f"watch did not put {program} on {dev} within 60 s"
+
+    proc = subprocess.Popen([OFFLOAD, "watch", "-f", pol, "--interval", "600", "--netns", lab.netns],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for("count_drop")
+        text = Path(pol).read_text()
+        Path(pol).write_text(text.replace("count_drop", "count_pass"))       # edited in place
+        wait_for("count_pass")                                                # the interval is 600 s
+        broken = Path(pol).with_suffix(".new")
+        broken.write_text("rules: [")
+        os.replace(broken, pol)                                               # replaced by a rename
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 60
+        while not any("reload error=" in line for line in lines) and time.time() < deadline:
+            time.sleep(0.1)
+        assert program_on_dev() == "count_pass"                               # the running policy kept
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        err = proc.stderr.read()
+    out = "".join(lines)
+    assert proc.returncode == 0, err
+    assert f"offload-watch: policy={pol} reloaded rules=1" in out, out
+    assert f"offload-watch: policy={pol} reread (SIGHUP)" in out, out
+    assert any(line.startswith(f"offload-watch: policy={pol} reload error=") and "keeping the running policy" in line
+               for line in out.splitlines()), out
+    assert "reconcile=policy-change" in out
