@@ -139,6 +139,10 @@ _RECORD: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 
 
+def _record_bytes(meta: dict) -> bytes:
+    return (json.dumps(meta, indent=2) + "\n").encode()
+
+
 def check_record(meta: object) -> dict:
     """`meta` if it has the shape of a record (raises ValueError saying what is wrong)."""
     if not isinstance(meta, dict):
@@ -219,9 +223,12 @@ class Slot:
     # -- reading ------------------------------------------------------------------------------------
     def meta(self) -> dict | None:
         """The record (None when there is none); StateError when it is damaged in any way."""
+        return self._read_record(f"{_escape(self.iface)}.json", "record")
+
+    def _read_record(self, name: str, what: str) -> dict | None:
         try:
             with self._meta_dir() as d:
-                raw = None if d is None else _read_small(d, f"{_escape(self.iface)}.json")
+                raw = None if d is None else _read_small(d, name)
             if raw is None:
                 return None
             if len(raw) > MAX_META:
@@ -229,9 +236,31 @@ class Slot:
             return check_record(json.loads(raw.decode()))
         except (StateError, ValueError, RecursionError) as e:   # RecursionError: JSON nested too deep
             why = e.message if isinstance(e, StateError) else str(e) or type(e).__name__
-            raise StateError(f"{self.meta_path}: offload's record of {self.iface} is damaged ({why})",
+            raise StateError(f"{self.meta_path.parent / name}: offload's {what} of {self.iface} is damaged ({why})",
                              hint=f"offload gc removes damaged records; offload detach {self.iface} removes this one"
                              ) from None
+
+    def staged_meta(self) -> dict | None:
+        """The record an attach wrote before its kernel swap (None when none is staged)."""
+        return self._read_record(f"{_escape(self.iface)}.json%new", "staged record")
+
+    def verified_meta(self, prog_id: int | None) -> dict | None:
+        """The record of program `prog_id` (ours: pinned, or staged and attached), checked
+        against it: the committed record if it names that program, else the staged one if it
+        does. None when there is no record at all; StateError when the records there are damaged
+        or describe another program (bpffs and the kernel are the truth; records only a cache)."""
+        meta = self.meta()
+        if meta is None or prog_id is None or meta["prog_id"] == prog_id:
+            return meta
+        try:
+            staged = self.staged_meta()
+        except StateError:
+            staged = None
+        if staged is not None and staged["prog_id"] == prog_id:
+            return staged
+        raise StateError(f"{self.meta_path}: offload's record of {self.iface} names program {meta['prog_id']}, "
+                         f"but program {prog_id} is the one pinned and attached (a run was interrupted)",
+                         hint="offload gc repairs the record from the kernel's view")
 
     def exists(self) -> bool:
         """Anything of ours recorded for this interface: pins or metadata."""
@@ -283,11 +312,15 @@ class Slot:
                                       "removes it") from None
 
     # -- writing ------------------------------------------------------------------------------------
-    def stage(self, prog_fd: int, maps: dict[str, int]) -> None:
-        """Pin a program and its maps into the staging directory (NAME%new), before the kernel
-        swap: a run killed after the swap leaves the attached program pinned, so it is still
-        recognisably offload's (ownership counts a staged program that is attached)."""
+    def stage(self, prog_fd: int, maps: dict[str, int], meta: dict | None = None) -> None:
+        """Pin a program and its maps into the staging directory (NAME%new), and its record beside
+        the record (NAME.json%new), before the kernel swap: a run killed after the swap leaves the
+        attached program pinned, so it is still recognisably offload's (ownership counts a staged
+        program that is attached), and recorded, so the next command knows exactly what it is."""
         require_bpffs()
+        if meta is not None:
+            with self._meta_dir(create=True) as d:
+                fs.replace_file(d, f"{_escape(self.iface)}.json%new", _record_bytes(meta), 0o600)
         with _tree(BPFFS, ["offload", _escape(self.netns)], create=True) as ns:
             staging = _escape(self.iface) + "%new"
             _rmtree_at(ns, staging)
@@ -314,10 +347,15 @@ class Slot:
             if ns is not None:
                 _rmtree_at(ns, _escape(self.iface) + "%new")
         _prune(BPFFS, ["offload", _escape(self.netns)])
+        with self._meta_dir() as d:
+            if d is not None:
+                _rmtree_at(d, f"{_escape(self.iface)}.json%new")
 
-    def commit(self, meta: dict) -> None:
+    def commit(self, meta: dict | None = None) -> None:
         """Swap the staged pins in with one atomic exchange (a reader sees the old pins or the
-        new, never half and never none), drop the old ones, then write the metadata atomically."""
+        new, never half and never none), drop the old ones, then put the staged record (or
+        `meta`) in place atomically. A kill between the two leaves a record that does not name
+        the pinned program: readers then take the staged one, which does (verified_meta)."""
         name, staging = _escape(self.iface), _escape(self.iface) + "%new"
         with _tree(BPFFS, ["offload", _escape(self.netns)], create=True) as ns:
             if _exists_at(ns, name):
@@ -326,7 +364,12 @@ class Slot:
                 os.rename(staging, name, src_dir_fd=ns, dst_dir_fd=ns)
             _rmtree_at(ns, staging)
         with self._meta_dir(create=True) as d:
-            fs.replace_file(d, f"{name}.json", (json.dumps(meta, indent=2) + "\n").encode(), 0o600)
+            if meta is not None:
+                fs.replace_file(d, f"{name}.json", _record_bytes(meta), 0o600)
+                _rmtree_at(d, f"{name}.json%new")
+            else:
+                os.replace(f"{name}.json%new", f"{name}.json", src_dir_fd=d, dst_dir_fd=d)
+                os.fsync(d)
 
     def write(self, prog_fd: int, maps: dict[str, int], meta: dict) -> None:
         """Pin and record in one go (for a program that is attached already)."""
@@ -347,7 +390,7 @@ class Slot:
         with self._meta_dir() as d:
             if d is not None:
                 # the record, and any temporary copy a killed writer left (fs.replace_file's)
-                for f in [f"{name}.json"] + [n for n in os.listdir(d)
+                for f in [f"{name}.json", f"{name}.json%new"] + [n for n in os.listdir(d)
                                              if n.startswith(f".{name}.json.") and n.endswith(".tmp")]:
                     _rmtree_at(d, f)   # a directory planted there too
         _prune(RUN.parent, [RUN.name, "attachments", _escape(self.netns)])
@@ -424,7 +467,8 @@ def slots(netns: str) -> list[Slot]:
     ifaces: set[str] = set()
     with _tree(RUN.parent, [RUN.name, "attachments", _escape(check_netns(netns))]) as d:
         if d is not None:
-            ifaces |= {_unescape(n[:-5]) for n in os.listdir(d) if n.endswith(".json")}
+            ifaces |= {_unescape(n.removesuffix("%new")[:-5]) for n in os.listdir(d)
+                       if n.endswith((".json", ".json%new"))}
     try:
         require_bpffs()
         with _tree(BPFFS, ["offload", _escape(netns)]) as d:
