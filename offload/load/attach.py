@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from offload.errors import NoModeError, NotAttachedError, RefusedError, UsageError
 from offload.kernel import bpfsys, clock, netns, xdp
@@ -20,7 +22,7 @@ from offload.kernel.privileges import (
     require,
 )
 from offload.load import guard, loader, pins, programs
-from offload.load.ownership import ownership
+from offload.load.ownership import Ownership, ownership
 from offload.probe import modes
 from offload.probe.report import Assessed, assess
 
@@ -39,6 +41,33 @@ class Result:
         return {"interface": self.interface, "mode": self.mode, "prog_id": self.prog_id,
                 "program": self.program, "fallbacks": self.fallbacks, "replaced": self.replaced,
                 "warnings": self.warnings}
+
+
+class _Refused(NamedTuple):
+    """One mode that would not take the program: the reason recorded, and its one-line summary."""
+
+    reason: str
+    brief: str
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What every mode attempt of one attach shares."""
+
+    iface: str
+    ifindex: int
+    prog: programs.Program
+    dev: Assessed
+    slot: pins.Slot
+    own: Ownership
+    fallbacks: list[dict]      # grows as modes are refused; recorded with the one that takes it
+    warnings: list[str]
+    managed_by: str | None
+
+    def holder(self, mode: str) -> int | None:
+        """The program now in `mode`, which an attach there replaces."""
+        mine = self.own.mine
+        return mine.prog_id if mine and mine.mode == mode else self.own.foreign.get(mode)
 
 
 def require_privileges(action: str) -> None:
@@ -83,85 +112,109 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
     _check_params(prog)   # before anything is loaded or swapped
     require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
-    warnings: list[str] = []
-    protected = guard.protected_interfaces() if protected is None else protected
-    if iface in protected:
-        if not force:
-            raise RefusedError(f"refusing to attach to {iface}: {protected[iface]}; a mistake here cuts this host off",
-                               hint="use --force if you mean it")
-        warnings.append(f"{iface}: {protected[iface]}; attaching anyway (--force)")
-
+    warnings = _guard(iface, force, guard.protected_interfaces() if protected is None else protected)
     dev = assessed if assessed is not None and assessed.facts.name == iface else assess([iface])[1][0]
     slot = pins.Slot(netns.current_name(), iface)
     own = ownership(slot, {a["mode"]: a["prog_id"] for a in dev.facts.attached})   # the probe's own dump
-    mine, foreign = own.mine, own.foreign
-    if foreign and not force:
-        desc = ", ".join(f"{m} prog {i} ({(bpfsys.prog_info(i) or bpfsys.ProgInfo(i, '?', '', 0)).name})"
-                         for m, i in foreign.items())
-        raise RefusedError(f"{iface} carries XDP that offload did not attach: {desc}",
-                           hint="leave it, detach it with its owner's tool, or replace it with --force")
-
+    if own.foreign and not force:
+        _refuse_foreign(iface, own.foreign)
     order, fallbacks = candidates(mode, min_mode, dev.verdicts)
+    target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by)
     for m in order:
         progress(f"{iface}: trying {m}")
-        holder = mine[1] if mine and mine[0] == m else foreign.get(m)
-        try:
-            loaded = loader.load(prog, hw_device=iface if m == modes.Mode.HW else None)
-        except (loader.VerifierError, loader.LoadError) as e:
-            if m != modes.Mode.HW:
-                raise  # native and generic run the same verifier: no lower mode will take it
-            limit = modes.offload_map_limit(dev.profile)
-            fallbacks.append({"mode": m, "reason": e.message + (f"; driver profile: {limit}" if limit else "")})
-            progress(f"{iface}: {m} refused: {e.message.splitlines()[0]}")
-            continue
-        try:
-            new_id = bpfsys.obj_info_id(loaded.fd)
-            _apply_params(prog, loaded)            # maps filled before the program sees a frame
-            slot.stage(loaded.fd, loaded.maps())   # pinned before the swap: never attached unpinned
-            old_fd = bpfsys.prog_fd_by_id(holder) if holder else None
-            try:
-                xdp.set_prog(ifindex, loaded.fd, m, expected_fd=old_fd, no_replace=old_fd is None)
-            finally:
-                if old_fd is not None:
-                    os.close(old_fd)
-        except xdp.KernelRefusal as e:
-            slot.discard_stage()
-            reason = str(e)
-            if dev.verdicts[m].status == modes.BLOCKED:
-                reason += f" (the probe had flagged: {dev.verdicts[m].reason})"
-            fallbacks.append({"mode": m, "reason": reason})
-            progress(f"{iface}: {m} refused: {reason}")
-            loaded.close()
-            continue
-        except BaseException:
-            slot.discard_stage()
-            loaded.close()
-            raise
-        try:
-            _confirm(ifindex, iface, m, new_id)
-            meta = {"interface": iface, "ifindex": ifindex, "netns": slot.netns, "program": prog.name,
-                    "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,
-                    "section": prog.section, "sha256": prog.sha256,
-                    "params": prog.params, "mode": m, "prog_id": new_id, "maps": sorted(loaded.maps()),
-                    "attached_at": clock.rfc3339(), "fallbacks": fallbacks,
-                    "managed_by": managed_by}
-            slot.commit(meta)
-        except BaseException:
-            _put_back(ifindex, m, loaded.fd, holder)
-            slot.discard_stage()
-            if not mine:  # a replaced program keeps its own pins (committed only after success)
-                slot.remove()
-            raise
-        finally:
-            loaded.close()   # the attachment and the pins hold the program and maps now
-        if mine and mine[0] != m:  # ours moved between coexisting modes (hw <-> native/generic)
-            clear_prog_id(ifindex, mine[0], mine[1])
-        return Result(iface, m, new_id, prog.name, fallbacks, replaced=holder, warnings=warnings)
-
+        out = _try_mode(target, m)
+        if isinstance(out, Result):
+            return out
+        fallbacks.append({"mode": m, "reason": out.reason})
+        progress(f"{iface}: {m} refused: {out.brief}")
     listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks) or "no mode to try"
     floor = f" at or above --min-mode {min_mode}" if min_mode else ""
     raise NoModeError(f"{iface}: could not attach {prog.name} in any acceptable mode{floor}: {listed}",
                       hint="nothing was attached or pinned; see `offload probe -v " + iface + "`")
+
+
+def _guard(iface: str, force: bool, protected: dict[str, str]) -> list[str]:
+    """Refuse an interface this host depends on (say so and go on with --force): the warnings."""
+    if iface not in protected:
+        return []
+    if not force:
+        raise RefusedError(f"refusing to attach to {iface}: {protected[iface]}; a mistake here cuts this host off",
+                           hint="use --force if you mean it")
+    return [f"{iface}: {protected[iface]}; attaching anyway (--force)"]
+
+
+def _refuse_foreign(iface: str, foreign: dict[str, int]) -> None:
+    desc = ", ".join(f"{m} prog {i} ({(bpfsys.prog_info(i) or bpfsys.ProgInfo(i, '?', '', 0)).name})"
+                     for m, i in foreign.items())
+    raise RefusedError(f"{iface} carries XDP that offload did not attach: {desc}",
+                       hint="leave it, detach it with its owner's tool, or replace it with --force")
+
+
+def _try_mode(t: _Target, m: str) -> Result | _Refused:
+    """One mode, as a transaction: load, fill the maps, pin, swap, read back, commit. Each undo is
+    registered as it becomes needed; on success they are dropped, on any failure they run (newest
+    first) and leave the interface and the pins as they were."""
+    holder = t.holder(m)
+    try:
+        loaded = loader.load(t.prog, loader.HwDevice(t.iface, t.ifindex) if m == modes.Mode.HW else None)
+    except (loader.VerifierError, loader.LoadError) as e:
+        if m != modes.Mode.HW:
+            raise  # native and generic run the same verifier: no lower mode will take it
+        limit = modes.offload_map_limit(t.dev.profile)
+        return _Refused(e.message + (f"; driver profile: {limit}" if limit else ""), e.message.splitlines()[0])
+    with closing(loaded), ExitStack() as undo:   # closed either way: after a commit, the pins hold it
+        new_id = bpfsys.obj_info_id(loaded.fd)
+        _apply_params(t.prog, loaded)            # maps filled before the program sees a frame
+        undo.callback(t.slot.discard_stage)
+        t.slot.stage(loaded.fd, loaded.maps())   # pinned before the swap: never attached unpinned
+        try:
+            _swap(t.ifindex, loaded.fd, m, holder)
+        except xdp.KernelRefusal as e:
+            return _refusal(t, m, e)
+        undo.pop_all()   # swapped: the stage may go only once the program is off again
+        undo.callback(_unswap, t, m, loaded.fd, holder)
+        _confirm(t.ifindex, t.iface, m, new_id)
+        t.slot.commit(_record(t, m, new_id, sorted(loaded.maps())))
+        undo.pop_all()   # committed
+    mine = t.own.mine
+    if mine and mine.mode != m:  # ours moved between coexisting modes (hw <-> native/generic)
+        clear_prog_id(t.ifindex, mine.mode, mine.prog_id)
+    return Result(t.iface, m, new_id, t.prog.name, t.fallbacks, replaced=holder, warnings=t.warnings)
+
+
+def _refusal(t: _Target, m: str, e: xdp.KernelRefusal) -> _Refused:
+    reason = str(e)
+    if t.dev.verdicts[m].status == modes.BLOCKED:
+        reason += f" (the probe had flagged: {t.dev.verdicts[m].reason})"
+    return _Refused(reason, reason)
+
+
+def _record(t: _Target, m: str, prog_id: int, maps: list[str]) -> dict:
+    """The attachment's metadata, as pins.Slot.commit writes it."""
+    prog = t.prog
+    return {"interface": t.iface, "ifindex": t.ifindex, "netns": t.slot.netns, "program": prog.name,
+            "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,
+            "section": prog.section, "sha256": prog.sha256,
+            "params": prog.params, "mode": m, "prog_id": prog_id, "maps": maps,
+            "attached_at": clock.rfc3339(), "fallbacks": t.fallbacks,
+            "managed_by": t.managed_by}
+
+
+@contextmanager
+def _prog_fd(prog_id: int | None) -> Iterator[int | None]:
+    """An fd for program `prog_id` (None for None), closed afterwards."""
+    fd = bpfsys.prog_fd_by_id(prog_id) if prog_id else None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _swap(ifindex: int, fd: int, mode: str, holder: int | None) -> None:
+    """Put `fd` in `mode`: atomically in place of `holder`, or only where nothing is attached."""
+    with _prog_fd(holder) as old_fd:
+        xdp.set_prog(ifindex, fd, mode, expected_fd=old_fd, no_replace=old_fd is None)
 
 
 def _confirm(ifindex: int, iface: str, mode: str, prog_id: int) -> None:
@@ -172,25 +225,28 @@ def _confirm(ifindex: int, iface: str, mode: str, prog_id: int) -> None:
                            f"{mode} prog {prog_id}")
 
 
+def _unswap(t: _Target, m: str, fd: int, holder: int | None) -> None:
+    """Undo a swap that cannot be completed, then the pins it made. When the put-back fails, our
+    program stays attached, and so do its staged pins: still recognisably ours (gc recovers it)."""
+    _put_back(t.ifindex, m, fd, holder)
+    t.slot.discard_stage()
+    if not t.own.mine:   # a replaced program of ours keeps its own pins (committed only after success)
+        t.slot.remove()
+
+
 def _put_back(ifindex: int, mode: str, new_fd: int, holder: int | None) -> None:
     """Undo a swap that cannot be completed: the previous program back (atomically), or nothing."""
     if holder:
-        fd = bpfsys.prog_fd_by_id(holder)
-        try:
+        with _prog_fd(holder) as fd:
             xdp.set_prog(ifindex, fd, mode, expected_fd=new_fd)
-        finally:
-            os.close(fd)
     else:
         xdp.clear_prog(ifindex, mode, expected_fd=new_fd)
 
 
 def clear_prog_id(ifindex: int, mode: str, prog_id: int) -> None:
     """Take program `prog_id` off `ifindex` in `mode`, only if it is still the one there."""
-    fd = bpfsys.prog_fd_by_id(prog_id)
-    try:
+    with _prog_fd(prog_id) as fd:
         xdp.clear_prog(ifindex, mode, expected_fd=fd)
-    finally:
-        os.close(fd)
 
 
 def _check_params(prog: programs.Program) -> None:
@@ -247,8 +303,8 @@ def detach(iface: str, mode: str | None = None) -> dict:
         raise NotAttachedError(f"{iface}: no program of offload's is attached"
                                + (f" (attached: {attached})" if attached else ""),
                                hint="`offload status` lists what is attached")
-    if mode and mine[0] != mode:
-        raise NotAttachedError(f"{iface}: offload's program is attached in {mine[0]}, not {mode}")
-    clear_prog_id(ifindex, mine[0], mine[1])
+    if mode and mine.mode != mode:
+        raise NotAttachedError(f"{iface}: offload's program is attached in {mine.mode}, not {mode}")
+    clear_prog_id(ifindex, mine.mode, mine.prog_id)
     slot.remove()
-    return {"interface": iface, "detached": {"mode": mine[0], "prog_id": mine[1]}, "removed_stale_pins": False}
+    return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False}

@@ -10,10 +10,26 @@ from __future__ import annotations
 
 import os
 import socket
+from enum import Enum
+from typing import NamedTuple
 
 from offload.kernel import clock, netns, xdp
 from offload.load import pins
 from offload.load.ownership import ownership
+
+
+class Verdict(Enum):
+    """What gc does with a slot that nothing uses as it is."""
+
+    FREE = "free"          # remove its pins and record
+    STAGE = "stage"        # discard the staging debris of an interrupted run, then judge again
+    RECOVER = "recover"    # finish an attach killed after the kernel swap
+    RENAMED = "renamed"    # follow its interface's new name
+
+
+class Judgement(NamedTuple):
+    verdict: Verdict
+    detail: str            # why; for RENAMED, the interface's new name
 
 
 def collect(dry_run: bool = False, only: str | None = None) -> dict:
@@ -31,27 +47,27 @@ def collect(dry_run: bool = False, only: str | None = None) -> dict:
             continue
         with netns.inside(ns):
             for slot in pins.slots(ns):
-                verdict = _judge(slot, warnings)
-                if verdict is None:
+                judged = _judge(slot, warnings)
+                if judged is None:
                     continue
-                kind, detail = verdict
-                if kind == "stage":   # debris beside (or instead of) an attachment: judge again after
+                verdict, detail = judged
+                if verdict is Verdict.STAGE:   # debris beside (or instead of) an attachment: judge again after
                     freed.append({"netns": ns, "interface": slot.iface, "reason": detail})
                     if dry_run:
                         continue
                     slot.discard_stage()
                     if not slot.exists():
                         continue
-                    verdict = _judge(slot, warnings)
-                    if verdict is None:
+                    judged = _judge(slot, warnings)
+                    if judged is None:
                         continue
-                    kind, detail = verdict
-                if kind == "recover":
+                    verdict, detail = judged
+                if verdict is Verdict.RECOVER:
                     recovered.append({"netns": ns, "interface": slot.iface, "reason": detail})
                     if not dry_run:
                         _recover(slot)
                     continue
-                if kind == "renamed":
+                if verdict is Verdict.RENAMED:
                     renamed.append({"netns": ns, "interface": slot.iface, "now": detail})
                     if not dry_run:
                         _follow_rename(slot, detail)
@@ -62,8 +78,8 @@ def collect(dry_run: bool = False, only: str | None = None) -> dict:
     return {"dry_run": dry_run, "freed": freed, "renamed": renamed, "recovered": recovered, "warnings": warnings}
 
 
-def _judge(slot: pins.Slot, warnings: list[str]) -> tuple[str, str] | None:
-    """None: in use. Else ("free", why), ("renamed", new name) or ("recover", why)."""
+def _judge(slot: pins.Slot, warnings: list[str]) -> Judgement | None:
+    """None: in use. Else what to do with it, and why (or the new name)."""
     pinned, staged = slot.pinned_prog_id(), slot.staged_prog_id()
     if staged is not None:
         try:
@@ -71,14 +87,14 @@ def _judge(slot: pins.Slot, warnings: list[str]) -> tuple[str, str] | None:
         except OSError:
             attached = ()
         if staged in attached:
-            return "recover", "a run was killed between the kernel swap and the pin swap"
-        return "stage", "a staged program of an interrupted run, never attached"
+            return Judgement(Verdict.RECOVER, "a run was killed between the kernel swap and the pin swap")
+        return Judgement(Verdict.STAGE, "a staged program of an interrupted run, never attached")
     try:
         meta = slot.meta()
     except pins.StateError as e:
         meta = None
         if pinned is None:
-            return "free", f"damaged record and no pinned program ({e.message})"
+            return Judgement(Verdict.FREE, f"damaged record and no pinned program ({e.message})")
     try:
         ifindex = socket.if_nametoindex(slot.iface)
     except OSError:
@@ -91,12 +107,12 @@ def _judge(slot: pins.Slot, warnings: list[str]) -> tuple[str, str] | None:
             except OSError:
                 now = None
             if now and pinned in xdp.attached_progs(old).values():
-                return "renamed", now
-        return "free", "its interface is gone"
+                return Judgement(Verdict.RENAMED, now)
+        return Judgement(Verdict.FREE, "its interface is gone")
     if pinned is None:
-        return "free", "no pinned program (a run was killed before pinning)"
+        return Judgement(Verdict.FREE, "no pinned program (a run was killed before pinning)")
     if ownership(slot, xdp.attached_progs(ifindex)).mine is None:
-        return "free", f"its program (id {pinned}) is no longer attached"
+        return Judgement(Verdict.FREE, f"its program (id {pinned}) is no longer attached")
     if meta is None:
         warnings.append(f"{slot.netns}/{slot.iface}: offload's program is attached but its record is damaged: "
                         f"offload detach {slot.iface} --netns {slot.netns}, then attach again")

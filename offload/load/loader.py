@@ -10,16 +10,25 @@ from __future__ import annotations
 import errno
 import os
 import re
-import socket
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from offload.errors import CompileError, LoadError, UsageError, VerifierError
+from offload.errors import CompileError, LoadError, VerifierError
+from offload.kernel import bcc as bcc_tables
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.kernel.legacyobj import LegacyError, LegacyLoaded, LegacyObject
 from offload.load.programs import Program
 from offload.load.stderr import captured_stderr
 
-__all__ = ["CompileError", "LoadError", "VerifierError", "Loaded", "load"]
+__all__ = ["CompileError", "HwDevice", "LoadError", "Loaded", "VerifierError", "load"]
+
+
+class HwDevice(NamedTuple):
+    """The NIC a program is loaded for (hardware offload): its name for bcc and for messages, its
+    ifindex for libbpf and the legacy loader (the caller resolved it once)."""
+
+    name: str
+    ifindex: int
 
 
 class Loaded:
@@ -58,18 +67,7 @@ class BccLoaded(Loaded):
 
     def maps(self) -> dict[str, int]:
         """map name -> fd, for every map of the program (bcc fills `tables` only on access)."""
-        import ctypes
-
-        from bcc.libbcc import lib
-
-        # bcc_common.h's enumerators, which bcc's Python bindings do not declare.
-        lib.bpf_num_tables.restype, lib.bpf_num_tables.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
-        lib.bpf_table_name.restype = ctypes.c_char_p
-        lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        lib.bpf_table_fd_id.restype, lib.bpf_table_fd_id.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t]
-        mod = self.bpf.module
-        return {lib.bpf_table_name(mod, i).decode(): lib.bpf_table_fd_id(mod, i)
-                for i in range(lib.bpf_num_tables(mod))}
+        return bcc_tables.table_fds(self.bpf.module)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.bpf.cleanup()
@@ -90,17 +88,16 @@ class LegacyObjectLoaded(Loaded):
         self.loaded.close()
 
 
-def load(prog: Program, hw_device: str | None = None) -> Loaded:
-    """Load `prog` (bound to `hw_device` for hardware offload)."""
+def load(prog: Program, hw: HwDevice | None = None) -> Loaded:
+    """Load `prog` (bound to the `hw` device for hardware offload)."""
     if prog.kind == "bcc":
-        return _load_bcc(prog, hw_device)
+        return _load_bcc(prog, hw)
     if prog.legacy:
-        return _load_legacy(prog, hw_device)
-    return load_object(prog, str(prog.object_for(hw=hw_device is not None)), hw_device)
+        return _load_legacy(prog, hw)
+    return load_object(prog, str(prog.object_for(hw=hw is not None)), hw)
 
 
-def load_object(prog: Program, path: str, hw_device: str | None = None) -> ObjectLoaded:
-    where = f" for offload to {hw_device}" if hw_device else ""
+def load_object(prog: Program, path: str, hw: HwDevice | None = None) -> ObjectLoaded:
     with captured_stderr() as log:
         try:
             obj = BpfObject(path)
@@ -112,11 +109,8 @@ def load_object(prog: Program, path: str, hw_device: str | None = None) -> Objec
         obj.no_auto_pinning()
         for var, raw in prog.globals:
             obj.set_global(var, raw)
-        if hw_device:
-            try:
-                obj.set_ifindex(socket.if_nametoindex(hw_device))
-            except OSError:
-                raise UsageError(f"no such interface in this network namespace: {hw_device}") from None
+        if hw:
+            obj.set_ifindex(hw.ifindex)
         with captured_stderr() as log:
             try:
                 obj.load()
@@ -124,40 +118,43 @@ def load_object(prog: Program, path: str, hw_device: str | None = None) -> Objec
             except ObjectError as e:
                 err = e
         if err is not None:
-            verifier = obj.log(prog.entry)
             code = err.errno or errno.EINVAL
-            said = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
-            if _is_verifier_log(verifier):
-                raise VerifierError(f"the verifier rejected {prog.name}{where}: {said}\n{_verifier_tail(verifier)}",
-                                    hint="the last lines of the verifier log are above")
             libbpf = _libbpf_said(log[0])
-            raise LoadError(f"the kernel refused to load {prog.name}{where}: {said}"
-                            + (f"; libbpf: {libbpf}" if libbpf else ""))
+            raise _load_error(prog, hw, obj.log(prog.entry),
+                              _strerror(code) + (f"; libbpf: {libbpf}" if libbpf else ""), code)
         return ObjectLoaded(obj, obj.prog_fd(prog.entry))
     except BaseException:
         obj.close()
         raise
 
 
-def _load_legacy(prog: Program, hw_device: str | None) -> LegacyObjectLoaded:
+def _load_legacy(prog: Program, hw: HwDevice | None) -> LegacyObjectLoaded:
     assert prog.entry and prog.object_path
-    where = f" for offload to {hw_device}" if hw_device else ""
-    ifindex = 0
-    if hw_device:
-        try:
-            ifindex = socket.if_nametoindex(hw_device)
-        except OSError:
-            raise UsageError(f"no such interface in this network namespace: {hw_device}") from None
     try:
-        return LegacyObjectLoaded(LegacyObject(str(prog.object_path)).load(prog.entry, ifindex))
+        return LegacyObjectLoaded(LegacyObject(str(prog.object_path)).load(prog.entry, hw.ifindex if hw else 0))
     except LegacyError as e:
-        code = e.errno or errno.EINVAL
-        said = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
-        verifier = getattr(e, "log", "")
-        if _is_verifier_log(verifier):
-            raise VerifierError(f"the verifier rejected {prog.name}{where}: {said}\n{_verifier_tail(verifier)}",
-                                hint="the last lines of the verifier log are above")
-        raise LoadError(f"the kernel refused to load {prog.name}{where}: {e.strerror}") from None
+        raise _load_error(prog, hw, getattr(e, "log", ""), e.strerror, e.errno or errno.EINVAL) from None
+
+
+def _where(hw: HwDevice | None) -> str:
+    return f" for offload to {hw.name}" if hw else ""
+
+
+def _strerror(code: int) -> str:
+    return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+
+
+def _load_error(prog: Program, hw: HwDevice | None, log: str, refusal: str, code: int | None = None,
+                verifier: bool | None = None) -> VerifierError | LoadError:
+    """A failed load, in one shape for every loader: the verifier's rejection with the tail of its
+    `log` (when `verifier` says, or the log reads like one), else the kernel's `refusal` in the
+    loading tool's words. `code`: the errno, which bcc does not give."""
+    if _is_verifier_log(log) if verifier is None else verifier:
+        # bcc's rejection has always named neither the errno nor the device
+        said = f"{_where(hw)}: {_strerror(code)}" if code is not None else ":"
+        return VerifierError(f"the verifier rejected {prog.name}{said}\n{_verifier_tail(log)}",
+                             hint="the last lines of the verifier log are above")
+    return LoadError(f"the kernel refused to load {prog.name}{_where(hw)}: {refusal}")
 
 
 def _is_verifier_log(text: str) -> bool:
@@ -185,23 +182,22 @@ def _verifier_tail(text: str, n: int = 12) -> str:
     return "\n".join(lines[-n:])
 
 
-def _load_bcc(prog: Program, hw_device: str | None) -> BccLoaded:
+def _load_bcc(prog: Program, hw: HwDevice | None) -> BccLoaded:
     from bcc import (
         BPF,  # imported here: bcc costs ~100 ms and only bcc-dialect C needs it
     )
 
     assert prog.text is not None and prog.entry
-    device = hw_device.encode() if hw_device else None  # bcc wants bytes (bcc issue #3320)
+    device = hw.name.encode() if hw else None  # bcc wants bytes (bcc issue #3320)
     with captured_stderr() as log:
         try:
-            bpf = BPF(text=prog.text.encode(), cflags=prog.cflags(hw=hw_device is not None), device=device)
+            bpf = BPF(text=prog.text.encode(), cflags=prog.cflags(hw=hw is not None), device=device)
         except Exception:
             bpf = None
     if bpf is None:
         if not re.search(r": (fatal )?error:", log[0]):  # compiled, but the kernel refused (e.g. maps)
-            raise LoadError(f"the kernel refused {prog.name}'s maps"
-                            + (f" for offload to {hw_device}" if hw_device else "")
-                            + f": {_verifier_tail(log[0], 4) or 'no message'}")
+            raise LoadError(f"the kernel refused {prog.name}'s maps{_where(hw)}: "
+                            f"{_verifier_tail(log[0], 4) or 'no message'}")
         raise CompileError(f"{prog.path}: does not compile:\n{_compiler_message(log[0], prog)}",
                            hint="fix the C above; offload compiled it as bcc-dialect C (its map macros and "
                                 "helpers); libbpf-style C names its program with SEC(\"xdp\")")
@@ -214,12 +210,10 @@ def _load_bcc(prog: Program, hw_device: str | None) -> BccLoaded:
     if err is not None:
         bpf.cleanup()
         text = log[0]
-        if "processed" in text or ("invalid" in text.lower() and "insn" in text):  # a verifier log
-            raise VerifierError(f"the verifier rejected {prog.name}:\n{_verifier_tail(text)}",
-                                hint="the last lines of the verifier log are above")
-        raise LoadError(f"the kernel refused to load {prog.name}"
-                        + (f" for offload to {hw_device}" if hw_device else "")
-                        + f": {_strip_bcc(str(err))}" + (f"\n{_verifier_tail(text)}" if text.strip() else ""))
+        # bcc's stderr carries more than the verifier's log: only its own marks make it one
+        refusal = _strip_bcc(str(err)) + (f"\n{_verifier_tail(text)}" if text.strip() else "")
+        raise _load_error(prog, hw, text, refusal,
+                          verifier="processed" in text or ("invalid" in text.lower() and "insn" in text))
     return BccLoaded(bpf, fn)
 
 

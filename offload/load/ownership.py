@@ -8,18 +8,26 @@ foreign tool may have replaced ours).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from offload.load import pins
 
 
+class Held(NamedTuple):
+    """Where offload's program is attached, and which program it is."""
+
+    mode: str
+    prog_id: int
+
+
 @dataclass(frozen=True)
 class Ownership:
-    mine: tuple[str, int] | None                         # (mode, prog id) of our program, if attached
+    mine: Held | None                                    # our program, if attached
     foreign: dict[str, int] = field(default_factory=dict)  # mode -> prog id of the programs not ours
 
 
 def ownership(slot: pins.Slot, attached: dict[str, int]) -> Ownership:
     """Split what is attached (mode -> prog id, as rtnetlink says) into ours and foreign."""
     pids = {slot.pinned_prog_id(), slot.staged_prog_id()} - {None}   # staged: a run killed mid-attach
-    mine = next(((m, i) for m, i in attached.items() if i in pids), None)
-    return Ownership(mine, {m: i for m, i in attached.items() if mine is None or i != mine[1]})
+    mine = next((Held(m, i) for m, i in attached.items() if i in pids), None)
+    return Ownership(mine, {m: i for m, i in attached.items() if mine is None or i != mine.prog_id})

@@ -41,7 +41,7 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
         except pins.StateError:  # ours by its pin, record damaged: the plan re-attaches, which rewrites it
             meta = None
         if meta is not None:
-            meta = {**meta, "mode": own.mine[0]}
+            meta = {**meta, "mode": own.mine.mode}
         out[d.name] = plan_mod.Current(meta, own.foreign)
     return out
 
@@ -271,7 +271,7 @@ def save(iface: str) -> Saved | None:
     meta = slot.meta()
     prog_fd = slot.open_prog()
     maps = {name: slot.open_map(name) for name in meta.get("maps", [])}
-    return Saved(slot, meta, mine[0], prog_fd, maps)
+    return Saved(slot, meta, mine.mode, prog_fd, maps)
 
 
 def put_back(snap: Saved) -> None:
@@ -281,7 +281,7 @@ def put_back(snap: Saved) -> None:
     now = xdp.attached_progs(ifindex)
     current = ownership(snap.slot, now).mine
     for mode, prog_id in now.items():  # ours in another mode: take it off first
-        if current and prog_id == current[1] and mode != snap.mode:
+        if current and prog_id == current.prog_id and mode != snap.mode:
             attach_mod.clear_prog_id(ifindex, mode, prog_id)
     holder = now.get(snap.mode)
     old_fd = bpfsys.prog_fd_by_id(holder) if holder else None

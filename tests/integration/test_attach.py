@@ -136,6 +136,63 @@ def test_replace_is_atomic(env):
     assert all(pinned), "a reader found no pinned program while the pins were swapped"
 
 
+def _fail(*args, **kwargs):
+    raise RuntimeError("injected")
+
+
+def _attach_in_process(env, program: str):
+    from offload.kernel import netns as ns
+    from offload.load import attach as attach_mod
+
+    with ns.inside(env.netns):
+        return attach_mod.attach(env.ifname, program, mode="native")
+
+
+@pytest.mark.parametrize("step", ["_confirm", "commit"])
+def test_a_failure_after_the_swap_puts_the_previous_program_back(env, monkeypatch, step):
+    from offload.load import attach as attach_mod
+    from offload.load import pins
+
+    first = env.offload_json("attach", env.ifname, "count_drop", "--mode", "native")
+    meta = (RUN_ROOT / env.netns / f"{env.ifname}.json").read_text()
+    monkeypatch.setattr(*((attach_mod, "_confirm") if step == "_confirm" else (pins.Slot, "commit")), _fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        _attach_in_process(env, "count_pass")
+    assert kernel_xdp(env.ifname, env.netns) == {"native": first["prog_id"]}
+    assert (RUN_ROOT / env.netns / f"{env.ifname}.json").read_text() == meta   # the record, untouched
+    assert sorted(p.name for p in (PIN_ROOT / env.netns).iterdir()) == [env.ifname]   # no stage left
+    (row,) = env.offload_json("status")["attachments"]
+    assert row["ours"] is True and row["prog_id"] == first["prog_id"] and row["program"] == "count_drop"
+
+
+def test_a_failure_after_a_first_swap_leaves_nothing(env, monkeypatch):
+    from offload.load import attach as attach_mod
+
+    monkeypatch.setattr(attach_mod, "_confirm", _fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        _attach_in_process(env, "count_drop")
+    assert kernel_xdp(env.ifname, env.netns) == {}
+    no_debris(env)
+
+
+def test_a_failed_put_back_keeps_the_attached_program_pinned(env, monkeypatch):
+    """When even the undo fails, the program left attached keeps its staged pins: still offload's,
+    never an unpinned stranger (gc finishes the attach)."""
+    from offload.load import attach as attach_mod
+    from offload.load import gc
+
+    monkeypatch.setattr(attach_mod, "_confirm", _fail)
+    monkeypatch.setattr(attach_mod, "_put_back", _fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        _attach_in_process(env, "count_drop")
+    (row,) = env.offload_json("status")["attachments"]
+    assert row["ours"] is True and kernel_xdp(env.ifname, env.netns) == {"native": row["prog_id"]}
+    assert [r["interface"] for r in gc.collect(only=env.netns)["recovered"]] == [env.ifname]
+    env.offload_json("detach", env.ifname)
+    assert kernel_xdp(env.ifname, env.netns) == {}
+    no_debris(env)
+
+
 def test_foreign_program_is_left_alone_unless_forced(env, xdp_pass_obj):
     env.cmd("ip", "link", "set", "dev", env.ifname, "xdpdrv", "obj", str(xdp_pass_obj), "sec", "xdp")
     theirs = kernel_xdp(env.ifname, env.netns)["native"]

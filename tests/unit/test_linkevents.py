@@ -11,6 +11,7 @@ from lib.helpers import FIXTURES
 
 from offload.kernel import nlraw, rtnl
 from offload.kernel.linkevents import OVERFLOW, RTM_DELLINK, RTM_NEWLINK, Kind, LinkEvent, decode
+from offload.orchestrate.policy import Policy
 from offload.orchestrate.watch import Watcher
 
 RTM_NEWADDR = 20
@@ -74,7 +75,8 @@ def test_messages_encoded_by_pyroute2_decode_to_their_events(items):
 
 def watcher(known: set[str]) -> tuple[Watcher, list[str]]:
     lines: list[str] = []
-    w = Watcher(None, interval=60, detach_on_exit=False, journal=None, log=lines.append)
+    w = Watcher(Policy("/nonexistent/policy.yaml"), interval=60, detach_on_exit=False, journal=None,
+                log=lines.append)
     w.known = set(known)
     return w, lines
 
