@@ -166,7 +166,8 @@ def _try_mode(t: _Target, m: str) -> Result | _Refused:
         new_id = bpfsys.obj_info_id(loaded.fd)
         _apply_params(t.prog, loaded)            # maps filled before the program sees a frame
         undo.callback(t.slot.discard_stage)
-        t.slot.stage(loaded.fd, loaded.maps())   # pinned before the swap: never attached unpinned
+        # pinned and recorded before the swap: never attached unpinned, never attached unknown
+        t.slot.stage(loaded.fd, loaded.maps(), _record(t, m, new_id, sorted(loaded.maps())))
         try:
             _swap(t.ifindex, loaded.fd, m, holder)
         except xdp.KernelRefusal as e:
@@ -174,7 +175,7 @@ def _try_mode(t: _Target, m: str) -> Result | _Refused:
         undo.pop_all()   # swapped: the stage may go only once the program is off again
         undo.callback(_unswap, t, m, loaded.fd, holder)
         _confirm(t.ifindex, t.iface, m, new_id)
-        t.slot.commit(_record(t, m, new_id, sorted(loaded.maps())))
+        t.slot.commit()
         undo.pop_all()   # committed
     mine = t.own.mine
     if mine and mine.mode != m:  # ours moved between coexisting modes (hw <-> native/generic)
@@ -190,7 +191,7 @@ def _refusal(t: _Target, m: str, e: xdp.KernelRefusal) -> _Refused:
 
 
 def _record(t: _Target, m: str, prog_id: int, maps: list[str]) -> dict:
-    """The attachment's metadata, as pins.Slot.commit writes it."""
+    """The attachment's metadata, as pins.Slot.stage writes it."""
     prog = t.prog
     return {"interface": t.iface, "ifindex": t.ifindex, "netns": t.slot.netns, "program": prog.name,
             "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,

@@ -13,7 +13,8 @@ import socket
 from enum import Enum
 from typing import NamedTuple
 
-from offload.kernel import clock, netns, xdp
+from offload.errors import OffloadError
+from offload.kernel import bpfsys, clock, netns, xdp
 from offload.load import pins
 from offload.load.ownership import ownership
 
@@ -25,6 +26,7 @@ class Verdict(Enum):
     STAGE = "stage"        # discard the staging debris of an interrupted run, then judge again
     RECOVER = "recover"    # finish an attach killed after the kernel swap
     RENAMED = "renamed"    # follow its interface's new name
+    REPAIR = "repair"      # rewrite a record that does not name the pinned, attached program
 
 
 class Judgement(NamedTuple):
@@ -33,52 +35,51 @@ class Judgement(NamedTuple):
 
 
 def collect(dry_run: bool = False, only: str | None = None) -> dict:
-    """Orphans in every namespace offload holds state for (or in `only`); removed unless dry_run."""
-    freed, renamed, recovered, warnings = [], [], [], []
+    """Orphans in every namespace offload holds state for (or in `only`); removed unless dry_run.
+    One slot that cannot be judged or repaired is a warning: the others are still collected."""
+    out: dict = {"dry_run": dry_run, "freed": [], "renamed": [], "recovered": [], "warnings": []}
     for ns in pins.namespaces():
         if only is not None and ns != only:
             continue
         if not netns.exists(ns):
-            freed += [{"netns": ns, "interface": s.iface, "reason": "its network namespace is gone"}
-                      for s in pins.slots(ns)] or [{"netns": ns, "interface": None,
-                                                    "reason": "its network namespace is gone"}]
+            out["freed"] += [{"netns": ns, "interface": s.iface, "reason": "its network namespace is gone"}
+                             for s in pins.slots(ns)] or [{"netns": ns, "interface": None,
+                                                           "reason": "its network namespace is gone"}]
             if not dry_run:
                 pins.remove_namespace(ns)
             continue
         with netns.inside(ns):
             for slot in pins.slots(ns):
-                judged = _judge(slot, warnings)
-                if judged is None:
-                    continue
-                verdict, detail = judged
-                if verdict is Verdict.STAGE:   # debris beside (or instead of) an attachment: judge again after
-                    freed.append({"netns": ns, "interface": slot.iface, "reason": detail})
-                    if dry_run:
-                        continue
-                    slot.discard_stage()
-                    if not slot.exists():
-                        continue
-                    judged = _judge(slot, warnings)
-                    if judged is None:
-                        continue
-                    verdict, detail = judged
-                if verdict is Verdict.RECOVER:
-                    recovered.append({"netns": ns, "interface": slot.iface, "reason": detail})
-                    if not dry_run:
-                        _recover(slot)
-                    continue
-                if verdict is Verdict.RENAMED:
-                    renamed.append({"netns": ns, "interface": slot.iface, "now": detail})
-                    if not dry_run:
-                        _follow_rename(slot, detail)
-                    continue
-                freed.append({"netns": ns, "interface": slot.iface, "reason": detail})
-                if not dry_run:
-                    slot.remove()
-    return {"dry_run": dry_run, "freed": freed, "renamed": renamed, "recovered": recovered, "warnings": warnings}
+                try:
+                    _collect_slot(slot, dry_run, out)
+                except (OffloadError, OSError) as e:
+                    out["warnings"].append(f"{ns}/{slot.iface}: {getattr(e, 'message', None) or e}")
+    return out
 
 
-def _judge(slot: pins.Slot, warnings: list[str]) -> Judgement | None:
+def _collect_slot(slot: pins.Slot, dry_run: bool, out: dict) -> None:
+    where = {"netns": slot.netns, "interface": slot.iface}
+    judged = _judge(slot)
+    if judged is not None and judged.verdict is Verdict.STAGE:
+        # debris beside (or instead of) an attachment: judge again once it is gone
+        out["freed"].append({**where, "reason": judged.detail})
+        if dry_run:
+            return
+        slot.discard_stage()
+        judged = _judge(slot) if slot.exists() else None
+    if judged is None:
+        return
+    verdict, detail = judged
+    if verdict is Verdict.RENAMED:
+        out["renamed"].append({**where, "now": detail})
+    else:
+        out["recovered" if verdict in (Verdict.RECOVER, Verdict.REPAIR) else "freed"].append(
+            {**where, "reason": detail})
+    if not dry_run:
+        _ACT[verdict](slot, detail)
+
+
+def _judge(slot: pins.Slot) -> Judgement | None:
     """None: in use. Else what to do with it, and why (or the new name)."""
     pinned, staged = slot.pinned_prog_id(), slot.staged_prog_id()
     if staged is not None:
@@ -113,26 +114,65 @@ def _judge(slot: pins.Slot, warnings: list[str]) -> Judgement | None:
         return Judgement(Verdict.FREE, "no pinned program (a run was killed before pinning)")
     if ownership(slot, xdp.attached_progs(ifindex)).mine is None:
         return Judgement(Verdict.FREE, f"its program (id {pinned}) is no longer attached")
-    if meta is None:
-        warnings.append(f"{slot.netns}/{slot.iface}: offload's program is attached but its record is damaged: "
-                        f"offload detach {slot.iface} --netns {slot.netns}, then attach again")
-    return None
+    try:
+        if slot.verified_meta(pinned) is not None:
+            return _staged_record_left(slot)
+    except pins.StateError:
+        pass
+    return Judgement(Verdict.REPAIR, "its record did not name the pinned, attached program (id "
+                                     f"{pinned}): rewritten from the kernel's view")
+
+
+def _staged_record_left(slot: pins.Slot) -> Judgement | None:
+    """A staged record beside a sound one: an attach killed before its kernel swap left it."""
+    try:
+        staged = slot.staged_meta()
+    except pins.StateError:
+        staged = {}
+    return None if staged is None else Judgement(Verdict.STAGE, "a staged record of an interrupted run")
 
 
 def _recover(slot: pins.Slot) -> None:
-    """Finish an attach that was killed after the kernel swap: promote the staged pins and record
-    what is known (the program's record of the run is lost)."""
+    """Finish an attach that was killed after the kernel swap: promote the staged pins, with the
+    record the attach staged beside them (or, where that is lost, what the kernel says)."""
     staged = slot.staged_prog_id()
+    record = _staged_record_of(slot, staged)
+    slot.commit(None if record is not None else _from_kernel(slot, staged, slot.staged_maps()))
+
+
+def _repair(slot: pins.Slot) -> None:
+    """Rewrite a record that names another program than the pinned, attached one: the staged
+    record of the attach that was killed before putting it in place, else the kernel's view."""
+    pinned = slot.pinned_prog_id()
+    if _staged_record_of(slot, pinned) is not None:
+        slot.put_record()
+    else:
+        slot.put_record(_from_kernel(slot, pinned, slot.pinned_maps()))
+
+
+def _staged_record_of(slot: pins.Slot, prog_id: int | None) -> dict | None:
+    try:
+        staged = slot.staged_meta()
+    except pins.StateError:
+        return None
+    return staged if staged is not None and staged["prog_id"] == prog_id else None
+
+
+def _from_kernel(slot: pins.Slot, prog_id: int | None, maps: list[str]) -> dict:
+    """A record of program `prog_id` from what the kernel says of it: its own name, never the name
+    in an older record (that was another program). managed_by is kept, so that the policy that
+    attached the interface's programs still owns it (and replaces it if it wants another)."""
     ifindex = socket.if_nametoindex(slot.iface)
-    mode = next(m for m, i in xdp.attached_progs(ifindex).items() if i == staged)
+    mode = next(m for m, i in xdp.attached_progs(ifindex).items() if i == prog_id)
     try:
         old = slot.meta() or {}
     except pins.StateError:
         old = {}
-    slot.commit({**old, "interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "mode": mode,
-                 "prog_id": staged, "maps": slot.staged_maps(), "recovered": True,
-                 "attached_at": clock.rfc3339(),
-                 "program": old.get("program") or "unknown", "sha256": None, "managed_by": old.get("managed_by")})
+    info = bpfsys.prog_info(prog_id) if prog_id else None
+    return {"interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "mode": mode, "prog_id": prog_id,
+            "maps": maps, "recovered": True, "attached_at": clock.rfc3339(), "library": False,
+            "program": info.name if info and info.name else "unknown", "sha256": None,
+            "managed_by": old.get("managed_by")}
 
 
 def _follow_rename(slot: pins.Slot, now: str) -> None:
@@ -148,3 +188,11 @@ def _follow_rename(slot: pins.Slot, now: str) -> None:
     finally:
         for fd in [prog_fd, *maps.values()]:
             os.close(fd)
+
+
+_ACT = {
+    Verdict.FREE: lambda slot, detail: slot.remove(),
+    Verdict.RECOVER: lambda slot, detail: _recover(slot),
+    Verdict.REPAIR: lambda slot, detail: _repair(slot),
+    Verdict.RENAMED: _follow_rename,
+}

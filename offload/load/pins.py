@@ -337,10 +337,28 @@ class Slot:
                 os.close(st)
 
     def staged_maps(self) -> list[str]:
-        with _tree(BPFFS, ["offload", _escape(self.netns), _escape(self.iface) + "%new"]) as st:
+        return self._map_names(_escape(self.iface) + "%new")
+
+    def pinned_maps(self) -> list[str]:
+        return self._map_names(_escape(self.iface))
+
+    def _map_names(self, dirname: str) -> list[str]:
+        with _tree(BPFFS, ["offload", _escape(self.netns), dirname]) as st:
             if st is None:
                 return []
             return sorted(_unescape(n[4:]) for n in os.listdir(st) if n.startswith("map_"))
+
+    def put_record(self, meta: dict | None = None) -> None:
+        """Write the record (`meta`), or put the staged one in its place (None), for pins that
+        are in place already: how gc repairs a record that does not name the pinned program."""
+        name = _escape(self.iface)
+        with self._meta_dir(create=True) as d:
+            if meta is None:
+                os.replace(f"{name}.json%new", f"{name}.json", src_dir_fd=d, dst_dir_fd=d)
+                os.fsync(d)
+            else:
+                fs.replace_file(d, f"{name}.json", _record_bytes(meta), 0o600)
+                _rmtree_at(d, f"{name}.json%new")
 
     def discard_stage(self) -> None:
         with _tree(BPFFS, ["offload", _escape(self.netns)]) as ns:
@@ -363,13 +381,7 @@ class Slot:
             else:
                 os.rename(staging, name, src_dir_fd=ns, dst_dir_fd=ns)
             _rmtree_at(ns, staging)
-        with self._meta_dir(create=True) as d:
-            if meta is not None:
-                fs.replace_file(d, f"{name}.json", _record_bytes(meta), 0o600)
-                _rmtree_at(d, f"{name}.json%new")
-            else:
-                os.replace(f"{name}.json%new", f"{name}.json", src_dir_fd=d, dst_dir_fd=d)
-                os.fsync(d)
+        self.put_record(meta)
 
     def write(self, prog_fd: int, maps: dict[str, int], meta: dict) -> None:
         """Pin and record in one go (for a program that is attached already)."""
