@@ -22,6 +22,13 @@ class Exit(IntEnum):
     INTERNAL = 70       # a bug: unexpected exception
 
 
+def excerpt(value: str, limit: int = 40) -> str:
+    """A user's value quoted for a message: at most its first `limit` characters (then '…'), with
+    control characters and undecodable bytes escaped as repr escapes them. A value may be a secret
+    pasted by mistake, or megabytes long: a message names it, never repeats it whole."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
 class OffloadError(Exception):
     """An error with a message for the operator: what failed, on which device, and what to do."""
 

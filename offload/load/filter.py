@@ -10,7 +10,7 @@ import os
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
-from offload.errors import NotAttachedError, UsageError
+from offload.errors import NotAttachedError, UsageError, excerpt
 from offload.kernel import bpfsys, netns
 from offload.kernel.names import ifindex_of
 from offload.load import pins
@@ -26,9 +26,9 @@ def parse_prefixes(items: list[str]) -> list[IPNetwork]:
         try:
             net = IPNetwork(item)
         except (AddrFormatError, ValueError, TypeError):
-            raise UsageError(f"bad prefix {item!r}: use e.g. 192.0.2.0/24 or 2001:db8::/32") from None
+            raise UsageError(f"bad prefix {excerpt(item)}: use e.g. 192.0.2.0/24 or 2001:db8::/32") from None
         if str(net.ip) != str(net.network):
-            raise UsageError(f"bad prefix {item!r}: host bits are set; did you mean {net.cidr}?")
+            raise UsageError(f"bad prefix {excerpt(item)}: host bits are set; did you mean {net.cidr}?")
         out.append(net.cidr)
     if not out:
         raise UsageError("no prefix given")

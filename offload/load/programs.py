@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from offload.data import LIBRARY, cache_dir, data_dir
-from offload.errors import CompileError, EnvironmentProblem, UsageError
+from offload.data import LIBRARY, data_dir, owned_cache
+from offload.errors import CompileError, EnvironmentProblem, UsageError, excerpt
 from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
 from offload.load import compile as compile_mod
 from offload.load.stderr import captured_stderr
@@ -37,8 +37,13 @@ USER_ENTRY = "xdp_prog"            # the function a bcc-dialect file exports
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")   # XDP action values 0..4
 DIALECTS = ("auto", "libbpf", "bcc")
 MAX_FILE = 64 << 20                # larger is no BPF program anyone wrote
+MAX_INCLUDE_DEPTH = 200            # clang's own limit on nested #includes
+MAX_INCLUDES = 10_000              # #include lines expanded in all, for bcc C
+MAX_KEY = 128                      # the kernel's limit on a BTF name (KSYM_NAME_LEN) in older kernels
 EM_BPF = 247
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _BCC_MARKS = re.compile(r"\bBPF_(?:ARRAY|HASH|PERCPU_ARRAY|PERCPU_HASH|TABLE|DEVMAP|CPUMAP|XSKMAP|LPM_TRIE|"
@@ -124,16 +129,20 @@ def _prebuilt(src: Path, built: Path, hw: bool) -> Path:
     up compiles a program into the cache on first use (clang needed only then)."""
     if built.is_file():
         return built
+    return compile_c(src, (compile_mod.HW_DEFINE,) if hw else ())
+
+
+def compile_c(src: Path, defines: tuple[str, ...] = (), hint: str | None = None) -> Path:
+    """libbpf-style C compiled into the cache (once per preprocessed text, flags and clang), after
+    checking that every file it includes is C text (a binary or a /proc file is bad input)."""
     try:
-        path, _ = compile_mod.cached_object(src, inline_includes(src).encode(), objects_cache(),
-                                            (compile_mod.HW_DEFINE,) if hw else ())
+        pre = compile_mod.preprocess(src, defines)
+        for dep in pre.deps:
+            _source_text(dep, str(dep))
+        path, _ = compile_mod.cached_object(pre, owned_cache("objects"))
     except compile_mod.CompileFailed as e:
-        raise CompileError(f"{e.src}: does not compile:\n{e.message}") from None
+        raise CompileError(f"{e.src}: does not compile:\n{e.message}", hint=hint) from None
     return path
-
-
-def objects_cache() -> Path:
-    return cache_dir() / "objects"
 
 
 def summary(path: Path) -> str:
@@ -152,39 +161,127 @@ def catalogue() -> list[dict]:
              "params": [p.name for p in LIBRARY_PARAMS.get(n, ())]} for n in library()]
 
 
-def inline_includes(path: Path, _seen: frozenset[Path] = frozenset()) -> str:
+def inline_includes(path: Path) -> str:
     """The source with its local `#include "x.h"` lines inlined: bcc's rewriter sees only the main
-    file, and the cache key of libbpf C must change when a local header does."""
-    out = []
-    for line in path.read_text().splitlines():
-        m = _INCLUDE.match(line)
-        if m:
-            inc = (path.parent / m.group(1)).resolve()
-            if inc in _seen:
+    file. Every file must be C text; nesting is bounded as clang bounds it, and so are the
+    inclusions in all (headers included twice by each of their includers multiply)."""
+    texts: dict[Path, list[str]] = {}
+    budget = [MAX_INCLUDES]
+
+    def inline(p: Path, seen: tuple[Path, ...]) -> list[str]:
+        if len(seen) > MAX_INCLUDE_DEPTH:
+            raise UsageError(f"{seen[0]}: #includes nest deeper than {MAX_INCLUDE_DEPTH} (clang's limit too), "
+                             f"down to {p}")
+        if p not in texts:
+            texts[p] = _source_text(p, str(p)).splitlines()
+        out = []
+        for i, line in enumerate(texts[p]):
+            m = _INCLUDE.match(line)
+            if not m:
+                out.append(line)
                 continue
-            if not inc.is_file():
-                raise UsageError(f"{path}: #include \"{m.group(1)}\" not found next to it")
-            out.append(inline_includes(inc, _seen | {inc}))
-            out.append(f'#line {len(out) + 1} "{path.name}"')
-            continue
-        out.append(line)
-    return "\n".join(out) + "\n"
+            inc = (p.parent / m.group(1)).resolve()
+            if inc in seen:
+                continue
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise UsageError(f"{seen[0]}: more than {MAX_INCLUDES} #includes in all: do they multiply?")
+            if inc not in texts and not inc.exists():
+                raise UsageError(f"{p}: #include \"{m.group(1)}\" not found next to it")
+            out += inline(inc, (*seen, inc))
+            out.append(f'#line {i + 2} "{p.name}"')
+        return out
+
+    text = "\n".join(inline(path, (path,))) + "\n"
+    if len(text) > MAX_FILE:
+        raise UsageError(f"{path}: with its #includes, larger than any BPF program ({MAX_FILE} bytes at most)")
+    return text
+
+
+def _source_text(path: Path, named: str) -> str:
+    """A C file's text: a regular file of at most MAX_FILE bytes, UTF-8 without NUL bytes."""
+    return c_text(read_regular(path, named), named)
+
+
+def c_text(data: bytes, named: str, what: str = "not C source", hint: str | None = None) -> str:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{named}: {what}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})",
+                         hint=hint) from None
+    if "\0" in text:
+        raise UsageError(f"{named}: {what}: it holds NUL bytes", hint=hint)
+    return text
+
+
+def read_regular(path: Path, named: str, limit: int = MAX_FILE) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `limit` bytes (`named` in
+    messages). O_NONBLOCK: opening a FIFO must not wait; fstat then refuses it. A /proc file
+    says it holds 0 bytes and reads on (pagemap: terabytes): more than its size is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"{named}: not found") from None
+    except OSError as e:
+        raise UsageError(f"{named}: cannot read it: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{named}: not a regular file: it is {file_kind(st.st_mode)}")
+        if st.st_size > limit:
+            raise UsageError(f"{named}: {st.st_size} bytes is larger than any BPF program ({limit} at most)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(st.st_size + 1)
+    except OSError as e:
+        raise UsageError(f"{named}: cannot read it: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > st.st_size:
+        raise UsageError(f"{named}: not an ordinary file: it says it holds {st.st_size} bytes and reads on "
+                         "(a /proc or /sys file?)")
+    return data
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message."""
+    return _KINDS.get(stat.S_IFMT(mode), "an unusual file")
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
     params: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not _IDENT.match(key):
-            raise UsageError(f"bad --param {item!r}: use KEY=VALUE with KEY a C identifier")
+        if not sep or not _good_key(key):
+            raise UsageError(f"bad --param {excerpt(item)}: use KEY=VALUE with KEY a C identifier "
+                             f"(of at most {MAX_KEY} characters)")
         params[key] = value
     return params
+
+
+def _good_key(key: str) -> bool:
+    return bool(_IDENT.match(key)) and len(key) <= MAX_KEY
+
+
+def check_params(params: dict[str, str]) -> None:
+    """Names must be C identifiers; values text: a byte that is not UTF-8 (the shell's $'\\xff')
+    reaches Python as a lone surrogate, which nothing after this could print, store or encode."""
+    for key, value in params.items():
+        if not _good_key(key):
+            raise UsageError(f"bad parameter name {excerpt(key)}: a C identifier of at most {MAX_KEY} characters")
+        try:
+            value.encode()
+        except UnicodeEncodeError as e:
+            code = ord(value[e.start])
+            what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+            raise UsageError(f"--param {excerpt(key)}: its value is not UTF-8 text ({what} at character {e.start})"
+                             ) from None
 
 
 # -- resolution ---------------------------------------------------------------------------------------
 def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = None,
             section: str | None = None, dialect: str = "auto") -> Program:
     params = dict(params or {})
+    check_params(params)
     if dialect not in DIALECTS:
         raise UsageError(f"bad --dialect {dialect}: use {', '.join(DIALECTS)}")
     if _LIBRARY_NAME.match(spec) and (library_dir() / f"{spec}.c").is_file():
@@ -192,29 +289,23 @@ def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = 
             raise UsageError(f"--prog and --section choose inside an object file; {spec} is a library program")
         return _library_program(spec, params)
     path = Path(spec)
-    head = _read_head(path, spec)
-    if head.startswith(b"\x7fELF"):
+    if not os.path.lexists(path):
+        raise UsageError(f"program not found: {spec}",
+                         hint=f"use a library program ({', '.join(library())}), a BPF object (.o) or a C file")
+    data = read_regular(path, spec)
+    if data.startswith(b"\x7fELF"):
         if dialect != "auto":
             raise UsageError(f"{spec}: --dialect is for C source; this is a compiled object")
-        return _object_program(path, params, prog, section, "object", path)
-    try:
-        text = path.read_bytes().decode()
-    except UnicodeDecodeError:
-        raise UsageError(f"{spec}: neither a BPF object (ELF) nor C source (not UTF-8 text)",
-                         hint="give a library program name, an object made by clang -target bpf, or a C file") from None
-    if "\0" in text:
-        raise UsageError(f"{spec}: neither a BPF object (ELF) nor C source (it holds NUL bytes)")
+        return _object_program(path, data, params, prog, section, "object", path)
+    text = c_text(data, spec, "neither a BPF object (ELF) nor C source",
+                  hint="give a library program name, an object made by clang -target bpf, or a C file")
     if dialect == "auto":
         dialect = detect_dialect(text)
     if dialect == "bcc":
         return _bcc_program(path, params)
-    try:
-        obj, _ = compile_mod.cached_object(path.resolve(), inline_includes(path.resolve()).encode(), objects_cache())
-    except compile_mod.CompileFailed as e:
-        raise CompileError(f"{e.src}: does not compile:\n{e.message}",
-                           hint="fix the C above (compiled as libbpf-style C: clang -O2 -g -target bpf); "
-                                "for bcc's dialect use --dialect bcc") from None
-    return _object_program(obj, params, prog, section, "libbpf", path)
+    obj = compile_c(path.resolve(), hint="fix the C above (compiled as libbpf-style C: clang -O2 -g -target bpf); "
+                                         "for bcc's dialect use --dialect bcc")
+    return _object_program(obj, read_regular(obj, str(obj)), params, prog, section, "libbpf", path)
 
 
 def detect_dialect(text: str) -> str:
@@ -223,28 +314,6 @@ def detect_dialect(text: str) -> str:
     if _LIBBPF_MARKS.search(text):
         return "libbpf"
     return "bcc"
-
-
-def _read_head(path: Path, spec: str) -> bytes:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise UsageError(f"program not found: {spec}",
-                         hint=f"use a library program ({', '.join(library())}), a BPF object (.o) or a C file") from None
-    except OSError as e:
-        raise UsageError(f"{spec}: cannot read it: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{spec}: is a directory, not a program",
-                         hint="name a BPF object (.o) or a C file inside it")
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{spec}: not a regular file (a device, pipe or socket is not a program)")
-    if st.st_size > MAX_FILE:
-        raise UsageError(f"{spec}: {st.st_size} bytes is larger than any BPF program ({MAX_FILE} at most)")
-    try:
-        with open(path, "rb") as f:
-            return f.read(64)
-    except OSError as e:
-        raise UsageError(f"{spec}: cannot read it: {e.strerror}") from None
 
 
 def _library_program(name: str, params: dict[str, str]) -> Program:
@@ -276,15 +345,11 @@ def _bcc_program(path: Path, params: dict[str, str]) -> Program:
                    entry=USER_ENTRY, text=text)
 
 
-def _object_program(obj_path: Path, params: dict[str, str], prog: str | None, section: str | None,
+def _object_program(obj_path: Path, data: bytes, params: dict[str, str], prog: str | None, section: str | None,
                     kind: str, named: Path) -> Program:
-    """Open the object once to choose its XDP program and turn the params into initial values."""
-    with open(obj_path, "rb") as f:
-        data = f.read()
-    if data[:4] == b"\x7fELF" and int.from_bytes(data[18:20], "little" if data[5] == 1 else "big") != EM_BPF:
-        raise UsageError(f"{named}: an ELF file, but not a BPF object (machine "
-                         f"{int.from_bytes(data[18:20], 'little')}, BPF is {EM_BPF})",
-                         hint="compile with clang -O2 -g -target bpf -c FILE.c -o FILE.o")
+    """Open the object (its bytes: `data`) once to choose its XDP program and turn the params into
+    initial values."""
+    _check_elf_machine(data, named)
     with captured_stderr() as log:
         try:
             obj = BpfObject(str(obj_path))
@@ -309,6 +374,17 @@ def _object_program(obj_path: Path, params: dict[str, str], prog: str | None, se
     digest = hashlib.sha256(data + chosen.name.encode()).hexdigest()
     return Program(named.stem, named.resolve(), kind, params, sha256=digest, entry=chosen.name,
                    section=chosen.section, object_path=obj_path.resolve(), globals=values)
+
+
+def _check_elf_machine(data: bytes, named: Path) -> None:
+    hint = "compile with clang -O2 -g -target bpf -c FILE.c -o FILE.o"
+    if len(data) < 20 or data[5] not in (1, 2):   # e_machine ends at byte 20; EI_DATA: 1 LSB, 2 MSB
+        raise UsageError(f"{named}: a truncated or damaged ELF file ({len(data)} bytes), not a BPF object",
+                         hint=hint)
+    machine = int.from_bytes(data[18:20], "little" if data[5] == 1 else "big")
+    if machine != EM_BPF:
+        raise UsageError(f"{named}: an ELF file, but not a BPF object (machine {machine}, BPF is {EM_BPF})",
+                         hint=hint)
 
 
 def _legacy_program(obj_path: Path, data: bytes, params: dict[str, str], prog: str | None, section: str | None,
@@ -359,7 +435,7 @@ def _choose(obj: BpfObject | LegacyObject, named: Path, prog: str | None, sectio
 
 def encode_value(var: GlobalVar, value: str, named: Path) -> bytes:
     """A --param value as the bytes of the global (host byte order), checked against its type."""
-    where = f"{named}: --param {var.name}={value!r}"
+    where = f"{named}: --param {var.name}={excerpt(value)}"
     if var.kind == "char[]":
         raw = value.encode()
         if len(raw) >= var.size:

@@ -173,6 +173,108 @@ def test_libbpf_c_is_compiled_once_and_cached(env, tmp_path):
     assert len(list(objects.glob("counter-*.o"))) == 2
 
 
+def _verdict_of(env, dev: str) -> int:
+    fd = pinned_prog(env, dev)
+    try:
+        return bpfsys.prog_test_run(fd, ipv4_udp("192.0.2.1", "198.51.100.1")).retval
+    finally:
+        os.close(fd)
+
+
+def test_libbpf_c_cache_key_covers_every_header(env, tmp_path):
+    """A header included as <x.h>, or with a comment after the #include, is part of the program:
+    changing it compiles again, and the kernel runs the new program."""
+    src = tmp_path / "hdr.c"
+    src.write_text(HEAD + '#include <verdict.h>\n#include "extra.h" // more\n'
+                   'SEC("xdp") int hdr(struct xdp_md *ctx) { return VERDICT + EXTRA; }\n' + TAIL)
+    (tmp_path / "verdict.h").write_text("#define VERDICT XDP_PASS\n")
+    (tmp_path / "extra.h").write_text("#define EXTRA 0\n")
+    cache = {"OFFLOAD_CACHE_DIR": str(tmp_path / "cache")}
+    env.offload_json("attach", env.ifname, str(src), extra_env=cache)
+    assert _verdict_of(env, env.ifname) == XDP_PASS
+    (tmp_path / "verdict.h").write_text("#define VERDICT XDP_DROP\n")
+    env.offload_json("attach", env.ifname, str(src), extra_env=cache)
+    assert _verdict_of(env, env.ifname) == XDP_DROP
+    (tmp_path / "extra.h").write_text("#define EXTRA 2\n")                # XDP_DROP + 2: XDP_TX
+    env.offload_json("attach", env.ifname, str(src), extra_env=cache)
+    assert _verdict_of(env, env.ifname) == 3
+    assert len(list((tmp_path / "cache" / "objects").glob("hdr-*.o"))) == 3
+
+
+@pytest.mark.parametrize("case", ["other owner", "link"])
+def test_a_cache_directory_not_ours_alone_is_refused(env, tmp_path, case):
+    """root compiles into the cache and loads what it finds there: a cache another user owns, or
+    a link, is refused (exit 9) before anything is compiled, read or loaded."""
+    src = tmp_path / "counter.c"
+    src.write_text(COUNTER)
+    cache = tmp_path / "cache"
+    if case == "other owner":
+        (cache / "objects").mkdir(parents=True)
+        for d in (cache, cache / "objects"):
+            os.chown(d, 65534, 65534)
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        cache.symlink_to(tmp_path / "elsewhere")
+    res = env.offload("attach", env.ifname, str(src), extra_env={"OFFLOAD_CACHE_DIR": str(cache)}, check=False)
+    assert res.returncode == 9, res.stderr
+    assert f"the cache directory {cache} is not safe to use" in res.stderr and "OFFLOAD_CACHE_DIR" in res.stderr
+    assert not list(tmp_path.glob("*/objects/*.o")) and not (tmp_path / "elsewhere" / "objects").exists()
+    nothing_left(env, env.ifname)
+
+
+def _deep(tmp_path: Path, depth: int) -> str:
+    for i in range(depth):
+        (tmp_path / f"d{i}.h").write_text(f'#include "d{i + 1}.h"\n')
+    (tmp_path / f"d{depth}.h").write_text("\n")
+    return '#include "d0.h"\n'
+
+
+@pytest.mark.parametrize("case", ["4-byte ELF", "pagemap", "libbpf includes pagemap", "libbpf includes binary",
+                                  "bcc includes binary", "bcc 1200 deep", "libbpf 1200 deep"])
+def test_bad_program_input_exits_2_or_5_naming_the_file(env, tmp_path, case):
+    libbpf = HEAD + '{}SEC("xdp") int p(struct xdp_md *ctx) {{ return XDP_PASS; }}\n' + TAIL
+    bcc = "{}int xdp_prog(struct xdp_md *ctx) {{ return XDP_PASS; }}\n"
+    shutil.copy("/bin/true", tmp_path / "bin.h")
+    prog, code, needle = tmp_path / "prog.c", 2, None
+    if case == "4-byte ELF":
+        prog = tmp_path / "four.o"
+        prog.write_bytes(b"\x7fELF")
+        needle = f"{prog}: a truncated or damaged ELF file (4 bytes)"
+    elif case == "pagemap":
+        prog, needle = Path("/proc/self/pagemap"), "/proc/self/pagemap: not an ordinary file"
+    elif case == "libbpf includes pagemap":
+        prog.write_text(libbpf.format('#include "/proc/self/pagemap"\n'))
+        needle = "/proc/self/pagemap: not an ordinary file"
+    elif case.endswith("includes binary"):
+        prog.write_text((libbpf if case.startswith("libbpf") else bcc).format('#include "bin.h"\n'))
+        needle = "bin.h: not C source: not UTF-8 text"
+    elif case == "bcc 1200 deep":
+        prog.write_text(bcc.format(_deep(tmp_path, 1200)))
+        needle = f"{prog}: #includes nest deeper than 200"
+    else:
+        prog.write_text(libbpf.format(_deep(tmp_path, 1200)))
+        code, needle = 5, "#include nested too deeply"
+    res = env.offload("attach", env.ifname, str(prog), check=False)
+    assert res.returncode == code and needle in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr) < 2000, res.stderr
+    nothing_left(env, env.ifname)
+
+
+@pytest.mark.parametrize("program,param,needle", [
+    ("redirect", "target=\udcff", "--param 'target': its value is not UTF-8 text (byte 0xff at character 0)"),
+    ("verdict.o", "label=" + "s" * 5000, "--param label='" + "s" * 40 + "…'"),
+    ("filter", "prefixes=" + "s" * 5000, "bad prefix '" + "s" * 40 + "…'"),
+    ("redirect", "x" * 5000 + "=1", "bad --param '" + "x" * 40 + "…'"),
+])
+def test_param_errors_quote_a_short_excerpt(env, tmp_path, program, param, needle):
+    if program.endswith(".o"):
+        program = str(clang_object(tmp_path, "verdict", VERDICT))
+    res = env.offload("attach", env.ifname, program, "--param", param, check=False)
+    assert res.returncode == 2 and needle in res.stderr, res.stderr
+    assert "s" * 41 not in res.stderr and "x" * 41 not in res.stderr and "Traceback" not in res.stderr
+    nothing_left(env, env.ifname)
+
+
 def test_libbpf_c_compile_error_names_file_and_line(env, tmp_path):
     src = tmp_path / "broken.c"
     src.write_text(HEAD + 'SEC("xdp")\nint x(struct xdp_md *ctx)\n{\n    return nope;\n}\n')
