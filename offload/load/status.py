@@ -8,6 +8,18 @@ from offload.load import dispatcher, pins
 from offload.probe.modes import Mode
 
 
+def _record(slot: pins.Slot, mine: list[int], warnings: list[str]) -> dict | None:
+    """The record of our attached program, only if it describes that very program: a damaged
+    record, or one an interrupted run left naming another program, is one warning, never shown."""
+    if not mine:
+        return None
+    try:
+        return slot.verified_meta(mine[0])
+    except pins.StateError as e:
+        warnings.append(e.message)
+        return None
+
+
 def status() -> dict:
     ns = netns.current_name()
     rows, warnings = [], []
@@ -21,13 +33,9 @@ def status() -> dict:
         if not link.xdp_prog_ids:
             continue
         slot = pins.Slot(ns, link.name)
-        try:
-            meta = slot.meta()
-        except pins.StateError as e:   # one damaged record: say so, and list the rest
-            warnings.append(e.message)
-            meta = None
         # ours: the pinned program, or the staged one of a run killed mid-attach (gc finishes it)
         own = {slot.pinned_prog_id(), slot.staged_prog_id()} - {None} if have_pins else set()
+        meta = _record(slot, [pid for pid in link.xdp_prog_ids.values() if pid in own], warnings)
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
             mine = pid in own

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lib.cli import offload, offload_json
-from lib.helpers import BPFFS, PIN_ROOT, RUN_ROOT
+from lib.cli import OFFLOAD, offload, offload_json
+from lib.helpers import BPFFS, PIN_ROOT, RUN_ROOT, need_tool
 from lib.kernel import kernel_xdp
 
 pytestmark = pytest.mark.root
@@ -277,3 +277,49 @@ def test_an_unnamed_namespace_is_not_filed_as_host(env):
     after = sorted(p.name for p in (PIN_ROOT / "host").iterdir()) if (PIN_ROOT / "host").is_dir() else []
     assert after == before and "lo" not in after
     assert offload_json("status")["netns"] == "host"              # the host itself is still "host"
+
+
+KERNEL_NAME = {"count_drop": "count_drop", "count_pass": "count_pass"}   # library program -> its kernel name
+
+
+def agreement(ns: str, devs: list[str]) -> list[str]:
+    """consistency(), and the record names the program the kernel runs (its kernel name)."""
+    problems = consistency(ns, devs)
+    for r in offload_json("status", "--netns", ns)["attachments"]:
+        if r["interface"] in devs and r["ours"]:
+            meta = json.loads((RUN_ROOT / "attachments" / ns / f"{r['interface']}.json").read_text())
+            if KERNEL_NAME.get(meta["program"], meta["program"]) != r["name"]:
+                problems.append(f"{r['interface']}: record says {meta['program']}, the kernel runs {r['name']}")
+    return problems
+
+
+@pytest.mark.parametrize("syscalls", ["fsync", "rename,renameat,renameat2"])
+def test_sigkill_at_every_fsync_and_rename_of_apply(env, tmp_path, syscalls):
+    """apply from policy A to policy B, killed at its 1st, 2nd, ... fsync (or rename): after each,
+    one `offload gc` leaves kernel, pins and records agreeing, the record names the program that
+    runs, `plan -f A` never says "keep" for an interface that runs B, and the next apply enforces."""
+    strace = need_tool("strace")
+    lab = env.make_lab(pairs=2)
+    devs = [p.a for p in lab.pairs]
+    pols = {}
+    for prog in ("count_drop", "count_pass"):
+        pols[prog] = tmp_path / f"{prog}.yaml"
+        pols[prog].write_text(f"rules:\n  - name: edge\n    match: {{interfaces: ['{lab.name}-a*']}}\n"
+                              f"    program: {prog}\n")
+    journal = ["--journal", str(tmp_path / "j.jsonl"), "--netns", lab.netns]
+    offload_json("apply", "-f", str(pols["count_drop"]), *journal)
+    for n in range(1, 9):
+        res = subprocess.run([strace, "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscalls}", "-e",
+                              f"inject={syscalls}:signal=SIGKILL:when={n}", OFFLOAD, "apply", "-f",
+                              str(pols["count_pass"]), *journal], capture_output=True, text=True, timeout=300)
+        offload_json("gc")
+        assert agreement(lab.netns, devs) == [], f"killed at {syscalls} #{n} (exit {res.returncode})"
+        for item in offload_json("plan", "-f", str(pols["count_drop"]), "--netns", lab.netns)["plan"]:
+            runs = next(r["name"] for r in offload_json("status", "--netns", lab.netns)["attachments"]
+                        if r["interface"] == item["interface"])
+            assert item["action"] != "keep" or runs == "count_drop", f"plan keeps {runs} on {item['interface']}"
+        assert offload_json("apply", "-f", str(pols["count_drop"]), *journal)["outcome"] == "ok"
+        assert all(kernel_xdp(d, lab.netns) for d in devs) and agreement(lab.netns, devs) == []
+        if res.returncode == 0:
+            break   # apply ran to its end without meeting the n-th call: every point was tried
+    assert n > 2, "apply was killed at fewer than two points: the injection did not take"
