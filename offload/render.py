@@ -6,22 +6,27 @@ from rich.console import Console
 from rich.markup import escape
 
 from offload.bench import render as bench_render
-from offload.lab import Lab
 from offload.load import render as load_render
 from offload.probe import render as probe_render
 
 
-def lab_up(made: Lab, out: Console) -> None:
-    pairs = ", ".join(f"{p.a}<->{p.b}" for p in made.pairs[:8]) + (" ..." if len(made.pairs) > 8 else "")
-    out.print(f"lab {made.name}: namespace {made.netns}, {len(made.pairs)} veth pair(s) at MTU {made.mtu}: {pairs}")
-    out.print(f"probe it: offload probe --netns {made.netns}    remove it: offload lab down {made.name}")
+def lab_up(made: dict, out: Console) -> None:
+    pairs = ", ".join(f"{p['a']}<->{p['b']}" for p in made["pairs"][:8]) + (" ..." if len(made["pairs"]) > 8 else "")
+    out.print(f"lab {made['name']}: namespace {made['netns']}, {len(made['pairs'])} veth pair(s) at MTU {made['mtu']}: "
+              f"{pairs}")
+    out.print(f"probe it: offload probe --netns {made['netns']}    remove it: offload lab down {made['name']}")
 
 
-def lab_list(labs: list[Lab], out: Console) -> None:
-    if not labs:
+def lab_removed(row: dict, out: Console) -> None:
+    """One lab of `lab down`, printed as it is done."""
+    out.print(f"lab {row['name']}: {'removed' if row['removed'] else 'not present (nothing to do)'}")
+
+
+def lab_list(doc: dict, out: Console) -> None:
+    if not doc["labs"]:
         out.print("no labs")
-    for x in labs:
-        out.print(f"{x.name}: namespace {x.netns}, {len(x.pairs)} pair(s), MTU {x.mtu}")
+    for x in doc["labs"]:
+        out.print(f"{x['name']}: namespace {x['netns']}, {len(x['pairs'])} pair(s), MTU {x['mtu']}")
 
 
 def demo(story: dict, out: Console, verbose: bool = False) -> None:

@@ -152,6 +152,11 @@ def catalogue() -> list[dict]:
              "params": [p.name for p in LIBRARY_PARAMS.get(n, ())]} for n in library()]
 
 
+def listing() -> dict:
+    """`offload programs`: the catalogue as its document."""
+    return {"programs": catalogue()}
+
+
 def inline_includes(path: Path, _seen: frozenset[Path] = frozenset()) -> str:
     """The source with its local `#include "x.h"` lines inlined: bcc's rewriter sees only the main
     file, and the cache key of libbpf C must change when a local header does."""

@@ -1,18 +1,22 @@
 """Human output of plan and apply (the JSON is the contract, this is prose): one row per interface,
-each reason or error in full as a numbered note under the table."""
+each reason or error in full as a numbered note under the table; and the exports' one-line reports."""
 
 from __future__ import annotations
+
+import os
 
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from offload.probe.render import Col, Notes, fit
-
 ACTION_STYLE = {"attach": "green", "replace": "yellow", "detach": "yellow", "keep": "", "conflict": "red"}
 
 
-def plan(items: list[dict], out: Console) -> None:
+def plan(doc: dict, out: Console) -> None:
+    # the table primitives (and rich.table) imported for tables only: an export's one line does without
+    from offload.probe.render import Col, Notes, fit
+
+    items = doc["plan"]
     if not items:
         out.print("no interface matches the policy and nothing of it is attached")
         return
@@ -26,6 +30,8 @@ def plan(items: list[dict], out: Console) -> None:
 
 
 def apply_result(res: dict, out: Console, err: Console) -> None:
+    from offload.probe.render import Col, Notes, fit
+
     notes = Notes()
     rows = [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-", st["status"], ""]
             for st in res["steps"]]
@@ -40,3 +46,21 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
         err.print(f"[yellow]warning:[/] {escape(w)}")
     if res["rolled_back"]:
         err.print(f"rolled back: {escape(', '.join(res['rolled_back']))}")
+
+
+def export_nfd(res: dict, out: Console) -> None:
+    notes = "".join(f"\n  warning: {escape(w)}" for w in res["warnings"])
+    out.print(f"wrote {len(res['labels'])} labels to {escape(res['path'])} "
+              f"({len(res['counted'])} interfaces counted, {len(res['ignored'])} virtual ignored){notes}")
+
+
+def export_prometheus(res: dict, out: Console) -> None:
+    out.print(f"wrote {res['samples']} samples to {escape(res['path'])}")
+
+
+def export_systemd(res: dict, out: Console) -> None:
+    if res["path"] is None:
+        out.file.write(res["unit"])   # the unit as it is: no markup, no wrapping
+    else:
+        out.print(f"wrote {escape(res['path'])}: systemctl daemon-reload && systemctl enable --now "
+                  f"{escape(os.path.basename(res['path']))}")
