@@ -326,8 +326,8 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
     from offload.load import programs
 
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
-    emit(attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json)).to_dict(),
-         "attach")
+    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json))
+    emit(res.to_dict(), "attach")
 
 
 @main.command("detach")
@@ -404,8 +404,8 @@ def _filter_cmd(name: str, fn_name: str, help_: str, needs_prefixes: bool = True
     def cmd(iface, prefixes, as_json) -> None:
         from offload.load import filter as filter_mod
 
-        emit(getattr(filter_mod, fn_name)(iface, list(prefixes)) if needs_prefixes else filter_mod.list_(iface),
-             "filter")
+        res = getattr(filter_mod, fn_name)(iface, list(prefixes)) if needs_prefixes else filter_mod.list_(iface)
+        emit(res, "filter")
     return cmd
 
 
