@@ -11,8 +11,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -72,8 +72,7 @@ out = _LazyConsole(stderr=False)
 err = _LazyConsole(stderr=True)
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(NamedTuple):   # not a dataclass: `--help` and `--version` import no dataclasses
     """What a command prints. `kind`: its --json document (offload.jsondoc: envelope and schema).
     `render`: "module:function" for a person, imported only when called (so --json and --help pay
     for no rich); it gets the result, stdout's console, stderr's too with `err`, and the view options

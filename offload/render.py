@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING
 
-from offload.bench import render as bench_render
-from offload.load import render as load_render
-from offload.probe import render as probe_render
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def lab_up(made: dict, out: Console) -> None:
@@ -31,6 +29,13 @@ def lab_list(doc: dict, out: Console) -> None:
 
 def demo(story: dict, out: Console, verbose: bool = False) -> None:
     """The demo as a story in three steps, each a table whose reasons are notes under it."""
+    # the layers' renderers (rich.table with them) only here: a lab's lines need none of them
+    from rich.markup import escape
+
+    from offload.bench import render as bench_render
+    from offload.load import render as load_render
+    from offload.probe import render as probe_render
+
     lb, bench = story["lab"], story["bench"]
     mtu = {i["name"]: i["mtu"] for i in story["probe"]["interfaces"]}
     out.print(f"[bold]offload demo[/]: lab {escape(lb['name'])} in namespace {escape(lb['netns'])}")

@@ -1,19 +1,23 @@
 """Human output of plan and apply (the JSON is the contract, this is prose): one row per interface,
-each reason or error in full as a numbered note under the table; and the exports' one-line reports."""
+each reason or error in full as a numbered note under the table; and the exports' one-line reports.
+
+rich and the table primitives are imported inside the table renderers: an export says its line
+(printed as it is, no markup) and `export systemd` prints its unit without them."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
 
 ACTION_STYLE = {"attach": "green", "replace": "yellow", "detach": "yellow", "keep": "", "conflict": "red"}
 
 
 def plan(doc: dict, out: Console) -> None:
-    # the table primitives (and rich.table) imported for tables only: an export's one line does without
+    from rich.text import Text
+
     from offload.probe.render import Col, Notes, fit
 
     items = doc["plan"]
@@ -30,6 +34,9 @@ def plan(doc: dict, out: Console) -> None:
 
 
 def apply_result(res: dict, out: Console, err: Console) -> None:
+    from rich.markup import escape
+    from rich.text import Text
+
     from offload.probe.render import Col, Notes, fit
 
     notes = Notes()
@@ -49,18 +56,18 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
 
 
 def export_nfd(res: dict, out: Console) -> None:
-    notes = "".join(f"\n  warning: {escape(w)}" for w in res["warnings"])
-    out.print(f"wrote {len(res['labels'])} labels to {escape(res['path'])} "
-              f"({len(res['counted'])} interfaces counted, {len(res['ignored'])} virtual ignored){notes}")
+    notes = "".join(f"\n  warning: {w}" for w in res["warnings"])
+    out.print(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
+              f"{len(res['ignored'])} virtual ignored){notes}", markup=False)
 
 
 def export_prometheus(res: dict, out: Console) -> None:
-    out.print(f"wrote {res['samples']} samples to {escape(res['path'])}")
+    out.print(f"wrote {res['samples']} samples to {res['path']}", markup=False)
 
 
 def export_systemd(res: dict, out: Console) -> None:
     if res["path"] is None:
-        out.file.write(res["unit"])   # the unit as it is: no markup, no wrapping
+        out.file.write(res["unit"])   # the unit as it is: no wrapping either
     else:
-        out.print(f"wrote {escape(res['path'])}: systemctl daemon-reload && systemctl enable --now "
-                  f"{escape(os.path.basename(res['path']))}")
+        out.print(f"wrote {res['path']}: systemctl daemon-reload && systemctl enable --now "
+                  f"{os.path.basename(res['path'])}", markup=False)
