@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -26,8 +29,6 @@ class _Lazy:
 
     def __getattr__(self, attr):
         if self._mod is None:
-            import importlib
-
             self._mod = importlib.import_module(self._name)
         return getattr(self._mod, attr)
 
@@ -49,16 +50,20 @@ class _LazyConsole:
     def __init__(self, stderr: bool) -> None:
         self._stderr, self._console = stderr, None
 
+    @property
+    def file(self):
+        """The stream itself, for text that must go out verbatim (no rich needed for that)."""
+        return sys.stderr if self._stderr else sys.stdout
+
     def __getattr__(self, name):
         if self._console is None:
             from rich.console import Console
 
-            stream = sys.stderr if self._stderr else sys.stdout
             # A terminal's own width; piped output a fixed 100 columns (tables fit, notes wrap).
             # Messages on stderr are never broken into lines by rich (soft wrap): a path or an
             # error must stay whole for whoever greps a log; a terminal wraps them itself.
             self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr,
-                                    width=None if stream.isatty() else PIPED_WIDTH)
+                                    width=None if self.file.isatty() else PIPED_WIDTH)
         return getattr(self._console, name)
 
 
@@ -67,21 +72,85 @@ out = _LazyConsole(stderr=False)
 err = _LazyConsole(stderr=True)
 
 
-def _emit_json(data: dict, kind: str) -> None:
-    """A document of `kind` under its envelope (offload.jsondoc: schema_version, a schema per kind).
-    Indented for a person at a terminal; compact (and faster) for pipes and programs."""
-    from offload import jsondoc
+class Output(NamedTuple):   # not a dataclass: `--help` and `--version` import no dataclasses
+    """What a command prints. `kind`: its --json document (offload.jsondoc: envelope and schema).
+    `render`: "module:function" for a person, imported only when called (so --json and --help pay
+    for no rich); it gets the result, stdout's console, stderr's too with `err`, and the view options
+    the command passes. With `parts` it is given each part as the work goes (emit_part) instead."""
+    kind: str
+    render: str
+    err: bool = False
+    parts: bool = False
 
-    click.echo(json.dumps(jsondoc.document(kind, data), indent=2 if sys.stdout.isatty() else None))
+    def show(self, res: dict, **view) -> None:
+        module, _, fn = self.render.partition(":")
+        getattr(importlib.import_module(module), fn)(res, out, *((err,) if self.err else ()), **view)
 
 
-def _fail(message: str, hint: str | None, code: int, as_json: bool, label: str = "error") -> None:
-    """Exit with `code` after saying why: on stderr for a person, and with --json also as a
-    document on stdout, which is what a program reads."""
-    if as_json:
+# The command table: what each command returns (its document kind) and how a person sees it.
+OUTPUTS: dict[str, Output] = {
+    "probe": Output("probe", "offload.probe.render:probe_table"),
+    "probe -v": Output("probe", "offload.probe.render:probe_detail"),
+    "profiles": Output("profiles", "offload.probe.render:profiles", err=True),
+    "attach": Output("attach", "offload.load.render:attach_result", err=True),
+    "detach": Output("detach", "offload.load.render:detach_result"),
+    "status": Output("status", "offload.load.render:status", err=True),
+    "status -A": Output("status", "offload.load.render:status_all", err=True),
+    "gc": Output("gc", "offload.load.render:gc_result", err=True),
+    "stats": Output("stats", "offload.load.render:stats"),
+    "filter": Output("filter", "offload.load.render:filter_result"),
+    "programs": Output("programs", "offload.load.render:programs"),
+    "bench": Output("bench", "offload.bench.render:bench_result"),
+    "bench prog": Output("bench-prog", "offload.bench.render:prog_cost"),
+    "plan": Output("plan", "offload.orchestrate.render:plan"),
+    "apply": Output("apply", "offload.orchestrate.render:apply_result", err=True),
+    "export nfd": Output("export-nfd", "offload.orchestrate.render:export_nfd"),
+    "export prometheus": Output("export-prometheus", "offload.orchestrate.render:export_prometheus"),
+    "export systemd": Output("export-systemd", "offload.orchestrate.render:export_systemd"),
+    "lab up": Output("lab-up", "offload.render:lab_up"),
+    "lab down": Output("lab-down", "offload.render:lab_removed", parts=True),
+    "lab list": Output("lab-list", "offload.render:lab_list"),
+    "demo": Output("demo", "offload.render:demo"),
+}
+
+
+def json_wanted() -> bool:
+    """Whether the running command was given --json (every command names that option `as_json`)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
+
+
+def emit(res: dict, command: str, compact: bool = False, **view) -> None:
+    """The one way a result leaves a command: with --json as its document, else rendered for a
+    person (a command shown in parts prints only the document here). Documents are indented at a
+    terminal; compact (and faster) for pipes and programs, and always with `compact`."""
+    output = OUTPUTS[command]
+    if json_wanted():
         from offload import jsondoc
 
-        click.echo(json.dumps(jsondoc.error(message, hint, code)))
+        _print_json(jsondoc.document(output.kind, res), compact)
+    elif not output.parts:
+        output.show(res, **view)
+
+
+def emit_part(part: dict, command: str) -> None:
+    """A part of the result, shown to a person as soon as it is known (with --json, the whole
+    document follows from emit)."""
+    if not json_wanted():
+        OUTPUTS[command].show(part)
+
+
+def _print_json(doc: dict, compact: bool = False) -> None:
+    click.echo(json.dumps(doc, indent=None if compact or not sys.stdout.isatty() else 2))
+
+
+def _fail(message: str, hint: str | None, code: int, document: bool, label: str = "error") -> None:
+    """Exit with `code` after saying why: on stderr for a person, and with `document` (--json) also
+    as a document on stdout, which is what a program reads."""
+    if document:
+        from offload import jsondoc
+
+        _print_json(jsondoc.error(message, hint, code), compact=True)
     err.print(f"[red]offload: {label}:[/] {escape(message)}")
     if hint:
         err.print(f"  hint: {escape(hint)}")
@@ -93,14 +162,14 @@ def handles_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        as_json = bool(kwargs.get("as_json"))
+        document = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except OffloadError as e:
-            _fail(e.message, e.hint, e.exit_code, as_json)
+            _fail(e.message, e.hint, e.exit_code, document)
         except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
             _fail(f"the kernel refused: {e.strerror or e}", "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)",
-                  Exit.PRIVILEGE, as_json)
+                  Exit.PRIVILEGE, document)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
@@ -108,7 +177,7 @@ def handles_errors(fn):
                 import traceback  # only here: ~10 ms of every start otherwise
 
                 traceback.print_exc()
-            _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, as_json,
+            _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
                   label="internal error")
 
     return wrapper
@@ -156,10 +225,10 @@ class _Group(click.Group):
 
             ctx = getattr(e, "ctx", None)   # usage errors know their command: `offload attach --help`
             hint = f"{ctx.command_path if ctx else 'offload'} --help"
-            click.echo(json.dumps(jsondoc.error(e.format_message(), hint, e.exit_code)))
+            _print_json(jsondoc.error(e.format_message(), hint, e.exit_code), compact=True)
             sys.exit(e.exit_code)
         except click.Abort:
-            _fail("interrupted", None, Exit.FAILED, as_json=True)
+            _fail("interrupted", None, Exit.FAILED, document=True)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -187,18 +256,11 @@ def probe(interfaces, as_json, verbose, ns, profiles_dir, facts) -> None:
     if ns is not None:
         _require_root_for_netns()
     with netns.inside(ns):
-        if facts:
-            # the fixture format (tests/fixtures), not a --json document: no envelope
-            doc = facts_document(*collect(list(interfaces) or None))
-            click.echo(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
+        if facts:   # the fixture format (tests/fixtures), not a --json document: no envelope
+            _print_json(facts_document(*collect(list(interfaces) or None)))
             return
         report = run_probe(list(interfaces) or None, profiles_dir)
-    if as_json:
-        _emit_json(report, "probe")
-        return
-    from offload.probe import render
-
-    (render.probe_detail if verbose else render.probe_table)(report, out)
+    emit(report, "probe -v" if verbose else "probe")
 
 
 def _require_root_for_netns() -> None:
@@ -216,15 +278,9 @@ def profiles(check, as_json, profiles_dir) -> None:
     """List the driver profiles (and validate them with --check)."""
     from offload.probe import profiles as profiles_mod
 
-    profs, problems = profiles_mod.load(profiles_dir, recheck=check)
-    rows = profiles_mod.summary_rows(profs)
-    if as_json:
-        _emit_json({"profiles": rows, "problems": [vars(pr) for pr in problems]}, "profiles")
-    else:
-        from offload.probe import render
-
-        render.profiles(rows, problems, out, err)
-    if check and problems:
+    doc = profiles_mod.listing(profiles_dir, recheck=check)
+    emit(doc, "profiles")
+    if check and doc["problems"]:
         sys.exit(int(Exit.FAILED))
 
 
@@ -268,15 +324,9 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
     from offload.load import attach as attach_mod
     from offload.load import programs
 
-    progress = (lambda msg: None) if as_json else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
-    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=progress).to_dict()
-    if as_json:
-        _emit_json(res, "attach")
-        return
-    from offload.load import render
-
-    render.attach_result(res, out, err)
+    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json))
+    emit(res.to_dict(), "attach")
 
 
 @main.command("detach")
@@ -289,13 +339,7 @@ def detach_cmd(iface, mode, as_json) -> None:
     """Remove offload's program from IFACE, and its pins."""
     from offload.load import attach as attach_mod
 
-    res = attach_mod.detach(iface, mode)
-    if as_json:
-        _emit_json(res, "detach")
-        return
-    from offload.load import render
-
-    render.detach_result(res, out)
+    emit(attach_mod.detach(iface, mode), "detach")
 
 
 @main.command("status")
@@ -310,13 +354,9 @@ def status_cmd(all_ns, as_json) -> None:
 
     if all_ns:
         _require_root_for_netns()
-    res = status_mod.status_all() if all_ns else status_mod.status()
-    if as_json:
-        _emit_json(res, "status")
-        return
-    from offload.load import render
-
-    (render.status_all if all_ns else render.status)(res, out, err)
+        emit(status_mod.status_all(), "status -A")
+    else:
+        emit(status_mod.status(), "status")
 
 
 @main.command("gc")
@@ -331,13 +371,7 @@ def gc_cmd(dry_run, as_json) -> None:
 
     require_privileges("collecting offload's orphaned pins")
     _require_root_for_netns()
-    res = gc.collect(dry_run=dry_run)
-    if as_json:
-        _emit_json(res, "gc")
-        return
-    from offload.load import render
-
-    render.gc_result(res, out, err)
+    emit(gc.collect(dry_run=dry_run), "gc")
 
 
 @main.command("stats")
@@ -351,13 +385,7 @@ def stats_cmd(iface, interval, as_json) -> None:
     """Per-action packet counters (and rates) of offload's program on IFACE."""
     from offload.load import stats as stats_mod
 
-    res = stats_mod.sample(iface, interval)
-    if as_json:
-        _emit_json(res, "stats")
-        return
-    from offload.load import render
-
-    render.stats(res, out)
+    emit(stats_mod.sample(iface, interval), "stats")
 
 
 @main.group("filter")
@@ -376,12 +404,7 @@ def _filter_cmd(name: str, fn_name: str, help_: str, needs_prefixes: bool = True
         from offload.load import filter as filter_mod
 
         res = getattr(filter_mod, fn_name)(iface, list(prefixes)) if needs_prefixes else filter_mod.list_(iface)
-        if as_json:
-            _emit_json(res, "filter")
-            return
-        from offload.load import render
-
-        render.filter_result(res, out)
+        emit(res, "filter")
     return cmd
 
 
@@ -397,13 +420,7 @@ def programs_cmd(as_json) -> None:
     """The program library (bpf/) and the parameters each takes."""
     from offload.load import programs as prog_mod
 
-    rows = prog_mod.catalogue()
-    if as_json:
-        _emit_json({"programs": rows}, "programs")
-        return
-    from offload.load import render
-
-    render.programs(rows, out)
+    emit(prog_mod.listing(), "programs")
 
 
 PKT_SIZE = Bounded(int, 60, 65535)   # Ethernet's minimum frame; the IPv4 total length field's maximum
@@ -456,33 +473,29 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         files.write_csv(doc, csv_path)
     if plot_path:
         files.write_plot(doc, plot_path)
-    if as_json:
-        _emit_json(doc, "bench")
-    else:
-        from offload.bench import render
-
-        render.bench_result(doc, out)
+    emit(doc, "bench")
     if doc["partial"]:
         err.print(f"[yellow]partial results:[/] {escape(doc['partial'])}")
         sys.exit(int(Exit.FAILED))
+
+
+def _steps(quiet: bool) -> Callable[[str], None]:
+    """Each step of long work as a dim line on stderr; nothing when quiet (--json says only its document)."""
+    return (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
 
 
 @contextlib.contextmanager
 def _progress(quiet: bool, echo: bool = True):
     """Progress for long work: a live status line at a terminal (each step also printed, with
     `echo`), one line per step otherwise."""
-    if quiet:
-        yield lambda msg: None
+    if quiet or not sys.stderr.isatty():
+        yield _steps(quiet)
         return
-    if not sys.stderr.isatty():
-        yield lambda msg: err.print(f"[dim]{escape(msg)}[/]")
-        return
-    started = time.monotonic()
+    started, say = time.monotonic(), _steps(quiet=not echo)
     with err.status("starting") as status:
         def update(msg: str) -> None:
             status.update(f"[{time.monotonic() - started:5.0f}s] {escape(msg)}")
-            if echo:
-                err.print(f"[dim]{escape(msg)}[/]")
+            say(msg)
         yield update
 
 
@@ -508,13 +521,7 @@ def bench_prog(program, repeat, pkt_size, as_json) -> None:
     """Per-packet cost of PROGRAM through BPF_PROG_RUN (ns/packet; no traffic, no device)."""
     from offload.bench import harness
 
-    res = harness.prog_cost(program, repeat, pkt_size)
-    if as_json:
-        _emit_json(res, "bench-prog")
-        return
-    from offload.bench import render
-
-    render.prog_cost(res, out)
+    emit(harness.prog_cost(program, repeat, pkt_size), "bench prog")
 
 
 def _policy(path: str):
@@ -532,13 +539,7 @@ def plan_cmd(policy_file, as_json) -> None:
     """Desired against actual, per interface: what apply would do and why. Changes nothing."""
     from offload.orchestrate import apply as apply_mod
 
-    items = [i.to_dict() for i in apply_mod.compute_plan(_policy(policy_file))]
-    if as_json:
-        _emit_json({"policy": policy_file, "plan": items}, "plan")
-        return
-    from offload.orchestrate import render
-
-    render.plan(items, out)
+    emit(apply_mod.plan_document(policy_file), "plan")
 
 
 @main.command("apply")
@@ -557,12 +558,7 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
     pol = _policy(policy_file)
     with _progress(quiet=as_json) as progress:
         res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress)
-    if as_json:
-        _emit_json(res, "apply")
-    else:
-        from offload.orchestrate import render
-
-        render.apply_result(res, out, err)
+    emit(res, "apply")
     if res["outcome"] != "ok":
         sys.exit(int(Exit.FAILED))
 
@@ -612,26 +608,22 @@ def _textfile(path: str | None, directory: str | None) -> str:
     return os.path.abspath(target)
 
 
-def _every(interval: float | None, fn, as_json: bool, say, kind: str) -> None:
-    """Once, or every `interval` seconds until SIGTERM (one line or JSON document per round; a
-    round that failed is one error line on stderr, and the next round tries again)."""
-    from offload import jsondoc
+def _every(interval: float | None, fn: Callable[[], dict], command: str) -> None:
+    """Once, or every `interval` seconds until SIGTERM (one line or compact JSON document per
+    round; a round that failed is one error line on stderr, and the next round tries again)."""
     from offload.orchestrate import exports
 
-    def emit(res: dict) -> None:
+    def round_done(res: dict) -> None:
         if "error" in res:
             err.print(f"[red]offload: error:[/] {escape(res['error'])}")
-        elif as_json:
-            click.echo(json.dumps(jsondoc.document(kind, res)), nl=True)
         else:
-            out.print(say(res))
+            emit(res, command, compact=True)
         sys.stdout.flush()
 
     if interval is None:
-        res = fn()
-        _emit_json(res, kind) if as_json else out.print(say(res))
+        emit(fn(), command)
         return
-    exports.every(interval, fn, emit)
+    exports.every(interval, fn, round_done)
 
 
 @main.group("export")
@@ -653,13 +645,7 @@ def export_nfd(path, include_virtual, interval, as_json) -> None:
     from offload.orchestrate import exports
 
     target = path or exports.NFD_DEFAULT
-
-    def say(res: dict) -> str:
-        notes = "".join(f"\n  warning: {escape(w)}" for w in res["warnings"])
-        return (f"wrote {len(res['labels'])} labels to {escape(res['path'])} "
-                f"({len(res['counted'])} interfaces counted, {len(res['ignored'])} virtual ignored){notes}")
-
-    _every(interval, lambda: exports.export_nfd(target, include_virtual), as_json, say, "export-nfd")
+    _every(interval, lambda: exports.export_nfd(target, include_virtual), "export nfd")
 
 
 @export_.command("prometheus")
@@ -677,8 +663,7 @@ def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None
     from offload.orchestrate import exports
 
     target = _textfile(path, textfile_dir)
-    _every(interval, lambda: exports.export_prometheus(target, bench_json), as_json,
-           lambda res: f"wrote {res['samples']} samples to {escape(res['path'])}", "export-prometheus")
+    _every(interval, lambda: exports.export_prometheus(target, bench_json), "export prometheus")
 
 
 @export_.command("systemd")
@@ -694,14 +679,8 @@ def export_systemd(path, policy, interval, journal, metrics_address, textfile_di
     """A systemd unit running `offload watch` with this offload (its absolute path)."""
     from offload.orchestrate import exports
 
-    res = exports.export_systemd(path, policy=policy, interval=interval, journal=journal,
-                                 metrics_address=metrics_address, textfile_dir=textfile_dir)
-    if as_json:
-        _emit_json(res, "export-systemd")
-    elif path is None:
-        click.echo(res["unit"], nl=False)
-    else:
-        out.print(f"wrote {escape(path)}: systemctl daemon-reload && systemctl enable --now {escape(os.path.basename(path))}")
+    emit(exports.export_systemd(path, policy=policy, interval=interval, journal=journal,
+                                metrics_address=metrics_address, textfile_dir=textfile_dir), "export systemd")
 
 
 @main.group()
@@ -718,13 +697,7 @@ def lab() -> None:
 @handles_errors
 def lab_up(name, pairs, mtu, as_json) -> None:
     """Create a lab: namespace offload-lab-NAME with veth pairs NAME-aI <-> NAME-bI."""
-    made = lab_mod.up(name, pairs, mtu)
-    if as_json:
-        _emit_json(made.to_dict(), "lab-up")
-        return
-    from offload import render
-
-    render.lab_up(made, out)
+    emit(lab_mod.up(name, pairs, mtu).to_dict(), "lab up")
 
 
 @lab.command("down")
@@ -734,17 +707,7 @@ def lab_up(name, pairs, mtu, as_json) -> None:
 @handles_errors
 def lab_down(names, all_, as_json) -> None:
     """Remove labs and everything in them (idempotent)."""
-    if all_:
-        names = tuple(lab.name for lab in lab_mod.list_labs())
-    elif not names:
-        raise UsageError("name the lab(s) to remove, or --all")
-    done = []
-    for n in names:
-        done.append({"name": n, "removed": lab_mod.down(n)})
-        if not as_json:
-            out.print(f"lab {n}: {'removed' if done[-1]['removed'] else 'not present (nothing to do)'}")
-    if as_json:
-        _emit_json({"labs": done}, "lab-down")
+    emit(lab_mod.remove(names, all_, each=lambda row: emit_part(row, "lab down")), "lab down")
 
 
 @lab.command("list")
@@ -752,13 +715,7 @@ def lab_down(names, all_, as_json) -> None:
 @handles_errors
 def lab_list(as_json) -> None:
     """Show the labs that exist."""
-    labs = lab_mod.list_labs()
-    if as_json:
-        _emit_json({"labs": [x.to_dict() for x in labs]}, "lab-list")
-        return
-    from offload import render
-
-    render.lab_list(labs, out)
+    emit(lab_mod.listing(), "lab list")
 
 
 @main.command()
@@ -774,12 +731,7 @@ def demo(plot_path, as_json, verbose) -> None:
 
     with _progress(quiet=as_json, echo=False) as progress:
         story = demo_mod.run(plot_path, progress)
-    if as_json:
-        _emit_json(story, "demo")
-        return
-    from offload import render
-
-    render.demo(story, out, verbose)
+    emit(story, "demo", verbose=verbose)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -146,3 +146,22 @@ def list_labs() -> list[Lab]:
             i += 1
         labs.append(Lab(name, ns, pairs, mtu, queues))
     return labs
+
+
+def listing() -> dict:
+    """`offload lab list`: every lab, as its document."""
+    return {"labs": [x.to_dict() for x in list_labs()]}
+
+
+def remove(names: Sequence[str], every: bool = False, each: Callable[[dict], None] = lambda row: None) -> dict:
+    """`offload lab down`: remove the labs named (or `every` lab). `each` hears of every lab as it
+    is done, so a person sees what was removed before a later name fails."""
+    if every:
+        names = [x.name for x in list_labs()]
+    elif not names:
+        raise UsageError("name the lab(s) to remove, or --all")
+    rows = []
+    for n in names:
+        rows.append({"name": n, "removed": down(n)})
+        each(rows[-1])
+    return {"labs": rows}

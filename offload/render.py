@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING
 
-from offload.bench import render as bench_render
-from offload.lab import Lab
-from offload.load import render as load_render
-from offload.probe import render as probe_render
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
-def lab_up(made: Lab, out: Console) -> None:
-    pairs = ", ".join(f"{p.a}<->{p.b}" for p in made.pairs[:8]) + (" ..." if len(made.pairs) > 8 else "")
-    out.print(f"lab {made.name}: namespace {made.netns}, {len(made.pairs)} veth pair(s) at MTU {made.mtu}: {pairs}")
-    out.print(f"probe it: offload probe --netns {made.netns}    remove it: offload lab down {made.name}")
+def lab_up(made: dict, out: Console) -> None:
+    pairs = ", ".join(f"{p['a']}<->{p['b']}" for p in made["pairs"][:8]) + (" ..." if len(made["pairs"]) > 8 else "")
+    out.print(f"lab {made['name']}: namespace {made['netns']}, {len(made['pairs'])} veth pair(s) at MTU {made['mtu']}: "
+              f"{pairs}")
+    out.print(f"probe it: offload probe --netns {made['netns']}    remove it: offload lab down {made['name']}")
 
 
-def lab_list(labs: list[Lab], out: Console) -> None:
-    if not labs:
+def lab_removed(row: dict, out: Console) -> None:
+    """One lab of `lab down`, printed as it is done."""
+    out.print(f"lab {row['name']}: {'removed' if row['removed'] else 'not present (nothing to do)'}")
+
+
+def lab_list(doc: dict, out: Console) -> None:
+    if not doc["labs"]:
         out.print("no labs")
-    for x in labs:
-        out.print(f"{x.name}: namespace {x.netns}, {len(x.pairs)} pair(s), MTU {x.mtu}")
+    for x in doc["labs"]:
+        out.print(f"{x['name']}: namespace {x['netns']}, {len(x['pairs'])} pair(s), MTU {x['mtu']}")
 
 
 def demo(story: dict, out: Console, verbose: bool = False) -> None:
     """The demo as a story in three steps, each a table whose reasons are notes under it."""
+    # the layers' renderers (rich.table with them) only here: a lab's lines need none of them
+    from rich.markup import escape
+
+    from offload.bench import render as bench_render
+    from offload.load import render as load_render
+    from offload.probe import render as probe_render
+
     lb, bench = story["lab"], story["bench"]
     mtu = {i["name"]: i["mtu"] for i in story["probe"]["interfaces"]}
     out.print(f"[bold]offload demo[/]: lab {escape(lb['name'])} in namespace {escape(lb['netns'])}")

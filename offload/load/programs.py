@@ -161,6 +161,11 @@ def catalogue() -> list[dict]:
              "params": [p.name for p in LIBRARY_PARAMS.get(n, ())]} for n in library()]
 
 
+def listing() -> dict:
+    """`offload programs`: the catalogue as its document."""
+    return {"programs": catalogue()}
+
+
 def inline_includes(path: Path) -> str:
     """The source with its local `#include "x.h"` lines inlined: bcc's rewriter sees only the main
     file. Every file must be C text; nesting is bounded as clang bounds it, and so are the

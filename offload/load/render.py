@@ -119,14 +119,14 @@ def filter_result(res: dict, out: Console) -> None:
             out.print(f"{k}: {escape(', '.join(v)) if v else '-'}")
 
 
-def programs(rows: list[dict], out: Console) -> None:
+def programs(doc: dict, out: Console) -> None:
     """Name, parameters, and what it does (prose: wrapped under its own column, never cut)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(no_wrap=True, style="bold")
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row(Text("program", style="bold"), Text("params", style="bold"), Text("what", style="bold"))
-    for r in rows:
+    for r in doc["programs"]:
         grid.add_row(Text(r["name"]), Text(", ".join(r["params"]) or "-"), Text(r["summary"]))
     out.print(grid)
 

@@ -21,6 +21,7 @@ from offload.load import guard, pins
 from offload.load.ownership import ownership
 from offload.orchestrate import plan as plan_mod
 from offload.orchestrate.policy import Policy
+from offload.orchestrate.policy import load as load_policy
 from offload.probe.facts import DeviceFacts
 from offload.probe.report import assess
 
@@ -49,6 +50,11 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
 def compute_plan(pol: Policy) -> list[plan_mod.Item]:
     _, assessed = assess(include_loopback=False)
     return plan_mod.make_plan(pol, assessed, current_state([a.facts for a in assessed]))
+
+
+def plan_document(policy_file: str) -> dict:
+    """`offload plan`: the policy file as given and what apply would do, per interface."""
+    return {"policy": policy_file, "plan": [i.to_dict() for i in compute_plan(load_policy(policy_file))]}
 
 
 def apply_lock(timeout: float):

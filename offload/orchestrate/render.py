@@ -1,18 +1,26 @@
 """Human output of plan and apply (the JSON is the contract, this is prose): one row per interface,
-each reason or error in full as a numbered note under the table."""
+each reason or error in full as a numbered note under the table; and the exports' one-line reports.
+
+rich and the table primitives are imported inside the table renderers: an export says its line
+(printed as it is, no markup) and `export systemd` prints its unit without them."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
+import os
+from typing import TYPE_CHECKING
 
-from offload.probe.render import Col, Notes, fit
+if TYPE_CHECKING:
+    from rich.console import Console
 
 ACTION_STYLE = {"attach": "green", "replace": "yellow", "detach": "yellow", "keep": "", "conflict": "red"}
 
 
-def plan(items: list[dict], out: Console) -> None:
+def plan(doc: dict, out: Console) -> None:
+    from rich.text import Text
+
+    from offload.probe.render import Col, Notes, fit
+
+    items = doc["plan"]
     if not items:
         out.print("no interface matches the policy and nothing of it is attached")
         return
@@ -26,6 +34,11 @@ def plan(items: list[dict], out: Console) -> None:
 
 
 def apply_result(res: dict, out: Console, err: Console) -> None:
+    from rich.markup import escape
+    from rich.text import Text
+
+    from offload.probe.render import Col, Notes, fit
+
     notes = Notes()
     rows = [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-", st["status"], ""]
             for st in res["steps"]]
@@ -40,3 +53,21 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
         err.print(f"[yellow]warning:[/] {escape(w)}")
     if res["rolled_back"]:
         err.print(f"rolled back: {escape(', '.join(res['rolled_back']))}")
+
+
+def export_nfd(res: dict, out: Console) -> None:
+    notes = "".join(f"\n  warning: {w}" for w in res["warnings"])
+    out.print(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
+              f"{len(res['ignored'])} virtual ignored){notes}", markup=False)
+
+
+def export_prometheus(res: dict, out: Console) -> None:
+    out.print(f"wrote {res['samples']} samples to {res['path']}", markup=False)
+
+
+def export_systemd(res: dict, out: Console) -> None:
+    if res["path"] is None:
+        out.file.write(res["unit"])   # the unit as it is: no wrapping either
+    else:
+        out.print(f"wrote {res['path']}: systemctl daemon-reload && systemctl enable --now "
+                  f"{os.path.basename(res['path'])}", markup=False)

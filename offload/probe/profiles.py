@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -197,3 +197,9 @@ def summary_rows(profs: dict[str, Profile]) -> list[dict]:
                      "hw_offload": since("hw_offload"), "multi_buffer": since("multi_buffer"),
                      "native_mtu_max": (p.limit("native_mtu_max") or {}).get("value"), "file": p.path})
     return rows
+
+
+def listing(directory: Path | None = None, recheck: bool = False) -> dict:
+    """`offload profiles`: the summary of every valid profile and the problems of the others."""
+    profs, problems = load(directory, recheck=recheck)
+    return {"profiles": summary_rows(profs), "problems": [asdict(pr) for pr in problems]}

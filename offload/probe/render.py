@@ -196,12 +196,14 @@ def _counts(d: dict) -> str:
 PROFILE_COLUMNS = ("driver", "native", "zero_copy", "hw_offload", "multi_buffer", "native_mtu_max")
 
 
-def profiles(rows: list[dict], problems: list, out: Console, err: Console) -> None:
+def profiles(doc: dict, out: Console, err: Console) -> None:
+    rows = doc["profiles"]
     t = Table(title=f"driver profiles ({len(rows)} valid)")
     for c in PROFILE_COLUMNS:
         t.add_column(c)
     for r in rows:
         t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in PROFILE_COLUMNS))
     out.print(t)
-    for pr in problems:
-        err.print(f"[yellow]warning:[/] {escape(str(pr))}")
+    for pr in doc["problems"]:
+        problem = f"{pr['file']}: {pr['field']}: {pr['message']}"
+        err.print(f"[yellow]warning:[/] {escape(problem)}")

@@ -1,6 +1,7 @@
 """The JSON contract: a schema per document kind, every --json command covered, one timestamp
 format, errors as documents, and libxdp's dispatcher configuration decoded."""
 
+import importlib
 import json
 import struct
 import time
@@ -44,6 +45,17 @@ def test_every_json_command_has_a_kind_and_a_schema():
     for path in cmds:
         assert kind_of(path) in jsondoc.VERSIONS, path
         assert (SCHEMAS / f"{kind_of(path)}.schema.json").is_file(), path
+
+
+def test_every_json_command_is_in_the_command_table():
+    """Each --json command is shown through cli.OUTPUTS: a known kind, and a renderer that exists
+    (imported here only: a command imports it when it prints for a person)."""
+    for path in json_commands():
+        name = " ".join(path) if " ".join(path) in cli.OUTPUTS else " ".join(path[:-1])   # filter add -> filter
+        assert cli.OUTPUTS[name].kind == kind_of(path), path
+    for output in cli.OUTPUTS.values():
+        module, _, fn = output.render.partition(":")
+        assert output.kind in jsondoc.VERSIONS and callable(getattr(importlib.import_module(module), fn)), output
 
 
 @pytest.mark.parametrize("kind", sorted(jsondoc.VERSIONS))

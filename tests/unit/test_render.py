@@ -118,7 +118,7 @@ def test_stats(width):
 def test_programs(width):
     rows = programs.catalogue()
     c, buf = console(width)
-    load_render.programs(rows, c)
+    load_render.programs({"programs": rows}, c)
     readable(buf.getvalue(), width, [r["summary"] for r in rows])
 
 
@@ -129,7 +129,7 @@ def test_plan_and_apply(reports, width):
               "rule": "fast-path", "program": "filter", "mode": i["recommended"]["mode"],
               "reason": probe_render.top_reason(i), "also_matched": []} for i in rep["interfaces"]]
     c, buf = console(width)
-    orch_render.plan(items, c)
+    orch_render.plan({"policy": "policy.yaml", "plan": items}, c)
     readable(buf.getvalue(), width, [i["reason"] for i in items])
     res = {"outcome": "failed", "rolled_back": ["ens1f0np0"], "warnings": [],
            "steps": [{**items[0], "status": "done", "mode": "native"}],
