@@ -32,8 +32,9 @@ from offload.kernel import genl
 from offload.kernel.ethstats import EthStats
 from offload.load import attach as attach_mod
 from offload.load import programs, stats
-from offload.probe import modes
+from offload.probe.mode import AUTO, MODES
 from offload.probe.report import assess, collect
+from offload.probe.verdicts import UNSUPPORTED
 
 GENERATORS = ("auto", "pktgen", "live-frames")
 
@@ -263,13 +264,13 @@ def resolve_modes(spec: Spec) -> tuple[list[str], list[dict]]:
     """Modes to measure, best first; those the probe rules out go to `skipped` with the reason."""
     _, (rx,) = assess([spec.rx])
     verdicts = rx.verdicts
-    wanted = list(modes.MODES) if spec.modes == [modes.AUTO] else spec.modes
+    wanted = list(MODES) if spec.modes == [AUTO] else spec.modes
     for m in wanted:
-        if m not in modes.MODES:
+        if m not in MODES:
             raise UsageError(f"bad mode {m}: use hw, native, generic or auto")
     run, skipped = [], []
     for m in wanted:
-        if verdicts[m].status == modes.UNSUPPORTED:
+        if verdicts[m].status == UNSUPPORTED:
             skipped.append({"mode": m, "reason": verdicts[m].reason})
         else:
             run.append(m)

@@ -68,7 +68,10 @@ def _lib() -> ctypes.CDLL:
 
 
 @dataclass(frozen=True)
-class ProgramInfo:
+class ElfProgram:
+    """A program an ELF object declares (its name, section, type): bpfsys.LoadedProg is what the
+    kernel says of a program once loaded."""
+
     name: str
     section: str
     type: int
@@ -102,14 +105,14 @@ class BpfObject:
         self._logs: dict[str, ctypes.Array] = {}
 
     # -- what is in it ------------------------------------------------------------------------------
-    def _programs(self) -> list[tuple[int, ProgramInfo]]:
+    def _programs(self) -> list[tuple[int, ElfProgram]]:
         lib, out, p = _lib(), [], None
         while p := lib.bpf_object__next_program(self._obj, p):
-            out.append((p, ProgramInfo(lib.bpf_program__name(p).decode(), lib.bpf_program__section_name(p).decode(),
+            out.append((p, ElfProgram(lib.bpf_program__name(p).decode(), lib.bpf_program__section_name(p).decode(),
                                        lib.bpf_program__type(p))))
         return out
 
-    def programs(self) -> list[ProgramInfo]:
+    def programs(self) -> list[ElfProgram]:
         return [info for _, info in self._programs()]
 
     def _maps(self) -> list[tuple[int, str]]:

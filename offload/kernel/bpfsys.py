@@ -32,7 +32,10 @@ class BpfError(OSError):
 
 
 @dataclass
-class ProgInfo:
+class LoadedProg:
+    """What the kernel says of a program it holds (bpf_prog_info): not to be confused with
+    bpfobj.ElfProgram, a program an ELF object declares, before it is loaded."""
+
     id: int
     name: str
     tag: str
@@ -120,7 +123,7 @@ def obj_info_id(fd: int) -> int:
     return int.from_bytes(buf.raw[4:8], sys.byteorder)  # prog and map info both start type, id
 
 
-def prog_info(prog_id: int) -> ProgInfo | None:
+def prog_info(prog_id: int) -> LoadedProg | None:
     """Name, tag, type, sizes, load time, BTF and map ids of a loaded program; None if it is gone
     or we may not look."""
     lib = libbpf()
@@ -141,7 +144,7 @@ def _u64(raw: bytes, off: int) -> int:
     return int.from_bytes(raw[off:off + 8], sys.byteorder)
 
 
-def prog_info_fd(fd: int, prog_id: int | None = None) -> ProgInfo | None:
+def prog_info_fd(fd: int, prog_id: int | None = None) -> LoadedProg | None:
     lib = libbpf()
     buf = ctypes.create_string_buffer(_PROG_INFO_LEN)
     n = ctypes.c_uint32(_PROG_INFO_LEN)
@@ -159,7 +162,7 @@ def prog_info_fd(fd: int, prog_id: int | None = None) -> ProgInfo | None:
         if lib.bpf_obj_get_info_by_fd(fd, req, ctypes.byref(m)) == 0:
             map_ids = tuple(ids[: min(nr_maps, _u32(req.raw, _NR_MAP_IDS_OFF))])
     full = n.value >= 208
-    return ProgInfo(
+    return LoadedProg(
         id=prog_id if prog_id is not None else _u32(raw, 4),
         name=raw[_NAME_OFF:_NAME_OFF + 16].split(b"\0", 1)[0].decode(errors="replace"),
         tag=raw[_TAG_OFF:_TAG_OFF + 8].hex(),

@@ -18,7 +18,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from offload.kernel.bpfobj import ProgramInfo
+from offload.kernel.bpfobj import ElfProgram
 from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf
 
 LEGACY_MAPS = "maps"
@@ -48,7 +48,7 @@ class MapDef:
 
 @dataclass(frozen=True)
 class _Prog:
-    info: ProgramInfo
+    info: ElfProgram
     insns: bytes
     relocs: tuple[tuple[int, str], ...]    # (instruction index, map name)
     problem: str = ""                      # why it cannot be loaded, if it cannot
@@ -148,7 +148,7 @@ class LegacyObject:
                             where = (elf.get_section(target).name if isinstance(target, int) else str(target))
                             problem = (f"it refers to {sym.name or where} in section {where}: calls into .text "
                                        "and global data need libbpf's linker, which loads only BTF-defined maps")
-                self._progs.append(_Prog(ProgramInfo(name, sec.name, _prog_type(sec.name)),
+                self._progs.append(_Prog(ElfProgram(name, sec.name, _prog_type(sec.name)),
                                          bytes(data[start:start + size]), tuple(relocs), problem))
 
     def _map_defs(self, sec, sec_idx: int, symtab) -> list[MapDef]:
@@ -184,7 +184,7 @@ class LegacyObject:
             self._map_offsets[off] = d
         return out
 
-    def programs(self) -> list[ProgramInfo]:
+    def programs(self) -> list[ElfProgram]:
         return [p.info for p in self._progs]
 
     def problem(self, name: str) -> str:

@@ -23,7 +23,7 @@ from offload.kernel.privileges import (
 )
 from offload.load import guard, loader, pins, programs
 from offload.load.ownership import Ownership, ownership
-from offload.probe import modes
+from offload.probe import verdicts
 from offload.probe.report import Assessed, assess
 
 
@@ -77,24 +77,24 @@ def require_privileges(action: str) -> None:
     require(CAP_NET_ADMIN, bpf_cap, action=action)
 
 
-def candidates(requested: str, min_mode: str | None, verdicts: dict[str, modes.ModeVerdict]
+def candidates(requested: str, min_mode: str | None, judged: dict[str, verdicts.ModeVerdict]
                ) -> tuple[list[str], list[dict]]:
     """Modes to try, best first, and the ones passed over without trying (with the reason)."""
-    if requested != modes.AUTO:
-        if not modes.Mode(requested).at_least(min_mode):
+    if requested != verdicts.AUTO:
+        if not verdicts.Mode(requested).at_least(min_mode):
             raise UsageError(f"--mode {requested} is below --min-mode {min_mode}")
         return [requested], []
     tryit, skipped = [], []
-    for m in modes.fallback_order(modes.AUTO, min_mode):
-        v = verdicts[m]
-        if v.status == modes.UNSUPPORTED:
+    for m in verdicts.fallback_order(verdicts.AUTO, min_mode):
+        v = judged[m]
+        if v.status == verdicts.UNSUPPORTED:
             skipped.append({"mode": m, "reason": f"not tried: {v.reason}"})
         else:  # supported, unknown, and blocked too: the kernel has the last word, in its own words
             tryit.append(m)
     return tryit, skipped
 
 
-def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min_mode: str | None = None,
+def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, min_mode: str | None = None,
            params: dict[str, str] | None = None, force: bool = False,
            progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None,
            assessed: Assessed | None = None, protected: dict[str, str] | None = None) -> Result:
@@ -103,10 +103,10 @@ def attach(iface: str, spec: str | programs.Program, mode: str = modes.AUTO, min
     A caller attaching to many interfaces (apply, watch) passes what it probed once: the
     interface's `assessed` facts and verdicts, and the `protected` links; otherwise each attach
     probes the whole namespace, which makes N attaches cost N probes of N interfaces."""
-    if mode not in modes.CHOICES:
-        raise UsageError(f"bad --mode {mode}: use {', '.join(modes.CHOICES)}")
-    if min_mode and min_mode not in modes.MODES:
-        raise UsageError(f"bad --min-mode {min_mode}: use {', '.join(modes.MODES)}")
+    if mode not in verdicts.CHOICES:
+        raise UsageError(f"bad --mode {mode}: use {', '.join(verdicts.CHOICES)}")
+    if min_mode and min_mode not in verdicts.MODES:
+        raise UsageError(f"bad --min-mode {min_mode}: use {', '.join(verdicts.MODES)}")
     prog = spec if isinstance(spec, programs.Program) else programs.resolve(spec, params)
     ifindex = ifindex_of(iface)
     _check_params(prog)   # before anything is loaded or swapped
@@ -144,7 +144,7 @@ def _guard(iface: str, force: bool, protected: dict[str, str]) -> list[str]:
 
 
 def _refuse_foreign(iface: str, foreign: dict[str, int]) -> None:
-    desc = ", ".join(f"{m} prog {i} ({(bpfsys.prog_info(i) or bpfsys.ProgInfo(i, '?', '', 0)).name})"
+    desc = ", ".join(f"{m} prog {i} ({(bpfsys.prog_info(i) or bpfsys.LoadedProg(i, '?', '', 0)).name})"
                      for m, i in foreign.items())
     raise RefusedError(f"{iface} carries XDP that offload did not attach: {desc}",
                        hint="leave it, detach it with its owner's tool, or replace it with --force")
@@ -156,11 +156,11 @@ def _try_mode(t: _Target, m: str) -> Result | _Refused:
     first) and leave the interface and the pins as they were."""
     holder = t.holder(m)
     try:
-        loaded = loader.load(t.prog, loader.HwDevice(t.iface, t.ifindex) if m == modes.Mode.HW else None)
+        loaded = loader.load(t.prog, loader.HwDevice(t.iface, t.ifindex) if m == verdicts.Mode.HW else None)
     except (loader.VerifierError, loader.LoadError) as e:
-        if m != modes.Mode.HW:
+        if m != verdicts.Mode.HW:
             raise  # native and generic run the same verifier: no lower mode will take it
-        limit = modes.offload_map_limit(t.dev.profile)
+        limit = verdicts.offload_map_limit(t.dev.profile)
         return _Refused(e.message + (f"; driver profile: {limit}" if limit else ""), e.message.splitlines()[0])
     with closing(loaded), ExitStack() as undo:   # closed either way: after a commit, the pins hold it
         new_id = bpfsys.obj_info_id(loaded.fd)
@@ -185,7 +185,7 @@ def _try_mode(t: _Target, m: str) -> Result | _Refused:
 
 def _refusal(t: _Target, m: str, e: xdp.KernelRefusal) -> _Refused:
     reason = str(e)
-    if t.dev.verdicts[m].status == modes.BLOCKED:
+    if t.dev.verdicts[m].status == verdicts.BLOCKED:
         reason += f" (the probe had flagged: {t.dev.verdicts[m].reason})"
     return _Refused(reason, reason)
 

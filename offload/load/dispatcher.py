@@ -54,7 +54,7 @@ def action_names(mask: int) -> list[str]:
     return [a for i, a in enumerate(ACTIONS) if mask & (1 << i)]
 
 
-def _config_of(info: bpfsys.ProgInfo) -> Config | None:
+def _config_of(info: bpfsys.LoadedProg) -> Config | None:
     for map_id in info.map_ids:
         got = bpfsys.map_info_by_id(map_id)
         if got is None:
@@ -107,7 +107,7 @@ def _slot_prog(dir_fd: int, slot: int, dispatcher_id: int) -> int:
     return link.prog_id
 
 
-def read(ifindex: int, info: bpfsys.ProgInfo) -> dict | None:
+def read(ifindex: int, info: bpfsys.LoadedProg) -> dict | None:
     """The dispatcher attached as `info` on `ifindex`, with its programs in run order; None when
     the program is not libxdp's dispatcher."""
     if info.name != NAME:
@@ -146,7 +146,7 @@ def read(ifindex: int, info: bpfsys.ProgInfo) -> dict | None:
     return doc
 
 
-def prog_fields(prog_id: int | None, info: bpfsys.ProgInfo | None) -> dict:
+def prog_fields(prog_id: int | None, info: bpfsys.LoadedProg | None) -> dict:
     """What bpf_prog_info says of a program, the way `bpftool prog show` does."""
     if info is None:
         return {"prog_id": prog_id, "name": None, "tag": None, "jited": None, "jited_size": None,

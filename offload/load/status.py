@@ -5,7 +5,7 @@ from __future__ import annotations
 from offload.errors import EnvironmentProblem, UsageError
 from offload.kernel import bpfsys, clock, netns, rtnl
 from offload.load import dispatcher, pins
-from offload.probe.modes import Mode
+from offload.probe.mode import Mode
 
 
 def _record(slot: pins.Slot, mine: list[int], warnings: list[str]) -> dict | None:

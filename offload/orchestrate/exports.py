@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from offload.errors import UsageError
 from offload.kernel import fs
-from offload.probe import modes
+from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
 
 NFD_DEFAULT = "/etc/kubernetes/node-feature-discovery/features.d/offload"
@@ -58,18 +58,18 @@ def nfd_labels(assessed: Iterable[tuple[DeviceFacts, dict]], include_virtual: bo
     best = None
     labels: dict[str, str] = {}
     counted, ignored, warnings = [], [], []
-    for d, verdicts in assessed:
+    for d, judged in assessed:
         if d.kind == "loopback" or not (include_virtual or bus_backed(d)):
             ignored.append({"interface": d.name, "kind": d.kind})
             continue
         counted.append(d.name)
-        rec = modes.recommend(verdicts)["mode"]
-        best = modes.better(best, rec)
-        if verdicts[modes.Mode.HW].status == modes.SUPPORTED:
+        rec = verdicts.recommend(judged)["mode"]
+        best = verdicts.better(best, rec)
+        if judged[verdicts.Mode.HW].status == verdicts.SUPPORTED:
             labels[f"{PREFIX}/hw-offload"] = "true"
-        if verdicts[modes.Mode.NATIVE].status == modes.SUPPORTED:
+        if judged[verdicts.Mode.NATIVE].status == verdicts.SUPPORTED:
             labels[f"{PREFIX}/native"] = "true"
-        if rec in (modes.Mode.HW, modes.Mode.NATIVE) and d.driver:
+        if rec in (verdicts.Mode.HW, verdicts.Mode.NATIVE) and d.driver:
             name = label_name(f"driver.{d.driver}")
             if name is None:
                 warnings.append(f"{d.name}: driver {d.driver!r} cannot be a label name (at most {_NAME_MAX} "

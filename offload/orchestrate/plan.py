@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from offload.load import programs
 from offload.orchestrate.policy import Policy, Rule, matching_rules
-from offload.probe import modes
+from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
 from offload.probe.report import Assessed
 
@@ -40,35 +40,35 @@ class Item:
                 "mode": self.mode, "reason": self.reason, "also_matched": self.also_matched}
 
 
-def capabilities(f: DeviceFacts, verdicts: dict[str, modes.ModeVerdict]) -> set[str]:
+def capabilities(f: DeviceFacts, judged: dict[str, verdicts.ModeVerdict]) -> set[str]:
     caps = set(f.xdp_features or [])
     if f.xdp_features is None:  # no netdev family: what the profile and checks concluded
-        if verdicts["hw"].status == modes.SUPPORTED:
+        if judged["hw"].status == verdicts.SUPPORTED:
             caps.add("hw-offload")
-        if verdicts["native"].status == modes.SUPPORTED:
+        if judged["native"].status == verdicts.SUPPORTED:
             caps.add("basic")
     return caps
 
 
-def expected_mode(rule: Rule, verdicts: dict[str, modes.ModeVerdict]) -> tuple[str | None, str]:
+def expected_mode(rule: Rule, judged: dict[str, verdicts.ModeVerdict]) -> tuple[str | None, str]:
     """The mode an attach would land in, by the probe, and why."""
-    order = [m for m in modes.fallback_order(rule.prefer, rule.min) if m.at_least(rule.min)]
+    order = [m for m in verdicts.fallback_order(rule.prefer, rule.min) if m.at_least(rule.min)]
     for m in order:
-        if verdicts[m].status == modes.SUPPORTED:
-            return m, verdicts[m].reason
-    why = "; ".join(f"{m}: {verdicts[m].reason}" for m in order) or "below the floor"
+        if judged[m].status == verdicts.SUPPORTED:
+            return m, judged[m].reason
+    why = "; ".join(f"{m}: {judged[m].reason}" for m in order) or "below the floor"
     return None, f"no acceptable mode is supported ({why})"
 
 
 def _acceptable(mode: str, rule: Rule) -> bool:
-    if rule.prefer != modes.AUTO and mode != rule.prefer:
+    if rule.prefer != verdicts.AUTO and mode != rule.prefer:
         return False
-    return modes.Mode(mode).at_least(rule.min)
+    return verdicts.Mode(mode).at_least(rule.min)
 
 
-def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVerdict], cur: Current,
+def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeVerdict], cur: Current,
                    resolved: dict[str, programs.Program] | None = None) -> Item | None:
-    rules = matching_rules(pol, f, capabilities(f, verdicts))
+    rules = matching_rules(pol, f, capabilities(f, judged))
     mine = cur.ours
     managed = mine is not None and mine.get("managed_by") is not None
     if not rules:
@@ -81,7 +81,7 @@ def plan_interface(pol: Policy, f: DeviceFacts, verdicts: dict[str, modes.ModeVe
     if rule.name not in resolved:
         resolved[rule.name] = rule.resolve()
     prog = resolved[rule.name]
-    want_mode, why = expected_mode(rule, verdicts)
+    want_mode, why = expected_mode(rule, judged)
     base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,
                 params=rule.params, resolved=prog)
     first = f"rule {rule.name!r} matches" + (f" (first match; also: {', '.join(others)})" if others else "")

@@ -24,7 +24,7 @@ from yaml.events import AliasEvent, NodeEvent
 
 from offload.errors import UsageError
 from offload.load import programs
-from offload.probe import modes
+from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
 
 
@@ -124,7 +124,7 @@ def _validator():
     schema = json.loads(resources.files("offload").joinpath("schemas/policy.schema.json").read_text())
     # The mode vocabulary is the probe layer's: the schema's enums are filled from it.
     mode = schema["$defs"]["mode"]["properties"]
-    mode["prefer"]["enum"], mode["min"]["enum"] = list(modes.CHOICES), list(modes.MODES)
+    mode["prefer"]["enum"], mode["min"]["enum"] = list(verdicts.CHOICES), list(verdicts.MODES)
     return Draft202012Validator(schema)
 
 
@@ -219,7 +219,7 @@ def parse(text: str, path: str = "<policy>") -> Policy:
                               f"{_clip(e.message, 2 * _CLIP)}") from None
         mode = r.get("mode") or {}
         prefer, floor = mode.get("prefer", "auto"), mode.get("min")
-        if prefer != modes.AUTO and not modes.Mode(prefer).at_least(floor):
+        if prefer != verdicts.AUTO and not verdicts.Mode(prefer).at_least(floor):
             raise PolicyError(f"{where}: mode.prefer {prefer} is below mode.min {floor}")
         pol.rules.append(Rule(r["name"], r["match"], r.get("exclude") or {}, r["program"], params, prefer, floor,
                               r.get("prog"), r.get("section")))

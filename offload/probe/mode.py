@@ -1,6 +1,6 @@
 """The one XDP mode vocabulary: the modes, ranked, and the order to try them in.
 
-Kept apart from `modes` (the verdicts) so that the CLI's choices cost no imports.
+Kept apart from `verdicts` so that the CLI's choices cost no imports.
 """
 
 from __future__ import annotations

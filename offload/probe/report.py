@@ -7,14 +7,14 @@ from pathlib import Path
 
 from offload.errors import UsageError
 from offload.probe import facts as facts_mod
-from offload.probe import modes, profiles
+from offload.probe import profiles, verdicts
 from offload.probe.facts import RELEVANT_FEATURES, DeviceFacts, HostFacts
 
 SCHEMA_VERSION = 1
 
 
 def interface_report(f: DeviceFacts, p: profiles.Profile | None, host: HostFacts) -> dict:
-    verdicts = modes.evaluate(f, p, host)
+    judged = verdicts.evaluate(f, p, host)
     active, fixed = set(f.features_active), set(f.features_fixed)
     features = {
         name: {"active": name in active, "fixed": name in fixed}
@@ -46,8 +46,8 @@ def interface_report(f: DeviceFacts, p: profiles.Profile | None, host: HostFacts
             "zc_max_segs": f.xdp_zc_max_segs,
             "attached": f.attached,
         },
-        "modes": {m: verdicts[m].to_dict() for m in modes.MODES},
-        "recommended": modes.recommend(verdicts),
+        "modes": {m: judged[m].to_dict() for m in verdicts.MODES},
+        "recommended": verdicts.recommend(judged),
     }
 
 
@@ -87,7 +87,7 @@ class Assessed:
 
     facts: DeviceFacts
     profile: profiles.Profile | None
-    verdicts: dict[str, modes.ModeVerdict]
+    verdicts: dict[str, verdicts.ModeVerdict]
 
 
 def assess(names: list[str] | None = None, include_loopback: bool = True) -> tuple[HostFacts, list[Assessed]]:
@@ -100,7 +100,7 @@ def assess(names: list[str] | None = None, include_loopback: bool = True) -> tup
     out = []
     for d in devices:
         p = profs.get(d.driver or "")
-        out.append(Assessed(d, p, modes.evaluate(d, p, host)))
+        out.append(Assessed(d, p, verdicts.evaluate(d, p, host)))
     return host, out
 
 

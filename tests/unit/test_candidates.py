@@ -8,7 +8,7 @@ import pytest
 
 from offload.errors import UsageError
 from offload.load.attach import candidates
-from offload.probe.modes import BLOCKED, SUPPORTED, UNKNOWN, UNSUPPORTED, ModeVerdict
+from offload.probe.verdicts import BLOCKED, SUPPORTED, UNKNOWN, UNSUPPORTED, ModeVerdict
 
 
 def verdicts(hw: str = SUPPORTED, native: str = SUPPORTED, generic: str = SUPPORTED) -> dict[str, ModeVerdict]:

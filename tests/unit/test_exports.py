@@ -16,7 +16,7 @@ from offload.errors import UsageError
 from offload.kernel import fs
 from offload.orchestrate import exports
 from offload.orchestrate.metrics import parse_address
-from offload.probe import modes
+from offload.probe import verdicts
 
 VALID = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
@@ -31,7 +31,7 @@ def assessed(fixture: str, profs, **changes):
     out = []
     for d in devs.values():
         d = dataclasses.replace(d, **changes)
-        out.append((d, modes.evaluate(d, profs.get(d.driver or ""), host)))
+        out.append((d, verdicts.evaluate(d, profs.get(d.driver or ""), host)))
     return out
 
 

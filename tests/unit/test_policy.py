@@ -5,7 +5,7 @@ from lib.helpers import load_fixture
 
 from offload.orchestrate.plan import Current, make_plan
 from offload.orchestrate.policy import PolicyError, parse
-from offload.probe import modes
+from offload.probe import verdicts
 from offload.probe.report import Assessed
 
 GOOD = """\
@@ -47,7 +47,7 @@ def evaluated(fixture):
     host, devs = load_fixture(fixture)
     from offload.probe.profiles import load
     profs, _ = load()
-    return [Assessed(d, profs.get(d.driver or ""), modes.evaluate(d, profs.get(d.driver or ""), host))
+    return [Assessed(d, profs.get(d.driver or ""), verdicts.evaluate(d, profs.get(d.driver or ""), host))
             for d in devs.values()]
 
 

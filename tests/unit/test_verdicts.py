@@ -6,7 +6,7 @@ import copy
 import pytest
 from lib.helpers import load_fixture
 
-from offload.probe import modes
+from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts, HostFacts
 from offload.probe.profiles import Profile
 from offload.probe.report import report
@@ -15,8 +15,8 @@ from offload.probe.report import report
 def decide(fixture: str, dev: str, profs):
     host, devs = load_fixture(fixture)
     f = devs[dev]
-    v = modes.evaluate(f, profs.get(f.driver or ""), host)
-    return v, modes.recommend(v)
+    v = verdicts.evaluate(f, profs.get(f.driver or ""), host)
+    return v, verdicts.recommend(v)
 
 
 @pytest.fixture(scope="module")
@@ -141,23 +141,23 @@ NEW = HostFacts("6.1.0", False, 4)
 
 
 def test_profile_since_gates_on_kernel_version():
-    assert modes.evaluate(facts(), synth(), OLD)["native"].status == "unsupported"
-    assert "gained native (driver) XDP in Linux 5.10" in modes.evaluate(facts(), synth(), OLD)["native"].reasons[0]
-    assert modes.evaluate(facts(), synth(), NEW)["native"].status == "supported"
+    assert verdicts.evaluate(facts(), synth(), OLD)["native"].status == "unsupported"
+    assert "gained native (driver) XDP in Linux 5.10" in verdicts.evaluate(facts(), synth(), OLD)["native"].reasons[0]
+    assert verdicts.evaluate(facts(), synth(), NEW)["native"].status == "supported"
 
 
 def test_kernel_features_come_before_the_profile():
     host = HostFacts("6.6.0", True, 4)
-    v = modes.evaluate(facts(xdp_features=["basic"]), synth(), host)["native"]
+    v = verdicts.evaluate(facts(xdp_features=["basic"]), synth(), host)["native"]
     assert v.status == "supported" and "xdp-features" in v.reasons[0]
-    v = modes.evaluate(facts(xdp_features=[]), synth(), host)["native"]
+    v = verdicts.evaluate(facts(xdp_features=[]), synth(), host)["native"]
     assert v.status == "unsupported"
 
 
 def test_unadvertised_capability_trusts_the_profile():
     p = synth()
     p.data["xdp"]["native"]["advertised"] = False
-    v = modes.evaluate(facts(xdp_features=["hw-offload"]), p, HostFacts("6.6.0", True, 4))["native"]
+    v = verdicts.evaluate(facts(xdp_features=["hw-offload"]), p, HostFacts("6.6.0", True, 4))["native"]
     assert v.status == "supported" and "does not advertise" in v.reasons[0]
 
 
@@ -166,11 +166,11 @@ def test_feature_requirement(severity, status):
     req = {"check": "feature_off", "feature": "large-receive-offload", "modes": ["native"], "severity": severity,
            "why": "the driver refuses XDP with LRO", "fix": "ethtool -K {dev} lro off", "source": "test source"}
     p = synth(requirements=[req])
-    v = modes.evaluate(facts(features_active=["large-receive-offload"]), p, NEW)["native"]
+    v = verdicts.evaluate(facts(features_active=["large-receive-offload"]), p, NEW)["native"]
     assert v.status == status
     text = " ".join(v.reasons + v.notes)
     assert "ethtool -K x0 lro off" in text
-    assert modes.evaluate(facts(features_active=[]), p, NEW)["native"].status == "supported"
+    assert verdicts.evaluate(facts(features_active=[]), p, NEW)["native"].status == "supported"
 
 
 def test_channel_requirements():
@@ -178,39 +178,39 @@ def test_channel_requirements():
             "why": "XDP needs a TX queue per RX queue", "fix": "ethtool -L {dev} combined N", "source": "test source"}
     p = synth(requirements=[half])
     ch = lambda n, m: {"combined": n, "combined_max": m}  # noqa: E731
-    assert modes.evaluate(facts(channels=ch(8, 8)), p, NEW)["native"].status == "blocked"
-    assert modes.evaluate(facts(channels=ch(4, 8)), p, NEW)["native"].status == "supported"
+    assert verdicts.evaluate(facts(channels=ch(8, 8)), p, NEW)["native"].status == "blocked"
+    assert verdicts.evaluate(facts(channels=ch(4, 8)), p, NEW)["native"].status == "supported"
     cpus = dict(half, check="channels_at_least_cpus")
     p = synth(requirements=[cpus])
-    assert modes.evaluate(facts(channels=ch(2, 8)), p, NEW)["native"].status == "blocked"
-    assert modes.evaluate(facts(channels=ch(4, 8)), p, NEW)["native"].status == "supported"
+    assert verdicts.evaluate(facts(channels=ch(2, 8)), p, NEW)["native"].status == "blocked"
+    assert verdicts.evaluate(facts(channels=ch(4, 8)), p, NEW)["native"].status == "supported"
 
 
 def test_mtu_limit_and_frags_hint():
     p = synth(limits={"native_mtu_max": {"value": 3000, "source": "test source"}})
-    v = modes.evaluate(facts(mtu=3000), p, NEW)["native"]
+    v = verdicts.evaluate(facts(mtu=3000), p, NEW)["native"]
     assert v.status == "supported"
-    v = modes.evaluate(facts(mtu=3001), p, NEW)["native"]
+    v = verdicts.evaluate(facts(mtu=3001), p, NEW)["native"]
     assert v.status == "blocked" and "no multi-buffer" in v.reason
-    v = modes.evaluate(facts(mtu=3001, xdp_features=["basic", "rx-sg"]), p, HostFacts("6.6.0", True, 4))["native"]
+    v = verdicts.evaluate(facts(mtu=3001, xdp_features=["basic", "rx-sg"]), p, HostFacts("6.6.0", True, 4))["native"]
     assert "frags-aware" in v.reason
 
 
 def test_native_and_generic_exclude_each_other():
     f = facts(attached=[{"mode": "native", "prog_id": 42, "name": "xdp_prog"}])
-    v = modes.evaluate(f, synth(), NEW)
+    v = verdicts.evaluate(f, synth(), NEW)
     assert v["generic"].status == "blocked" and "42" in v["generic"].reason
     assert v["native"].status == "supported"
 
 
 def test_link_down_is_a_note_not_a_block():
-    v = modes.evaluate(facts(admin_up=False, oper_state="DOWN"), synth(), NEW)["native"]
+    v = verdicts.evaluate(facts(admin_up=False, oper_state="DOWN"), synth(), NEW)["native"]
     assert v.status == "supported" and "administratively down" in v.notes[0]
 
 
 def test_nothing_available_on_ancient_kernel():
-    v = modes.evaluate(facts(), None, HostFacts("4.9.0", False, 1))
-    rec = modes.recommend(v)
+    v = verdicts.evaluate(facts(), None, HostFacts("4.9.0", False, 1))
+    rec = verdicts.recommend(v)
     assert rec["mode"] is None and "generic" in rec["reason"]
 
 
