@@ -22,6 +22,13 @@ class Exit(IntEnum):
     INTERNAL = 70       # a bug: unexpected exception
 
 
+def excerpt(value: str, limit: int = 40) -> str:
+    """`value` quoted for a message: its first `limit` characters then …, repr-quoted. An argument
+    or a file's content can be huge, or secret (offload runs as root): a message shows only
+    enough of it to find it."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
 class OffloadError(Exception):
     """An error with a message for the operator: what failed, on which device, and what to do."""
 
