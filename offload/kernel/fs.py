@@ -1,5 +1,6 @@
 """File-system calls the standard library lacks: renameat2(RENAME_EXCHANGE); directories opened
-without following a symlink an unprivileged user controls, and files replaced atomically in them."""
+without following a symlink an unprivileged user controls, and files replaced atomically in them;
+bounded reads of regular files only (a device never ends, a FIFO blocks)."""
 
 from __future__ import annotations
 
@@ -165,6 +166,68 @@ def owned_tree(root: Path, parts: list[str], create: bool = False,
         for f in fds:
             os.close(f)
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for a message."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def read_regular(path: str | os.PathLike, limit: int, what: str, error: type[UsageError] = UsageError) -> bytes:
+    """The content of regular file `path`, at most `limit` bytes; `error` (bad input) for anything
+    else: a device (/dev/zero never ends), a FIFO (opening it would wait for a writer), a directory,
+    a larger file. The message names `what` and the path, never the content."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{what} {path} is not a regular file ({file_kind(mode)})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(limit + 1)  # one byte over tells "too large" without reading the rest
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise error(f"{what} {path} is larger than {limit} bytes")
+    return raw
+
+
+# Kernel interfaces that look like file systems (statfs f_type): a file there is a knob
+# (/proc/sys/..., /sys/class/...), never a place to write data.
+_KERNEL_FS = {0x9FA0: "proc", 0x62656572: "sysfs", 0x64626720: "debugfs", 0x74726163: "tracefs",
+              0x27E0EB: "cgroup", 0x63677270: "cgroup2", 0x73636673: "securityfs", 0xCAFE4A11: "bpf",
+              0x62656570: "configfs", 0xDE5E81E4: "efivarfs", 0x6165676C: "pstore"}
+
+
+def kernel_fs(fd: int) -> str | None:
+    """The type of the kernel-interface file system `fd` is on (proc, sysfs, ...), or None."""
+    buf = ctypes.create_string_buffer(256)   # struct statfs: 120 bytes on 64-bit Linux
+    if _libc().fstatfs(fd, buf) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"fstatfs: {os.strerror(code)}")
+    # f_type, a long (__fsword_t), is the first field; magics are 32-bit
+    return _KERNEL_FS.get(ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF)
+
+
+def require_regular_or_absent(dir_fd: int, name: str, path: str) -> None:
+    """Refuse (bad input) to replace `name` when it is not a regular file: a directory someone
+    planted, a device, a link (replacing it would silently drop whatever it pointed to)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path} exists and is not a regular file ({file_kind(st.st_mode)})",
+                         hint="remove it, or choose another path")
+
 
 def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
     """Replace `name` in `dir_fd` atomically: a dot-file (readers that skip dot-files, like NFD
@@ -196,6 +259,7 @@ def replace_path(path: str, data: bytes, create_dirs: bool = False, mode: int = 
     directory, name = os.path.split(os.path.abspath(path))
     fd = open_dir(directory, create=create_dirs)
     try:
+        require_regular_or_absent(fd, name, path)
         replace_file(fd, name, data, mode)
     finally:
         os.close(fd)

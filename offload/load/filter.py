@@ -6,6 +6,7 @@ request that then fails are taken out again, so the maps are never left half-upd
 
 from __future__ import annotations
 
+import errno
 import os
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -53,6 +54,7 @@ def add_to_maps(fd4: int, fd6: int, nets: list[IPNetwork]) -> list[IPNetwork]:
     under a blocked /16 and leave it unblocked once the /16 is deleted. (Not BPF_NOEXIST: LPM tries
     of older kernels ignore it and overwrite, and the rollback would then delete an old entry.)"""
     present = {4: set(bpfsys.map_keys(fd4, V4_KEY)), 6: set(bpfsys.map_keys(fd6, V6_KEY))}
+    _check_room(present, nets)
     added: list[IPNetwork] = []
     try:
         for net in nets:
@@ -61,11 +63,26 @@ def add_to_maps(fd4: int, fd6: int, nets: list[IPNetwork]) -> list[IPNetwork]:
                 bpfsys.map_update(fd4 if net.version == 4 else fd6, key, b"\x01")
                 present[net.version].add(key)
                 added.append(net)
-    except OSError:
-        for net in added:  # roll back this request's entries; trie deletes are exact
-            bpfsys.map_delete(fd4 if net.version == 4 else fd6, _key(net))
+    except OSError as e:
+        for done in added:  # roll back this request's entries; trie deletes are exact
+            bpfsys.map_delete(fd4 if done.version == 4 else fd6, _key(done))
+        if e.errno in (errno.ENOSPC, errno.E2BIG):   # full after all (another writer): nothing was changed
+            raise UsageError(f"filter: the blocklist is full ({e.strerror}) at prefix {net}: nothing was changed",
+                             hint="offload filter del IFACE PREFIX... to make room") from None
         raise
     return added
+
+
+def _check_room(present: dict[int, set[bytes]], nets: list[IPNetwork]) -> None:
+    """Refuse, before the first write, a request the blocklists cannot hold: the kernel would say
+    ENOSPC (E2BIG on older kernels) only part-way through it."""
+    for version in (4, 6):
+        after = len(present[version] | {_key(n) for n in nets if n.version == version})
+        if after > MAX_ENTRIES:
+            raise UsageError(f"filter: {after - len(present[version])} new IPv{version} prefixes on top of "
+                             f"the {len(present[version])} blocked would make {after}; the blocklist holds at "
+                             f"most {MAX_ENTRIES}: nothing was changed",
+                             hint="offload filter del IFACE PREFIX... to make room, or block wider prefixes")
 
 
 def delete_from_maps(fd4: int, fd6: int, nets: list[IPNetwork]) -> list[IPNetwork]:

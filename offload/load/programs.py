@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from offload.data import LIBRARY, data_dir, owned_cache
 from offload.errors import CompileError, EnvironmentProblem, UsageError, excerpt
+from offload.kernel import fs
 from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
 from offload.load import compile as compile_mod
 from offload.load.stderr import captured_stderr
@@ -42,8 +43,6 @@ MAX_INCLUDES = 10_000              # #include lines expanded in all, for bcc C
 MAX_KEY = 128                      # the kernel's limit on a BTF name (KSYM_NAME_LEN) in older kernels
 EM_BPF = 247
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
-_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _BCC_MARKS = re.compile(r"\bBPF_(?:ARRAY|HASH|PERCPU_ARRAY|PERCPU_HASH|TABLE|DEVMAP|CPUMAP|XSKMAP|LPM_TRIE|"
@@ -232,7 +231,7 @@ def read_regular(path: Path, named: str, limit: int = MAX_FILE) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{named}: not a regular file: it is {file_kind(st.st_mode)}")
+            raise UsageError(f"{named}: not a regular file: it is {fs.file_kind(st.st_mode)}")
         if st.st_size > limit:
             raise UsageError(f"{named}: {st.st_size} bytes is larger than any BPF program ({limit} at most)")
         with os.fdopen(fd, "rb", closefd=False) as f:
@@ -246,10 +245,6 @@ def read_regular(path: Path, named: str, limit: int = MAX_FILE) -> bytes:
                          "(a /proc or /sys file?)")
     return data
 
-
-def file_kind(mode: int) -> str:
-    """What a file that is not a regular one is, for a message."""
-    return _KINDS.get(stat.S_IFMT(mode), "an unusual file")
 
 
 def parse_params(items: list[str]) -> dict[str, str]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import OffloadError, RefusedError, UsageError
-from offload.kernel import bpfsys, clock, netns, xdp
+from offload.kernel import bpfsys, clock, fs, netns, xdp
 from offload.load import attach as attach_mod
 from offload.load import guard, pins
 from offload.load.ownership import ownership
@@ -62,54 +64,106 @@ def apply_lock(timeout: float):
     return pins.locked("apply.lock", timeout, "another apply", "wait for it, or raise --lock-timeout")
 
 
+class JournalError(OffloadError):
+    """A journal record could not be written (a full disk, an I/O error): the run stops and rolls
+    back. Exit 1: the operation ran and failed."""
+
+
+_JOURNAL_TAIL = 256 << 10   # what is read of an old journal to find an unfinished run
+
+
 class Journal:
     """Append-only JSON lines, one fsync per record: a record is on disk before the next kernel
-    change, and a write that fails stops the run (which then rolls back)."""
+    change, and a write that fails stops the run (which then rolls back).
+
+    offload runs as root: the journal's directory is reached by fs.open_dir (no link others
+    control), the file opened O_NOFOLLOW in it and only if it is a regular file (not /dev/full,
+    not a FIFO that would block), and never on a kernel interface (/proc, /sys). Each record is one
+    write of a whole line; a failed or short one is cut off again, so no half line is left."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if path == DEFAULT_JOURNAL:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._dir_path, self._name = os.path.split(os.path.abspath(path))
+        if not self._name:
+            raise UsageError(f"--journal {path}: a file name is needed")
+        self._create_dir = path == DEFAULT_JOURNAL
         self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        self.interrupted = self._last_unfinished()
+        with self._dir() as d:   # every check now: before the lock, the plan and any kernel change
+            self.interrupted = self._last_unfinished(d)
         self._started = False
         self.netns = netns.current_name()   # once: every record of a run is in one namespace
 
-    def _open(self) -> int:
+    @contextmanager
+    def _dir(self) -> Iterator[int]:
         try:
-            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            d = fs.open_dir(self._dir_path, create=self._create_dir, mode=0o700)
+        except OffloadError as e:   # same kind (bad input, refused), naming the journal
+            raise type(e)(f"journal {self.path}: {e.message}", hint=e.hint) from None
+        try:
+            kind = fs.kernel_fs(d)
+            if kind:
+                raise UsageError(f"journal {self.path}: {self._dir_path} is on {kind}, a kernel interface, not a "
+                                 "file system for data", hint="give --journal a file on a disk or tmpfs")
+            yield d
+        finally:
+            os.close(d)
+
+    def _open(self, d: int, flags: int) -> int:
+        """The journal file, opened in directory `d` without following a link; a regular file only
+        (OSError for the rest: the caller says what it was doing)."""
+        try:
+            # O_NONBLOCK: a FIFO opens at once (and is then refused) instead of waiting for a reader
+            fd = os.open(self._name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600,
+                         dir_fd=d)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise RefusedError(f"the journal {self.path} is a symbolic link: offload does not write through links",
                                    hint="give --journal a plain file") from None
+            if e.errno in (errno.EISDIR, errno.ENXIO):   # a directory; a socket, or a FIFO without reader
+                self._require_regular(os.stat(self._name, dir_fd=d, follow_symlinks=False).st_mode)
             raise
+        try:
+            self._require_regular(os.fstat(fd).st_mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
-    def _rotate(self) -> None:
+    def _require_regular(self, mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"journal {self.path} is not a regular file ({fs.file_kind(mode)})",
+                             hint="give --journal a plain file")
+
+    def _rotate(self, d: int) -> None:
         """Past MAX_JOURNAL bytes the journal moves to NAME.1 (one generation kept), at a run's start
         only, so one run's records stay in one file."""
         try:
-            st = os.stat(self.path, follow_symlinks=False)
+            st = os.stat(self._name, dir_fd=d, follow_symlinks=False)
         except FileNotFoundError:
             return
-        if st.st_size > MAX_JOURNAL and not self._started:
-            os.replace(self.path, f"{self.path}.1")
-        self._started = True
+        if stat.S_ISREG(st.st_mode) and st.st_size > MAX_JOURNAL:
+            os.replace(self._name, f"{self._name}.1", src_dir_fd=d, dst_dir_fd=d)
 
-    def _last_unfinished(self) -> str | None:
+    def _last_unfinished(self, d: int) -> str | None:
         """The run id of the journal's last run if it has a start and no end (it was killed)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
+            fd = self._open(d, os.O_RDONLY)
+        except FileNotFoundError:
             return None
-        with os.fdopen(fd, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - (256 << 10)))
-            tail = f.read().decode(errors="replace").splitlines()
+        except OSError as e:
+            raise UsageError(f"journal {self.path}: cannot read it: {e.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, _JOURNAL_TAIL, max(0, size - _JOURNAL_TAIL))   # bounded, whatever the size
+        finally:
+            os.close(fd)
         last_run, ended = None, True
-        for line in tail:
+        for line in tail.decode(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:
+                continue
+            if not isinstance(rec, dict):
                 continue
             if rec.get("event") == "start":
                 last_run, ended = rec.get("run"), False
@@ -118,22 +172,48 @@ class Journal:
         return None if ended else last_run
 
     def write(self, event: str, **fields) -> None:
-        first = not self._started
-        self._rotate()
-        rec = {"time": clock.rfc3339(), "run": self.run, "netns": self.netns,
-               "event": event, **fields}
-        fd = self._open()
+        rec = {"time": clock.rfc3339(), "run": self.run, "netns": self.netns, "event": event, **fields}
+        line = (json.dumps(rec) + "\n").encode()
+        with self._dir() as d:
+            first = not self._started
+            try:
+                if first:
+                    self._rotate(d)
+                    self._started = True
+                fd = self._open(d, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            except OSError as e:
+                raise self._failed(e) from None
+            try:
+                size = os.fstat(fd).st_size
+                # a record an earlier run's crash cut short must not swallow this one
+                if first and size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                self._append(fd, size, line)
+            finally:
+                os.close(fd)
+
+    def _append(self, fd: int, size: int, line: bytes) -> None:
+        """`line` in one write, fsynced; on any failure the file is cut back to `size`."""
         try:
-            size = os.fstat(fd).st_size
-            prefix = b""
-            if first and size:  # a record an earlier run's crash cut short must not swallow this one
-                with open(self.path, "rb") as r:
-                    r.seek(size - 1)
-                    prefix = b"" if r.read(1) == b"\n" else b"\n"
-            os.write(fd, prefix + (json.dumps(rec) + "\n").encode())
+            n = os.write(fd, line)
+            if n != len(line):
+                raise JournalError(f"journal {self.path}: a record was cut short ({n} of {len(line)} bytes "
+                                   "written: is the file system full?); it was removed again")
             os.fsync(fd)
-        finally:
-            os.close(fd)
+        except BaseException as e:
+            try:
+                os.ftruncate(fd, size)   # never a half line: the next reader would trip over it
+            except OSError:
+                pass
+            if isinstance(e, OSError):
+                raise self._failed(e) from None
+            raise
+
+    def _failed(self, e: OSError) -> JournalError:
+        name = errno.errorcode.get(e.errno or 0, str(e.errno))
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        return JournalError(f"journal {self.path}: cannot write a record: {e.strerror} ({name})",
+                            hint="free space there, or give --journal another file" if full else None)
 
 
 def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, lock_timeout: float = 30.0,
@@ -174,7 +254,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
             try:
                 j.write("end", outcome="failed", rolled_back=[i.interface for i, _ in done],
                         error=f"{type(e).__name__}: {e}")
-            except OSError:
+            except (OSError, OffloadError):   # the journal itself may be what failed
                 pass
             raise
         rolled_back = _roll_back_all(done, j, progress) if failed and not best_effort else []
@@ -227,7 +307,7 @@ def _roll_back_all(done: list, j: Journal, progress: Callable[[str], None]) -> l
         rolled.append(item.interface)
         try:
             j.write("rollback", interface=item.interface, action=item.action)
-        except OSError:   # the kernel state matters more than the record of it
+        except (OSError, OffloadError):   # the kernel state matters more than the record of it
             pass
     return rolled
 

@@ -3,15 +3,19 @@ unit for `offload watch`; written atomically, and on a schedule with `--interval
 
 from __future__ import annotations
 
+import errno
+import json
+import math
 import os
 import re
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
-from offload.errors import UsageError
+from offload.errors import OffloadError, UsageError
 from offload.kernel import fs
 from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
@@ -34,7 +38,11 @@ def write_file(path: str, text: str, what: str) -> None:
     if not directory or not name or name.startswith("."):
         raise UsageError(f"{what} {path!r}: expected an absolute file path whose name does not start "
                          "with '.' (readers skip dot-files)")
-    fs.replace_path(path, text.encode(), create_dirs=True)
+    try:
+        fs.replace_path(path, text.encode(), create_dirs=True)
+    except OSError as e:   # a full disk, a read-only or kernel file system: said, never a traceback
+        raise OffloadError(f"{what} {path}: cannot write it: {e.strerror} ({errno.errorcode.get(e.errno, e.errno)})"
+                           ) from None
 
 
 # -- Node Feature Discovery ---------------------------------------------------------------------
@@ -101,10 +109,67 @@ def prometheus_path(path: str | None, directory: str | None) -> str:
     return path
 
 
+MAX_BENCH_JSON = 4 << 20   # a bench result is a few KiB; a runaway one is no result
+
+
+def read_bench(path: str) -> dict:
+    """An `offload bench --json` result from regular file `path`, its shape checked against what the
+    metric reads; bad input (exit 2) otherwise, quoting nothing of the file."""
+    raw = fs.read_regular(path, MAX_BENCH_JSON, "--bench-json")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--bench-json {path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--bench-json {path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise UsageError(f"--bench-json {path}: not an `offload bench --json` result: nested too deeply") from None
+    problem = _bench_problem(doc)
+    if problem:
+        raise UsageError(f"--bench-json {path}: not an `offload bench --json` result: {problem}")
+    return doc
+
+
+def _bench_problem(doc) -> str | None:
+    """What in `doc` the bench metric could not use, or None."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if not isinstance(doc.get("config"), dict) or not isinstance(doc["config"].get("program"), str):
+        return "config.program is not a string"
+    if not isinstance(doc.get("results"), list):
+        return "results is not a list"
+    for i, r in enumerate(doc["results"]):
+        if not isinstance(r, dict) or not isinstance(r.get("mode"), str):
+            return f"results[{i}].mode is not a string"
+        if not isinstance(r.get("generator", ""), str):
+            return f"results[{i}].generator is not a string"
+        pps = r.get("rx_pps")
+        if pps is not None and (isinstance(pps, bool) or not isinstance(pps, (int, float)) or not math.isfinite(pps)):
+            return f"results[{i}].rx_pps is not a number"
+    return None
+
+
+@contextmanager
+def _checked_copy(doc: dict) -> Iterator[str]:
+    """A path to an in-memory copy of `doc`: the metric then reads what was checked here, not a
+    file that may have changed (or become a device) since."""
+    fd = os.memfd_create("offload-bench-json", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(json.dumps(doc).encode())
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
 def export_prometheus(path: str, bench_json: str | None = None, health=None) -> dict:
     from offload.orchestrate import metrics
 
-    text = metrics.text(health, bench_json)
+    if bench_json is None:
+        text = metrics.text(health)
+    else:
+        with _checked_copy(read_bench(bench_json)) as copy:
+            text = metrics.text(health, copy)
     write_file(path, text, "--path")
     return {"path": path, "samples": sum(1 for line in text.splitlines() if line and not line.startswith("#"))}
 

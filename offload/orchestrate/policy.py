@@ -2,7 +2,9 @@
 
 Errors name the file, the line and the field. Matching is a pure function over probe facts.
 Input is bounded: at most MAX_BYTES of UTF-8 from a regular file, no anchors or aliases, no
-duplicate keys, nesting at most MAX_DEPTH deep, and messages never echo a large value.
+duplicate keys, nesting at most MAX_DEPTH deep. Messages quote at most a short excerpt of a value,
+and nothing of a file that is no policy at all (offload runs as root: `-f /etc/shadow` must not
+print the hashes).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
-import os
-import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -22,7 +22,8 @@ from yaml.composer import Composer, ComposerError
 from yaml.constructor import ConstructorError
 from yaml.events import AliasEvent, NodeEvent
 
-from offload.errors import UsageError
+from offload.errors import UsageError, excerpt
+from offload.kernel import fs
 from offload.load import programs
 from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
@@ -34,7 +35,7 @@ class PolicyError(UsageError):
 
 MAX_BYTES = 1 << 20   # a policy is a few rules: 1 MiB is far beyond any real one
 MAX_DEPTH = 32        # the schema is 5 levels deep; bounds recursion in the composer and the validator
-_CLIP = 120           # longest echo of a value in an error message
+_CLIP = 120           # longest message fragment (a field path, a YAML problem) in an error message
 _MAX_ERRORS = 20      # schema errors looked at (the first by position is reported)
 
 # libyaml scans and parses (fast); the composer is PyYAML's Python one, driven by libyaml's events,
@@ -83,16 +84,23 @@ class _Loader(Composer, _Base):  # type: ignore[valid-type,misc]
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
-                    raise ConstructorError(None, None, f"duplicate key {_clip(key)} (first at line {seen[key]})",
+                    raise ConstructorError(None, None, f"duplicate key {_quote(key)} (first at line {seen[key]})",
                                            key_node.start_mark)
                 seen[key] = key_node.start_mark.line + 1
         return mapping
 
 
-def _clip(value, limit: int = _CLIP) -> str:
-    """repr of `value` (a str as is), cut in the middle when long: messages stay one short line."""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else f"{text[:limit * 2 // 3]}...{text[-limit // 3:]}"
+def _clip(text: str, limit: int = _CLIP) -> str:
+    """A message fragment cut to its first `limit` characters: messages stay one short line."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _quote(value) -> str:
+    """A value of the document, quoted for a message: a short excerpt of it."""
+    if isinstance(value, str):
+        return excerpt(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 @dataclass(frozen=True)
@@ -171,21 +179,54 @@ def _compose(text: str, path: str):
         node = loader.get_single_node()
         return node, (loader.construct_document(node) if node is not None else None)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        if isinstance(e, yaml.reader.ReaderError):
-            where = f"offset {e.position}"
-        problem = " ".join(filter(None, [getattr(e, "context", None),
-                                         getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)]))
-        raise PolicyError(f"{path}:{where}: not valid YAML: {_clip(problem, 2 * _CLIP)}") from None
+        raise PolicyError(f"{path}:{_yaml_where(e)}: not valid YAML: {_yaml_problem(e)}") from None
     finally:
         loader.dispose()
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    if isinstance(e, yaml.reader.ReaderError):
+        return f"offset {e.position}"
+    mark = getattr(e, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What PyYAML says is wrong, without its snippet of the document (str(e) quotes the lines
+    around the error: the content of whatever file was given)."""
+    if isinstance(e, yaml.reader.ReaderError):
+        return _clip(e.reason)
+    problem = " ".join(filter(None, [getattr(e, "context", None), getattr(e, "problem", None)]))
+    return _clip(problem or type(e).__name__, 2 * _CLIP)
+
+
+def _not_a_policy(data) -> str | None:
+    """Why `data` is no policy at all (nothing of its content: it may be any file root can read)."""
+    if not isinstance(data, dict):
+        kind = {str: "a string", list: "a list", int: "a number", float: "a number"}.get(type(data), "not a mapping")
+        return f"not a policy: its top level is {kind}, not a mapping with `rules:`"
+    if "rules" not in data:
+        return "not a policy: it has no `rules:` at its top level"
+    return None
+
+
+def _schema_message(e) -> str:
+    """jsonschema's message with the document's values in it cut to excerpts: it repeats a whole
+    value (a folded multi-line scalar, a long list), which may be a file's secret content."""
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        extra = [k for k in e.instance if k not in e.schema.get("properties", {})]
+        more = f"; and {len(extra) - 1} more" if len(extra) > 1 else ""
+        return f"Additional properties are not allowed ({_quote(extra[0])} was unexpected{more})"
+    return _clip(e.message.replace(repr(e.instance), _quote(e.instance)), 2 * _CLIP)
 
 
 def parse(text: str, path: str = "<policy>") -> Policy:
     node, data = _compose(text, path)
     if node is None:
         raise PolicyError(f"{path}: empty policy: it needs `rules:`")
+    why = _not_a_policy(data)
+    if why:
+        raise PolicyError(f"{path}: {why}")
     # The first few errors, not all: a large document can hold hundreds of thousands.
     errors = sorted(itertools.islice(_validator().iter_errors(data), _MAX_ERRORS),
                     key=lambda e: list(map(str, e.absolute_path)))
@@ -194,11 +235,11 @@ def parse(text: str, path: str = "<policy>") -> Policy:
         more = (f" (and {len(errors) - 1} more)" if len(errors) < _MAX_ERRORS else " (and many more)") \
             if len(errors) > 1 else ""
         raise PolicyError(f"{path}:{_line(node, e.absolute_path)}: {_clip(_field(e.absolute_path))}: "
-                          f"{_clip(e.message, 2 * _CLIP)}{more}")
+                          f"{_schema_message(e)}{more}")
     pol = Policy(path)
     names, resolved = set(), set()
     for i, r in enumerate(data["rules"]):
-        where = f"{path}:{_line(node, ['rules', i])}: rules[{i}] ({_clip(r['name'])})"
+        where = f"{path}:{_line(node, ['rules', i])}: rules[{i}] ({_clip(r['name'], 40)})"
         if r["name"] in names:
             raise PolicyError(f"{where}: duplicate rule name")
         names.add(r["name"])
@@ -215,7 +256,7 @@ def parse(text: str, path: str = "<policy>") -> Policy:
         except UsageError as e:
             line = _line(node, ["rules", i, "params"] if "param" in e.message or "prefix" in e.message
                          else ["rules", i, "program"])
-            raise PolicyError(f"{path}:{line}: rules[{i}] ({_clip(r['name'])}): "
+            raise PolicyError(f"{path}:{line}: rules[{i}] ({_clip(r['name'], 40)}): "
                               f"{_clip(e.message, 2 * _CLIP)}") from None
         mode = r.get("mode") or {}
         prefer, floor = mode.get("prefer", "auto"), mode.get("min")
@@ -228,37 +269,13 @@ def parse(text: str, path: str = "<policy>") -> Policy:
 
 def load(path: str | Path) -> Policy:
     p = Path(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        raise PolicyError(f"cannot read policy {p}: {e.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise PolicyError(f"policy {p} is not a regular file ({_file_kind(mode)}): give a YAML file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read(MAX_BYTES + 1)  # one byte over tells "too large" without reading the rest
-    except OSError as e:
-        raise PolicyError(f"cannot read policy {p}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_BYTES:
-        raise PolicyError(f"policy {p} is larger than {MAX_BYTES} bytes (1 MiB): that is no policy")
+    raw = fs.read_regular(p, MAX_BYTES, "policy", PolicyError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PolicyError(f"{p}: not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}"
                           ) from None
     return parse(text, str(p))
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "not a plain file"
 
 
 def _pci(f: DeviceFacts) -> str | None:

@@ -55,7 +55,9 @@ class Watcher:
         self.policy_seen = _signature(pol.path)     # the file as the running policy was read from it
         self.health: Health | None = None
         if metrics_server is not None or textfile is not None:
-            from offload.orchestrate import metrics   # prometheus_client: only when asked for
+            from offload.orchestrate import (
+                metrics,  # prometheus_client: only when asked for
+            )
 
             self.health = metrics.Health()
 

@@ -74,3 +74,18 @@ def test_concurrent_edits_take_turns(env):
     assert waiting.returncode == 0, err
     assert json.loads(out)["added"] == ["192.0.2.0/24"]
     assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["192.0.2.0/24"]
+
+
+def test_more_prefixes_than_the_blocklist_holds_are_refused_whole(env):
+    """The kernel says ENOSPC (E2BIG) only part-way through (that was exit 70, after thousands of
+    writes): the request is counted first and refused (exit 2) with nothing written, naming the
+    count and the limit. (An empty map: reading a full LPM trie's keys takes minutes here.)"""
+    from offload.load.filter import MAX_ENTRIES
+
+    env.offload_json("attach", env.ifname, "filter", "--param", "prefixes=192.0.2.0/24")
+    many = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(MAX_ENTRIES)]
+    res = env.offload("filter", "add", env.ifname, "2001:db8::/32", *many, check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert (f"{MAX_ENTRIES} new IPv4 prefixes on top of the 1 blocked would make {MAX_ENTRIES + 1}; "
+            f"the blocklist holds at most {MAX_ENTRIES}: nothing was changed") in res.stderr
+    assert env.offload_json("filter", "list", env.ifname)["prefixes"] == ["192.0.2.0/24"]

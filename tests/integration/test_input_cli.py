@@ -45,9 +45,10 @@ def test_dev_zero_and_a_fifo_are_refused_without_reading(command, tmp_path):
     (RULE.encode() + b"# \xff\n", f"not UTF-8 text: invalid byte 0xff at byte offset {len(RULE) + 2}"),
     ("a: &a [x, x, x, x, x, x, x, x, x]\n".encode() + b"".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n".encode() for i in range(9)),
-     ":line 1: not valid YAML: YAML anchors and aliases"),
-    (RULE.encode() + b"    program: count_pass\n", ":line 5: not valid YAML: duplicate key program (first at line 4)"),
-    (b"rules: " + b"a" * 500_000 + b"\n", "...a"),
+     ":line 1, column 4: not valid YAML: YAML anchors and aliases"),
+    (RULE.encode() + b"    program: count_pass\n",
+     ":line 5, column 5: not valid YAML: duplicate key 'program' (first at line 4)"),
+    (b"rules: " + b"a" * 500_000 + b"\n", repr("a" * 40 + "…")),
 ])
 def test_bad_policies_exit_2_naming_the_file(tmp_path, content, needle):
     f = tmp_path / "p.yaml"
@@ -102,3 +103,144 @@ def test_unwritable_outputs_are_refused_before_any_work(command, tmp_path):
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
     made = {n for n in netns_list() - before if n.startswith(("offload-lab-demo", "offload-lab-bench"))}
     assert not made and target.read_text() == "keep me\n"
+
+
+# -- issue #19: files offload reads or writes as root ------------------------------------------
+def refused(code: int, *args: str, env=None) -> str:
+    """`offload ARGS` exits `code` with a message, no traceback (a hang fails on the time-out)."""
+    res = (env.offload if env else offload)(*args, check=False, timeout=120)
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+    return res.stderr
+
+
+@pytest.fixture
+def nothing_policy(tmp_path) -> Path:
+    f = tmp_path / "p.yaml"
+    f.write_text(RULE)
+    return f
+
+
+def test_journal_that_is_no_regular_file_or_dir_is_refused(env, tmp_path, nothing_policy):
+    """A journal on /dev/full grew without bound, a FIFO hung, a missing directory or /proc was
+    exit 70: each is bad input now (exit 2) naming the journal, before anything is attached."""
+    os.mkfifo(tmp_path / "fifo")
+    for journal, needle in [("/dev/full", "is not a regular file (a character device)"),
+                            (str(tmp_path / "fifo"), "is not a regular file (a FIFO)"),
+                            (str(tmp_path / "missing" / "j.jsonl"), "no such directory (missing is missing)"),
+                            ("/proc/offload-journal.jsonl", "/proc is on proc, a kernel interface"),
+                            ("/proc/self/comm", "is on proc, a kernel interface")]:
+        stderr = refused(2, "apply", "-f", str(nothing_policy), "--journal", journal, env=env)
+        assert f"journal {journal}" in stderr and needle in stderr, stderr
+
+
+def test_journal_directory_behind_someone_elses_link_is_refused(env, tmp_path, nothing_policy):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    os.lchown(link, 65534, 65534)
+    stderr = refused(9, "apply", "-f", str(nothing_policy), "--journal", str(link / "j.jsonl"), env=env)
+    assert "symbolic link owned by uid 65534" in stderr and f"journal {link}/j.jsonl" in stderr
+    assert os.listdir(real) == []
+
+
+@pytest.fixture
+def full_fs(tmp_path):
+    """A 64 KiB tmpfs, for a journal to fill (filled by the test)."""
+    import subprocess
+
+    d = tmp_path / "small"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+
+
+@pytest.mark.parametrize("size,needle", [
+    (4096, "cannot write a record: No space left on device (ENOSPC)"),   # no byte fits: the write fails
+    (4000, "a record was cut short"),                                     # 96 bytes fit: a short write
+])
+def test_a_full_disk_under_the_journal_names_it_and_leaves_no_half_line(env, full_fs, nothing_policy, size, needle):
+    journal = full_fs / "j.jsonl"
+    old = b'{"event": "xy"}\n' * (size // 16)
+    journal.write_bytes(old)
+    with open(full_fs / "filler", "wb", buffering=0) as f, pytest.raises(OSError, match="No space left"):
+        while True:   # every page taken: the journal's next record finds no room (or part of one)
+            f.write(b"\0" * 4096)
+    stderr = refused(1, "apply", "-f", str(nothing_policy), "--journal", str(journal), env=env)
+    assert f"journal {journal}" in stderr and needle in stderr, stderr
+    assert journal.read_bytes() == old
+
+
+def test_a_directory_planted_at_an_export_target_is_refused(tmp_path):
+    for sub, name in [("nfd", "features"), ("prometheus", "offload.prom"), ("systemd", "offload.service")]:
+        (tmp_path / name).mkdir()
+        stderr = refused(2, "export", sub, "--path", str(tmp_path / name))
+        assert f"{tmp_path / name} exists and is not a regular file (a directory)" in stderr
+        assert os.listdir(tmp_path / name) == []
+
+
+BENCH = '{"config": {"program": "count_drop"}, "results": [{"mode": "native", "rx_pps": 1.5}]}'
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("SECRET-not-json", "not JSON: Expecting value at line 1 column 1"),
+    ('["SECRET"]', "not a JSON object"),
+    ('{"config": {"program": "x"}, "results": 1}', "results is not a list"),
+    ('{"config": {"program": "x"}, "results": ["SECRET"]}', "results[0].mode is not a string"),
+    ('{"config": {"program": "x"}, "results": [{"mode": "native", "rx_pps": "SECRET"}]}',
+     "results[0].rx_pps is not a number"),
+    ('{"config": {"program": 7}, "results": []}', "config.program is not a string"),
+    ("[" * 100_000, "nested too deeply"),
+    (BENCH + " " * (4 << 20), "is larger than 4194304 bytes"),
+])
+def test_a_bad_bench_json_is_bad_input_quoting_nothing_of_it(tmp_path, content, needle):
+    f = tmp_path / "bench.json"
+    f.write_text(content)
+    stderr = refused(2, "export", "prometheus", "--path", str(tmp_path / "o.prom"), "--bench-json", str(f))
+    assert f"--bench-json {f}" in stderr and needle in stderr and "SECRET" not in stderr, stderr
+    assert not (tmp_path / "o.prom").exists()
+
+
+def test_bench_json_that_is_no_regular_file_is_refused_without_reading(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    for path, kind in [("/dev/zero", "a character device"), (str(tmp_path / "fifo"), "a FIFO")]:
+        stderr = refused(2, "export", "prometheus", "--path", str(tmp_path / "o.prom"), "--bench-json", path)
+        assert f"--bench-json {path} is not a regular file ({kind})" in stderr
+
+
+SHADOW = ("root:$y$j9T$SECRETSALT$SECRETHASHroot:19800:0:99999:7:::\n"
+          "daemon:*:19800:0:99999:7:::\n"
+          "alice:$6$SECRETSALT2$SECRETHASHalice:19800:0:99999:7:::\n")
+
+
+@pytest.mark.parametrize("content", [SHADOW, SHADOW.replace(":::\n", "\n"), "x:\n\t" + SHADOW])
+def test_a_file_that_is_no_policy_is_not_echoed(tmp_path, content):
+    """`plan -f /etc/shadow` printed the hashes (jsonschema and PyYAML quote the document)."""
+    f = tmp_path / "shadow"
+    f.write_text(content)
+    f.chmod(0o600)
+    stderr = refused(2, "plan", "-f", str(f))
+    assert str(f) in stderr and "SECRET" not in stderr, stderr
+
+
+def test_the_real_shadow_file_is_not_echoed():
+    if not os.path.exists("/etc/shadow"):
+        pytest.skip("no /etc/shadow here")
+    stderr = refused(2, "plan", "-f", "/etc/shadow")
+    text = Path("/etc/shadow").read_text()
+    hashes = {line.split(":")[1] for line in text.splitlines() if line.count(":") > 1}
+    assert "/etc/shadow" in stderr and not any(h in stderr for h in hashes if len(h) > 1), stderr
+    assert not any(text[i:i + 41] in stderr for i in range(len(text) - 40)), stderr   # nor a long excerpt
+
+
+def test_a_huge_prefix_is_quoted_as_a_short_excerpt(tmp_path):
+    stderr = refused(2, "filter", "add", "nosuch0", "1" * 5000)
+    assert f"bad prefix {'1' * 40 + '…'!r}" in stderr and len(stderr) < 500, stderr
+    f = tmp_path / "p.yaml"
+    f.write_text(RULE.replace("count_drop", "filter") + f"    params: {{prefixes: ['{'2' * 5000}']}}\n")
+    stderr = refused(2, "plan", "-f", str(f))
+    assert f"bad prefix {'2' * 40 + '…'!r}" in stderr and len(stderr) < 500, stderr

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from lib.helpers import FIXTURES
 
 from offload.kernel import nlraw, rtnl
-from offload.kernel.linkevents import OVERFLOW, RTM_DELLINK, RTM_NEWLINK, Kind, LinkEvent, decode
+from offload.kernel.linkevents import (
+    OVERFLOW,
+    RTM_DELLINK,
+    RTM_NEWLINK,
+    Kind,
+    LinkEvent,
+    decode,
+)
 from offload.orchestrate.policy import Policy
 from offload.orchestrate.watch import Watcher
 

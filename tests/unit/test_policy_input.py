@@ -60,18 +60,18 @@ def test_alias_bomb_is_refused_at_once():
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9))
     started = time.monotonic()
-    assert "p.yaml:line 1: not valid YAML: YAML anchors and aliases" in refused(bomb)
+    assert "p.yaml:line 1, column 4: not valid YAML: YAML anchors and aliases" in refused(bomb)
     assert time.monotonic() - started < 1
 
 
 @pytest.mark.parametrize("text,needle", [
-    (RULE + "  - name: y\n    match: &m {interfaces: [b]}\n    program: count_drop\n", "line 6:"),   # anchor alone
-    (RULE.replace("program: count_drop", "program: *p"), "line 4:"),                                  # alias alone
-    ("rules: []\nx: {<<: {a: 1}}\n", "line 2: not valid YAML: YAML merge keys"),
-    ("rules: !!timestamp x\n", "line 1: not valid YAML: YAML tags"),
+    (RULE + "  - name: y\n    match: &m {interfaces: [b]}\n    program: count_drop\n", "line 6, column 12:"),  # anchor
+    (RULE.replace("program: count_drop", "program: *p"), "line 4, column 14:"),                       # alias alone
+    ("rules: []\nx: {<<: {a: 1}}\n", "line 2, column 5: not valid YAML: YAML merge keys"),
+    ("rules: !!timestamp x\n", "line 1, column 8: not valid YAML: YAML tags"),
     ("rules: " + "[" * 200 + "]" * 200 + "\n", "nested more than"),
-    ("rules: [a,\n  2024-02-30]\n", "line 2: not valid YAML: day is out of range"),
-    ("a: 1\n---\nb: 2\n", "line 2: not valid YAML: expected a single document"),
+    ("rules: [a,\n  2024-02-30]\n", "line 2, column 3: not valid YAML: day is out of range"),
+    ("a: 1\n---\nb: 2\n", "line 2, column 1: not valid YAML: expected a single document"),
     ("rules: [\x00]\n", "not valid YAML: control characters are not allowed"),
     ("rules: \ud800\n", "not valid Unicode text at character 7"),
 ])
@@ -80,18 +80,19 @@ def test_yaml_features_policies_do_not_need_are_refused_with_the_line(text, need
 
 
 @pytest.mark.parametrize("text,line,key", [
-    ("rules: []\nrules: []\n", 2, "rules"),
-    (RULE + "    program: count_pass\n", 5, "program"),
-    (RULE.replace("{interfaces: [a*]}", "{interfaces: [a*], interfaces: [b*]}"), 3, "interfaces"),
-    (RULE + "    params: {target: a,\n             target: b}\n", 6, "target"),
+    ("rules: []\nrules: []\n", "2, column 1", "rules"),
+    (RULE + "    program: count_pass\n", "5, column 5", "program"),
+    (RULE.replace("{interfaces: [a*]}", "{interfaces: [a*], interfaces: [b*]}"), "3, column 31", "interfaces"),
+    (RULE + "    params: {target: a,\n             target: b}\n", "6, column 14", "target"),
 ])
 def test_duplicate_keys_are_an_error_with_file_and_line(text, line, key):
-    assert f"p.yaml:line {line}: not valid YAML: duplicate key {key} (first at line" in refused(text)
+    assert f"p.yaml:line {line}: not valid YAML: duplicate key {key!r} (first at line" in refused(text)
 
 
 def test_messages_never_echo_a_huge_value():
-    assert "..." in refused("rules: " + "a" * 500_000 + "\n")
-    assert "..." in refused(RULE.replace("name: x", "name: " + "x" * 100_000).replace("count_drop", "nosuch"))
+    assert f"rules: {'a' * 40 + '…'!r} is not of type 'array'" in refused("rules: " + "a" * 500_000 + "\n")
+    assert f"({'x' * 40}…): program not found" in refused(
+        RULE.replace("name: x", "name: " + "x" * 100_000).replace("count_drop", "nosuch"))
     assert "1 is not of type 'object' (and many more)" in refused("rules: [" + "1, " * 50_000 + "]\n")
 
 
@@ -125,3 +126,45 @@ def test_any_document_parses_or_raises_policy_error(text):
         assert e.message.startswith("p.yaml") and len(e.message) < 600
     else:
         assert isinstance(pol, policy.Policy)
+
+
+def test_room_in_the_blocklist_is_counted_per_family_before_any_write():
+    from offload.errors import UsageError
+    from offload.load.filter import MAX_ENTRIES, _check_room, _key, parse_prefixes
+
+    full = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(MAX_ENTRIES)]
+    present = {4: {_key(n) for n in parse_prefixes(full[:-1])}, 6: set()}
+    _check_room(present, parse_prefixes([full[-1], full[0], "2001:db8::/32"]))   # exactly full; v6 apart
+    with pytest.raises(UsageError, match=f"2 new IPv4 prefixes on top of the {MAX_ENTRIES - 1} blocked would "
+                                         f"make {MAX_ENTRIES + 1}"):
+        _check_room(present, parse_prefixes([full[-1], "192.0.2.0/24"]))
+
+
+def test_excerpt_is_short_and_quoted():
+    from offload.errors import excerpt
+
+    assert excerpt("abc") == "'abc'" and excerpt("x" * 41) == repr("x" * 40 + "…")
+    assert excerpt("a\nb" * 100, 3) == repr("a\nb…")
+
+
+SHADOW = "root:$y$j9T$SALT$SECRETHASH:19800:0:99999:7:::\ndaemon:*:19800:0:99999:7:::\n"
+
+
+@pytest.mark.parametrize("text", [
+    SHADOW,                                   # a mapping of odd keys: jsonschema listed every one
+    SHADOW.replace(":::\n", "\n"),            # one folded multi-line string
+    "rules: 1\n" + SHADOW,                    # a policy-ish top level: at most a 40-character excerpt
+    "a: [\n" + "SECRET " * 100 + "\n",        # a YAML error: PyYAML's str() quotes the lines around it
+    "a: b\n\t" + "SECRET",
+])
+def test_messages_quote_nothing_of_a_file_beyond_a_short_excerpt(text):
+    msg = refused(text)
+    assert not any(text[i:i + 41] in msg for i in range(len(text) - 40)), msg
+    assert "daemon" not in msg and ("SECRET" not in msg or text.startswith("rules:")), msg
+
+
+def test_schema_messages_cut_the_values_they_quote():
+    msg = refused(RULE + "    mode: {prefer: " + "z" * 1000 + "}\n")
+    assert f"{'z' * 40 + '…'!r} is not one of" in msg
+    msg = refused(RULE + "    " + "k" * 1000 + ": 1\n    other: 2\n")
+    assert f"Additional properties are not allowed ({'k' * 40 + '…'!r} was unexpected; and 1 more)" in msg
