@@ -3,7 +3,6 @@ clear message (never a traceback, exit 70, or a hang), and an unprivileged `watc
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,15 @@ def shared_dir():
         yield Path(d)
 
 
-def exits(code: int, *args: str, user: str | None = None, within: float = 10) -> str:
-    started = time.monotonic()
-    res = offload(*args, check=False, user=user, timeout=within + 20)
+# A command that would read forever or wait is caught by this time-out, generous because the
+# machine is shared: how long a refusal takes is never asserted.
+HANG = 120
+
+
+def exits(code: int, *args: str, user: str | None = None) -> str:
+    res = offload(*args, check=False, user=user, timeout=HANG)
     assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr
-    assert time.monotonic() - started < within, "took too long"
     return res.stderr
 
 
@@ -78,7 +80,8 @@ def test_watch_without_privileges_exits_3_at_once_naming_the_capabilities(shared
     f = shared_dir / "p.yaml"
     f.write_text(RULE)
     f.chmod(0o644)
-    stderr = exits(3, "watch", "-f", str(f), "--interval", "1", user=NOBODY, within=5)
+    # "at once": before the first of its hour-long intervals, which would outlast HANG
+    stderr = exits(3, "watch", "-f", str(f), "--interval", "3600", user=NOBODY)
     assert "CAP_NET_ADMIN" in stderr and "watching a policy" in stderr
 
 

@@ -106,7 +106,7 @@ def test_malformed_policy_changes_nothing(env, tmp_path):
 def test_watch_reacts_to_hotplug_and_stops_on_sigterm(env, policy):
     lab = env.make_lab(pairs=1)
     pol = policy(lab.name)
-    proc = subprocess.Popen([OFFLOAD, "watch", "-f", pol, "--interval", "60", "--netns", lab.netns],
+    proc = subprocess.Popen([OFFLOAD, "watch", "-f", pol, "--interval", "3600", "--netns", lab.netns],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
@@ -117,13 +117,13 @@ def test_watch_reacts_to_hotplug_and_stops_on_sigterm(env, policy):
                 netns=lab.netns)
         env.cmd("ip", "link", "add", f"{lab.name}-z8", "type", "veth", "peer", "name", f"{lab.name}-y8",
                 netns=lab.netns)
-        t0 = time.time()
-        while f"{lab.name}-a7" not in xdp_ids(lab.netns) and time.time() - t0 < 30:
+        deadline = time.time() + 120
+        while f"{lab.name}-a7" not in xdp_ids(lab.netns) and time.time() < deadline:
             time.sleep(0.05)
         ids = xdp_ids(lab.netns)
-        # well inside the 60 s drift interval: the link event did it, not the periodic check
+        # long before the hour-long drift interval: the link event did it, not the periodic check
         # (how fast is a benchmark's business, not a test's: this machine's load varies)
-        assert f"{lab.name}-a7" in ids, "the hot-plugged matching veth was not attached within 30 s"
+        assert f"{lab.name}-a7" in ids, "the hot-plugged matching veth was not attached within 120 s"
         assert not {f"{lab.name}-z8", f"{lab.name}-x7", f"{lab.name}-y8"} & set(ids)   # others left alone
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -175,7 +175,7 @@ def test_watch_does_not_leak_what_it_loads(env, policy):
     """Cycles of interfaces coming and going: watch's open fds stay flat (every program and map it
     loads is closed once pinned and attached) and nothing of a removed interface stays pinned."""
     lab = env.make_lab(pairs=1)
-    proc = subprocess.Popen([OFFLOAD, "watch", "-f", policy(lab.name), "--interval", "60", "--netns", lab.netns],
+    proc = subprocess.Popen([OFFLOAD, "watch", "-f", policy(lab.name), "--interval", "3600", "--netns", lab.netns],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def fds() -> int:
@@ -206,7 +206,8 @@ def test_watch_does_not_leak_what_it_loads(env, policy):
             wait_for(lambda: not any((PIN_ROOT / lab.netns / n).exists() for n in names),
                      f"cycle {cycle}: pins of removed interfaces stayed")
             counts.append(fds())
-        assert counts[-1] <= counts[0], f"watch's fds grew: {counts}"
+        # a leak keeps the floor up for good; a slow reconcile (a loaded machine) only for a while
+        wait_for(lambda: fds() <= counts[0], f"watch's fds grew and stayed up: {counts}")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)

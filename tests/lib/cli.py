@@ -5,10 +5,19 @@ With OFFLOAD_TEST_CLI=fork (the VM lane sets it), a call runs the command's own 
 stdout/stderr pipes and exit code: only the interpreter's start and offload's imports are skipped,
 which cost 10-20 s per call under qemu TCG (0.3 s on the host). Runs as another user (`user=`) or
 with an environment other than the one this module was imported in are always real executions of
-the installed command."""
+the installed command.
+
+A run as another user must reach the checkout, its .venv and the package data, which a clone under
+a directory that user cannot traverse (root's home, mode 0700) hides from it. So the command runs in
+a private mount namespace (`unshare --mount`, as root, before setpriv drops privileges) in which the
+checkout is bind-mounted under a fresh 0755 directory in the temporary directory: the venv's python
+and `offload` script are run by that path and PYTHONPATH names the bind-mounted package, so
+`import offload` and its data resolve there. Nothing outside that namespace sees the mounts."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -16,7 +25,9 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +49,73 @@ def offload(*args: str, netns: str | None = None, check: bool = True, user: str 
     """`offload ARGS [--netns NS]`; with `user`, as that uid with no capabilities (setpriv).
     With `check`, a non-zero exit fails the test with the command's output."""
     argv = [OFFLOAD, *args] + (["--netns", netns] if netns else [])
+    env = {**os.environ, **(extra_env or {})}
     if user:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all", *argv]
-    if FORK and not user and _env_now(extra_env) == _FORK_ENV:
+        with reachable_checkout() as mounts:
+            res = _run(as_user(user, argv, mounts), timeout, {**env, "PYTHONPATH": mirrored(_import_root(), mounts)})
+    elif FORK and _env_now(extra_env) == _FORK_ENV:
         res = run_forked(argv, extra_env or {}, timeout)
     else:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                             env={**os.environ, **(extra_env or {})})
+        res = _run(argv, timeout, env)
     if check and res.returncode != 0:
-        raise AssertionError(f"{argv} exited {res.returncode}\nstdout: {res.stdout}\nstderr: {res.stderr}")
+        raise AssertionError(f"{res.args} exited {res.returncode}\nstdout: {res.stdout}\nstderr: {res.stderr}")
     return res
+
+
+def _run(argv: list[str], timeout: float, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _import_root() -> Path:
+    """The directory `import offload` resolves in (the checkout, for an editable install)."""
+    return Path(importlib.util.find_spec("offload").origin).resolve().parents[1]
+
+
+def mount_sources() -> list[Path]:
+    """What a run as another user needs: the package's import root, and the venv unless inside it."""
+    roots = [_import_root()]
+    venv = Path(sys.prefix).resolve()
+    if sys.prefix != sys.base_prefix and not venv.is_relative_to(roots[0]):
+        roots.append(venv)
+    return roots
+
+
+@contextlib.contextmanager
+def reachable_checkout() -> Iterator[dict[Path, Path]]:
+    """{source: mount point}: empty 0755 directories under a fresh 0755 one in the temporary
+    directory, for the bind mounts of a private mount namespace; removed afterwards, whatever
+    happened (the mounts die with the namespace's last process)."""
+    with tempfile.TemporaryDirectory(prefix="offload-cli-") as top:
+        os.chmod(top, 0o755)
+        mounts = {}
+        for i, src in enumerate(mount_sources()):
+            (Path(top) / str(i)).mkdir(mode=0o755)
+            mounts[src] = Path(top) / str(i)
+        yield mounts
+
+
+def mirrored(path: str | Path, mounts: dict[Path, Path]) -> str:
+    """`path` as seen through the bind mounts (unchanged outside them). Its last component is not
+    resolved: the venv's python, a link to the system's, finds its venv by its own path."""
+    p = Path(os.path.realpath(os.path.dirname(os.path.abspath(path)))) / os.path.basename(path)
+    for src, dst in mounts.items():
+        if p.is_relative_to(src):
+            return str(dst / p.relative_to(src))
+    return str(p)
+
+
+# In the new namespace, as root: bind each source, enter the working directory, drop privileges.
+_BIND_THEN_EXEC = 'while [ "$1" != -- ]; do mount --bind "$1" "$2"; shift 2; done; shift; cd "$1"; shift; exec "$@"'
+
+
+def as_user(user: str, argv: list[str], mounts: dict[Path, Path]) -> list[str]:
+    """argv (OFFLOAD first) as uid/gid `user` without capabilities, by the venv's python and the
+    paths through `mounts` (the caller sets PYTHONPATH to the bind-mounted package)."""
+    binds = [str(p) for src, dst in mounts.items() for p in (src, dst)]
+    python = mirrored(sys.executable, mounts)
+    drop = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"]
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-euc", _BIND_THEN_EXEC, "sh",
+            *binds, "--", mirrored(os.getcwd(), mounts), *drop, python, mirrored(argv[0], mounts), *argv[1:]]
 
 
 def offload_json(*args: str, **kw) -> Any:

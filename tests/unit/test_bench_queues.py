@@ -168,3 +168,12 @@ def test_window_of_pktgen_ignores_the_xdp_counters():
     w = _window(a, b, xdp_xmit=False)
     assert w["tx_packets"] == 1000 and w["tx_driver_packets"] is None
     assert w["loss_source"] == "tx-rx" and w["loss_ratio"] == 0.01 and w["xmit_errors"] is None
+
+
+def test_window_counts_both_receive_counters_over_one_window():
+    # the program's count and the interface's stats64 both run from sample a to sample b
+    a = CounterSample(1.0, 5_000, 7_000, 0.0, 0.0, 0.0)
+    b = CounterSample(3.0, 6_000, 8_010, 1_000.0, 0.0, 0.0)
+    w = _window(a, b, xdp_xmit=False)
+    assert w["rx_packets"] == 1_000 and w["iface_rx_packets"] == 1_010 and w["rx_pps"] == 500
+    assert w["accounting_diff"] == round(10 / 1_010, 5)
