@@ -5,17 +5,14 @@ both. Missing is an error, never an empty list."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import stat
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, RefusedError, UsageError
+from offload.kernel import fs
 
 LIBRARY, PROFILES = ("bpf", "OFFLOAD_BPF_DIR"), ("drivers_profiles", "OFFLOAD_PROFILES")
 ENV_CACHE = "OFFLOAD_CACHE_DIR"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def cache_dir() -> Path:
@@ -37,47 +34,25 @@ def owned_cache(*parts: str) -> Path:
     if not root.name:
         raise UsageError(f"{ENV_CACHE}={root}: the cache needs a directory of its own")
     base = Path(os.path.realpath(root.parent))   # links above the cache: checked where they lead
-    steps = [(name, False) for name in base.parts[1:]] + [(name, True) for name in (root.name, *parts)]
-    fd = os.open("/", _DIR_FLAGS)
+    me = os.geteuid()
+    steps = [(name, (0, me), True) for name in base.parts[1:]] + [(name, (me,), False) for name in (root.name, *parts)]
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    where = Path("/")
     try:
-        where = Path("/")
-        for name, alone in steps:
+        for name, owners, above in steps:
             where = where / name
-            nxt = _open_cache_dir(fd, name, where, root, alone)
+            try:
+                nxt = fs.open_owned(fd, name, owners, create=True, sticky_ok=above)
+            except fs.Untrusted as e:
+                raise _unsafe_cache(root, where, e.strerror, alone=not above) from None
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot use the cache directory {root}: {where}: {e.strerror}",
+                                         hint=f"point {ENV_CACHE} at a directory of your own") from None
             os.close(fd)
             fd = nxt
     finally:
         os.close(fd)
     return base.joinpath(root.name, *parts)
-
-
-def _open_cache_dir(parent: int, name: str, where: Path, cache: Path, alone: bool) -> int:
-    """`name` in directory `parent`, made (0700) when missing, not followed if a link. `alone`: the
-    cache and its subdirectories must be ours and writable by us only; above it, root's or ours,
-    and writable by others only if sticky."""
-    try:
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except FileNotFoundError:
-            with contextlib.suppress(FileExistsError):   # another offload made it meanwhile
-                os.mkdir(name, 0o700, dir_fd=parent)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _unsafe_cache(cache, where, "it is a symbolic link or not a directory", alone) from None
-        raise EnvironmentProblem(f"cannot use the cache directory {cache}: {where}: {e.strerror}",
-                                 hint=f"point {ENV_CACHE} at a directory of your own") from None
-    st = os.fstat(fd)
-    uid, me, others_write = st.st_uid, os.geteuid(), st.st_mode & 0o022
-    if alone and (uid != me or others_write):
-        need = f"owned by uid {me} and writable by no one else"
-    elif not alone and (uid not in (0, me) or others_write and not st.st_mode & stat.S_ISVTX):
-        need = f"owned by {_root_or(me)}, and writable by no one else unless sticky"
-    else:
-        return fd
-    os.close(fd)
-    raise _unsafe_cache(cache, where, f"it belongs to uid {uid} with mode {stat.filemode(st.st_mode)}; "
-                                      f"offload needs it {need}", alone)
 
 
 def _root_or(uid: int) -> str:

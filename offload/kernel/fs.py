@@ -111,18 +111,15 @@ class Untrusted(PermissionError):
     """A directory that is a symbolic link, not a directory, or not its owner's alone."""
 
 
-def open_owned(parent: int | None, name: str, owner: int | None = None, create: bool = False) -> int | None:
+def open_owned(parent: int | None, name: str, owners: tuple[int, ...] | None = None, create: bool = False,
+               sticky_ok: bool = False) -> int | None:
     """`name` in directory fd `parent` (an absolute path when parent is None) opened as a directory
-    that `owner` (default: our euid) owns and no one else may write to, never through a symlink;
-    made 0700 when `create`. None when it does not exist. Raises Untrusted with the reason."""
-    owner = os.geteuid() if owner is None else owner
-    if create:
-        try:
-            os.mkdir(name, 0o700, dir_fd=parent)
-        except FileExistsError:
-            pass
+    that one of `owners` (default: our euid) owns and no one else may write to (unless sticky,
+    with `sticky_ok`: then no one else can move it away), never through a symlink; made 0700 when
+    missing and `create`. None when it does not exist. Raises Untrusted with the reason."""
+    owners = (os.geteuid(),) if owners is None else owners
     try:
-        fd = os.open(name, _DIR, dir_fd=parent)
+        fd = _open_or_make(parent, name, create)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -130,11 +127,27 @@ def open_owned(parent: int | None, name: str, owner: int | None = None, create: 
             raise Untrusted(e.errno, "it is a symbolic link or not a directory") from None
         raise
     st = os.fstat(fd)
-    if st.st_uid != owner or st.st_mode & 0o022:
+    shared = st.st_mode & 0o022 and not (sticky_ok and st.st_mode & stat.S_ISVTX)
+    if st.st_uid not in owners or shared:
         os.close(fd)
+        who = " or ".join(f"uid {o}" for o in owners)
         raise Untrusted(errno.EPERM, f"it belongs to uid {st.st_uid} with mode {stat.filemode(st.st_mode)}; "
-                                     f"offload needs it owned by uid {owner} and writable by no one else")
+                                     f"offload needs it owned by {who} and writable by no one else"
+                                     + (" unless sticky" if sticky_ok else ""))
     return fd
+
+
+def _open_or_make(parent: int | None, name: str, create: bool) -> int:
+    try:
+        return os.open(name, _DIR, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
+    except FileExistsError:   # made meanwhile by another offload
+        pass
+    return os.open(name, _DIR, dir_fd=parent)
 
 
 @contextmanager
@@ -166,6 +179,7 @@ def owned_tree(root: Path, parts: list[str], create: bool = False,
         for f in fds:
             os.close(f)
 
+
 def file_kind(mode: int) -> str:
     """What a non-regular file is, for a message."""
     for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
@@ -186,17 +200,20 @@ def read_regular(path: str | os.PathLike, limit: int, what: str, error: type[Usa
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(f"{what} {path} is not a regular file ({file_kind(mode)})")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what} {path} is not a regular file ({file_kind(st.st_mode)})")
+        if st.st_size > limit:
+            raise error(f"{what} {path} is larger than {limit} bytes")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read(limit + 1)  # one byte over tells "too large" without reading the rest
+            raw = f.read(st.st_size + 1)   # one byte over what it says it holds tells a liar
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
     finally:
         os.close(fd)
-    if len(raw) > limit:
-        raise error(f"{what} {path} is larger than {limit} bytes")
+    if len(raw) > st.st_size:   # a /proc or /sys file says 0 bytes and reads on (pagemap: terabytes)
+        raise error(f"{what} {path} is no ordinary file: it says it holds {st.st_size} bytes and reads on "
+                    "(a /proc or /sys file?)")
     return raw
 
 

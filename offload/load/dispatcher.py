@@ -82,7 +82,7 @@ def bpffs_root() -> str:
 
 def _open_trusted(parent: int | None, name: str) -> int:
     """A directory libxdp made (root's, 0700): no symlink, root-owned, writable by no one else."""
-    fd = fs.open_owned(parent, name, owner=0)
+    fd = fs.open_owned(parent, name, owners=(0,))
     if fd is None:
         raise FileNotFoundError(name)
     return fd

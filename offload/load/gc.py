@@ -114,13 +114,10 @@ def _judge(slot: pins.Slot) -> Judgement | None:
         return Judgement(Verdict.FREE, "no pinned program (a run was killed before pinning)")
     if ownership(slot, xdp.attached_progs(ifindex)).mine is None:
         return Judgement(Verdict.FREE, f"its program (id {pinned}) is no longer attached")
-    try:
-        if slot.verified_meta(pinned) is not None:
-            return _staged_record_left(slot)
-    except pins.StateError:
-        pass
+    if meta is not None and meta["prog_id"] == pinned:
+        return _staged_record_left(slot)
     return Judgement(Verdict.REPAIR, "its record did not name the pinned, attached program (id "
-                                     f"{pinned}): rewritten from the kernel's view")
+                                     f"{pinned}): rewritten from the run's staged record, else from the kernel")
 
 
 def _staged_record_left(slot: pins.Slot) -> Judgement | None:

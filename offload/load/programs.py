@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,7 +203,7 @@ def inline_includes(path: Path) -> str:
 
 def _source_text(path: Path, named: str) -> str:
     """A C file's text: a regular file of at most MAX_FILE bytes, UTF-8 without NUL bytes."""
-    return c_text(read_regular(path, named), named)
+    return c_text(fs.read_regular(path, MAX_FILE, "C source"), named)
 
 
 def c_text(data: bytes, named: str, what: str = "not C source", hint: str | None = None) -> str:
@@ -216,35 +215,6 @@ def c_text(data: bytes, named: str, what: str = "not C source", hint: str | None
     if "\0" in text:
         raise UsageError(f"{named}: {what}: it holds NUL bytes", hint=hint)
     return text
-
-
-def read_regular(path: Path, named: str, limit: int = MAX_FILE) -> bytes:
-    """The bytes of `path`, which must be a regular file of at most `limit` bytes (`named` in
-    messages). O_NONBLOCK: opening a FIFO must not wait; fstat then refuses it. A /proc file
-    says it holds 0 bytes and reads on (pagemap: terabytes): more than its size is refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise UsageError(f"{named}: not found") from None
-    except OSError as e:
-        raise UsageError(f"{named}: cannot read it: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{named}: not a regular file: it is {fs.file_kind(st.st_mode)}")
-        if st.st_size > limit:
-            raise UsageError(f"{named}: {st.st_size} bytes is larger than any BPF program ({limit} at most)")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(st.st_size + 1)
-    except OSError as e:
-        raise UsageError(f"{named}: cannot read it: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > st.st_size:
-        raise UsageError(f"{named}: not an ordinary file: it says it holds {st.st_size} bytes and reads on "
-                         "(a /proc or /sys file?)")
-    return data
-
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -292,7 +262,7 @@ def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = 
     if not os.path.lexists(path):
         raise UsageError(f"program not found: {spec}",
                          hint=f"use a library program ({', '.join(library())}), a BPF object (.o) or a C file")
-    data = read_regular(path, spec)
+    data = fs.read_regular(path, MAX_FILE, "program")
     if data.startswith(b"\x7fELF"):
         if dialect != "auto":
             raise UsageError(f"{spec}: --dialect is for C source; this is a compiled object")
@@ -305,7 +275,7 @@ def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = 
         return _bcc_program(path, params)
     obj = compile_c(path.resolve(), hint="fix the C above (compiled as libbpf-style C: clang -O2 -g -target bpf); "
                                          "for bcc's dialect use --dialect bcc")
-    return _object_program(obj, read_regular(obj, str(obj)), params, prog, section, "libbpf", path)
+    return _object_program(obj, fs.read_regular(obj, MAX_FILE, "object"), params, prog, section, "libbpf", path)
 
 
 def detect_dialect(text: str) -> str:

@@ -241,10 +241,10 @@ def test_bad_program_input_exits_2_or_5_naming_the_file(env, tmp_path, case):
         prog.write_bytes(b"\x7fELF")
         needle = f"{prog}: a truncated or damaged ELF file (4 bytes)"
     elif case == "pagemap":
-        prog, needle = Path("/proc/self/pagemap"), "/proc/self/pagemap: not an ordinary file"
+        prog, needle = Path("/proc/self/pagemap"), "/proc/self/pagemap is no ordinary file"
     elif case == "libbpf includes pagemap":
         prog.write_text(libbpf.format('#include "/proc/self/pagemap"\n'))
-        needle = "/proc/self/pagemap: not an ordinary file"
+        needle = "/proc/self/pagemap is no ordinary file"
     elif case.endswith("includes binary"):
         prog.write_text((libbpf if case.startswith("libbpf") else bcc).format('#include "bin.h"\n'))
         needle = "bin.h: not C source: not UTF-8 text"
@@ -369,7 +369,7 @@ def bad_files(tmp_path):
     d = tmp_path / "adir"
     d.mkdir()
     return {"garbage": (garbage, "neither a BPF object"), "native ELF": (native_elf, "not a BPF object"),
-            "truncated": (trunc, "libbpf cannot open it"), "directory": (d, "is a directory"),
+            "truncated": (trunc, "libbpf cannot open it"), "directory": (d, "is not a regular file (a directory)"),
             "device": (Path("/dev/zero"), "not a regular file"), "missing": (tmp_path / "nope.o", "not found")}
 
 

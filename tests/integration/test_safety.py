@@ -290,6 +290,8 @@ def agreement(ns: str, devs: list[str]) -> list[str]:
             meta = json.loads((RUN_ROOT / "attachments" / ns / f"{r['interface']}.json").read_text())
             if KERNEL_NAME.get(meta["program"], meta["program"]) != r["name"]:
                 problems.append(f"{r['interface']}: record says {meta['program']}, the kernel runs {r['name']}")
+            if meta.get("recovered"):   # every interrupted attach staged its own record: none is guessed
+                problems.append(f"{r['interface']}: record rebuilt from the kernel, the attach's own was lost")
     return problems
 
 

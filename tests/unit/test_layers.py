@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[2] / "offload"
 # may import everything.
 ALLOWED = {
     "errors": set(),
-    "data": {"errors"},
+    "data": {"kernel", "errors"},
     "kernel": {"errors"},
     "probe": {"kernel", "data", "errors"},
     "load": {"probe", "kernel", "data", "errors"},
