@@ -14,7 +14,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from offload.errors import OffloadError
-from offload.kernel import bpfsys, clock, netns, xdp
+from offload.kernel import netns, xdp
 from offload.load import pins
 from offload.load.ownership import ownership
 
@@ -156,20 +156,9 @@ def _staged_record_of(slot: pins.Slot, prog_id: int | None) -> dict | None:
 
 
 def _from_kernel(slot: pins.Slot, prog_id: int | None, maps: list[str]) -> dict:
-    """A record of program `prog_id` from what the kernel says of it: its own name, never the name
-    in an older record (that was another program). managed_by is kept, so that the policy that
-    attached the interface's programs still owns it (and replaces it if it wants another)."""
     ifindex = socket.if_nametoindex(slot.iface)
     mode = next(m for m, i in xdp.attached_progs(ifindex).items() if i == prog_id)
-    try:
-        old = slot.meta() or {}
-    except pins.StateError:
-        old = {}
-    info = bpfsys.prog_info(prog_id) if prog_id else None
-    return {"interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "mode": mode, "prog_id": prog_id,
-            "maps": maps, "recovered": True, "attached_at": clock.rfc3339(), "library": False,
-            "program": info.name if info and info.name else "unknown", "sha256": None,
-            "managed_by": old.get("managed_by")}
+    return slot.kernel_record(prog_id, mode, maps, ifindex)
 
 
 def _follow_rename(slot: pins.Slot, now: str) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, OffloadError, RefusedError
-from offload.kernel import bpfsys, fs
+from offload.kernel import bpfsys, clock, fs
 from offload.kernel.names import check_ifname, check_netns
 from offload.probe.mode import MODES
 
@@ -176,6 +176,15 @@ def _rmtree_at(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
+def _clear_unless_file(dir_fd: int, name: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        _rmtree_at(dir_fd, name)
+
+
 def _exists_at(dir_fd: int, name: str) -> bool:
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -261,6 +270,21 @@ class Slot:
         raise StateError(f"{self.meta_path}: offload's record of {self.iface} names program {meta['prog_id']}, "
                          f"but program {prog_id} is the one pinned and attached (a run was interrupted)",
                          hint="offload gc repairs the record from the kernel's view")
+
+    def kernel_record(self, prog_id: int, mode: str, maps: list[str], ifindex: int | None = None) -> dict:
+        """A record of program `prog_id` from what the kernel says of it, where the attach's own is
+        lost or damaged: the kernel's name for it, never the name in an older record (that may be
+        another program's). managed_by is kept, so that the policy that attached the interface's
+        programs still owns it (and replaces it if it wants another)."""
+        try:
+            old = self.meta() or {}
+        except StateError:
+            old = {}
+        info = bpfsys.prog_info(prog_id)
+        return {"interface": self.iface, "ifindex": ifindex, "netns": self.netns, "mode": mode,
+                "prog_id": prog_id, "maps": maps, "recovered": True, "attached_at": clock.rfc3339(),
+                "library": False, "program": info.name if info and info.name else "unknown", "sha256": None,
+                "managed_by": old.get("managed_by")}
 
     def exists(self) -> bool:
         """Anything of ours recorded for this interface: pins or metadata."""
@@ -353,6 +377,7 @@ class Slot:
         are in place already: how gc repairs a record that does not name the pinned program."""
         name = _escape(self.iface)
         with self._meta_dir(create=True) as d:
+            _clear_unless_file(d, f"{name}.json")   # a directory or FIFO planted there: a rename cannot replace it
             if meta is None:
                 os.replace(f"{name}.json%new", f"{name}.json", src_dir_fd=d, dst_dir_fd=d)
                 os.fsync(d)

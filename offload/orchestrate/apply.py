@@ -354,10 +354,16 @@ def save(iface: str) -> Saved | None:
         return None
     if mine is None:
         return None
-    meta = slot.meta()
+    try:
+        meta = slot.verified_meta(mine.prog_id)
+    except pins.StateError:   # ours by its pin; its record is no use: the kernel's view is put back
+        meta = None
+    pinned = slot.pinned_maps()   # what bpffs holds, whatever the record lists
+    if meta is None:
+        meta = slot.kernel_record(mine.prog_id, mine.mode, pinned, attach_mod.ifindex_of(iface))
     prog_fd = slot.open_prog()
-    maps = {name: slot.open_map(name) for name in meta.get("maps", [])}
-    return Saved(slot, meta, mine.mode, prog_fd, maps)
+    maps = {name: slot.open_map(name) for name in pinned}
+    return Saved(slot, {**meta, "maps": pinned}, mine.mode, prog_fd, maps)
 
 
 def put_back(snap: Saved) -> None:

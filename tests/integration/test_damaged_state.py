@@ -92,6 +92,11 @@ def test_damaged_state_is_never_an_internal_error(env, tmp_path, kind):
     stats = env.offload("stats", dev, netns=lab.netns, check=False)
     assert stats.returncode == 1 and dev in stats.stderr, stats.stderr     # named, with what to do
     assert "offload detach" in stats.stderr or "offload gc" in stats.stderr
+    applied = env.offload_json("apply", "-f", str(policy), "--journal", str(tmp_path / "j.jsonl"), netns=lab.netns)
+    assert applied["outcome"] == "ok"                                      # the policy rewrites it whole
+    st = env.offload_json("status", netns=lab.netns)
+    assert [r["program"] for r in st["attachments"] if r["interface"] == dev] == ["count_drop"], st
+    assert not any(dev in w for w in st["warnings"]), st["warnings"]
     assert env.offload_json("detach", dev, netns=lab.netns)["detached"]    # detach still cleans it
     assert kernel_xdp(dev, lab.netns) == {}
     assert not record.exists() and not record.is_symlink() and not (PIN_ROOT / lab.netns / dev).exists()
