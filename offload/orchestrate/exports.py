@@ -12,8 +12,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 
 from offload.errors import OffloadError, UsageError
 from offload.kernel import fs
@@ -149,27 +148,10 @@ def _bench_problem(doc) -> str | None:
     return None
 
 
-@contextmanager
-def _checked_copy(doc: dict) -> Iterator[str]:
-    """A path to an in-memory copy of `doc`: the metric then reads what was checked here, not a
-    file that may have changed (or become a device) since."""
-    fd = os.memfd_create("offload-bench-json", os.MFD_CLOEXEC)
-    try:
-        with open(fd, "wb", closefd=False) as f:
-            f.write(json.dumps(doc).encode())
-        yield f"/proc/self/fd/{fd}"
-    finally:
-        os.close(fd)
-
-
 def export_prometheus(path: str, bench_json: str | None = None, health=None) -> dict:
     from offload.orchestrate import metrics
 
-    if bench_json is None:
-        text = metrics.text(health)
-    else:
-        with _checked_copy(read_bench(bench_json)) as copy:
-            text = metrics.text(health, copy)
+    text = metrics.text(health, None if bench_json is None else read_bench(bench_json))
     write_file(path, text, "--path")
     return {"path": path, "samples": sum(1 for line in text.splitlines() if line and not line.startswith("#"))}
 

@@ -9,12 +9,10 @@ Names follow Prometheus's conventions: base units, `_total` counters, `_info` fo
 from __future__ import annotations
 
 import http.server
-import json
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, MetricsHandler, generate_latest
@@ -61,8 +59,8 @@ class OffloadCollector:
     """Every XDP program of the namespace (offload's and others'), and offload's per-action
     counters, read when Prometheus scrapes: the same reads as `offload status` and `offload stats`."""
 
-    def __init__(self, health: Health | None = None, bench_json: str | None = None) -> None:
-        self.health, self.bench_json = health, bench_json
+    def __init__(self, health: Health | None = None, bench: dict | None = None) -> None:
+        self.health, self.bench = health, bench   # bench: a checked `bench --json` result (exports.read_bench)
 
     def collect(self):
         ns = netns.current_name()
@@ -111,8 +109,8 @@ class OffloadCollector:
             yield from (runs, run_s)
         if self.health is not None:
             yield from _health_metrics(self.health)
-        if self.bench_json:
-            yield _bench_metric(self.bench_json)
+        if self.bench is not None:
+            yield _bench_metric(self.bench)
 
 
 def _health_metrics(h: Health):
@@ -134,12 +132,8 @@ def _health_metrics(h: Health):
         yield g
 
 
-def _bench_metric(path: str) -> GaugeMetricFamily:
-    try:
-        doc = json.loads(Path(path).read_text())
-        results, program = doc["results"], doc["config"]["program"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{path}: not an `offload bench --json` result ({e})") from None
+def _bench_metric(doc: dict) -> GaugeMetricFamily:
+    results, program = doc["results"], doc["config"]["program"]
     g = GaugeMetricFamily("offload_bench_rx_packets_per_second", "Packets per second received through "
                           "each mode in the last offload bench (a run without a rate has no sample).",
                           labels=["mode", "generator", "program"])
@@ -149,15 +143,15 @@ def _bench_metric(path: str) -> GaugeMetricFamily:
     return g
 
 
-def registry(health: Health | None = None, bench_json: str | None = None) -> CollectorRegistry:
+def registry(health: Health | None = None, bench: dict | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(OffloadCollector(health, bench_json))
+    reg.register(OffloadCollector(health, bench))
     return reg
 
 
-def text(health: Health | None = None, bench_json: str | None = None) -> str:
+def text(health: Health | None = None, bench: dict | None = None) -> str:
     """The exposition text (what /metrics serves and the textfile holds)."""
-    return generate_latest(registry(health, bench_json)).decode()
+    return generate_latest(registry(health, bench)).decode()
 
 
 # -- /metrics -----------------------------------------------------------------------------------
