@@ -25,8 +25,8 @@ from yaml.events import AliasEvent, NodeEvent
 from offload.errors import UsageError, excerpt
 from offload.kernel import fs
 from offload.load import programs
-from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
+from offload.probe.mode import AUTO, CHOICES, MODES, Mode
 
 
 class PolicyError(UsageError):
@@ -97,10 +97,7 @@ def _clip(text: str, limit: int = _CLIP) -> str:
 
 def _quote(value) -> str:
     """A value of the document, quoted for a message: a short excerpt of it."""
-    if isinstance(value, str):
-        return excerpt(value)
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "…"
+    return excerpt(value) if isinstance(value, str) else _clip(repr(value), 40)
 
 
 @dataclass(frozen=True)
@@ -132,7 +129,7 @@ def _validator():
     schema = json.loads(resources.files("offload").joinpath("schemas/policy.schema.json").read_text())
     # The mode vocabulary is the probe layer's: the schema's enums are filled from it.
     mode = schema["$defs"]["mode"]["properties"]
-    mode["prefer"]["enum"], mode["min"]["enum"] = list(verdicts.CHOICES), list(verdicts.MODES)
+    mode["prefer"]["enum"], mode["min"]["enum"] = list(CHOICES), list(MODES)
     return Draft202012Validator(schema)
 
 
@@ -260,7 +257,7 @@ def parse(text: str, path: str = "<policy>") -> Policy:
                               f"{_clip(e.message, 2 * _CLIP)}") from None
         mode = r.get("mode") or {}
         prefer, floor = mode.get("prefer", "auto"), mode.get("min")
-        if prefer != verdicts.AUTO and not verdicts.Mode(prefer).at_least(floor):
+        if prefer != AUTO and not Mode(prefer).at_least(floor):
             raise PolicyError(f"{where}: mode.prefer {prefer} is below mode.min {floor}")
         pol.rules.append(Rule(r["name"], r["match"], r.get("exclude") or {}, r["program"], params, prefer, floor,
                               r.get("prog"), r.get("section")))
