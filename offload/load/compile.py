@@ -11,6 +11,7 @@ Standard library only: setup.py imports this file to build the library into the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -122,11 +123,6 @@ def _compile_into(out: Path, src: Path, args: list[str], stdin: bytes = b"") -> 
             os.unlink(tmp)
 
 
-def _limit_output() -> None:
-    # in clang's process: a file grown past MAX_OUTPUT ends it (SIGXFSZ) instead of filling the disk
-    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT, MAX_OUTPUT))
-
-
 def _clang(args: list[str], src: Path, timeout: float, stdin: bytes = b"") -> bytes:
     """clang ARGS: its standard output; CompileFailed with its errors, or when it runs out of time
     or output."""
@@ -135,12 +131,19 @@ def _clang(args: list[str], src: Path, timeout: float, stdin: bytes = b"") -> by
         raise CompileFailed(str(src), "clang is not installed: it compiles C into BPF objects "
                                       "(apt-get install clang libbpf-dev; scripts/setup does this)")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([clang, *args], stdin=subprocess.PIPE, stdout=out, stderr=err)
+        # a file grown past MAX_OUTPUT ends clang (SIGXFSZ) instead of filling the disk; set from
+        # here, not in a preexec_fn (unsafe beside the threads watch runs), before clang has read a line
+        with contextlib.suppress(ProcessLookupError):   # ended already: nothing left to bound
+            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (MAX_OUTPUT, MAX_OUTPUT))
         try:
-            res = subprocess.run([clang, *args], input=stdin, stdout=out, stderr=err, timeout=timeout,
-                                 preexec_fn=_limit_output)
+            proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             raise CompileFailed(str(src), f"clang did not finish in {timeout} s: does the C #include a FIFO "
                                           "or a device?") from None
+        res = proc
         err.seek(0)
         errors = err.read(1 << 20).decode(errors="replace")
         if res.returncode == -25:   # SIGXFSZ
