@@ -112,25 +112,26 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
     _check_params(prog)   # before anything is loaded or swapped
     require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
-    warnings = _guard(iface, force, guard.protected_interfaces() if protected is None else protected)
-    dev = assessed if assessed is not None and assessed.facts.name == iface else assess([iface])[1][0]
-    slot = pins.Slot(netns.current_name(), iface)
-    own = ownership(slot, {a["mode"]: a["prog_id"] for a in dev.facts.attached})   # the probe's own dump
-    if own.foreign and not force:
-        _refuse_foreign(iface, own.foreign)
-    order, fallbacks = candidates(mode, min_mode, dev.verdicts)
-    target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by)
-    for m in order:
-        progress(f"{iface}: trying {m}")
-        out = _try_mode(target, m)
-        if isinstance(out, Result):
-            return out
-        fallbacks.append({"mode": m, "reason": out.reason})
-        progress(f"{iface}: {m} refused: {out.brief}")
-    listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks) or "no mode to try"
-    floor = f" at or above --min-mode {min_mode}" if min_mode else ""
-    raise NoModeError(f"{iface}: could not attach {prog.name} in any acceptable mode{floor}: {listed}",
-                      hint="nothing was attached or pinned; see `offload probe -v " + iface + "`")
+    with pins.state_lock():   # what is attached is read and changed by one command at a time
+        warnings = _guard(iface, force, guard.protected_interfaces() if protected is None else protected)
+        dev = assessed if assessed is not None and assessed.facts.name == iface else assess([iface])[1][0]
+        slot = pins.Slot(netns.current_name(), iface)
+        own = ownership(slot, {a["mode"]: a["prog_id"] for a in dev.facts.attached})   # the probe's own dump
+        if own.foreign and not force:
+            _refuse_foreign(iface, own.foreign)
+        order, fallbacks = candidates(mode, min_mode, dev.verdicts)
+        target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by)
+        for m in order:
+            progress(f"{iface}: trying {m}")
+            out = _try_mode(target, m)
+            if isinstance(out, Result):
+                return out
+            fallbacks.append({"mode": m, "reason": out.reason})
+            progress(f"{iface}: {m} refused: {out.brief}")
+        listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks) or "no mode to try"
+        floor = f" at or above --min-mode {min_mode}" if min_mode else ""
+        raise NoModeError(f"{iface}: could not attach {prog.name} in any acceptable mode{floor}: {listed}",
+                          hint="nothing was attached or pinned; see `offload probe -v " + iface + "`")
 
 
 def _guard(iface: str, force: bool, protected: dict[str, str]) -> list[str]:
@@ -286,26 +287,27 @@ def detach(iface: str, mode: str | None = None) -> dict:
     """Remove our program from `iface` (in `mode`, or wherever it is) and its pins."""
     slot = pins.Slot(netns.current_name(), iface)   # validates the name before anything else
     require_privileges(f"detaching XDP from {iface}")
-    try:
-        ifindex = socket.if_nametoindex(iface)
-    except OSError:  # the device is gone, and its program with it: only our records remain
-        if slot.exists():
+    with pins.state_lock():   # not under an attach or a gc in progress
+        try:
+            ifindex = socket.if_nametoindex(iface)
+        except OSError:  # the device is gone, and its program with it: only our records remain
+            if slot.exists():
+                slot.remove()
+                return {"interface": iface, "detached": None, "removed_stale_pins": True}
+            raise UsageError(f"no such interface in this network namespace: {iface}",
+                             hint="list them with `offload probe`") from None
+        attached = xdp.attached_progs(ifindex)
+        mine = ownership(slot, attached).mine
+        if mine is None:
+            stale = slot.exists()
             slot.remove()
-            return {"interface": iface, "detached": None, "removed_stale_pins": True}
-        raise UsageError(f"no such interface in this network namespace: {iface}",
-                         hint="list them with `offload probe`") from None
-    attached = xdp.attached_progs(ifindex)
-    mine = ownership(slot, attached).mine
-    if mine is None:
-        stale = slot.exists()
+            if stale:
+                return {"interface": iface, "detached": None, "removed_stale_pins": True}
+            raise NotAttachedError(f"{iface}: no program of offload's is attached"
+                                   + (f" (attached: {attached})" if attached else ""),
+                                   hint="`offload status` lists what is attached")
+        if mode and mine.mode != mode:
+            raise NotAttachedError(f"{iface}: offload's program is attached in {mine.mode}, not {mode}")
+        clear_prog_id(ifindex, mine.mode, mine.prog_id)
         slot.remove()
-        if stale:
-            return {"interface": iface, "detached": None, "removed_stale_pins": True}
-        raise NotAttachedError(f"{iface}: no program of offload's is attached"
-                               + (f" (attached: {attached})" if attached else ""),
-                               hint="`offload status` lists what is attached")
-    if mode and mine.mode != mode:
-        raise NotAttachedError(f"{iface}: offload's program is attached in {mine.mode}, not {mode}")
-    clear_prog_id(ifindex, mine.mode, mine.prog_id)
-    slot.remove()
-    return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False}
+        return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False}

@@ -119,13 +119,10 @@ class _Maps:
         self.close()
 
 
-EDIT_LOCK_S = 10.0
-
-
 def _edit_lock():
     # Two edits at once would each read the trie, both call a prefix "added", and one's rollback
-    # could then delete the other's entry: edits take turns (each takes milliseconds).
-    return pins.locked("filter.lock", EDIT_LOCK_S, "another filter edit", "wait for it and try again")
+    # could then delete the other's entry; an attach could replace the program under an edit.
+    return pins.state_lock()
 
 
 def add(iface: str, items: list[str]) -> dict:

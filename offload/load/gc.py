@@ -8,6 +8,7 @@ kernel free the objects). A record whose interface was renamed follows the new n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from enum import Enum
@@ -37,6 +38,11 @@ class Judgement(NamedTuple):
 def collect(dry_run: bool = False, only: str | None = None) -> dict:
     """Orphans in every namespace offload holds state for (or in `only`); removed unless dry_run.
     One slot that cannot be judged or repaired is a warning: the others are still collected."""
+    with contextlib.nullcontext() if dry_run else pins.state_lock():   # never frees an attach in progress
+        return _collect(dry_run, only)
+
+
+def _collect(dry_run: bool, only: str | None) -> dict:
     out: dict = {"dry_run": dry_run, "freed": [], "renamed": [], "recovered": [], "warnings": []}
     for ns in pins.namespaces():
         if only is not None and ns != only:

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -481,6 +482,40 @@ def locked(name: str, timeout: float, who: str, hint: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+STATE_LOCK = "state.lock"
+LOCK_TIMEOUT = float(os.environ.get("OFFLOAD_LOCK_TIMEOUT", 30))
+_state_mutex = threading.RLock()   # the flock is per open file: threads and nested calls share one
+_state_depth = 0
+
+
+@contextmanager
+def state_lock(timeout: float | None = None, hint: str = "wait for it, or set OFFLOAD_LOCK_TIMEOUT") -> Iterator[None]:
+    """The one lock of everything that changes offload's state (attach, detach, gc, filter edits,
+    apply, watch's reconcile): a gc never frees an attach in progress, two attaches never race for
+    one slot. Reentrant in a process (apply's attaches run under apply's lock)."""
+    global _state_depth
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
+    if not _state_mutex.acquire(timeout=timeout):
+        raise RefusedError(f"another thread of this offload holds {RUN / STATE_LOCK} and did not finish within "
+                           f"{timeout:g}s", hint=hint)
+    try:
+        if _state_depth:
+            _state_depth += 1
+            try:
+                yield
+            finally:
+                _state_depth -= 1
+            return
+        with locked(STATE_LOCK, timeout, "another offload command", hint):
+            _state_depth = 1
+            try:
+                yield
+            finally:
+                _state_depth = 0
+    finally:
+        _state_mutex.release()
 
 
 def namespaces() -> list[str]:

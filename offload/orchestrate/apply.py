@@ -28,7 +28,6 @@ from offload.probe.facts import DeviceFacts
 from offload.probe.report import assess
 
 DEFAULT_JOURNAL = Path(os.environ.get("OFFLOAD_JOURNAL", "/var/lib/offload/journal.jsonl"))
-LOCK = pins.RUN / "apply.lock"
 MAX_JOURNAL = int(os.environ.get("OFFLOAD_JOURNAL_MAX", 16 << 20))
 
 
@@ -61,7 +60,7 @@ def plan_document(policy_file: str) -> dict:
 
 def apply_lock(timeout: float):
     # In offload's verified state tree, never through a link.
-    return pins.locked("apply.lock", timeout, "another apply", "wait for it, or raise --lock-timeout")
+    return pins.state_lock(timeout, "wait for it, or raise --lock-timeout")
 
 
 class JournalError(OffloadError):

@@ -155,9 +155,10 @@ class Watcher:
         """One reconcile, logged; False when any of it failed. A watcher under systemd's Restart=
         must not crash-loop on one bad interface or record: the next event or period tries again."""
         try:
-            for f in gc.collect(only=self.ns)["freed"]:
-                self.log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
-            res = apply(self.pol, best_effort=True, journal=self.journal)
+            with pins.state_lock():   # gc and apply as one step: no command slips in between
+                for f in gc.collect(only=self.ns)["freed"]:
+                    self.log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
+                res = apply(self.pol, best_effort=True, journal=self.journal)
         except OffloadError as e:
             self.log(f"offload-watch: reconcile={why} error={e.message!r}")
             return False
@@ -215,8 +216,12 @@ class Watcher:
     def _forget(self, iface: str) -> None:
         """A vanished interface took its program along: drop our records of it."""
         slot = pins.Slot(self.ns, iface)
-        if slot.exists():
-            slot.remove()
+        try:
+            with pins.state_lock():
+                if slot.exists():
+                    slot.remove()
+        except OffloadError as e:
+            self.log(f"offload-watch: event=remove iface={iface} error={e.message!r}")
 
 
 def _signature(path: str) -> tuple[int, ...] | None:

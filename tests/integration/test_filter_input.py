@@ -54,7 +54,7 @@ def test_nested_prefixes_each_have_an_entry(env):
 
 def test_concurrent_edits_take_turns(env):
     """Two edits at once would both call a prefix "added" (and one's rollback could delete the
-    other's entry): an edit waits while another holds offload's filter lock, then runs."""
+    other's entry): an edit waits while another holds offload's state lock, then runs."""
     import json
     import subprocess
     import time
@@ -64,7 +64,7 @@ def test_concurrent_edits_take_turns(env):
     from offload.load import pins
 
     env.offload_json("attach", env.ifname, "filter")
-    with pins.locked("filter.lock", 5, "the test", ""):
+    with pins.locked(pins.STATE_LOCK, 5, "the test", ""):
         cmd = [OFFLOAD, "filter", "add", env.ifname, "192.0.2.0/24", "--json", "--netns", env.netns]
         waiting = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.5)

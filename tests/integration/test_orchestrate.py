@@ -88,10 +88,10 @@ def test_two_applies_at_once(env, policy):
     import fcntl
 
     from offload.load import pins
-    with open(pins.RUN / "apply.lock", "a+") as f:
+    with open(pins.RUN / pins.STATE_LOCK, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         res = env.offload("apply", "-f", pol, "--lock-timeout", "0.5", netns=lab.netns, check=False)
-    assert res.returncode == 9 and "another apply holds" in res.stderr
+    assert res.returncode == 9 and "another offload command holds" in res.stderr
 
 
 def test_malformed_policy_changes_nothing(env, tmp_path):

@@ -325,3 +325,64 @@ def test_sigkill_at_every_fsync_and_rename_of_apply(env, tmp_path, syscalls):
         if res.returncode == 0:
             break   # apply ran to its end without meeting the n-th call: every point was tried
     assert n > 2, "apply was killed at fewer than two points: the injection did not take"
+
+
+def test_one_lock_for_every_change_and_none_for_reads(env, tmp_path):
+    """While the state lock is held, attach, detach, gc, filter edits and apply wait, then give up
+    naming the lock and its holder (exit 9); status, stats, plan, filter list and gc --dry-run do not wait."""
+    from offload.load import pins
+
+    env.offload_json("attach", env.ifname, "filter")
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"rules:\n  - name: r\n    match: {{interfaces: ['{env.ifname}']}}\n    program: count_drop\n")
+    quick = {"OFFLOAD_LOCK_TIMEOUT": "0.5"}
+    changes = [["attach", env.ifname, "count_pass", "--force"], ["detach", env.ifname], ["gc"],
+               ["filter", "add", env.ifname, "192.0.2.0/24"], ["apply", "-f", str(pol), "--lock-timeout", "0.5",
+                                                              "--journal", str(tmp_path / "j.jsonl")]]
+    reads = [["status"], ["stats", env.ifname], ["plan", "-f", str(pol)], ["filter", "list", env.ifname],
+             ["gc", "--dry-run"]]
+    with pins.locked(pins.STATE_LOCK, 5, "the test", ""):
+        for argv in changes:
+            res = env.offload(*argv, check=False, extra_env=quick) if argv[0] != "gc" else \
+                offload(*argv, check=False, extra_env=quick)
+            assert res.returncode == 9, f"{argv}: {res.returncode} {res.stderr}"
+            assert f"holds {RUN_ROOT / pins.STATE_LOCK} (pid {os.getpid()})" in res.stderr, res.stderr
+        for argv in reads:
+            res = env.offload(*argv, check=False, extra_env=quick) if argv[0] != "gc" else \
+                offload(*argv, check=False, extra_env=quick)
+            assert res.returncode == 0, f"{argv} waited on the lock: {res.stderr}"
+    assert [r["program"] for r in env.offload_json("status")["attachments"]] == ["filter"]   # nothing changed
+
+
+def test_gc_never_frees_an_attach_in_progress(env):
+    """attach/detach cycles against two gc loops: no command fails inside, and every attach that
+    said so is attached, pinned and recorded afterwards (the issue's race: gc "freed" attaches in
+    progress, and both exited 70)."""
+    import threading
+
+    lab = env.make_lab(pairs=2)
+    devs = [p.a for p in lab.pairs]
+    stop, gc_codes = threading.Event(), []
+
+    def gc_loop() -> None:
+        while not stop.is_set():
+            gc_codes.append(offload("gc", "--json", check=False, timeout=120).returncode)
+
+    loops = [threading.Thread(target=gc_loop) for _ in range(2)]
+    for t in loops:
+        t.start()
+    try:
+        for i in range(12):
+            dev = devs[i % 2]
+            res = env.offload("attach", dev, ("count_drop", "count_pass")[i % 2], "--json", netns=lab.netns,
+                              check=False)
+            assert res.returncode == 0, res.stderr
+            assert consistency(lab.netns, [dev]) == [], f"cycle {i}"
+            if i % 3 == 2:
+                assert env.offload_json("detach", dev, netns=lab.netns)["detached"]
+    finally:
+        stop.set()
+        for t in loops:
+            t.join(timeout=180)
+    assert gc_codes and set(gc_codes) == {0}, gc_codes
+    assert consistency(lab.netns, devs) == []
