@@ -447,11 +447,12 @@ REPEAT = Bounded(int, 1, 1000)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one row per run.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
+@click.option("--force", is_flag=True, help="Bench on an rx device that carries XDP: set it aside, put it back after.")
 @click.pass_context
 @handles_errors
 @in_netns
 def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, threads, repeat, count,
-          as_json, csv_path, plot_path) -> None:
+          as_json, csv_path, plot_path, force) -> None:
     """Packets per second through each XDP mode, side by side (the kernel generates and counts)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -465,7 +466,7 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         if path:
             files.check_output(path, what)     # before the run, not after minutes of it
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
-                        generator, duration, warmup, pkt_size, threads, repeat, count)
+                        generator, duration, warmup, pkt_size, threads, repeat, count, force)
     # SIGTERM while the lab is built or torn down cleans up too.
     with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
         doc = _bench_in_lab(harness, spec, pkt_size, progress) if use_lab else harness.run(spec, progress)
@@ -474,8 +475,8 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     if plot_path:
         files.write_plot(doc, plot_path)
     emit(doc, "bench")
-    if doc["partial"]:
-        err.print(f"[yellow]partial results:[/] {escape(doc['partial'])}")
+    if problem := harness.failure(doc):   # cut short, or every mode skipped
+        err.print(f"[yellow]{escape(problem)}[/]")
         sys.exit(int(Exit.FAILED))
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pyroute2.iproute import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from offload.bench import queues
+from offload.bench import previous, queues
 from offload.bench.frames import udp_frame
 from offload.bench.generators import live_frames as livegen
 from offload.bench.generators import pktgen
@@ -52,6 +52,7 @@ class Spec:
     threads: int = 1
     repeat: int = 3
     count: int | None = None          # exact-count mode: send this many, count them all
+    force: bool = False               # bench on an rx device that carries XDP: set it aside, put it back
 
 
 @dataclass
@@ -354,6 +355,9 @@ def host_info() -> dict:
 
 def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
     tx_idx, rx_idx, facts = validate(spec)
+    held = previous.find(spec.rx, rx_idx)
+    if held and not spec.force:   # before any work: the bench would take them off for good
+        raise previous.refuse(spec.rx, held)
     gen_name = choose_generator(spec.generator)
     to_run, skipped = resolve_modes(spec)
     if gen_name == "pktgen" and "generic" in to_run:
@@ -369,14 +373,42 @@ def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
     cpus = sorted(os.sched_getaffinity(0))[: spec.threads]
     rxf = facts[spec.rx]
     out.notes += queue_notes(spec, cpus, rxf.num_rx_queues, rxf.kind, rxf.channels)
-    with sigterm_as_interrupt(), EthStats() as es, IPRoute() as ipr:
-        _run_modes(spec, gen_name, to_run, frame, cpus, Devices(spec.tx, spec.rx, rx_idx, es, ipr), out, progress)
+    try:
+        with sigterm_as_interrupt(), EthStats() as es, IPRoute() as ipr:
+            if held:
+                progress(f"{spec.rx}: setting aside {'; '.join(h.describe() for h in held)} (--force)")
+                previous.set_aside(spec.rx, rx_idx, held)
+            _run_modes(spec, gen_name, to_run, frame, cpus, Devices(spec.tx, spec.rx, rx_idx, es, ipr), out,
+                       progress)
+    finally:
+        _put_back(spec.rx, rx_idx, held, out)
     return {"results": out.results, "skipped": out.skipped, "host": host_info(),
            "config": {"tx": spec.tx, "rx": spec.rx, "program": spec.program, "generator": gen_name,
                       "duration": spec.duration, "warmup": spec.warmup, "pkt_size": spec.pkt_size,
                       "threads": spec.threads, "repeat": spec.repeat, "count": spec.count,
                       "generator_cpus": cpus, "rx_queues": rxf.num_rx_queues, "tx_queues": facts[spec.tx].num_tx_queues},
            "notes": out.notes, "partial": out.partial}
+
+
+def _put_back(rx: str, rx_idx: int, held: list[previous.Held], out: Outcome) -> None:
+    """The programs set aside back on `rx`; one that cannot be is a failed run (exit 1)."""
+    if not held:
+        return
+    with interrupts_deferred():   # a Ctrl-C now would leave the device without its program
+        done, failed = previous.put_back(rx, rx_idx, held)
+    out.notes += done + failed
+    if failed:
+        out.partial = "; ".join(([out.partial] if out.partial else []) + failed)
+
+
+def failure(doc: dict) -> str | None:
+    """Why a finished bench counts as failed (exit 1), or None: cut short, or nothing measured."""
+    if doc["partial"]:
+        return f"partial results: {doc['partial']}"
+    if not doc["results"]:
+        why = "; ".join(f"{s['mode']}: {s['reason']}" for s in doc["skipped"]) or "no mode was asked for"
+        return f"no mode was measured, each was skipped: {why}"
+    return None
 
 
 def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus: list[int], dev: Devices,
@@ -495,6 +527,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then interrupt as usual (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if got:
+        raise KeyboardInterrupt
 
 
 def prog_cost(program: str, repeat: int = 5, pkt_size: int = 64, iterations: int = 1_000_000) -> dict:

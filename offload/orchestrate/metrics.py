@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from netaddr import INET_ATON, AddrFormatError, IPAddress
 from prometheus_client import CollectorRegistry, MetricsHandler, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -155,22 +156,80 @@ def text(health: Health | None = None, bench: dict | None = None) -> str:
 
 
 # -- /metrics -----------------------------------------------------------------------------------
+READ_TIMEOUT = 10           # seconds a connection may stay silent (Prometheus sends its request at once)
+CONNECTION_DEADLINE = 30    # seconds a connection may last in all (a slow trickle ends too)
+MAX_CONNECTIONS = 64        # served at once; more are closed at once (a scraper retries at its next interval)
+
+
 def parse_address(address: str) -> tuple[str, int]:
-    """ADDR:PORT or [V6ADDR]:PORT, an explicit address (no silent all-interfaces default)."""
+    """ADDR:PORT or [V6ADDR]:PORT, an explicit address: an unspecified one (0, 0.0.0.0, ::) would
+    serve on every interface of the host, which the operator has to name, not get by default."""
     host, sep, port = address.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--metrics-address {address!r}: expected ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477 "
-                         "(0.0.0.0:PORT to listen on every address)")
-    try:
-        socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        raise UsageError(f"--metrics-address {address!r}: {host!r} is not an IP address") from None
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--metrics-address {address!r}: expected ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477")
+    if not host or _unspecified(host):
+        raise UsageError(f"--metrics-address {address!r}: an unspecified address listens on every interface; "
+                         "name the address to listen on, e.g. 127.0.0.1:9477 or this host's address on the "
+                         "network Prometheus scrapes from")
     return host, int(port)
 
 
-class _Server(http.server.HTTPServer):
+def _unspecified(host: str) -> bool:
+    """Whether `host` is 0.0.0.0 or :: in any spelling (UsageError if it is no IP address at all)."""
+    addr, pct, scope = host.partition("%")   # fe80::1%eth0: a link-local address names its interface
+    try:
+        # INET_ATON: the spellings the kernel's resolver takes too ("0", "127.1")
+        ip = IPAddress(addr) if ":" in addr else IPAddress(addr, flags=INET_ATON)
+    except (AddrFormatError, ValueError):
+        ip = None
+    if ip is None or (pct and (ip.version != 6 or not scope)):
+        raise UsageError(f"--metrics-address: {host!r} is not an IP address")
+    return ip.value == 0 or (ip.is_ipv4_mapped() and ip.ipv4().value == 0)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """A thread per connection, so an idle or slow client holds only its own; at most
+    MAX_CONNECTIONS at once, each cut after CONNECTION_DEADLINE."""
+
     allow_reuse_address = True
+    request_queue_size = MAX_CONNECTIONS   # a burst of connects waits in the backlog, not refused
+    daemon_threads = True   # a client still connected never keeps watch from exiting
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:   # no thread started: it will not release the slot
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        cut = threading.Timer(CONNECTION_DEADLINE, _cut, (request,))
+        cut.daemon = True
+        cut.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cut.cancel()
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        pass   # a client that went away or was cut: no traceback in watch's log
+
+
+def _cut(request: socket.socket) -> None:
+    """End a connection past its deadline: its thread's blocked read or write returns."""
+    try:
+        request.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass   # closed meanwhile
 
 
 class _Server6(_Server):
@@ -178,9 +237,10 @@ class _Server6(_Server):
 
 
 class MetricsServer:
-    """/metrics over HTTP on one thread of its own. The socket is bound at construction (so the
-    address is taken in the caller's network namespace, where the scraper is); the thread serves
-    from `start()`, and reads the kernel in the namespace it was started in."""
+    """/metrics over HTTP, served apart from the caller: one thread accepts, and each connection
+    gets a thread of its own. The socket is bound at construction (so the address is taken in the
+    caller's network namespace, where the scraper is); serving begins at `start()`, and reads the
+    kernel in the namespace the threads were started in."""
 
     def __init__(self, address: str) -> None:
         host, port = parse_address(address)
@@ -215,7 +275,7 @@ def _handler(reg: CollectorRegistry) -> type:
     base = MetricsHandler.factory(reg)
 
     class Handler(base):
-        timeout = 10   # a client that stalls cannot hold the (single) serving thread for long
+        timeout = READ_TIMEOUT   # a silent client's thread ends (the socket's timeout on each read)
 
         def do_GET(self) -> None:
             if urlsplit(self.path).path != "/metrics":

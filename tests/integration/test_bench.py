@@ -12,7 +12,7 @@ import time
 import pytest
 from lib.cli import OFFLOAD, offload
 from lib.helpers import PIN_ROOT
-from lib.kernel import netns_list
+from lib.kernel import kernel_xdp, netns_list
 
 from offload import lab
 
@@ -216,3 +216,76 @@ def test_threads_beyond_cpus_refused(env):
     assert res.returncode == 2 and f"use 1 to {n}" in res.stderr
     res = offload("bench", "--lab", "--threads", str(n + 1), check=False)
     assert res.returncode == 2 and f"use 1 to {n}" in res.stderr and "lab " not in res.stderr   # no lab built
+
+
+# -- a program already on the rx device: refused, or set aside and put back (--force) -------------
+def _bench_rx(env, *extra: str, check: bool = False):
+    return offload("bench", "--tx", env.ifname, "--rx", env.peer, "--netns", env.netns, "--modes", "native",
+                   "--duration", "0.3", "--warmup", "0", "--repeat", "1", *extra, check=check)
+
+
+def _policy_on_rx(env, tmp_path) -> tuple[str, dict]:
+    """A policy's program on the rx device (rule 'edge'): its policy file, and mode -> prog id."""
+    pol = tmp_path / "policy.yaml"
+    pol.write_text(f"rules:\n  - name: edge\n    match: {{interfaces: [\"{env.peer}\"]}}\n    program: count_pass\n")
+    env.offload_json("apply", "-f", str(pol), "--journal", str(tmp_path / "journal.jsonl"))
+    return str(pol), kernel_xdp(env.peer, env.netns)
+
+
+def _foreign_on_rx(env, obj) -> dict:
+    """A program iproute2 attached (generic) on the rx device: mode -> prog id."""
+    env.cmd("ip", "link", "set", "dev", env.peer, "xdpgeneric", "obj", str(obj), "sec", "xdp")
+    env.defer(env.cmd, "ip", "link", "set", "dev", env.peer, "xdpgeneric", "off", check=False)
+    return kernel_xdp(env.peer, env.netns)
+
+
+def test_a_policy_program_on_rx_is_refused_and_left_alone(env, tmp_path):
+    _, before = _policy_on_rx(env, tmp_path)
+    (mode, pid), = before.items()
+    res = _bench_rx(env)
+    assert res.returncode == 9, res.stderr
+    for needle in (env.peer, f"{mode} prog {pid}", "count_pass", "policy rule 'edge'", "--force"):
+        assert needle in res.stderr, res.stderr
+    assert kernel_xdp(env.peer, env.netns) == before
+
+
+def test_a_foreign_program_on_rx_is_refused_and_left_alone(env, xdp_pass_obj):
+    before = _foreign_on_rx(env, xdp_pass_obj)
+    res = _bench_rx(env)
+    assert res.returncode == 9 and f"generic prog {before['generic']}" in res.stderr, res.stderr
+    assert "not offload's" in res.stderr and "--force" in res.stderr
+    assert kernel_xdp(env.peer, env.netns) == before
+
+
+def test_force_puts_the_policy_program_back_as_offload_s(env, tmp_path):
+    pol, before = _policy_on_rx(env, tmp_path)
+    (mode, pid), = before.items()
+    doc = json.loads(_bench_rx(env, "--force", "--json", check=True).stdout)
+    assert [r["mode"] for r in doc["results"]] == ["native"] and doc["results"][0]["rx_pps"] > 0
+    assert doc["partial"] is None
+    assert f"{env.peer}: {mode} prog {pid} (count_pass, offload's, policy rule 'edge') put back after the bench " \
+           "(--force)" in doc["notes"]
+    assert kernel_xdp(env.peer, env.netns) == before   # the same program, in the same mode
+    # still offload's and the policy's: pinned, recorded, and the plan has nothing to change
+    (row,) = [r for r in env.offload_json("status")["attachments"] if r["interface"] == env.peer]
+    assert row["ours"] is True and row["program"] == "count_pass" and row["prog_id"] == pid
+    items = {i["interface"]: i["action"] for i in env.offload_json("plan", "-f", pol)["plan"]}
+    assert items[env.peer] == "keep"
+
+
+def test_force_puts_a_foreign_program_back(env, xdp_pass_obj):
+    before = _foreign_on_rx(env, xdp_pass_obj)
+    doc = json.loads(_bench_rx(env, "--force", "--json", check=True).stdout)
+    assert [r["mode"] for r in doc["results"]] == ["native"]
+    assert any(n.startswith(f"{env.peer}: generic prog {before['generic']}") and "put back" in n for n in doc["notes"])
+    assert kernel_xdp(env.peer, env.netns) == before
+    assert not [r for r in env.offload_json("status")["attachments"] if r["interface"] == env.peer and r["ours"]]
+
+
+def test_every_mode_skipped_is_a_failure_that_says_why(env):
+    res = offload("bench", "--tx", env.ifname, "--rx", env.peer, "--netns", env.netns, "--modes", "hw",
+                  "--json", check=False)
+    assert res.returncode == 1, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["results"] == [] and [s["mode"] for s in doc["skipped"]] == ["hw"]
+    assert "no mode was measured" in res.stderr and f"hw: {doc['skipped'][0]['reason']}" in res.stderr

@@ -208,8 +208,10 @@ def test_the_daemonset_runs_this_image_as_built(image, env, state, tmp_path):
             src.mkdir()
         mounts += ["-v", f"{src}:{m['mountPath']}" + (":ro" if m.get("readOnly") else "")]
     # The kubelet expands $(VAR) in the command from the container's env; status.hostIP is the
-    # node's address, which in the lab namespace is any of its addresses.
-    fields = {"status.hostIP": "0.0.0.0"}
+    # node's address: here the lab namespace's loopback (watch refuses an unspecified address).
+    if env.netns:
+        env.cmd("ip", "link", "set", "dev", "lo", "up")
+    fields = {"status.hostIP": "127.0.0.1"}
     values = {e["name"]: e.get("value") or fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
               for e in container.get("env", [])}
     command = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], c) for c in container["command"]]

@@ -37,8 +37,8 @@ def send_frames(env, dev: str, n: int) -> int:
     return len(frame)
 
 
-def scrape(url: str) -> tuple[str, dict]:
-    text = urllib.request.urlopen(url, timeout=30).read().decode()
+def scrape(url: str, timeout: float = 30) -> tuple[str, dict]:
+    text = urllib.request.urlopen(url, timeout=timeout).read().decode()
     samples = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -151,11 +151,31 @@ def test_metrics_endpoint_counts_live_traffic_and_shows_foreign_programs(env, tm
     env.cmd("ip", "link", "set", "dev", env.peer, "xdpgeneric", "off")
 
 
+def test_idle_connections_do_not_delay_a_scrape(env, tmp_path):
+    proc, url = start_watch(env, tmp_path)
+    addr = urllib.parse.urlsplit(url)
+    idle = []
+    try:
+        wait_attached(url)
+        # clients that connect and never send a request (a port scan, a stuck proxy)
+        idle = [socket.create_connection((addr.hostname, addr.port), timeout=30) for _ in range(20)]
+        text, samples = scrape(url, timeout=10)   # a generous deadline: each idle one used to hold it 10 s
+    finally:
+        for s in idle:
+            s.close()
+        rc, log = stop(proc)
+    assert rc == 0, log
+    assert {lbl["device"] for lbl in labels_of(samples, "offload_xdp_program_info")} >= {env.ifname}
+
+
 @pytest.mark.parametrize("address, code, says", [
     ("9477", 2, "expected ADDR:PORT"),
     ("localhost:9477", 2, "not an IP address"),
     ("127.0.0.1:99999", 2, "expected ADDR:PORT"),
     ("192.0.2.1:9477", 1, "cannot serve /metrics on 192.0.2.1:9477"),   # not an address of this host
+    ("0:9000", 2, "name the address to listen on"),         # every address of the host: never implied
+    ("0.0.0.0:9000", 2, "name the address to listen on"),
+    ("[::]:9000", 2, "name the address to listen on"),
 ])
 def test_a_bad_metrics_address_fails_before_anything_is_attached(env, tmp_path, address, code, says):
     pol = tmp_path / "policy.yaml"

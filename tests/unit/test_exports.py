@@ -71,13 +71,22 @@ def test_label_names_are_valid_or_refused(raw):
 
 
 @pytest.mark.parametrize("address, want", [("127.0.0.1:9477", ("127.0.0.1", 9477)), ("[::1]:0", ("::1", 0)),
-                                           ("0.0.0.0:9477", ("0.0.0.0", 9477))])
+                                           ("192.0.2.7:9477", ("192.0.2.7", 9477)),
+                                           ("[fe80::1%eth1]:9477", ("fe80::1%eth1", 9477))])
 def test_metrics_address(address, want):
     assert parse_address(address) == want
 
 
+@pytest.mark.parametrize("address", ["0:9000", "0.0.0.0:9477", "[::]:9477", ":9477", "[]:9477",
+                                     "[0:0::0]:9477", "0.0:9477", "[::ffff:0.0.0.0]:9477"])
+def test_an_unspecified_metrics_address_is_refused(address):
+    # every interface of the host is never a default: the operator names the address
+    with pytest.raises(UsageError, match="name the address to listen on"):
+        parse_address(address)
+
+
 @pytest.mark.parametrize("address", ["9477", ":9477", "127.0.0.1:", "127.0.0.1:65536", "host:9477",
-                                     "127.0.0.1:-1", "[::1:9477"])
+                                     "127.0.0.1:-1", "[::1:9477", "127.0.0.1%eth0:9477"])
 def test_bad_metrics_address(address):
     with pytest.raises(UsageError):
         parse_address(address)
