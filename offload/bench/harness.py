@@ -390,7 +390,7 @@ def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
            "notes": out.notes, "partial": out.partial}
 
 
-def _put_back(rx: str, rx_idx: int, held: list[previous.Held], out: Outcome) -> None:
+def _put_back(rx: str, rx_idx: int, held: list[previous.Aside], out: Outcome) -> None:
     """The programs set aside back on `rx`; one that cannot be is a failed run (exit 1)."""
     if not held:
         return

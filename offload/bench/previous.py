@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from offload.errors import EnvironmentProblem, RefusedError
+from offload.errors import EnvironmentProblem, OffloadError, RefusedError
 from offload.kernel import bpfsys, netns, xdp
 from offload.load import pins
 from offload.load.ownership import ownership
 
-PutBackError = (OSError, xdp.KernelRefusal, pins.StateError)   # OSError: the device gone too (ENODEV)
+PutBackError = (OSError, xdp.KernelRefusal, OffloadError)   # OSError: the device gone too (ENODEV)
 
 
 @dataclass
-class Held:
-    """One program taken off the rx device for the bench."""
+class Aside:
+    """One program the rx device carries, taken off for the bench and put back after."""
 
     mode: str
     prog_id: int
@@ -34,7 +34,7 @@ class Held:
         return f"{self.mode} prog {self.prog_id} ({self.name or '?'}, {self.owner})"
 
 
-def find(rx: str, ifindex: int) -> list[Held]:
+def find(rx: str, ifindex: int) -> list[Aside]:
     """What `rx` carries now, with who attached it."""
     attached = xdp.attached_progs(ifindex)
     if not attached:
@@ -42,49 +42,52 @@ def find(rx: str, ifindex: int) -> list[Held]:
     slot = pins.Slot(netns.current_name(), rx)
     try:
         mine = ownership(slot, attached).mine
-        record = slot.meta() if mine else None
+        record = slot.verified_meta(mine.prog_id) if mine else None
         unknown = None
     except (EnvironmentProblem, pins.StateError) as e:   # no bpffs, a damaged record
         mine, record, unknown = None, None, f"owner unknown: {e.message}"
     held = []
     for mode, pid in attached.items():
-        if mine is not None and mine[1] == pid:
+        if mine is not None and mine.prog_id == pid:
             rule = (record or {}).get("managed_by")
             owner = f"offload's, policy rule {rule!r}" if rule else "offload's, attached by hand"
-            held.append(Held(mode, pid, (record or {}).get("program") or "", owner, record=record))
+            held.append(Aside(mode, pid, (record or {}).get("program") or "", owner, record=record))
         else:
             info = bpfsys.prog_info(pid)
-            held.append(Held(mode, pid, info.name if info else "", unknown or "not offload's: another tool "
+            held.append(Aside(mode, pid, info.name if info else "", unknown or "not offload's: another tool "
                              "attached it"))
     return held
 
 
-def refuse(rx: str, held: list[Held]) -> RefusedError:
+def refuse(rx: str, held: list[Aside]) -> RefusedError:
     return RefusedError(f"{rx} carries XDP: {'; '.join(h.describe() for h in held)}. The bench attaches its own "
                         f"program there and would leave {rx} without it",
                         hint="detach it first (a policy's: stop `offload watch`), or pass --force to set it "
                              "aside for the bench and put it back after")
 
 
-def set_aside(rx: str, ifindex: int, held: list[Held]) -> None:
+def set_aside(rx: str, ifindex: int, held: list[Aside]) -> None:
     """Take each program off `rx`, holding it (and offload's pinned maps) open to put it back."""
     slot = pins.Slot(netns.current_name(), rx)
-    for h in held:
-        h.fd = bpfsys.prog_fd_by_id(h.prog_id)
-        if h.record is not None:
-            h.maps = {name: slot.open_map(name) for name in h.record["maps"]}
-        xdp.clear_prog(ifindex, h.mode, expected_fd=h.fd)   # only if it is still that program
-        h.aside = True
+    with pins.state_lock():
+        for h in held:
+            h.fd = bpfsys.prog_fd_by_id(h.prog_id)
+            if h.record is not None:   # the maps bpffs holds, whatever the record lists
+                h.maps = {name: slot.open_map(name) for name in slot.pinned_maps()}
+                h.record = {**h.record, "maps": sorted(h.maps)}
+            xdp.clear_prog(ifindex, h.mode, expected_fd=h.fd)   # only if it is still that program
+            h.aside = True
 
 
-def put_back(rx: str, ifindex: int, held: list[Held]) -> tuple[list[str], list[str]]:
+def put_back(rx: str, ifindex: int, held: list[Aside]) -> tuple[list[str], list[str]]:
     """Each program back where it was, with offload's pins and record; (done, failed) in words.
     Closes what set_aside opened, whatever happens."""
     done, failed = [], []
     for h in held:
         try:
             if h.aside:
-                _restore(rx, ifindex, h)
+                with pins.state_lock():
+                    _restore(rx, ifindex, h)
                 done.append(f"{rx}: {h.describe()} put back after the bench (--force)")
         except PutBackError as e:
             failed.append(f"{rx}: could not put back {h.describe()}: {getattr(e, 'message', None) or e}")
@@ -96,7 +99,7 @@ def put_back(rx: str, ifindex: int, held: list[Held]) -> tuple[list[str], list[s
     return done, failed
 
 
-def _restore(rx: str, ifindex: int, h: Held) -> None:
+def _restore(rx: str, ifindex: int, h: Aside) -> None:
     # IF_NOEXIST: never over a program someone attached during the bench (the kernel says EBUSY)
     xdp.set_prog(ifindex, h.fd, h.mode, no_replace=True)
     now = xdp.attached_progs(ifindex).get(h.mode)
