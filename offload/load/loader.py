@@ -1,8 +1,9 @@
 """Load a resolved program into the kernel, keeping what the compiler and the verifier said.
 
 Objects (the library's, a user's, compiled libbpf C) load through libbpf: no compiler, no kernel
-headers, a few milliseconds. bcc-dialect C compiles and loads through bcc, which writes compiler
-diagnostics and the verifier log to stderr from C++: both are captured around each call.
+headers, a few milliseconds. bcc-dialect C compiles and loads through bcc in a child process
+(bccchild), which hands back the fds; the compiler's diagnostics and the verifier log it wrote come
+back with them, and a crash of bcc's is the C's error, not offload's death.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from offload.errors import CompileError, LoadError, VerifierError
-from offload.kernel import bcc as bcc_tables
+from offload.errors import CompileError, EnvironmentProblem, LoadError, UsageError, VerifierError
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.kernel.legacyobj import LegacyError, LegacyLoaded, LegacyObject
+from offload.load import bccchild
 from offload.load.programs import Program
 from offload.load.stderr import captured_stderr
 
@@ -58,19 +59,19 @@ class ObjectLoaded(Loaded):
 
 @dataclass
 class BccLoaded(Loaded):
-    bpf: object              # bcc.BPF: owns the program and map fds
-    fn: object               # bcc.BPF.Function
+    """What bcc's child process sent: the program's fd and its maps' (bcc itself died with it)."""
 
-    @property
-    def fd(self) -> int:     # type: ignore[override]
-        return self.fn.fd
+    fd: int
+    map_fds: dict[str, int]
 
     def maps(self) -> dict[str, int]:
-        """map name -> fd, for every map of the program (bcc fills `tables` only on access)."""
-        return bcc_tables.table_fds(self.bpf.module)  # type: ignore[attr-defined]
+        return dict(self.map_fds)
 
     def close(self) -> None:
-        self.bpf.cleanup()
+        fds, self.map_fds, self.fd = [self.fd, *self.map_fds.values()], {}, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
 
 
 @dataclass
@@ -183,38 +184,46 @@ def _verifier_tail(text: str, n: int = 12) -> str:
 
 
 def _load_bcc(prog: Program, hw: HwDevice | None) -> BccLoaded:
-    from bcc import (
-        BPF,  # imported here: bcc costs ~100 ms and only bcc-dialect C needs it
-    )
-
+    """bcc compiles and loads in a child process (bccchild): a C text that crashes bcc is the
+    input's error, and offload lives on to say so (and, in an apply, to roll back)."""
     assert prog.text is not None and prog.entry
-    device = hw.name.encode() if hw else None  # bcc wants bytes (bcc issue #3320)
-    with captured_stderr() as log:
-        try:
-            bpf = BPF(text=prog.text.encode(), cflags=prog.cflags(hw=hw is not None), device=device)
-        except Exception:
-            bpf = None
-    if bpf is None:
-        if not re.search(r": (fatal )?error:", log[0]):  # compiled, but the kernel refused (e.g. maps)
-            raise LoadError(f"the kernel refused {prog.name}'s maps{_where(hw)}: "
-                            f"{_verifier_tail(log[0], 4) or 'no message'}")
-        raise CompileError(f"{prog.path}: does not compile:\n{_compiler_message(log[0], prog)}",
-                           hint="fix the C above; offload compiled it as bcc-dialect C (its map macros and "
-                                "helpers); libbpf-style C names its program with SEC(\"xdp\")")
-    with captured_stderr() as log:
-        try:
-            fn = bpf.load_func(prog.entry.encode(), BPF.XDP, device=device)
-            err = None
-        except Exception as e:
-            err = e
-    if err is not None:
-        bpf.cleanup()
-        text = log[0]
+    try:
+        out = bccchild.compile_and_load(prog.text, prog.cflags(hw=hw is not None), prog.entry,
+                                        hw.name if hw else None)
+    except bccchild.Crashed as e:
+        raise UsageError(f"bcc crashed ({e.how}) while compiling {prog.path}: the program's C is what bcc "
+                         "could not handle", hint=_BCC_BROKE) from None
+    except bccchild.Hung as e:
+        raise UsageError(f"bcc did not finish compiling {prog.path} within {e.timeout:g} s: offload stopped it",
+                         hint=_BCC_BROKE) from None
+    report, output = out.report, out.output
+    if report["status"] == "ok":
+        return BccLoaded(out.fds[0], dict(zip(report["maps"], out.fds[1:])))
+    if report["status"] == "compile":
+        raise _bcc_compile_error(prog, hw, output.decode(errors="replace"))
+    if report["status"] == "load":
+        text = output[report["load_at"]:].decode(errors="replace")
         # bcc's stderr carries more than the verifier's log: only its own marks make it one
-        refusal = _strip_bcc(str(err)) + (f"\n{_verifier_tail(text)}" if text.strip() else "")
+        refusal = _strip_bcc(report["error"]) + (f"\n{_verifier_tail(text)}" if text.strip() else "")
         raise _load_error(prog, hw, text, refusal,
                           verifier="processed" in text or ("invalid" in text.lower() and "insn" in text))
-    return BccLoaded(bpf, fn)
+    if report.get("type") in ("ImportError", "ModuleNotFoundError", "OSError"):
+        raise EnvironmentProblem(f"{prog.path}: bcc could not be loaded: {report['error']}",
+                                 hint="reinstall bcc (Debian: python3-bpfcc)")
+    raise RuntimeError(f"bcc failed compiling {prog.path}: {report.get('type')}: {report.get('error')}")
+
+
+_BCC_BROKE = ("bcc itself failed on this C (very long expressions or deep nesting can do it): simplify the "
+              "construct, or write it in libbpf style (SEC(\"xdp\")), which clang compiles")
+
+
+def _bcc_compile_error(prog: Program, hw: HwDevice | None, log: str) -> CompileError | LoadError:
+    """BPF() failed: the compiler's errors, or, when it compiled, the kernel's refusal (e.g. maps)."""
+    if not re.search(r": (fatal )?error:", log):
+        return LoadError(f"the kernel refused {prog.name}'s maps{_where(hw)}: {_verifier_tail(log, 4) or 'no message'}")
+    return CompileError(f"{prog.path}: does not compile:\n{_compiler_message(log, prog)}",
+                        hint="fix the C above; offload compiled it as bcc-dialect C (its map macros and "
+                             "helpers); libbpf-style C names its program with SEC(\"xdp\")")
 
 
 def _strip_bcc(msg: str) -> str:

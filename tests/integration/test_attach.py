@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from lib.cli import OFFLOAD
-from lib.helpers import PIN_ROOT
+from lib.helpers import PIN_ROOT, write_bcc_crasher
 from lib.helpers import RUN_ROOT as _RUN
 from lib.kernel import kernel_xdp
 
@@ -280,6 +280,61 @@ def test_verifier_rejection(env, tmp_path):
     res = env.offload("attach", env.ifname, str(src), check=False)
     assert res.returncode == 6 and "invalid access to packet" in res.stderr
     assert kernel_xdp(env.ifname, env.netns) == {}
+    no_debris(env)
+
+
+# bcc-dialect C keeping offload's counters: `offload stats` reads them like a library program's
+BCC_COUNTER = """\
+struct counter { u64 packets; u64 bytes; };
+BPF_PERCPU_ARRAY(xdp_stats, struct counter, 5);
+
+int xdp_prog(struct xdp_md *ctx) {
+  int action = VERDICT;
+  struct counter *c = xdp_stats.lookup(&action);
+  if (c) {
+    c->packets++;
+    c->bytes += ctx->data_end - ctx->data;
+  }
+  return action;
+}
+"""
+
+
+@pytest.mark.kernels
+def test_bcc_program_attaches_counts_and_detaches(env, tmp_path):
+    if env.kind != "veth":
+        pytest.skip("needs a veth lab: exact counts need an idle receiver")
+    src = tmp_path / "counter.c"
+    src.write_text(BCC_COUNTER)
+    res = env.offload_json("attach", env.ifname, str(src), "--mode", "native", "--param", "VERDICT=XDP_DROP")
+    assert kernel_xdp(env.ifname, env.netns) == {"native": res["prog_id"]}
+    meta = json.loads((RUN_ROOT / env.netns / f"{env.ifname}.json").read_text())
+    assert meta["kind"] == "bcc" and meta["maps"] == ["xdp_stats"] and meta["prog_id"] == res["prog_id"]
+    frames = [ipv4_udp("198.51.100.1", "198.51.100.2") for _ in range(100)]
+    send_frames(env, env.peer, frames)
+    st = env.offload_json("stats", env.ifname)    # through the pinned map bcc's child made
+    assert st["packets"]["drop"] == 100 and st["bytes"]["drop"] == 100 * len(frames[0])
+    assert sum(st["packets"].values()) == 100
+    out = env.offload_json("detach", env.ifname)
+    assert out["detached"] == {"mode": "native", "prog_id": res["prog_id"]}
+    assert kernel_xdp(env.ifname, env.netns) == {}
+    no_debris(env)
+
+
+def test_c_that_crashes_bcc_exits_2_naming_file_and_signal(env, tmp_path):
+    src = write_bcc_crasher(tmp_path / "crash.c")
+    env.offload("attach", env.ifname, "count_pass")
+    before = kernel_xdp(env.ifname, env.netns)
+    res = env.offload("attach", env.ifname, str(src), check=False)
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert f"bcc crashed (SIGSEGV) while compiling {src}: the program's C is what bcc could not handle" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr) < 2000
+    assert kernel_xdp(env.ifname, env.netns) == before              # the program it would replace stays
+    (row,) = [r for r in env.offload_json("status")["attachments"] if r["interface"] == env.ifname]
+    assert row["program"] == "count_pass" and row["ours"]
+    env.offload("detach", env.ifname)
+    res = env.offload("attach", env.ifname, str(src), check=False)
+    assert res.returncode == 2 and kernel_xdp(env.ifname, env.netns) == {}
     no_debris(env)
 
 

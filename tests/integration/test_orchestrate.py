@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from lib.cli import OFFLOAD
-from lib.helpers import PIN_ROOT, ROOT, kube_validate, valid_manifest
+from lib.helpers import PIN_ROOT, ROOT, kube_validate, valid_manifest, write_bcc_crasher
 from lib.kernel import xdp_ids
 
 pytestmark = pytest.mark.root
@@ -75,6 +75,43 @@ def test_rollback_restores_a_replaced_program(env, policy, tmp_path):
     assert xdp_ids(lab.netns) == before                                # the very same program back
     st = json.loads(env.offload("status", "--json", netns=lab.netns).stdout)["attachments"]
     assert [(r["interface"], r["program"], r["ours"]) for r in st] == [(f"{lab.name}-a0", "count_pass", True)]
+
+
+def _rules(*rules: tuple[str, str, str]) -> str:
+    return "rules:\n" + "".join(f"  - name: {name}\n    match: {{interfaces: [\"{iface}\"]}}\n    program: {prog}\n"
+                                 for name, iface, prog in rules)
+
+
+def test_a_program_that_crashes_bcc_fails_its_step_and_the_run_rolls_back(env, tmp_path):
+    """bcc runs in a child: its crash on the third interface's C is that step's failure, after the
+    first was detached and the second replaced; both are put back, the journal ends, JSON comes out."""
+    lab = env.make_lab(pairs=3)
+    a0, a1, a2 = (f"{lab.name}-a{i}" for i in range(3))
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text(_rules(("r0", a0, "count_pass"), ("r1", a1, "count_pass")))
+    crash = write_bcc_crasher(tmp_path / "crash.c")
+    second.write_text(_rules(("r1", a1, "count_drop"), ("r2", a2, str(crash))))
+    journal = tmp_path / "journal.jsonl"
+    env.offload("apply", "-f", str(first), "--journal", str(journal), netns=lab.netns)
+    before = xdp_ids(lab.netns)
+    assert set(before) == {a0, a1}
+    plan = json.loads(env.offload("plan", "-f", str(second), "--json", netns=lab.netns).stdout)["plan"]
+    assert [(i["interface"], i["action"]) for i in plan if i["interface"].startswith(f"{lab.name}-a")] == [
+        (a0, "detach"), (a1, "replace"), (a2, "attach")]
+    res = env.offload("apply", "-f", str(second), "--journal", str(journal), "--json", netns=lab.netns, check=False)
+    assert res.returncode == 1, (res.returncode, res.stderr)
+    doc = json.loads(res.stdout)
+    assert doc["outcome"] == "failed" and sorted(doc["rolled_back"]) == [a0, a1]
+    (fail,) = doc["failed"]
+    assert fail["interface"] == a2 and f"bcc crashed (SIGSEGV) while compiling {crash}" in fail["error"]
+    assert xdp_ids(lab.netns) == before                    # the very same programs back, a2 untouched
+    st = json.loads(env.offload("status", "--json", netns=lab.netns).stdout)["attachments"]
+    assert sorted((r["interface"], r["program"], r["ours"]) for r in st) == [(a0, "count_pass", True),
+                                                                             (a1, "count_pass", True)]
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    end = records[-1]
+    assert end["event"] == "end" and end["outcome"] == "failed" and sorted(end["rolled_back"]) == [a0, a1]
+    assert [r["event"] for r in records].count("start") == 2
 
 
 def test_two_applies_at_once(env, policy):

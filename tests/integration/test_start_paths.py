@@ -60,3 +60,17 @@ def test_probe_of_a_lab_imports_nothing_heavy(env, tmp_path):
     names = {i["name"] for i in json.loads(out)["interfaces"]}
     assert {env.ifname, env.peer} <= names
     assert heavy(mods) == []
+
+
+def test_attaching_bcc_c_imports_no_bcc_here(env, tmp_path):
+    """bcc compiles and loads in a child process: offload's own never imports it."""
+    src = tmp_path / "pass.c"
+    src.write_text("int xdp_prog(struct xdp_md *ctx) { return XDP_PASS; }\n")
+    run("probe", "--json", "--netns", env.netns, cache=tmp_path)
+    out, mods = run("attach", env.ifname, str(src), "--mode", "native", "--json", "--netns", env.netns,
+                    cache=tmp_path)
+    result = json.loads(out)
+    assert result["mode"] == "native" and xdp_prog(env, env.ifname) == result["prog_id"]
+    assert heavy(mods) == []
+    run("detach", env.ifname, "--json", "--netns", env.netns, cache=tmp_path)
+    assert xdp_prog(env, env.ifname) is None

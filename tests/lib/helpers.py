@@ -73,3 +73,15 @@ def clang_object(src: Path, out: Path) -> Path:
         shutil.copyfile(out, tmp)
         os.replace(tmp, cached)
     return out
+
+
+# bcc-dialect C that crashes bcc itself (SIGSEGV: clang's recursion over one 200,000-term sum runs
+# out of stack in bcc 0.26 with an 8 MiB stack; 50,000 terms already do).
+BCC_CRASH_TERMS = 200_000
+
+
+def write_bcc_crasher(path: Path) -> Path:
+    terms = "+".join(["x"] * BCC_CRASH_TERMS)
+    path.write_text("int xdp_prog(struct xdp_md *ctx) {\n  int x = ctx->ingress_ifindex;\n"
+                    f"  return ({terms}) & 1 ? XDP_PASS : XDP_DROP;\n}}\n")
+    return path
