@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from offload.errors import UsageError
+from offload.errors import UsageError, excerpt
 
 IFNAMSIZ = 16      # include/uapi/linux/if.h, with the terminating NUL
 NAME_MAX = 255
@@ -25,7 +25,7 @@ def check_ifname(name: str) -> str:
     elif any(c in "/:" or c.isspace() or c == "\0" for c in name):
         why = "it holds '/', ':', white space or NUL"
     if why:
-        raise UsageError(f"bad interface name {name!r}: {why}", hint="list interfaces with `offload probe`")
+        raise UsageError(f"bad interface name {excerpt(name)}: {why}", hint="list interfaces with `offload probe`")
     return name
 
 
@@ -52,5 +52,5 @@ def check_netns(name: str) -> str:
     elif "/" in name or "\0" in name:
         why = "a namespace is named, not given as a path: it holds '/' or NUL"
     if why:
-        raise UsageError(f"bad network namespace name {name!r}: {why}", hint="list them with `ip netns list`")
+        raise UsageError(f"bad network namespace name {excerpt(name)}: {why}", hint="list them with `ip netns list`")
     return name

@@ -42,3 +42,11 @@ def test_bad_interface_names(name):
 def test_kernel_limits_are_accepted():
     assert check_ifname("x" * 15) and check_ifname("eth0.100") and check_ifname("veth-a%b")
     assert check_netns("offload-lab-demo") and check_netns("x" * 255)
+
+
+@pytest.mark.parametrize("check", [check_ifname, check_netns])
+def test_a_long_bad_name_is_quoted_short(check):
+    """A 5,000-character name (a pasted secret, a `--param target=`) is named by a short excerpt."""
+    with pytest.raises(UsageError) as e:
+        check("s" * 4999 + "/")
+    assert "s" * 40 + "…" in e.value.message and len(e.value.message) < 200
