@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from offload.data import PROFILES, cache_dir, data_dir
+from offload.data import PROFILES, data_dir, owned_cache
+from offload.errors import OffloadError
 
 
 def _yaml_load(text: str) -> Any:
@@ -147,8 +149,13 @@ def _schema_text() -> str:
     return (Path(__file__).resolve().parents[1] / "schemas" / "profile.schema.json").read_text()
 
 
-def _cache_file() -> Path:
-    return cache_dir() / "validated-profiles.json"
+def _cache_file() -> Path | None:
+    """In the cache checked ours alone (data.owned_cache): what it holds is trusted as validated.
+    A cache that is not safe to use is not used: the profiles are validated again instead."""
+    try:
+        return owned_cache() / "validated-profiles.json"
+    except OffloadError:
+        return None
 
 
 def _json_exact(data: Any) -> bool:
@@ -160,11 +167,21 @@ def _json_exact(data: Any) -> bool:
 
 def _validated() -> dict[str, Any]:
     """key -> the profile it parsed to (None in caches written before the data was kept)."""
-    try:
-        with open(_cache_file(), "rb") as f:
-            cached = json.loads(f.read(4 << 20))
-    except (OSError, ValueError, TypeError):
+    path = _cache_file()
+    if path is None:
         return {}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return {}   # planted, or writable by others: not trusted as validated
+        try:
+            cached = json.loads(f.read(4 << 20))
+        except (OSError, ValueError, RecursionError):
+            return {}
     if isinstance(cached, list):
         return {k: None for k in cached if isinstance(k, str)}
     return cached if isinstance(cached, dict) else {}
@@ -173,8 +190,9 @@ def _validated() -> dict[str, Any]:
 def _remember(entries: dict[str, Any]) -> None:
     """Best effort: a cache that cannot be written only means validating again next time."""
     f = _cache_file()
+    if f is None:
+        return
     try:
-        f.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = f.with_name(f".{f.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -4,6 +4,7 @@ and never stop the others from loading (example-based and property-based)."""
 import copy
 import string
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -147,3 +148,31 @@ def test_any_corruption_is_reported_with_its_field(data, draw):
     assert profile is None and problems
     for p in problems:
         assert p.file == "good.yaml" and p.field and p.message
+
+
+@pytest.mark.parametrize("planted", ["writable by others", "another owner", "a link"])
+def test_a_validation_cache_not_ours_alone_is_not_trusted(tmp_path, monkeypatch, planted):
+    """The cache remembers what each validated profile parsed to: one someone else could write
+    would feed the mode decisions whatever it likes. Ours alone is used; anything else is not."""
+    import json
+    import os
+
+    from offload import data
+
+    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path / "cache"))
+    profiles.load()                                                   # validates, and remembers
+    cache = tmp_path / "cache" / "validated-profiles.json"
+    entries = json.loads(cache.read_text())
+    for entry in entries.values():
+        if entry and entry["driver"] == "veth":
+            entry["xdp"]["native"]["since"] = "0.1"                     # a forged fact
+    cache.write_text(json.dumps(entries))
+    assert profiles.load()[0]["veth"].data["xdp"]["native"]["since"] == "0.1"   # ours: read as validated
+    if planted == "writable by others":
+        cache.chmod(0o666)
+    elif planted == "another owner":
+        os.chown(cache, 65534, 65534)
+    else:
+        cache.rename(tmp_path / "elsewhere.json")
+        cache.symlink_to(tmp_path / "elsewhere.json")
+    assert profiles.load()[0]["veth"].data["xdp"]["native"]["since"] != "0.1"   # validated afresh
