@@ -163,7 +163,9 @@ def _staged_record_of(slot: pins.Slot, prog_id: int | None) -> dict | None:
 
 def _from_kernel(slot: pins.Slot, prog_id: int | None, maps: list[str]) -> dict:
     ifindex = socket.if_nametoindex(slot.iface)
-    mode = next(m for m, i in xdp.attached_progs(ifindex).items() if i == prog_id)
+    mode = next((m for m, i in xdp.attached_progs(ifindex).items() if i == prog_id), None)
+    if mode is None:   # taken off since it was judged: nothing to record (the next gc frees it)
+        raise pins.StateError(f"{slot.iface}: program {prog_id} is no longer attached; run offload gc again")
     return slot.kernel_record(prog_id, mode, maps, ifindex)
 
 

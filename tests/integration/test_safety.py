@@ -295,7 +295,7 @@ def agreement(ns: str, devs: list[str]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("syscalls", ["fsync", "rename,renameat,renameat2"])
+@pytest.mark.parametrize("syscalls", ["fsync", "renameat", "renameat2"])   # strace counts when=N per syscall
 def test_sigkill_at_every_fsync_and_rename_of_apply(env, tmp_path, syscalls):
     """apply from policy A to policy B, killed at its 1st, 2nd, ... fsync (or rename): after each,
     one `offload gc` leaves kernel, pins and records agreeing, the record names the program that
