@@ -56,18 +56,31 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
 
 
 def export_nfd(res: dict, out: Console) -> None:
-    notes = "".join(f"\n  warning: {w}" for w in res["warnings"])
-    out.print(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
-              f"{len(res['ignored'])} virtual ignored){notes}", markup=False)
+    from rich.text import Text
+
+    from offload.probe.render import say
+
+    say(out, Text(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
+                  f"{len(res['ignored'])} virtual ignored)"))
+    for w in res["warnings"]:
+        say(out, Text(f"  warning: {w}"))
 
 
 def export_prometheus(res: dict, out: Console) -> None:
-    out.print(f"wrote {res['samples']} samples to {res['path']}", markup=False)
+    from rich.text import Text
+
+    from offload.probe.render import say
+
+    say(out, Text(f"wrote {res['samples']} samples to {res['path']}"))
 
 
 def export_systemd(res: dict, out: Console) -> None:
     if res["path"] is None:
         out.file.write(res["unit"])   # the unit as it is: no wrapping either
     else:
-        out.print(f"wrote {res['path']}: systemctl daemon-reload && systemctl enable --now "
-                  f"{os.path.basename(res['path'])}", markup=False)
+        from rich.text import Text
+
+        from offload.probe.render import say
+
+        say(out, Text(f"wrote {res['path']}: systemctl daemon-reload && systemctl enable --now "
+                      f"{os.path.basename(res['path'])}"))
