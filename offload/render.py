@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
+
+
+class Elapsed:
+    """The live status line of long work: the time since it began, then the current step. Rich
+    renders it again at every refresh of the status, so the time ticks through a step that lasts
+    minutes (a bench run) instead of standing at the moment the step began."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock, self.started, self.step = clock, clock(), "starting"
+
+    def __rich__(self) -> Text:
+        from rich.text import Text
+
+        s = int(self.clock() - self.started)
+        return Text(f"[{s // 60}:{s % 60:02d}] {self.step}")
 
 
 def lab_up(made: dict, out: Console) -> None:
@@ -13,7 +31,8 @@ def lab_up(made: dict, out: Console) -> None:
 
     from offload.probe.render import say, say_parts
 
-    pairs = ", ".join(f"{p['a']}<->{p['b']}" for p in made["pairs"][:8]) + (" ..." if len(made["pairs"]) > 8 else "")
+    pairs = ", ".join(f"{p['a']}<->{p['b']}" for p in made["pairs"][:8])
+    pairs += " ..." if len(made["pairs"]) > 8 else ""
     say(out, Text(f"lab {made['name']}: namespace {made['netns']}, {len(made['pairs'])} veth pair(s) at MTU "
                   f"{made['mtu']}: {pairs}"))
     say_parts(out, "", [f"probe it: offload probe --netns {made['netns']}", f"remove it: offload lab down {made['name']}"],

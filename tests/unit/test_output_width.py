@@ -209,3 +209,16 @@ def test_hang_keeps_styles_and_glued_spans():
 def test_hang_keeps_explicit_newlines():
     out = probe_render.hang(Text("first line\nsecond line that is long enough to wrap"), 20, 2)
     assert out.plain == "first line\nsecond line that is\n  long enough to\n  wrap"
+
+
+# ---- progress: the time ticks within a step ---------------------------------------------------------
+
+def test_the_status_line_ticks_within_a_step():
+    now = [100.0]
+    line = top_render.Elapsed(clock=lambda: now[0])
+    line.step = "demo4242-b0: native run 1/3"
+    assert render(lambda c: c.print(line)).strip() == "[0:00] demo4242-b0: native run 1/3"
+    now[0] += 7.9   # no new step: the line is rendered again at the status's next refresh
+    assert render(lambda c: c.print(line)).strip() == "[0:07] demo4242-b0: native run 1/3"
+    now[0] += 3600
+    assert render(lambda c: c.print(line)).strip().startswith("[60:07] ")
