@@ -92,6 +92,25 @@ def libbpf() -> ctypes.CDLL:
     return lib
 
 
+LIBBPF_ERRNO_START = 4000   # __LIBBPF_ERRNO__START: libbpf's own error numbers (LIBBPF_ERRNO__*) from here
+
+
+def strerror(code: int) -> str:
+    """An error number in words: the C library's, or for libbpf's own numbers (4000 and up, which
+    strerror() calls "Unknown error 4003") libbpf's, from libbpf_strerror()."""
+    code = abs(code)
+    if code < LIBBPF_ERRNO_START:
+        return os.strerror(code)
+    try:
+        lib = libbpf()
+    except OSError:   # no libbpf to ask: its number, said to be its
+        return f"libbpf error {code}"
+    lib.libbpf_strerror.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    buf = ctypes.create_string_buffer(128)
+    lib.libbpf_strerror(code, buf, len(buf))
+    return buf.value.decode(errors="replace") or f"libbpf error {code}"
+
+
 def stats_enabled() -> bool:
     """kernel.bpf_stats_enabled: whether the kernel counts every program's runs and run time."""
     try:
@@ -104,7 +123,7 @@ def stats_enabled() -> bool:
 def _check(ret: int, what: str) -> int:
     if ret < 0:
         code = ctypes.get_errno() or -ret
-        raise BpfError(code, f"{what}: {os.strerror(code)}")
+        raise BpfError(code, f"{what}: {strerror(code)}")
     return ret
 
 
