@@ -222,3 +222,24 @@ def test_the_status_line_ticks_within_a_step():
     assert render(lambda c: c.print(line)).strip() == "[0:07] demo4242-b0: native run 1/3"
     now[0] += 3600
     assert render(lambda c: c.print(line)).strip().startswith("[60:07] ")
+
+
+def test_status_of_every_namespace_at_80():
+    from test_render import STATUS
+
+    res = {"namespaces": [STATUS, {**STATUS, "netns": "offload-lab-other", "attachments": STATUS["attachments"][:1]}],
+           "orphans": [{"netns": "offload-lab-gone1234", "interface": "gone1234-a0", "reason": HW_REASON}],
+           "renamed": [{"netns": "offload-lab-demo4242", "interface": "demo4242-a9", "now": "renamed-a9"}],
+           "recovered": []}
+    text = render(lambda c: load_render.status_all(res, c, c))
+    readable(text, WIDTH, [HW_REASON])
+    assert "offload-lab-other" in text and "orphans (offload gc frees them)" in text
+    assert "would follow offload-lab-demo4242/demo4242-a9 -> renamed-a9 (renamed)" in text
+
+
+def test_lab_list_and_down_at_80():
+    doc = {"labs": [{"name": f"lab{i}", "netns": f"offload-lab-lab{i}", "pairs": [{"a": "x", "b": "y"}] * 3,
+                     "mtu": 9000} for i in range(3)]}
+    text = render(lambda c: (top_render.lab_list(doc, c), top_render.lab_removed({"name": "lab0", "removed": True}, c)))
+    readable(text, WIDTH, [])
+    assert "lab2: namespace offload-lab-lab2, 3 pair(s), MTU 9000" in text and "lab lab0: removed" in text
