@@ -35,8 +35,8 @@ def lab_up(made: dict, out: Console) -> None:
     pairs += " ..." if len(made["pairs"]) > 8 else ""
     say(out, Text(f"lab {made['name']}: namespace {made['netns']}, {len(made['pairs'])} veth pair(s) at MTU "
                   f"{made['mtu']}: {pairs}"))
-    say_parts(out, "", [f"probe it: offload probe --netns {made['netns']}", f"remove it: offload lab down {made['name']}"],
-              sep="    ", indent=0)
+    say_parts(out, "", [f"probe it: offload probe --netns {made['netns']}",
+                        f"remove it: offload lab down {made['name']}"], sep="    ", indent=0)
 
 
 def lab_removed(row: dict, out: Console) -> None:

@@ -241,19 +241,20 @@ def probe_detail(report: dict, console: Console) -> None:
             d = i["devlink"]
             say(console, f"  devlink {d['handle']} eswitch {d['eswitch_mode'] or '-'} versions {d['versions']}")
         st = i["state"]
-        say(console, f"  state admin {'up' if st['admin_up'] else 'down'}, oper {st['oper_state']}; mtu {i['mtu']} "
-                      f"(min {i['min_mtu']}, max {i['max_mtu']})"
-                      + (f"; peer {i['peer']['name']} mtu {i['peer']['mtu']}" if i["peer"] else ""))
+        say_parts(console, "  state ", [f"admin {'up' if st['admin_up'] else 'down'}, oper {st['oper_state']}",
+                                        f"mtu {i['mtu']} (min {i['min_mtu']}, max {i['max_mtu']})"]
+                  + ([f"peer {i['peer']['name']} mtu {i['peer']['mtu']}"] if i["peer"] else []), indent=4)
         ch = i["channels"]
-        say(console, f"  queues rx {i['queues']['rx']} tx {i['queues']['tx']}"
-                      + (f"; channels {_counts(ch)}" if ch else "")
-                      + (f"; rings {_counts(i['rings'])}" if i["rings"] else ""))
-        feats = ", ".join(f"{n} {'on' if v['active'] else 'off'}{' [fixed]' if v['fixed'] else ''}"
-                          for n, v in i["features"].items())
-        say(console, f"  features {escape(feats) or '-'}")
+        queues = [f"rx {i['queues']['rx']} tx {i['queues']['tx']}"] + ([f"channels {_counts(ch)}"] if ch else [])
+        say_parts(console, "  queues ", queues + ([f"rings {_counts(i['rings'])}"] if i["rings"] else []), indent=4)
+        feats = [f"{n} {'on' if v['active'] else 'off'}{' [fixed]' if v['fixed'] else ''}"
+                 for n, v in i["features"].items()]
+        say_parts(console, "  features ", feats or ["-"], sep=", ", indent=4)
         x = i["xdp"]
-        say(console, f"  xdp-features {', '.join(x['features']) if x['features'] else ('none' if x['features'] is not None else 'n/a (no netdev family)')}"
-                      + (f"; zc max segs {x['zc_max_segs']}" if x["zc_max_segs"] else ""))
+        known = ", ".join(x["features"]) if x["features"] else ("none" if x["features"] is not None
+                                                                else "n/a (no netdev family)")
+        zc = [f"zc max segs {x['zc_max_segs']}"] if x["zc_max_segs"] else []
+        say_parts(console, "  xdp-features ", [known, *zc], indent=4)
         for a in x["attached"]:
             say(console, f"  attached {a['mode']}: prog {a['prog_id']} {a.get('name') or ''}")
         for mode, v in i["modes"].items():
