@@ -61,10 +61,11 @@ class _LazyConsole:
             from rich.console import Console
 
             # A terminal's own width; piped output a fixed 100 columns (tables fit, notes wrap).
-            # Messages on stderr are never broken into lines by rich (soft wrap): a path or an
-            # error must stay whole for whoever greps a log; a terminal wraps them itself.
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr,
-                                    width=None if self.file.isatty() else PIPED_WIDTH)
+            # Messages on stderr to a file or pipe are never broken into lines (soft wrap): a path
+            # or an error stays whole for whoever greps a log; at a terminal they wrap indented.
+            tty = self.file.isatty()
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr and not tty,
+                                    width=None if tty else PIPED_WIDTH)
         return getattr(self._console, name)
 
 
@@ -153,9 +154,11 @@ def _fail(message: str, hint: str | None, code: int, document: bool, label: str 
         from offload import jsondoc
 
         _print_json(jsondoc.error(message, hint, code), compact=True)
-    err.print(f"[red]offload: {label}:[/] {escape(message)}")
+    from offload.probe.render import say
+
+    say(err, f"[red]offload: {label}:[/] {escape(message)}")
     if hint:
-        err.print(f"  hint: {escape(hint)}")
+        say(err, f"  hint: {escape(hint)}")
     sys.exit(int(code))
 
 
@@ -509,13 +512,20 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         files.write_plot(doc, plot_path)
     emit(doc, "bench")
     if problem := harness.failure(doc):   # cut short, or every mode skipped
-        err.print(f"[yellow]{escape(problem)}[/]")
+        _say_err(f"[yellow]{escape(problem)}[/]")
         sys.exit(int(Exit.FAILED))
 
 
 def _steps(quiet: bool) -> Callable[[str], None]:
     """Each step of long work as a dim line on stderr; nothing when quiet (--json says only its document)."""
-    return (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    return (lambda msg: None) if quiet else (lambda msg: _say_err(f"[dim]{escape(msg)}[/]"))
+
+
+def _say_err(markup: str) -> None:
+    """A line on stderr: whole to a pipe or a log, wrapped indented at a terminal."""
+    from offload.probe.render import say
+
+    say(err, markup)
 
 
 @contextlib.contextmanager
@@ -652,7 +662,7 @@ def _every(interval: float | None, fn: Callable[[], dict], command: str) -> None
 
     def round_done(res: dict) -> None:
         if "error" in res:
-            err.print(f"[red]offload: error:[/] {escape(res['error'])}")
+            _say_err(f"[red]offload: error:[/] {escape(res['error'])}")
         else:
             emit(res, command, compact=True)
         sys.stdout.flush()

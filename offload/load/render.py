@@ -13,7 +13,7 @@ from offload.probe.render import Col, Notes, Trimmed, count, fit, rate, say, say
 
 def attach_result(res: dict, out: Console, err: Console) -> None:
     for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")
     for f in res["fallbacks"]:   # a reason wraps under its own start, not under the mode
         say(out, f"[yellow]{f['mode']}:[/] {escape(f['reason'])}", indent=len(f["mode"]) + 2)
     verb = f"replaced prog {res['replaced']} with" if res["replaced"] else "attached"
@@ -73,12 +73,12 @@ def status(res: dict, out: Console, err: Console) -> None:
                             Col("jited", "right", drop=4), Col("maps", drop=5), Col("btf", "right", drop=6)], rows))
         for r in res["attachments"]:
             for w in (r.get("dispatcher") or {}).get("warnings", []):
-                err.print(f"[yellow]warning:[/] {escape(r['interface'])}: libxdp dispatcher: {escape(w)}")
+                say(err, f"[yellow]warning:[/] {escape(r['interface'])}: libxdp dispatcher: {escape(w)}")
     for s in res["stale_pins"]:
-        err.print(f"[yellow]warning:[/] pins for {escape(s)} but its program is not attached: "
-                  f"offload detach {escape(s)}")
+        say(err, f"[yellow]warning:[/] pins for {escape(s)} but its program is not attached: "
+                 f"offload detach {escape(s)}")
     for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")
 
 
 def _prog_cells(r: dict) -> list[str]:
@@ -157,4 +157,4 @@ def gc_result(res: dict, out: Console, err: Console, heading: str | None = None)
     if not heading and not res["freed"] and not res["renamed"] and not res["recovered"]:
         out.print("nothing to free")
     for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")

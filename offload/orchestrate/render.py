@@ -37,7 +37,7 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
     from rich.markup import escape
     from rich.text import Text
 
-    from offload.probe.render import Col, Notes, fit
+    from offload.probe.render import Col, Notes, fit, say
 
     notes = Notes()
     rows = [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-", st["status"], ""]
@@ -50,9 +50,9 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
                             Col("why")], rows))
     notes.print(err)   # the errors, in full (they went to stderr before the table existed too)
     for w in res.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")
     if res["rolled_back"]:
-        err.print(f"rolled back: {escape(', '.join(res['rolled_back']))}")
+        say(err, f"rolled back: {escape(', '.join(res['rolled_back']))}")
 
 
 def export_nfd(res: dict, out: Console) -> None:

@@ -138,6 +138,9 @@ def say(console: Console, text: str | Text, indent: int | None = None, glue: Seq
     under its start (by `indent`; by default 2 more than the line's own indent): never cut, no
     trailing spaces. `glue`: spans of the plain text kept on one line when they fit one."""
     body = Text.from_markup(text) if isinstance(text, str) else text
+    if console.soft_wrap:   # a console that never breaks lines (stderr to a log): the line whole
+        console.print(body, soft_wrap=True)
+        return
     if indent is None:
         indent = len(body.plain) - len(body.plain.lstrip(" ")) + 2
     console.print(hang(body, max(console.width, 20), indent, glue), soft_wrap=True)
@@ -285,4 +288,4 @@ def profiles(doc: dict, out: Console, err: Console) -> None:
                               for r in rows]))
     for pr in doc["problems"]:
         problem = f"{pr['file']}: {pr['field']}: {pr['message']}"
-        err.print(f"[yellow]warning:[/] {escape(problem)}")
+        say(err, f"[yellow]warning:[/] {escape(problem)}")

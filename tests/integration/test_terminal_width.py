@@ -100,3 +100,16 @@ def test_attach_status_stats_detach_at_80_columns(tmux):
         check_screen(tmux.run(OFFLOAD, "probe", "-v", "--netns", ns))
         lines = check_screen(tmux.run(OFFLOAD, "detach", dev, "--netns", ns))
         assert lines[-1].startswith(f"{dev}: detached prog")
+
+
+def test_an_error_wraps_indented_at_a_terminal_and_stays_whole_in_a_pipe(tmux, tmp_path):
+    missing = str(tmp_path / ("a-long-directory-name-" * 3) / "missing_program.bpf.o")
+    lines = check_screen(tmux.run(OFFLOAD, "attach", "i21b-none0", missing))
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("offload: error: "))
+    assert len(lines) > start + 1 and all(ln.startswith("  ") for ln in lines[start + 1:]), lines
+    assert "".join(missing.split()) in "".join("".join(lines).split())
+    piped = subprocess.run([OFFLOAD, "attach", "i21b-none0", missing], capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+    assert piped.returncode == 2
+    first = piped.stderr.splitlines()[0]   # a log line: one line, however long, the path unbroken
+    assert first.startswith("offload: error: ") and missing in first and len(first) > 100
