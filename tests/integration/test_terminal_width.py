@@ -113,3 +113,33 @@ def test_an_error_wraps_indented_at_a_terminal_and_stays_whole_in_a_pipe(tmux, t
     assert piped.returncode == 2
     first = piped.stderr.splitlines()[0]   # a log line: one line, however long, the path unbroken
     assert first.startswith("offload: error: ") and missing in first and len(first) > 100
+
+
+def test_the_progress_line_ticks_through_a_long_step(tmp_path):
+    """The live status line at a real terminal (a pty, as `offload bench` runs it): one step that
+    lasts over 3 s is shown with a later time than it started with, without a new step."""
+    import fcntl
+    import struct
+    import sys
+    import termios
+
+    script = tmp_path / "step.py"
+    script.write_text("import time\nfrom offload import cli\nwith cli._progress(quiet=False) as progress:\n"
+                      "    progress('native: run 1/3')\n    time.sleep(3.5)\n")
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, COLS, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=slave, stdout=slave, stderr=slave,
+                            env={**env, "TERM": "xterm"}, start_new_session=True)
+    os.close(slave)
+    chunks = []
+    try:
+        while data := os.read(master, 65536):
+            chunks.append(data)
+    except OSError:   # EIO: the child closed the terminal
+        pass
+    finally:
+        os.close(master)
+    assert proc.wait(timeout=60) == 0
+    shown = {int(m) for m in re.findall(r"\[0:(\d\d)\] native: run 1/3", b"".join(chunks).decode(errors="replace"))}
+    assert 0 in shown and max(shown) >= 2, shown   # slept 3.5 s: the line was redrawn after 2 s at least
