@@ -103,7 +103,7 @@ def strerror(code: int) -> str:
         return os.strerror(code)
     try:
         lib = libbpf()
-    except OSError:   # no libbpf to ask: its number, said to be its
+    except OSError:   # no libbpf to ask: the number, named as libbpf's
         return f"libbpf error {code}"
     lib.libbpf_strerror.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
     buf = ctypes.create_string_buffer(128)
