@@ -4,6 +4,7 @@ The renderers themselves are tested line by line in tests/unit/test_output_width
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -26,12 +27,16 @@ class Tmux:
         self.tmux = need_tool("tmux")
         self.socket = f"offload-i21-{os.getpid()}-{secrets.token_hex(3)}"
         self.n = 0
+        self.path: str | None = None   # the socket file, which tmux leaves behind after kill-server
 
     def __enter__(self) -> "Tmux":
         return self
 
     def __exit__(self, *exc) -> None:
         subprocess.run([self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+        if self.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def _tmux(self, *args: str, timeout: float = 30) -> str:
         return subprocess.run([self.tmux, "-L", self.socket, "-f", "/dev/null", *args], capture_output=True,
@@ -45,6 +50,7 @@ class Tmux:
         # COLUMNS would override the pane's own width; the pane stays open until the server goes
         line = f"env -u COLUMNS -u LINES {shlex.join(argv)}; tmux wait-for -S {done}; exec sleep 3600"
         self._tmux("new-session", "-d", "-s", session, "-x", str(COLS), "-y", "400", line)
+        self.path = self.path or self._tmux("display-message", "-p", "-t", session, "#{socket_path}").strip()
         self._tmux("wait-for", done, timeout=timeout)   # a hang fails the test; the machine is shared
         return self._tmux("capture-pane", "-p", "-J", "-S", "-", "-t", session).rstrip("\n")
 
