@@ -462,9 +462,10 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         raise UsageError("give either --lab, or --tx DEV and --rx DEV")
     if not use_lab and not (tx and rx):
         raise UsageError("--tx and --rx go together")
-    for path, what in ((csv_path, "--csv"), (plot_path, "--plot")):
-        if path:
-            files.check_output(path, what)     # before the run, not after minutes of it
+    if csv_path:                             # before the run, not after minutes of it
+        files.check_output(csv_path, "--csv")
+    if plot_path:
+        files.check_plot(plot_path)
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
                         generator, duration, warmup, pkt_size, threads, repeat, count, force)
     # SIGTERM while the lab is built or torn down cleans up too.
@@ -720,8 +721,9 @@ def lab_list(as_json) -> None:
 
 
 @main.command()
-@click.option("--plot", "plot_path", default="offload-demo.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the native-vs-generic bar chart (PNG).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where to write the native-vs-generic bar chart (PNG; default offload-demo.png where "
+                   "matplotlib is installed: offload[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="The whole story as one document.")
 @click.option("-v", "--verbose", is_flag=True, help="The probe's detail view instead of its table.")
 @handles_errors

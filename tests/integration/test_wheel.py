@@ -3,6 +3,7 @@ it lists the library, validates the profiles and attaches a library program in a
 neither the checkout nor a compiler involved."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,49 @@ def test_wheel_attaches_without_compiling(installed, env, tmp_path):
     assert not list(tmp_path.glob("*.o")), "the wheel compiled a library program instead of using its object"
     res = run(installed, "detach", env.ifname, "--netns", env.netns, cache=tmp_path)
     assert res.returncode == 0 and kernel_xdp(env.ifname, env.netns) == {}
+
+
+def test_wheel_without_plot_extra_leaves_matplotlib_out_and_says_how_to_plot(installed, env, tmp_path):
+    """The plain install has no matplotlib; it probes and benches, and --plot names the extra."""
+    has = subprocess.run([str(installed / "bin/python"), "-c", "import importlib.util as u; "
+                          "print(*(bool(u.find_spec(m)) for m in ('matplotlib', 'numpy', 'PIL')))"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    assert has == ["False", "False", "False"]
+    res = run(installed, "probe", "--netns", env.netns, "--json", cache=tmp_path)
+    assert res.returncode == 0 and env.ifname in [i["name"] for i in json.loads(res.stdout)["interfaces"]], res.stderr
+    res = run(installed, "bench", "--lab", "--duration", "0.3", "--warmup", "0.1", "--repeat", "1",
+              "--modes", "generic", "--plot", str(tmp_path / "b.png"), cache=tmp_path)
+    assert res.returncode == 4 and "pip install 'offload[plot]'" in res.stderr, res.stderr
+    assert not (tmp_path / "b.png").exists()
+    res = run(installed, "bench", "--lab", "--duration", "0.3", "--warmup", "0.1", "--repeat", "1",
+              "--modes", "generic", "--json", cache=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["results"][0]["rx_pps"] > 0
+
+
+def test_wheel_with_plot_extra_plots(installed, tmp_path):
+    (whl,) = installed.parent.joinpath("dist").glob("offload-*.whl")
+    subprocess.run([str(installed / "bin/python"), "-m", "pip", "install", "-q", f"{whl}[plot]"], check=True,
+                   timeout=900, cwd=tmp_path)
+    res = run(installed, "bench", "--lab", "--duration", "0.3", "--warmup", "0.1", "--repeat", "1",
+              "--modes", "generic", "--plot", str(tmp_path / "b.png"), cache=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_libbpf_is_exit_4_naming_the_package(installed, env, tmp_path):
+    """libbpf.so.1 hidden in a mount namespace of the command's own (a /dev/null bound over it)."""
+    import ctypes.util
+
+    lib = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    paths = sorted({line.split(" => ")[1] for line in lib.splitlines() if "libbpf.so.1 " in line})
+    assert paths and ctypes.util.find_library("bpf")
+    hide = "; ".join(f"mount --bind /dev/null {os.path.realpath(p)}" for p in paths)
+    res = subprocess.run(["unshare", "-m", "sh", "-c", f"{hide}; exec \"$0\" \"$@\"", str(installed / "bin/offload"),
+                          "attach", env.ifname, "count_drop", "--netns", env.netns, "--json"],
+                         capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OFFLOAD_CACHE_DIR": str(tmp_path)})
+    assert res.returncode == 4, res.stdout + res.stderr
+    err = json.loads(res.stdout)["error"]
+    assert "libbpf.so.1" in err["message"] and "apt-get install libbpf1" in err["hint"]
+    assert kernel_xdp(env.ifname, env.netns) == {}
