@@ -276,6 +276,36 @@ def test_generated_systemd_unit_verifies(tmp_path):
     assert res.returncode != 0 and "/opt/offload/.venv/bin/offload" in res.stderr
 
 
+@pytest.mark.parametrize("extra", [[], ["--metrics-address", "[::1]:9477", "--textfile-dir", "/var/lib/node-exporter"]])
+def test_generated_systemd_unit_is_hardened(tmp_path, extra):
+    """`systemd-analyze security --offline=true` rates the unit at most 4.0; the unhardened unit of
+    before (its [Service] without the sandbox) rates over 7, so the check can fail."""
+    analyze = need_tool("systemd-analyze")
+    unit = tmp_path / "offload-watch.service"
+    subprocess.run([OFFLOAD, "export", "systemd", "--path", str(unit), *extra], check=True, capture_output=True)
+
+    def exposure(path) -> float:
+        res = subprocess.run([analyze, "security", "--offline=true", str(path)], capture_output=True, text=True)
+        found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
+        assert found, res.stdout + res.stderr
+        return float(found.group(1))
+
+    assert exposure(unit) <= 4.0
+    text = unit.read_text()
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                    "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectKernelTunables=yes",
+                    "ProtectControlGroups=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes", "UMask=0077",
+                    "CacheDirectory=offload", "StateDirectory=offload", "RuntimeDirectory=offload"):
+        assert re.search(rf"^{re.escape(setting)}$", text, re.M), setting
+    families = re.search(r"^RestrictAddressFamilies=(.*)$", text, re.M).group(1).split()
+    assert families == ["AF_NETLINK", "AF_UNIX", "AF_INET", *(["AF_INET6"] if extra else [])]
+    bare = tmp_path / "bare.service"
+    bare.write_text(re.sub(r"^(AmbientCapabilities|CapabilityBoundingSet|NoNewPrivileges|Protect\w+|Private\w+|"
+                           r"Restrict\w+|SystemCall\w+|MemoryDeny\w+|LockPersonality|UMask|DevicePolicy|"
+                           r"KeyringMode|RemoveIPC)=.*\n", "", text, flags=re.M))
+    assert exposure(bare) > 7.0
+
+
 def test_labeller_manifest_validates():
     docs = valid_manifest(ROOT / "deploy/offload-nfd-labeller.yaml", 2)
     (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
