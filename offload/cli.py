@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import json
@@ -167,20 +168,28 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except OffloadError as e:
             _fail(e.message, e.hint, e.exit_code, document)
-        except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
-            _fail(f"the kernel refused: {e.strerror or e}", "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)",
-                  Exit.PRIVILEGE, document)
+        except OSError as e:  # a refusal where we did not check beforehand: named, with what is lacking
+            if not isinstance(e, PermissionError) and e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
+                _internal(e, document)
+            from offload.kernel import privileges
+
+            denied = privileges.explain_denied(e)
+            _fail(denied.message, denied.hint, denied.exit_code, document)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
-            if os.environ.get("OFFLOAD_DEBUG"):
-                import traceback  # only here: ~10 ms of every start otherwise
-
-                traceback.print_exc()
-            _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
-                  label="internal error")
+            _internal(e, document)
 
     return wrapper
+
+
+def _internal(e: Exception, document: bool) -> None:
+    if os.environ.get("OFFLOAD_DEBUG"):
+        import traceback  # only here: ~10 ms of every start otherwise
+
+        traceback.print_exc()
+    _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
+          label="internal error")
 
 
 class Bounded(click.ParamType):
