@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from netaddr import INET_ATON, AddrFormatError, IPAddress
-from prometheus_client import CollectorRegistry, MetricsHandler, generate_latest
+from prometheus_client import CollectorRegistry, MetricsHandler, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -64,6 +64,9 @@ class OffloadCollector:
         self.health, self.bench = health, bench   # bench: a checked `bench --json` result (exports.read_bench)
 
     def collect(self):
+        build = InfoMetricFamily("offload_build", "The offload serving these metrics.", labels=["version"])
+        build.add_metric([build_version()], {})
+        yield build
         ns = netns.current_name()
         info = InfoMetricFamily("offload_xdp_program", "An XDP program attached to a device: who attached "
                                 "it (owner: offload or foreign), in which mode, its id and tag.",
@@ -144,9 +147,26 @@ def _bench_metric(doc: dict) -> GaugeMetricFamily:
     return g
 
 
-def registry(health: Health | None = None, bench: dict | None = None) -> CollectorRegistry:
+def build_version() -> str:
+    """This offload's version as installed (the package's metadata: a wheel, the image, a checkout
+    installed editable)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("offload")
+    except PackageNotFoundError:   # run from a bare checkout on PYTHONPATH
+        return "unknown"
+
+
+def registry(health: Health | None = None, bench: dict | None = None, process: bool = False) -> CollectorRegistry:
+    """The collectors; `process`: the client's process_* and python_info too, for the long-lived
+    /metrics endpoint only (in a textfile they would describe a process gone by the time of the
+    scrape, under the names node-exporter uses for its own)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(OffloadCollector(health, bench))
+    if process:
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
     return reg
 
 

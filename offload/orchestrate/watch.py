@@ -79,7 +79,7 @@ class Watcher:
         if self.metrics_server is not None:
             from offload.orchestrate import metrics
 
-            self.metrics_server.start(metrics.registry(self.health))
+            self.metrics_server.start(metrics.registry(self.health, process=True))
             self.log(f"offload-watch: metrics={self.metrics_server.url}")
         # Links as they are before the first apply: one added while it runs is then an event of
         # its own (a dump after the apply would count it as known and never say it came).

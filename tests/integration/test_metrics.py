@@ -374,3 +374,16 @@ def test_prometheus_scrapes_watch_and_sees_new_frames(env, tmp_path):
         prom.communicate(timeout=30)
         rc, log = stop(proc)
     assert rc == 0, log
+
+
+def test_textfile_has_build_info_and_no_process_metrics(tmp_path):
+    """offload_build_info{version} in both outputs; the client's process_* metrics only on /metrics
+    (watch's, test_unit_sandbox.py): in node-exporter's textfile they would be a gone process's, under
+    the names node-exporter itself exports."""
+    prom = tmp_path / "offload.prom"
+    subprocess.run([OFFLOAD, "export", "prometheus", "--path", str(prom)], check=True, capture_output=True)
+    version = subprocess.run([OFFLOAD, "--version"], capture_output=True, text=True).stdout.split()[-1]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(prom.read_text()) for s in fam.samples}
+    assert labels_of(samples, "offload_build_info") == [{"version": version}]
+    assert not [n for n, _ in samples if n.startswith(("process_", "python_"))]

@@ -141,6 +141,9 @@ def test_attach_stats_watch_and_metrics_work_under_the_unit(sandbox, env, tmp_pa
             if labels_of(samples, "offload_xdp_packets_total"):
                 break
         assert labels_of(samples, "offload_xdp_packets_total"), "watch attached nothing"
+        version = subprocess.run([OFFLOAD, "--version"], capture_output=True, text=True).stdout.split()[-1]
+        assert labels_of(samples, "offload_build_info") == [{"version": version}]
+        assert samples[("process_resident_memory_bytes", ())] > 0 and samples[("process_open_fds", ())] > 0
         assert len(kernel_xdp(env.ifname, env.netns)) == 1
     finally:
         code, output = stop(proc)
