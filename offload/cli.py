@@ -648,15 +648,19 @@ def export_() -> None:
               help="Count virtual interfaces (veth, bridge, tun, ...) too; by default only bus-backed ones.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
               help="Rewrite the file every SECONDS until SIGTERM (a labeller).")
+@click.option("--expires-after", type=Bounded(float, 1, 365 * 24 * HOUR), metavar="SECONDS",
+              help="NFD drops the labels SECONDS after each write unless rewritten (# +expiry-time; "
+                   "default: 3 x --interval, none without it).")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def export_nfd(path, include_virtual, interval, as_json) -> None:
+def export_nfd(path, include_virtual, interval, expires_after, as_json) -> None:
     """Write NFD labels: best XDP mode, hw-offload, native, drivers (of bus-backed interfaces)."""
     from offload.orchestrate import exports
 
     target = path or exports.NFD_DEFAULT
-    _every(interval, lambda: exports.export_nfd(target, include_virtual), "export nfd")
+    expiry = exports.nfd_expiry(interval, expires_after)
+    _every(interval, lambda: exports.export_nfd(target, include_virtual, expiry), "export nfd")
 
 
 @export_.command("prometheus")

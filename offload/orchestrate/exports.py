@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from offload.errors import OffloadError, UsageError
-from offload.kernel import fs
+from offload.kernel import clock, fs
 from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
 
@@ -87,13 +87,30 @@ def nfd_labels(assessed: Iterable[tuple[DeviceFacts, dict]], include_virtual: bo
     return {"labels": dict(sorted(labels.items())), "counted": counted, "ignored": ignored, "warnings": warnings}
 
 
-def export_nfd(path: str = NFD_DEFAULT, include_virtual: bool = False) -> dict:
+def nfd_text(labels: dict[str, str], expires: float | None = None) -> str:
+    """A feature file: with `expires` (epoch seconds), NFD's `# +expiry-time=` directive first (NFD
+    >= 0.14 drops the labels after it, so they vanish when the labeller stops rewriting them)."""
+    head = f"# +expiry-time={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}\n" if expires else ""
+    return head + "".join(f"{k}={v}\n" for k, v in labels.items())
+
+
+def nfd_expiry(interval: float | None, expires_after: float | None) -> float | None:
+    """Seconds a feature file stays valid: as asked, else three rounds of a labeller (a missed
+    round or two must not drop a node's labels), else for ever (a file written once)."""
+    if expires_after is not None:
+        return expires_after
+    return 3 * interval if interval else None
+
+
+def export_nfd(path: str = NFD_DEFAULT, include_virtual: bool = False, expires_after: float | None = None) -> dict:
     from offload.probe.report import assess
 
     _, assessed = assess(include_loopback=False)
     res = nfd_labels(((a.facts, a.verdicts) for a in assessed), include_virtual)
-    write_file(path, "".join(f"{k}={v}\n" for k, v in res["labels"].items()), "--path")
-    return {"path": path, "include_virtual": include_virtual, **res}
+    expires = time.time() + expires_after if expires_after else None
+    write_file(path, nfd_text(res["labels"], expires), "--path")
+    return {"path": path, "include_virtual": include_virtual, **res,
+            "expires": None if expires is None else clock.rfc3339(int(expires))}
 
 
 # -- node-exporter textfile ---------------------------------------------------------------------

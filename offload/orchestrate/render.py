@@ -58,7 +58,9 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
 def export_nfd(res: dict, out: Console) -> None:
     notes = "".join(f"\n  warning: {w}" for w in res["warnings"])
     out.print(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
-              f"{len(res['ignored'])} virtual ignored){notes}", markup=False)
+              f"{len(res['ignored'])} virtual ignored"
+              + (f"; valid until {res['expires']}" if res.get("expires") else "")
+              + f"){notes}", markup=False)
 
 
 def export_prometheus(res: dict, out: Console) -> None:

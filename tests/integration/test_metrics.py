@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timezone
 
 import pytest
 from lib.cli import OFFLOAD
@@ -314,6 +315,49 @@ def test_labeller_manifest_validates():
     # it writes where the watch DaemonSet's selector reads from
     watch = [d for d in valid_manifest(ROOT / "deploy/offload-watch.yaml", 3) if d["kind"] == "DaemonSet"]
     assert watch[0]["spec"]["template"]["spec"]["nodeSelector"] == {"offload.xdp/native": "true"}
+
+
+def test_watch_manifest_probes_resources_and_reload():
+    """What the kubelet needs: probes on watch's own /healthz at the port it serves, requests and
+    limits, and the ConfigMap mounted whole (a subPath mount never sees an edit, so no reload)."""
+    docs = valid_manifest(ROOT / "deploy/offload-watch.yaml", 3)
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    port = int(c["command"][c["command"].index("--metrics-address") + 1].rsplit(":", 1)[1])
+    assert [p["containerPort"] for p in c["ports"] if p["name"] == "metrics"] == [port]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    interval = float(c["command"][c["command"].index("--interval") + 1])
+    live = c["livenessProbe"]
+    # the kubelet gives up only after watch's own staleness bound has passed
+    assert live["periodSeconds"] * live["failureThreshold"] >= interval
+    for kind in ("requests", "limits"):
+        assert set(c["resources"][kind]) == {"cpu", "memory"}, kind
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "policy"]
+    assert "subPath" not in mount and c["command"][c["command"].index("-f") + 1].startswith(mount["mountPath"] + "/")
+    assert "/run/netns" in (ROOT / "deploy/offload-watch.yaml").read_text()   # the comment on why it is not mounted
+    assert not [v for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/run/netns"]
+
+
+def test_labeller_feature_file_expires(tmp_path):
+    """The labeller's command, run here: its file starts with NFD's expiry directive, its --expires-after
+    ahead, so the labels vanish when the labeller does."""
+    docs = valid_manifest(ROOT / "deploy/offload-nfd-labeller.yaml", 2)
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    cmd = ds["spec"]["template"]["spec"]["containers"][0]["command"]
+    after = float(cmd[cmd.index("--expires-after") + 1])
+    assert after >= 2 * float(cmd[cmd.index("--interval") + 1])
+    path = tmp_path / "offload"
+    args = [a for a in cmd[1:] if a not in ("--interval", cmd[cmd.index("--interval") + 1])]
+    args[args.index("--path") + 1] = str(path)
+    before = time.time()
+    subprocess.run([OFFLOAD, *args], check=True, capture_output=True)
+    first = path.read_text().splitlines()[0]
+    m = re.fullmatch(r"# \+expiry-time=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)", first)
+    assert m, first
+    expires = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert before + after - 5 <= expires.timestamp() <= time.time() + after + 1
 
 
 def free_port() -> int:
