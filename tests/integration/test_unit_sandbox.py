@@ -7,9 +7,11 @@ bounding, inheritable and ambient, nothing else), its UMask, and ProtectSystem=s
 mount namespace in which every mount but /proc and /dev is read-only except the paths the unit makes
 writable (ReadWritePaths, RuntimeDirectory, StateDirectory, CacheDirectory), each mapped to a
 directory of this test's own (a fresh bpffs instance for /sys/fs/bpf); PrivateTmp as a writable
-directory of its own named by TMPDIR (a tmpfs on /tmp would hide this test's files). Not covered by the stand-in:
-the system call filter, the address families and RestrictNamespaces (seccomp, which setpriv does not
-apply); `systemd-analyze security` rates those (test_metrics.py)."""
+directory of its own named by TMPDIR (a tmpfs on /tmp would hide this test's files);
+MemoryDenyWriteExecute as the kernel's own form of it, prctl(PR_SET_MDWE), which execve keeps (what
+systemd 254 and later use where the kernel has it). Not covered by the stand-in: the system call
+filter, the address families and RestrictNamespaces (seccomp, which setpriv does not apply);
+`systemd-analyze security` rates those (test_metrics.py)."""
 
 import json
 import os
@@ -29,6 +31,11 @@ pytestmark = pytest.mark.root
 UNIT_PATHS = {"/sys/fs/bpf": "bpffs", "/run/offload": "run", "/var/lib/offload": "state",
               "/var/cache/offload": "cache", "PrivateTmp": "tmp"}
 DIRECTORIES = {"RuntimeDirectory": "/run", "StateDirectory": "/var/lib", "CacheDirectory": "/var/cache"}
+
+# MemoryDenyWriteExecute: no mapping may become writable and executable, in this process and after exec.
+MDWE = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
+        "assert libc.prctl(65, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno()); "   # PR_SET_MDWE, REFUSE_EXEC_GAIN
+        "os.execvp(sys.argv[1], sys.argv[1:])")
 
 # ProtectSystem=strict as mounts: the writable paths bound onto themselves (mounts of their own),
 # then every other mount remounted read-only; then the unit's umask.
@@ -59,6 +66,7 @@ class Sandbox:
         s = settings(unit)
         self.caps = [c.removeprefix("CAP_").lower() for c in s["CapabilityBoundingSet"][0].split()]
         self.umask = s["UMask"][0]
+        self.mdwe = s.get("MemoryDenyWriteExecute") == ["yes"]
         paths = [p for line in s.get("ReadWritePaths", []) for p in line.split()]
         paths += [f"{DIRECTORIES[k]}/{v[0]}" for k, v in s.items() if k in DIRECTORIES]
         paths += ["PrivateTmp"] if s.get("PrivateTmp") == ["yes"] else []
@@ -80,7 +88,8 @@ class Sandbox:
         allowed = ",".join(["-all", *(f"+{c}" for c in caps)])
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SCRIPT, "sandbox", self.umask,
                 str(len(writable)), *map(str, writable), "setpriv", "--no-new-privs", "--bounding-set", allowed,
-                "--inh-caps", allowed, "--ambient-caps", allowed, *cmd]
+                "--inh-caps", allowed, "--ambient-caps", allowed,
+                *(["/usr/bin/python3", "-c", MDWE] if self.mdwe else []), *cmd]
 
     def run(self, *cmd: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(*cmd, **kw), capture_output=True, text=True, timeout=300, env=self.env)
@@ -110,6 +119,9 @@ def test_the_stand_in_is_read_only_but_where_the_unit_writes(sandbox):
     assert res.stdout.startswith("-rw-------"), res.stdout
     assert int(res.stdout.split()[-1], 16) == sum(1 << n for n in (12, 21, 38, 39))   # NET_ADMIN SYS_ADMIN PERFMON BPF
     assert "stays writable" not in res.stderr, res.stderr
+    assert sandbox.mdwe
+    res = sandbox.run("/usr/bin/python3", "-c", "import mmap; mmap.mmap(-1, 4096, prot=7)")   # PROT_READ|WRITE|EXEC
+    assert res.returncode != 0 and "Permission denied" in res.stderr, res.stderr
 
 
 def test_attach_stats_watch_and_metrics_work_under_the_unit(sandbox, env, tmp_path):
