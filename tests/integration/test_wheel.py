@@ -49,6 +49,14 @@ def test_wheel_carries_library_and_profiles(installed, tmp_path):
                               "print(*sorted(p.name for p in (resources.files('offload') / 'schemas').iterdir()))"],
                              capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
     assert shipped == sorted(p.name for p in (ROOT / "offload" / "schemas").glob("*.json"))
+    # the wheel's schemas are complete as built (setup.py generates the mode lists): a plain
+    # jsonschema, nothing of offload's, accepts a policy with modes in it
+    check = ("import json, sys, jsonschema; from importlib import resources; "
+             "s = json.loads((resources.files('offload') / 'schemas' / 'policy.schema.json').read_text()); "
+             "jsonschema.validate({'rules': [{'name': 'a', 'match': {'interfaces': ['x']}, 'program': 'pass', "
+             "'mode': {'prefer': 'native', 'min': 'generic'}}]}, s); print('ok')")
+    assert subprocess.run([str(installed / "bin/python"), "-c", check], capture_output=True, text=True,
+                          cwd=tmp_path).stdout == "ok\n"
     res = run(installed, "attach", "--no-such-option", "--json", cache=tmp_path)   # errors load their schema's kind
     assert res.returncode == 2 and json.loads(res.stdout)["error"]["exit_code"] == 2
 
@@ -79,6 +87,16 @@ def test_wheel_without_plot_extra_leaves_matplotlib_out_and_says_how_to_plot(ins
               "--modes", "generic", "--json", cache=tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["results"][0]["rx_pps"] > 0
+
+
+def test_wheel_without_plot_extra_demo_tells_the_story_without_the_chart(installed, tmp_path):
+    res = run(installed, "demo", "--json", cache=tmp_path)
+    assert res.returncode == 0, res.stderr
+    story = json.loads(res.stdout)
+    assert story["plot"] is None and "offload[plot]" in story["plot_skipped"] and story["bench"]["results"]
+    assert not list(tmp_path.glob("*.png"))
+    res = run(installed, "demo", "--plot", str(tmp_path / "d.png"), cache=tmp_path)
+    assert res.returncode == 4 and "offload[plot]" in res.stderr, res.stderr
 
 
 def test_wheel_with_plot_extra_plots(installed, tmp_path):
