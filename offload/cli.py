@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import inspect
@@ -172,20 +173,28 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except OffloadError as e:
             _fail(e.message, e.hint, e.exit_code, document)
-        except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
-            _fail(f"the kernel refused: {e.strerror or e}", "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)",
-                  Exit.PRIVILEGE, document)
+        except OSError as e:  # a refusal where we did not check beforehand: named, with what is lacking
+            if not isinstance(e, PermissionError) and e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
+                _internal(e, document)
+            from offload.kernel import privileges
+
+            denied = privileges.explain_denied(e)
+            _fail(denied.message, denied.hint, denied.exit_code, document)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
-            if os.environ.get("OFFLOAD_DEBUG"):
-                import traceback  # only here: ~10 ms of every start otherwise
-
-                traceback.print_exc()
-            _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
-                  label="internal error")
+            _internal(e, document)
 
     return wrapper
+
+
+def _internal(e: Exception, document: bool) -> None:
+    if os.environ.get("OFFLOAD_DEBUG"):
+        import traceback  # only here: ~10 ms of every start otherwise
+
+        traceback.print_exc()
+    _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
+          label="internal error")
 
 
 class Bounded(click.ParamType):
@@ -498,9 +507,10 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         raise UsageError("give either --lab, or --tx DEV and --rx DEV")
     if not use_lab and not (tx and rx):
         raise UsageError("--tx and --rx go together")
-    for path, what in ((csv_path, "--csv"), (plot_path, "--plot")):
-        if path:
-            files.check_output(path, what)     # before the run, not after minutes of it
+    if csv_path:                             # before the run, not after minutes of it
+        files.check_output(csv_path, "--csv")
+    if plot_path:
+        files.check_plot(plot_path)
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
                         generator, duration, warmup, pkt_size, threads, repeat, count, force)
     # SIGTERM while the lab is built or torn down cleans up too.
@@ -684,15 +694,19 @@ def export_() -> None:
               help="Count virtual interfaces (veth, bridge, tun, ...) too; by default only bus-backed ones.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
               help="Rewrite the file every SECONDS until SIGTERM (a labeller).")
+@click.option("--expires-after", type=Bounded(float, 1, 365 * 24 * HOUR), metavar="SECONDS",
+              help="NFD drops the labels SECONDS after each write unless rewritten (# +expiry-time; "
+                   "default: 3 x --interval, none without it).")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def export_nfd(path, include_virtual, interval, as_json) -> None:
+def export_nfd(path, include_virtual, interval, expires_after, as_json) -> None:
     """Write NFD labels: best XDP mode, hw-offload, native, drivers (of bus-backed interfaces)."""
     from offload.orchestrate import exports
 
     target = path or exports.NFD_DEFAULT
-    _every(interval, lambda: exports.export_nfd(target, include_virtual), "export nfd")
+    expiry = exports.nfd_expiry(interval, expires_after)
+    _every(interval, lambda: exports.export_nfd(target, include_virtual, expiry), "export nfd")
 
 
 @export_.command("prometheus")
@@ -768,8 +782,9 @@ def lab_list(as_json) -> None:
 
 
 @main.command()
-@click.option("--plot", "plot_path", default="offload-demo.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the native-vs-generic bar chart (PNG).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where to write the native-vs-generic bar chart (PNG; default offload-demo.png where "
+                   "matplotlib is installed: offload[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="The whole story as one document.")
 @click.option("-v", "--verbose", is_flag=True, help="The probe's detail view instead of its table.")
 @handles_errors

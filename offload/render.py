@@ -81,5 +81,7 @@ def demo(story: dict, out: Console, verbose: bool = False) -> None:
     bench_render.bench_result(bench, out)
     if story["plot"]:
         say(out, f"plot: {escape(story['plot'])}")
+    elif story.get("plot_skipped"):
+        say(out, f"no plot: {escape(story['plot_skipped'])}")
     out.print(f"\nlab {escape(lb['name'])} removed: no namespace, pins or records left "
               f"({story['elapsed_s']:.1f} s)")

@@ -60,8 +60,9 @@ def export_nfd(res: dict, out: Console) -> None:
 
     from offload.probe.render import say
 
+    until = f"; valid until {res['expires']}" if res.get("expires") else ""
     say(out, Text(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
-                  f"{len(res['ignored'])} virtual ignored)"))
+                  f"{len(res['ignored'])} virtual ignored{until})"))
     for w in res["warnings"]:
         say(out, Text(f"  warning: {w}"))
 
