@@ -80,6 +80,8 @@ def run(bspec: harness.Spec, spec: CompareSpec, progress: Callable[[str], None] 
         except KeyboardInterrupt:
             s.out.partial = "interrupted"
         except (OSError, OffloadError) as e:
+            if len(trials) < 2:   # A or B never ran (the verifier refused it, say): the error is the answer
+                raise
             s.out.partial = getattr(e, "message", None) or str(e)
         finally:
             gen.stop()

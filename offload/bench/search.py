@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from offload.bench import harness, trial
 from offload.errors import NoModeError, OffloadError, UsageError
 from offload.kernel import identity
@@ -126,7 +128,8 @@ def limited_by(goal: Goal, upper: float | None, trials: list[dict]) -> str:
 def search_one(s: harness.Session, mode: str, frames: trial.Frames, spec: SearchSpec,
                progress: Callable[[str], None]) -> dict:
     """The search for one mode and one frame size: calibrate the generator's ceiling, then search
-    up to it."""
+    up to it. Cut short (Ctrl-C, SIGTERM, a device gone), the document so far, its trials kept and
+    `error` saying why, rides on the exception (`.search_doc`)."""
     from MLRsearch import MultipleLossRatioSearch
 
     label = f"{mode} {frames.label}"
@@ -143,16 +146,25 @@ def search_one(s: harness.Session, mode: str, frames: trial.Frames, spec: Search
             found = MultipleLossRatioSearch(cfg).search(m, debug=lambda msg: None)
         except RuntimeError as e:   # MLRsearch's own failure: its time limit
             doc["error"] = f"MLRsearch stopped: {e}"
+        except (KeyboardInterrupt, OSError, OffloadError, NetlinkError) as e:
+            doc["error"] = "interrupted" if isinstance(e, KeyboardInterrupt) else \
+                f"cut short: {getattr(e, 'message', None) or e}"
+            e.search_doc = _finish(doc, m.trials, started)   # type: ignore[union-attr]
+            raise
         else:
             doc["goals"] = [goal_result(g, found[sg], m.trials, frames) for g, sg in zip(spec.goals, cfg.goals)]
-        doc["trials_run"] = len(m.trials)
-        doc["trial_seconds"] = round(sum(t["duration_s"] for t in m.trials), 3)
-        doc["wall_s"] = round(time.monotonic() - started, 3)
-        doc["generator_short_trials"] = sum(t["generator_short"] for t in m.trials)
-        return doc
+        return _finish(doc, m.trials, started)
     finally:
         gen.stop()
         gen.close()
+
+
+def _finish(doc: dict, trials: list[dict], started: float) -> dict:
+    doc["trials_run"] = len(trials)
+    doc["trial_seconds"] = round(sum(t["duration_s"] for t in trials), 3)
+    doc["wall_s"] = round(time.monotonic() - started, 3)
+    doc["generator_short_trials"] = sum(t["generator_short"] for t in trials)
+    return doc
 
 
 def run(bspec: harness.Spec, spec: SearchSpec, progress: Callable[[str], None] = lambda m: None) -> dict:
@@ -192,8 +204,13 @@ def _search_mode(s: harness.Session, mode: str, spec: SearchSpec, results: list[
         harness.prepare_mode(s, mode)
         for frames in spec.frames:
             results.append(search_one(s, mode, frames, spec, progress))
-    except (OSError, OffloadError) as e:
-        s.out.partial = f"{mode}: {getattr(e, 'message', None) or e}"
+    except (KeyboardInterrupt, OSError, OffloadError, NetlinkError) as e:
+        if (doc := getattr(e, "search_doc", None)) is not None:
+            results.append(doc)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        gone = "" if harness._exists(s.spec.rx) else f" ({s.spec.rx} was removed during the run)"
+        s.out.partial = f"{mode}: {getattr(e, 'message', None) or e}{gone}"
     finally:
         harness._quiet_detach(s.spec.rx)
 

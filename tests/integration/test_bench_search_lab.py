@@ -3,10 +3,12 @@ generator paced to an offered load. Speeds are never asserted; counts are exact,
 rate is checked against the request with a margin a busy machine keeps (the error is printed)."""
 
 import json
+import signal
+import subprocess
 import time
 
 import pytest
-from lib.cli import offload
+from lib.cli import OFFLOAD, offload
 from lib.helpers import PIN_ROOT
 from lib.kernel import netns_list
 from lib.schemas import validate
@@ -50,6 +52,25 @@ def test_search_finds_ndr_and_pdr_per_mode_with_every_trial(tmp_path):
     assert len(rows) == 1 + sum(len(r["trials"]) for r in doc["results"])
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _lab_gone(doc)
+
+
+def test_sigterm_mid_search_keeps_its_trials_and_leaves_nothing():
+    proc = subprocess.Popen([OFFLOAD, "bench", "--lab", "--search", "ndr", "--modes", "native", "--duration", "5",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pins = PIN_ROOT / f"offload-lab-bench{proc.pid % 1000}"
+    deadline = time.time() + 60
+    while not pins.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert pins.exists(), "the program was never attached"
+    time.sleep(4)   # calibration (1 s), then into the first trials
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    doc = validate(json.loads(out), "bench-search")
+    assert doc["partial"] == "interrupted"
+    (r,) = doc["results"]
+    assert r["error"] == "interrupted" and r["trials_run"] == len(r["trials"])
+    assert not pins.exists() and pins.name not in netns_list()
 
 
 def test_search_bad_input_is_exit_2_before_any_lab():
