@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, OffloadError, RefusedError
-from offload.kernel import bpfsys, clock, fs
+from offload.kernel import bpfsys, clock, durable, fs
 from offload.kernel.names import check_ifname, check_netns
 from offload.probe.mode import MODES
 
@@ -381,7 +381,7 @@ class Slot:
             _clear_unless_file(d, f"{name}.json")   # a directory or FIFO planted there: a rename cannot replace it
             if meta is None:
                 os.replace(f"{name}.json%new", f"{name}.json", src_dir_fd=d, dst_dir_fd=d)
-                os.fsync(d)
+                durable.sync(d)   # now, or with the batch of an apply (group commit)
             else:
                 fs.replace_file(d, f"{name}.json", _record_bytes(meta), 0o600)
                 _rmtree_at(d, f"{name}.json%new")

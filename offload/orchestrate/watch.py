@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from offload.orchestrate.metrics import Health, MetricsServer
 
 _POLL = 0.2   # seconds between checks of the stop flag, the drift timer and stop_after
+# A burst of link events (a node starting hundreds of pods) is one reconcile: events are gathered
+# until none came for _QUIET seconds, or for at most _BURST seconds (a steady trickle must not
+# hold the first of them back for long).
+_QUIET = 0.05
+_BURST = 1.0
 
 
 def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, journal: Path | None = None,
@@ -91,7 +96,7 @@ class Watcher:
         while not self.stopping.is_set():
             if stop_after is not None and time.monotonic() - began > stop_after:
                 return
-            if self.on_events(events.read(_POLL)):
+            if self.on_events(_burst(events)):
                 self.reconcile("link-change")
                 last = time.monotonic()
             elif self.reload_policy():
@@ -222,6 +227,20 @@ class Watcher:
                     slot.remove()
         except OffloadError as e:
             self.log(f"offload-watch: event=remove iface={iface} error={e.message!r}")
+
+
+def _burst(events: LinkEvents) -> list[LinkEvent]:
+    """The events of one burst: whatever came within _POLL, then more until a quiet moment."""
+    got = events.read(_POLL)
+    if not got:
+        return got
+    end = time.monotonic() + _BURST
+    while time.monotonic() < end:
+        more = events.read(min(_QUIET, max(0.0, end - time.monotonic())))
+        if not more:
+            break
+        got += more
+    return got
 
 
 def _signature(path: str) -> tuple[int, ...] | None:
