@@ -249,7 +249,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
     pins.require_bpffs()
     j = Journal(journal or DEFAULT_JOURNAL)
     try:
-        with apply_lock(lock_timeout), durable.group() as group:
+        with apply_lock(lock_timeout), durable.group() as group, pins.held_dirs():
             return _run(pol, best_effort, j, group, progress, count)
     finally:
         j.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.errors import OffloadError
-from offload.kernel import netns, rtnl
+from offload.kernel import durable, netns, rtnl
 from offload.kernel.linkevents import Kind, LinkEvent, LinkEvents
 from offload.load import attach as attach_mod
 from offload.load import gc, pins
@@ -160,8 +160,12 @@ class Watcher:
         """One reconcile, logged; False when any of it failed. A watcher under systemd's Restart=
         must not crash-loop on one bad interface or record: the next event or period tries again."""
         try:
-            with pins.state_lock():   # gc and apply as one step: no command slips in between
-                for f in gc.collect(only=self.ns)["freed"]:
+            # gc and apply as one step (no command slips in between), durable as one batch. A
+            # burst of new links needs no gc (one that went had its records dropped on its event):
+            # gc reads every record, a cost per attached interface that a pod's start must not pay
+            with pins.state_lock(), durable.group(), pins.held_dirs():
+                freed = gc.collect(only=self.ns)["freed"] if why != "link-change" else []
+                for f in freed:
                     self.log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
                 res = apply(self.pol, best_effort=True, journal=self.journal)
         except OffloadError as e:
