@@ -242,70 +242,72 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
     and any error at all (the journal, the kernel, an interrupt), puts back what this run changed.
     `progress` gets each change as words, `count` the items handled so far and their number.
 
-    The run's records and journal steps are made durable together (durable.group: one syncfs per
-    file system), before its end record: what the truth issue promised a kill at any point still
-    holds, since every rename and write is where it was and only the fsyncs are grouped."""
+    The run is one batch (_batch): its records and journal steps are made durable together (one
+    syncfs per file system), before its end record. What the truth issue promised of a kill at any
+    point still holds: every write and rename is where it was, only the fsyncs are grouped."""
     attach_mod.require_privileges("applying a policy")
     pins.require_bpffs()
     j = Journal(journal or DEFAULT_JOURNAL)
+    with apply_lock(lock_timeout), _batch(j) as group:
+        items = compute_plan(pol)
+        warnings = []
+        if j.interrupted:
+            warnings.append(f"the previous run {j.interrupted} in {j.path} has no end record: it was interrupted; "
+                            "this run starts from what is attached now")
+        j.write("start", policy=pol.path, best_effort=best_effort,
+                plan=[i.to_dict() for i in items if i.action != "keep"],
+                **({"previous_interrupted": j.interrupted} if j.interrupted else {}))
+        done: list[tuple[plan_mod.Item, Saved | None]] = []
+        results, failed = [], []
+        protected = guard.protected_interfaces()   # once per run, not per interface
+        try:
+            for n, item in enumerate(items):
+                count(n, len(items))
+                if item.action == "keep":
+                    results.append({**item.to_dict(), "status": "kept"})
+                    continue
+                if item.action == "conflict":
+                    failed.append({**item.to_dict(), "status": "failed", "error": item.reason})
+                    j.write("step", interface=item.interface, action=item.action, status="failed", error=item.reason)
+                    if not best_effort:
+                        break
+                    continue
+                if not _step(item, j, done, results, failed, progress, protected) and not best_effort:
+                    break
+            count(len(items), len(items))
+            _commit(group, j)   # the run's records and steps: a write-back error undoes the run
+        except BaseException as e:   # not offload's own refusal: a bug, the journal, an interrupt
+            _roll_back_all(done, j, progress)
+            _close(done)
+            try:
+                _commit(group, j)
+                j.write("end", outcome="failed", rolled_back=[i.interface for i, _ in done],
+                        error=f"{type(e).__name__}: {e}")
+            except (OSError, OffloadError):   # the journal itself may be what failed
+                pass
+            raise
+        rolled_back = _roll_back_all(done, j, progress) if failed and not best_effort else []
+        _close(done)
+        outcome = "failed" if failed and not best_effort else ("partial" if failed else "ok")
+        for r in results:   # what was undone is not done
+            if r["interface"] in rolled_back and r["status"] == "done":
+                r["status"] = "rolled back"
+        _commit(group, j)   # what a roll-back wrote, before the end record says so
+        j.write("end", outcome=outcome, rolled_back=rolled_back)
+        return {"outcome": outcome, "steps": results, "failed": failed, "rolled_back": rolled_back,
+                "changed": sum(1 for r in results if r["status"] == "done"), "journal": str(j.path),
+                "warnings": warnings}
+
+
+@contextmanager
+def _batch(j: Journal) -> Iterator[durable.Group]:
+    """One run as one batch: its writes durable together (durable.group), the verified state
+    directories opened once (pins.held_dirs), the journal open for the run and closed after it."""
     try:
-        with apply_lock(lock_timeout), durable.group() as group, pins.held_dirs():
-            return _run(pol, best_effort, j, group, progress, count)
+        with durable.group() as group, pins.held_dirs():
+            yield group
     finally:
         j.close()
-
-
-def _run(pol: Policy, best_effort: bool, j: Journal, group: durable.Group, progress: Callable[[str], None],
-         count: Callable[[int, int], None]) -> dict:
-    items = compute_plan(pol)
-    warnings = []
-    if j.interrupted:
-        warnings.append(f"the previous run {j.interrupted} in {j.path} has no end record: it was interrupted; "
-                        "this run starts from what is attached now")
-    j.write("start", policy=pol.path, best_effort=best_effort,
-            plan=[i.to_dict() for i in items if i.action != "keep"],
-            **({"previous_interrupted": j.interrupted} if j.interrupted else {}))
-    done: list[tuple[plan_mod.Item, Saved | None]] = []
-    results, failed = [], []
-    protected = guard.protected_interfaces()   # once per run, not per interface
-    try:
-        for n, item in enumerate(items, 1):
-            count(n - 1, len(items))
-            if item.action == "keep":
-                results.append({**item.to_dict(), "status": "kept"})
-                continue
-            if item.action == "conflict":
-                failed.append({**item.to_dict(), "status": "failed", "error": item.reason})
-                j.write("step", interface=item.interface, action=item.action, status="failed", error=item.reason)
-                if not best_effort:
-                    break
-                continue
-            if not _step(item, j, done, results, failed, progress, protected) and not best_effort:
-                break
-        count(len(items), len(items))
-        _commit(group, j)   # the run's records and steps durable: a write-back error undoes the run
-    except BaseException as e:   # not offload's own refusal: a bug, the journal, an interrupt
-        _roll_back_all(done, j, progress)
-        _close(done)
-        try:
-            _commit(group, j)
-            j.write("end", outcome="failed", rolled_back=[i.interface for i, _ in done],
-                    error=f"{type(e).__name__}: {e}")
-        except (OSError, OffloadError):   # the journal itself may be what failed
-            pass
-        raise
-    rolled_back = _roll_back_all(done, j, progress) if failed and not best_effort else []
-    _close(done)
-    if rolled_back:
-        _commit(group, j)   # the put-back records too, before the end record
-    outcome = "failed" if failed and not best_effort else ("partial" if failed else "ok")
-    for r in results:   # what was undone is not done
-        if r["interface"] in rolled_back and r["status"] == "done":
-            r["status"] = "rolled back"
-    j.write("end", outcome=outcome, rolled_back=rolled_back)
-    return {"outcome": outcome, "steps": results, "failed": failed, "rolled_back": rolled_back,
-            "changed": sum(1 for r in results if r["status"] == "done"), "journal": str(j.path),
-            "warnings": warnings}
 
 
 def _commit(group: durable.Group, j: Journal) -> None:
