@@ -48,8 +48,9 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
     return out
 
 
-def compute_plan(pol: Policy) -> list[plan_mod.Item]:
-    _, assessed = assess(include_loopback=False)
+def compute_plan(pol: Policy, only: list[str] | None = None) -> list[plan_mod.Item]:
+    """The plan for every interface, or for those named in `only`."""
+    _, assessed = assess(only, include_loopback=False)
     return plan_mod.make_plan(pol, assessed, current_state([a.facts for a in assessed]))
 
 
@@ -237,10 +238,11 @@ class Journal:
 
 def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, lock_timeout: float = 30.0,
           progress: Callable[[str], None] = lambda m: None,
-          count: Callable[[int, int], None] = lambda done, total: None) -> dict:
+          count: Callable[[int, int], None] = lambda done, total: None, only: list[str] | None = None) -> dict:
     """Make the interfaces match `pol`. Without best effort it is all or nothing: a failed step,
     and any error at all (the journal, the kernel, an interrupt), puts back what this run changed.
-    `progress` gets each change as words, `count` the items handled so far and their number.
+    `progress` gets each change as words, `count` the items handled so far and their number;
+    `only` limits the run to the interfaces it names (watch: a burst's new links).
 
     The run is one batch (_batch): its records and journal steps are made durable together (one
     syncfs per file system), before its end record. What the truth issue promised of a kill at any
@@ -249,7 +251,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
     pins.require_bpffs()
     j = Journal(journal or DEFAULT_JOURNAL)
     with apply_lock(lock_timeout), _batch(j) as group:
-        items = compute_plan(pol)
+        items = compute_plan(pol, only)
         warnings = []
         if j.interrupted:
             warnings.append(f"the previous run {j.interrupted} in {j.path} has no end record: it was interrupted; "

@@ -55,6 +55,7 @@ class Watcher:
         self.log, self.metrics_server, self.textfile = log, metrics_server, textfile
         self.ns = netns.current_name()
         self.known: set[str] = set()
+        self.fresh: list[str] | None = None   # what the last link events changed (on_events)
         self.stopping = threading.Event()
         self.reread = threading.Event()             # SIGHUP: read the policy again now
         self.policy_seen = _signature(pol.path)     # the file as the running policy was read from it
@@ -97,7 +98,7 @@ class Watcher:
             if stop_after is not None and time.monotonic() - began > stop_after:
                 return
             if self.on_events(_burst(events)):
-                self.reconcile("link-change")
+                self.reconcile("link-change", only=self.fresh)
                 last = time.monotonic()
             elif self.reload_policy():
                 self.reconcile("policy-change")
@@ -108,18 +109,23 @@ class Watcher:
 
     def on_events(self, events: list[LinkEvent]) -> bool:
         """Whether the links changed. The events say something may have; a dump says exactly what
-        (a burst may be coalesced or lost, and a name may come and go within one batch)."""
-        if any(e.kind is Kind.OVERFLOW for e in events):
+        (a burst may be coalesced or lost, and a name may come and go within one batch). Sets
+        `fresh`: the links the next reconcile must look at (new, or deleted and made again under
+        the same name), or None when events were lost (then it looks at every link)."""
+        overflow = any(e.kind is Kind.OVERFLOW for e in events)
+        if overflow:
             self.log("offload-watch: event=overflow (notifications lost: resynchronising)")
         elif not any(self._news(e) for e in events):
             return False
         now = _link_names()
+        remade = {e.name for e in events if e.kind is Kind.DEL} & now & self.known
+        self.fresh = None if overflow else sorted((now - self.known) | remade)
         for name in sorted(now - self.known):
             self.log(f"offload-watch: event=add iface={name}")
         for name in sorted(self.known - now):
             self.log(f"offload-watch: event=remove iface={name}")
             self._forget(name)
-        changed, self.known = now != self.known, now
+        changed, self.known = now != self.known or bool(remade), now
         return changed
 
     def reload_policy(self) -> bool:
@@ -148,15 +154,17 @@ class Watcher:
     def _news(self, e: LinkEvent) -> bool:
         return (e.kind is Kind.NEW and e.name not in self.known) or (e.kind is Kind.DEL and e.name in self.known)
 
-    def reconcile(self, why: str) -> None:
-        ok = self._apply(why)
+    def reconcile(self, why: str, only: list[str] | None = None) -> None:
+        """Apply the policy to every link, or to the links named in `only` (a burst's new ones:
+        nothing else changed, and the periodic reconcile still looks at all of them)."""
+        ok = self._apply(why, only)
         if self.health is None:
             return
         self.health.record(ok, self._attached_count())
         if self.textfile is not None:
             self._write_textfile()
 
-    def _apply(self, why: str) -> bool:
+    def _apply(self, why: str, only: list[str] | None = None) -> bool:
         """One reconcile, logged; False when any of it failed. A watcher under systemd's Restart=
         must not crash-loop on one bad interface or record: the next event or period tries again."""
         try:
@@ -167,7 +175,7 @@ class Watcher:
                 freed = gc.collect(only=self.ns)["freed"] if why != "link-change" else []
                 for f in freed:
                     self.log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
-                res = apply(self.pol, best_effort=True, journal=self.journal)
+                res = apply(self.pol, best_effort=True, journal=self.journal, only=only)
         except OffloadError as e:
             self.log(f"offload-watch: reconcile={why} error={e.message!r}")
             return False

@@ -152,3 +152,14 @@ def test_a_trickle_that_never_stops_is_cut_into_bursts(monkeypatch):
     monkeypatch.setattr(watch, "_BURST", 0.05)
     endless = type("Endless", (), {"read": lambda self, timeout: [LinkEvent(Kind.NEW, "x", 1)]})()
     assert len(watch._burst(endless)) >= 2   # it returns: a first reconcile is not held back forever
+
+
+def test_a_burst_names_only_its_new_links_for_the_reconcile():
+    """The reconcile after a burst looks at the links that came (and one deleted and made again
+    under its name, which needs its program again); after lost events, at every link."""
+    some = sorted(here())
+    w, _ = watcher(set(some[1:]))
+    assert w.on_events([LinkEvent(Kind.NEW, some[0], 1)]) and w.fresh == [some[0]]
+    assert w.on_events([LinkEvent(Kind.DEL, some[1], 2), LinkEvent(Kind.NEW, some[1], 3)])   # made again
+    assert w.fresh == [some[1]]
+    assert not w.on_events([OVERFLOW]) and w.fresh is None   # a resync: the next reconcile sees all
