@@ -52,6 +52,11 @@ class _LazyConsole:
     def __init__(self, stderr: bool) -> None:
         self._stderr, self._console = stderr, None
 
+    def rich(self):
+        """The rich Console itself (for a live display that needs one)."""
+        self.__getattr__("print")
+        return self._console
+
     @property
     def file(self):
         """The stream itself, for text that must go out verbatim (no rich needed for that)."""
@@ -611,6 +616,23 @@ def _progress(quiet: bool, echo: bool = True):
         yield update
 
 
+@contextlib.contextmanager
+def _counted(what: str, quiet: bool, verbose: bool):
+    """Progress of work over many items: (step, count) callbacks. At a terminal a bar with the
+    count done of the total; each step as a line of its own only with `verbose` (a line per
+    interface is what made a thousand of them slow to watch go by)."""
+    say = _steps(quiet=quiet or not verbose)
+    if quiet or not sys.stderr.isatty():
+        yield say, lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err.rich(), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield say, lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def _bench_in_lab(harness, spec, pkt_size: int, progress, run=None) -> dict:
     harness.check_threads(spec.threads)   # before a lab with that many queues is built
     # one rx/tx queue per generator thread, as a multi-queue NIC would spread them
@@ -713,17 +735,18 @@ def plan_cmd(policy_file, as_json) -> None:
 @click.option("--journal", type=click.Path(dir_okay=False), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
 @click.option("--lock-timeout", default=30.0, show_default=True, type=Bounded(float, 0, HOUR),
               help="Seconds to wait for another apply.")
+@click.option("-v", "--verbose", is_flag=True, help="Every step as it goes, and a row for every interface.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
+def apply_cmd(policy_file, best_effort, journal, lock_timeout, verbose, as_json) -> None:
     """Make the interfaces match the policy: transactional, idempotent, journaled."""
     from offload.orchestrate import apply as apply_mod
 
     pol = _policy(policy_file)
-    with _progress(quiet=as_json) as progress:
-        res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress)
-    emit(res, "apply")
+    with _counted("applying", quiet=as_json, verbose=verbose) as (progress, count):
+        res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress, count)
+    emit(res, "apply", verbose=verbose)
     if res["outcome"] != "ok":
         sys.exit(int(Exit.FAILED))
 
