@@ -56,6 +56,15 @@ def _lib() -> ctypes.CDLL:
         "bpf_map__set_pin_path": (i, [vp, cp]),
         "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
         "bpf_map__is_internal": (ctypes.c_bool, [vp]),
+        "bpf_map__type": (i, [vp]),
+        "bpf_map__key_size": (u32, [vp]),
+        "bpf_map__value_size": (u32, [vp]),
+        "bpf_map__max_entries": (u32, [vp]),
+        "bpf_map__map_flags": (u32, [vp]),
+        "bpf_map__numa_node": (u32, [vp]),
+        "bpf_map__inner_map": (vp, [vp]),
+        "bpf_map__pin_path": (cp, [vp]),
+        "bpf_program__flags": (u32, [vp]),
         "btf__find_by_name_kind": (i, [vp, cp, u32]),
         "btf__type_by_id": (ctypes.POINTER(_btf_type), [vp, u32]),
         "btf__name_by_offset": (cp, [vp, u32]),
@@ -90,6 +99,22 @@ class GlobalVar:
     kind: str         # "int", "uint", "bool", "char[]" or "other"
 
 
+@dataclass(frozen=True)
+class MapDef:
+    """A map as the object declares it (libbpf's view after open, before any map exists)."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    numa_node: int
+    internal: bool            # libbpf's map for .data/.rodata/.bss/.kconfig
+    pin_path: str | None      # LIBBPF_PIN_BY_NAME: where libbpf would pin it
+    inner: "MapDef | None" = None
+
+
 class BpfObject:
     """One opened object. Close it (or use it as a context manager) to free it; the kernel objects
     live on while something (a pin, an attachment, an fd) holds them."""
@@ -120,6 +145,28 @@ class BpfObject:
         while m := lib.bpf_object__next_map(self._obj, m):
             out.append((m, lib.bpf_map__name(m).decode()))
         return out
+
+    def map_defs(self) -> list[MapDef]:
+        """Every map the object declares, with what the kernel would be asked to create."""
+        return [self._map_def(m, name) for m, name in self._maps()]
+
+    @staticmethod
+    def _map_def(m: int, name: str, depth: int = 0) -> MapDef:
+        lib = _lib()
+        inner = lib.bpf_map__inner_map(m) if depth == 0 else None
+        pin = lib.bpf_map__pin_path(m)
+        return MapDef(name, lib.bpf_map__type(m), lib.bpf_map__key_size(m), lib.bpf_map__value_size(m),
+                      lib.bpf_map__max_entries(m), lib.bpf_map__map_flags(m), lib.bpf_map__numa_node(m),
+                      bool(lib.bpf_map__is_internal(m)), pin.decode(errors="replace") if pin else None,
+                      BpfObject._map_def(inner, f"{name}.inner", 1) if inner else None)
+
+    def program_flags(self, name: str) -> int:
+        """The prog_flags libbpf would load `name` with (its section's, e.g. xdp.frags)."""
+        lib = _lib()
+        for p, info in self._programs():
+            if info.name == name:
+                return lib.bpf_program__flags(p)
+        raise KeyError(name)
 
     def globals(self) -> dict[str, GlobalVar]:
         """Variables of the data sections, from the object's BTF (what `--param K=V` can set)."""
