@@ -316,17 +316,19 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @click.option("--dialect", default="auto", show_default=True, type=click.Choice(["auto", "libbpf", "bcc"]),
               help="How to compile a C file: libbpf style (SEC(\"xdp\")) or bcc's; auto tells by what it uses.")
 @click.option("--force", is_flag=True, help="Replace a program offload did not attach; attach to a protected link.")
+@click.option("--try-hw", is_flag=True,
+              help="With --mode auto, try hw even when `offload check` says the program would be refused there.")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, as_json) -> None:
+def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, try_hw, as_json) -> None:
     """Attach PROGRAM to IFACE in the best mode it takes. PROGRAM is a library name (offload
     programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect)."""
     from offload.load import attach as attach_mod
     from offload.load import programs
 
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
-    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json))
+    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json), try_hw=try_hw)
     emit(res.to_dict(), "attach")
 
 

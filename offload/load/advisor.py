@@ -50,6 +50,8 @@ def _read(prog: programs.Program) -> ProgramFacts:
         facts.read, facts.unread = False, f"{path}: {e}"
         return facts
     maps, flags = _declared(prog, path)
+    if (prog.section or "").split("/")[0] == "xdp.frags":   # libbpf adds SEC_XDP_FRAGS's flag only at load
+        flags |= BPF_F_XDP_HAS_FRAGS
     refs = _walk(facts, code, prog.section or "", prog.entry or "")
     facts.maps = [_map_facts(m, _first_use(refs, facts.global_data, m)) for m in maps]
     facts.prog_flags = ["BPF_F_XDP_HAS_FRAGS"] if flags & BPF_F_XDP_HAS_FRAGS else ([hex(flags)] if flags else [])
