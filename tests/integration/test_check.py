@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from lib.cli import offload, offload_json
-from lib.helpers import clang_object
 from lib.objects import CORPUS, corpus_objects
 from lib.schemas import validate
 
