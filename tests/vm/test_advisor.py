@@ -36,6 +36,7 @@ def _actual(port: str, obj) -> tuple[bool, str]:
     return False, re.sub(r"\s+", " ", first)[:160]
 
 
+@pytest.mark.timeout(2400)   # ~40 offload commands under qemu TCG: a slow machine's margin
 def test_corpus_predictions_agree_with_netdevsim(nsim, tmp_path, capsys):
     objs = corpus_objects(tmp_path)
     assert len(objs) >= 15
@@ -87,6 +88,7 @@ def _device_bound(port: str, ifindex: int, *args: str) -> tuple[int, int]:
     return len(bound), out.returncode
 
 
+@pytest.mark.timeout(900)    # two interpreters started under strace in TCG
 def test_auto_makes_no_hw_load_attempt_when_the_advisor_refuses(nsim, tmp_path):
     obj = str(corpus_objects(tmp_path)["percpu-array"])
     ifindex = int(open(f"/sys/class/net/{nsim.ifname}/ifindex").read())
