@@ -153,3 +153,12 @@ def test_rules_for_other_modes_and_extra_checks_join():
                 ] if mode == "hw" else []
     a = advice.judge(facts(), [], "hw", advice.WOULD_LOAD, extra=[never_in_hw])
     assert a.status == advice.REFUSED and "a chain" in a.reason
+
+
+def test_docs_list_every_rule():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "advisor.md").read_text()
+    for p in (NSIM, NFP):
+        for r in p.offload_rules:
+            assert f"`{r['id']}`" in doc and r["source"] in doc, r["id"]
