@@ -21,6 +21,7 @@ BTF_KIND_ENUM, BTF_KIND_RESTRICT, BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_TYPE_
 _MODIFIERS = {BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG}
 DATA_SECTIONS = (".rodata", ".data", ".bss")
 LOG_SIZE = 1 << 20
+OFFLOAD_NEUTRAL = {4}     # BPF_MAP_TYPE_PERF_EVENT_ARRAY: kernel/bpf/offload.c bpf_map_offload_neutral()
 
 
 class ObjectError(OSError):
@@ -221,12 +222,15 @@ class BpfObject:
                 lib.bpf_program__set_log_buf(p, log, LOG_SIZE)
 
     def set_ifindex(self, ifindex: int) -> None:
-        """Bind programs and maps to a device, for hardware offload."""
+        """Bind programs and maps to a device, for hardware offload. A perf event array stays on
+        the host: the kernel lets an offloaded program use it unbound (bpf_map_offload_neutral()),
+        and binding it would fail (no device creates one), as bpftool knows too."""
         lib = _lib()
         for p, _ in self._programs():
             lib.bpf_program__set_ifindex(p, ifindex)
         for m, _ in self._maps():
-            lib.bpf_map__set_ifindex(m, ifindex)
+            if lib.bpf_map__type(m) not in OFFLOAD_NEUTRAL:
+                lib.bpf_map__set_ifindex(m, ifindex)
 
     def no_auto_pinning(self) -> None:
         """Objects may ask libbpf to pin maps by name under /sys/fs/bpf (LIBBPF_PIN_BY_NAME):

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field
 
 WOULD_LOAD, REFUSED, UNKNOWN = "would_load", "refused", "unknown"
 XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+# Maps an offloaded program uses from the host, unbound (kernel/bpf/offload.c bpf_map_offload_neutral());
+# the loader leaves them unbound too (kernel.bpfobj.OFFLOAD_NEUTRAL), so no device rule applies to them.
+OFFLOAD_NEUTRAL = {"perf_event_array"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ Hit = tuple[str, "Place | None"]     # what, where
 def _maps(rule: dict, f: ProgramFacts, bad: Callable[[MapFacts], str | None]) -> list[Hit]:
     hits = []
     for m in f.maps:
-        if m.internal:      # global data is judged by its own rule, which names the variable
+        if m.internal or m.type in OFFLOAD_NEUTRAL:   # global data: its own rule names the variable
             continue
         for part in (m, m.inner and MapFacts(f"{m.name} (inner map)", m.inner, 0, 0, 0, [], False, None, None,
                                              m.place)):

@@ -134,6 +134,20 @@ int xdp_prog(struct xdp_md *ctx)
     return XDP_TX;
 }
 """ + _TAIL,
+    "perf-event-output": _HEAD + """struct {
+    __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+    __uint(key_size, sizeof(__u32));
+    __uint(value_size, sizeof(__u32));
+} events SEC(".maps");
+
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    __u32 len = ctx->data_end - ctx->data;
+    bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &len, sizeof(len));
+    return XDP_PASS;
+}
+""" + _TAIL,
     "atomic-fetch-add": _HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
