@@ -10,7 +10,7 @@ load, so it is not read: its verdict in hw mode is unknown and attach tries it, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from offload.errors import UsageError
 from offload.kernel import bpfelf, bpfnames, fs
@@ -125,14 +125,13 @@ def _walk(facts: ProgramFacts, code: bpfelf.ElfCode, section: str, entry: str) -
 class _Found:
     """The first place of each distinct thing the walk meets."""
 
-    def __post_init__(self) -> None:
-        self.calls: list[Use] = []
-        self.helpers: list[Use] = []
-        self.kfuncs: list[Use] = []
-        self.atomics: list[Use] = []
-        self.data: list[Use] = []
-        self.maps: list[Use] = []
-        self.returns: list[Use] = []
+    calls: list[Use] = field(default_factory=list)
+    helpers: list[Use] = field(default_factory=list)
+    kfuncs: list[Use] = field(default_factory=list)
+    atomics: list[Use] = field(default_factory=list)
+    data: list[Use] = field(default_factory=list)
+    maps: list[Use] = field(default_factory=list)
+    returns: list[Use] = field(default_factory=list)
 
     @staticmethod
     def add(into: list[Use], name: str, place: Place) -> None:
@@ -162,7 +161,8 @@ def _scan(code: bpfelf.ElfCode, fn: bpfelf.Symbol, found: _Found) -> list[bpfelf
     return callees
 
 
-def _call(code, section, i, ins, rel, where, found, callees) -> None:
+def _call(code: bpfelf.ElfCode, section: str, i: int, ins: bpfelf.Insn, rel: bpfelf.Symbol | None, where: Place,
+          found: "_Found", callees: list[bpfelf.Symbol]) -> None:
     if rel is not None and not rel.section:                   # an extern function: a kfunc
         found.add(found.kfuncs, rel.name, where)
     elif ins.src == bpfelf.PSEUDO_CALL:
@@ -178,7 +178,8 @@ def _call(code, section, i, ins, rel, where, found, callees) -> None:
         found.add(found.helpers, bpfnames.helper_name(ins.imm), where)
 
 
-def _ld_imm64(code, ins, rel, where, found, callees) -> None:
+def _ld_imm64(code: bpfelf.ElfCode, ins: bpfelf.Insn, rel: bpfelf.Symbol | None, where: Place, found: "_Found",
+              callees: list[bpfelf.Symbol]) -> None:
     if rel is None:
         return
     if rel.section in bpfelf.MAP_SECTIONS:

@@ -162,3 +162,14 @@ def test_docs_list_every_rule():
     for p in (NSIM, NFP):
         for r in p.offload_rules:
             assert f"`{r['id']}`" in doc and r["source"] in doc, r["id"]
+
+
+def test_a_perf_event_array_stays_on_the_host():
+    # bpf_map_offload_neutral(): an offloaded program may use it unbound; the loader leaves it so
+    events = a_map("perf_event_array", entries=0, name="events")
+    f = facts(maps=[events], helpers=[Use("perf_event_output", AT)])
+    assert hw(f, NSIM).status == hw(f, NFP).status == advice.WOULD_LOAD
+    from offload.kernel import bpfnames
+    from offload.kernel.bpfobj import OFFLOAD_NEUTRAL
+
+    assert {bpfnames.map_type_name(t) for t in OFFLOAD_NEUTRAL} == advice.OFFLOAD_NEUTRAL
