@@ -26,6 +26,14 @@ def nsim():
         yield env
 
 
+def _first_failure(stderr: str) -> str:
+    """libbpf's first line saying what failed (the map create, the program load), cut short."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    said = next((ln for ln in lines if re.match(r"libbpf: (map|prog) '[^']*': .*fail", ln)),
+                next((ln for ln in lines if ln.startswith("libbpf:")), lines[0] if lines else "?"))
+    return re.sub(r"\s+", " ", said)[:150]
+
+
 def _actual(port: str, name: str, obj) -> tuple[bool, str]:
     """netdevsim's answer, through tools that are not offload's: bpftool loads the object bound to
     the port (every map but a perf event array bound too), iproute2 attaches it in xdpoffload."""
@@ -33,8 +41,7 @@ def _actual(port: str, name: str, obj) -> tuple[bool, str]:
     res = subprocess.run(["bpftool", "prog", "load", str(obj), pin, "type", "xdp", "dev", port],
                          capture_output=True, text=True)
     if res.returncode != 0:
-        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-        return False, "bpftool: " + re.sub(r"\s+", " ", lines[-1] if lines else "?")[:160]
+        return False, _first_failure(res.stderr)
     try:
         att = subprocess.run(["ip", "link", "set", "dev", port, "xdpoffload", "pinned", pin],
                              capture_output=True, text=True)
