@@ -162,3 +162,12 @@ def test_plan_predicts_the_mode_with_the_advisor_on_a_recorded_nfp(corpus):
             assert nt["mode"] == "hw" and "map hits: type percpu_array" in nt["reason"]
         else:
             assert item.not_tried == []
+
+
+def test_bcc_c_is_not_read_and_hw_stays_unknown(tmp_path):
+    src = tmp_path / "b.c"
+    src.write_text("BPF_ARRAY(c, u64, 1);\nint xdp_prog(struct xdp_md *ctx) { return XDP_PASS; }\n")
+    doc = validate(offload_json("check", str(src), "--driver", "nfp"), "check")
+    assert doc["facts"]["read"] is False and "bcc C is compiled at load" in doc["facts"]["unread"]
+    (t,) = doc["targets"]
+    assert t["modes"]["hw"]["status"] == "unknown" and t["predicted"] == "hw"   # attach tries it, as before
