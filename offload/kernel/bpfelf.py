@@ -5,7 +5,7 @@ BTF line info and CO-RE relocations (.BTF.ext).
 libbpf applies the relocations only while loading (bpf_object__load), so before a load its
 bpf_program__insns() shows the entry function alone, without the subprograms it will append.
 The advisor needs the program as the kernel would see it without asking the kernel, so the ELF
-is read here (pyelftools) the way libbpf reads it: a call relocated to `sym` lands on instruction
+is read here (struct over the ELF64 headers) the way libbpf reads it: a call relocated to `sym` lands on instruction
 sym.st_value / 8 + imm + 1 (libbpf's bpf_object__reloc_code), an ld_imm64 relocated to a symbol
 of `.maps`/`maps` is a map, to a data section global data, and a call to an undefined symbol a
 kfunc. No decisions.
@@ -13,7 +13,6 @@ kfunc. No decisions.
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass, field
 
@@ -23,6 +22,9 @@ LD_IMM64 = 0x18
 PSEUDO_CALL, PSEUDO_KFUNC_CALL, PSEUDO_FUNC = 1, 2, 4
 MAP_SECTIONS = (".maps", "maps")
 BTF_MAGIC = 0xEB9F
+SHT_PROGBITS, SHT_SYMTAB, SHT_NOBITS, SHT_REL = 1, 2, 8, 9
+SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
+_STT = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE"}
 
 
 class ElfReadError(ValueError):
@@ -105,50 +107,89 @@ def _decode(data: bytes) -> list[Insn]:
 
 def read(path: str, data: bytes) -> ElfCode:
     """Read the object at `path` whose bytes are `data` (read once by the caller)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
     try:
-        elf = ELFFile(io.BytesIO(data))
-        if not elf.little_endian:
-            raise ElfReadError("a big-endian BPF object (offload reads little-endian ones)")
-        return _read(path, elf)
-    except (ELFError, struct.error, IndexError, KeyError, UnicodeDecodeError) as e:
+        return _read(path, _Elf(data))
+    except (struct.error, IndexError, KeyError, UnicodeDecodeError) as e:
         raise ElfReadError(f"damaged ELF: {e}") from None
 
 
-def _read(path: str, elf) -> ElfCode:
-    from elftools.elf.constants import SH_FLAGS
+@dataclass(frozen=True)
+class _Section:
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    info: int
 
+
+class _Elf:
+    """The few parts of an ELF64 little-endian file a BPF object needs (section headers, the
+    symbol table, REL relocations), read with struct: pyelftools' import alone costs more than
+    the whole read, and attach pays this read on every hw-capable device."""
+
+    def __init__(self, data: bytes) -> None:
+        if data[:4] != b"\x7fELF" or data[4] != 2:
+            raise ElfReadError("not a 64-bit ELF file (BPF objects are ELF64)")
+        if data[5] != 1:
+            raise ElfReadError("a big-endian BPF object (offload reads little-endian ones)")
+        self.data = data
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        raw = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+        names = self.bytes_of(raw[shstrndx][4], raw[shstrndx][5]) if shnum else b""
+        self.sections = [_Section(_cstr(names, r[0]), r[1], r[2], r[4], r[5], r[6], r[7]) for r in raw]
+
+    def bytes_of(self, offset: int, size: int) -> bytes:
+        if offset + size > len(self.data):
+            raise ElfReadError("a section runs past the end of the file (truncated?)")
+        return self.data[offset: offset + size]
+
+    def section_data(self, s: _Section) -> bytes:
+        return b"" if s.type == SHT_NOBITS else self.bytes_of(s.offset, s.size)
+
+    def by_name(self, name: str) -> _Section | None:
+        return next((s for s in self.sections if s.name == name), None)
+
+
+def _cstr(table: bytes, off: int) -> str:
+    end = table.find(b"\0", off)
+    return table[off: end if end >= 0 else len(table)].decode()
+
+
+def _read(path: str, elf: _Elf) -> ElfCode:
     out = ElfCode(path)
-    names = [s.name for s in elf.iter_sections()]
-    for s in elf.iter_sections():
-        if s["sh_type"] == "SHT_PROGBITS" and s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR:
-            out.insns[s.name] = _decode(s.data())
-        elif s.name.startswith((".data", ".rodata", ".bss")) and s["sh_flags"] & SH_FLAGS.SHF_ALLOC:
+    names = [s.name for s in elf.sections]
+    for s in elf.sections:
+        if s.type == SHT_PROGBITS and s.flags & SHF_EXECINSTR:
+            out.insns[s.name] = _decode(elf.section_data(s))
+        elif s.name.startswith((".data", ".rodata", ".bss")) and s.flags & SHF_ALLOC:
             out.data_sections.append(s.name)
-    symtab = elf.get_section_by_name(".symtab")
-    syms = list(_symbols(symtab, names)) if symtab is not None else []
+    symtab = next((s for s in elf.sections if s.type == SHT_SYMTAB), None)
+    syms = _symbols(elf, symtab, names) if symtab is not None else []
     out.functions = [s for s in syms if s.kind == "FUNC" and s.section in out.insns]
-    for s in elf.iter_sections():
-        if s["sh_type"] == "SHT_REL" and names[s["sh_info"]] in out.insns:
-            out.relocs[names[s["sh_info"]]] = {r["r_offset"] // 8: syms[r["r_info_sym"]]
-                                               for r in s.iter_relocations() if r["r_info_sym"] < len(syms)}
-    btf, ext = elf.get_section_by_name(".BTF"), elf.get_section_by_name(".BTF.ext")
+    for s in elf.sections:
+        if s.type == SHT_REL and s.info < len(names) and names[s.info] in out.insns:
+            rels = struct.iter_unpack("<QQ", elf.section_data(s))
+            out.relocs[names[s.info]] = {off // 8: syms[info >> 32] for off, info in rels if info >> 32 < len(syms)}
+    btf, ext = elf.by_name(".BTF"), elf.by_name(".BTF.ext")
     out.has_btf = btf is not None
     if btf is not None and ext is not None:
-        strings = _btf_strings(btf.data())
-        out.lines, out.core_relos = _btf_ext(ext.data(), strings)
+        strings = _btf_strings(elf.section_data(btf))
+        out.lines, out.core_relos = _btf_ext(elf.section_data(ext), strings)
     return out
 
 
-def _symbols(symtab, names: list[str]):
-    for sym in symtab.iter_symbols():
-        shndx = sym["st_shndx"]
-        section = names[shndx] if isinstance(shndx, int) and 0 < shndx < len(names) else ""
-        kind = sym["st_info"]["type"].removeprefix("STT_")
-        name = sym.name or (section if kind == "SECTION" else "")
-        yield Symbol(name, section, sym["st_value"], sym["st_size"], kind)
+def _symbols(elf: _Elf, symtab: _Section, names: list[str]) -> list[Symbol]:
+    strtab = elf.section_data(elf.sections[symtab.link])
+    out = []
+    for name_off, info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", elf.section_data(symtab)):
+        section = names[shndx] if 0 < shndx < len(names) else ""    # SHN_UNDEF, SHN_ABS...: none
+        kind = _STT.get(info & 0xF, "NOTYPE")
+        name = _cstr(strtab, name_off) or (section if kind == "SECTION" else "")
+        out.append(Symbol(name, section, value, size, kind))
+    return out
 
 
 def _btf_strings(btf: bytes) -> bytes:

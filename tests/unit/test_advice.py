@@ -173,3 +173,15 @@ def test_a_perf_event_array_stays_on_the_host():
     from offload.kernel.bpfobj import OFFLOAD_NEUTRAL
 
     assert {bpfnames.map_type_name(t) for t in OFFLOAD_NEUTRAL} == advice.OFFLOAD_NEUTRAL
+
+
+PAST_END = (b"\x7fELF\x02\x01".ljust(0x28, b"\0") + (1 << 20).to_bytes(8, "little")).ljust(0x3A, b"\0") + \
+    bytes([64, 0, 3, 0, 0, 0])           # three section headers at 1 MiB, in a file of 64 bytes
+
+
+@pytest.mark.parametrize("data", [b"", b"\x7fELF" + b"\0" * 10, PAST_END], ids=["empty", "elf32", "past-end"])
+def test_a_damaged_elf_is_a_read_error_never_a_crash(data):
+    from offload.kernel import bpfelf
+
+    with pytest.raises(bpfelf.ElfReadError):
+        bpfelf.read("x.o", data)
