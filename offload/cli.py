@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
+import inspect
 import json
 import math
 import os
+import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -50,6 +52,11 @@ class _LazyConsole:
     def __init__(self, stderr: bool) -> None:
         self._stderr, self._console = stderr, None
 
+    def rich(self):
+        """The rich Console itself (for a live display that needs one)."""
+        self.__getattr__("print")
+        return self._console
+
     @property
     def file(self):
         """The stream itself, for text that must go out verbatim (no rich needed for that)."""
@@ -60,14 +67,16 @@ class _LazyConsole:
             from rich.console import Console
 
             # A terminal's own width; piped output a fixed 100 columns (tables fit, notes wrap).
-            # Messages on stderr are never broken into lines by rich (soft wrap): a path or an
-            # error must stay whole for whoever greps a log; a terminal wraps them itself.
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr,
-                                    width=None if self.file.isatty() else PIPED_WIDTH)
+            # Messages on stderr to a file or pipe are never broken into lines (soft wrap): a path
+            # or an error stays whole for whoever greps a log; at a terminal they wrap indented.
+            tty = self.file.isatty()
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr and not tty,
+                                    width=None if tty else PIPED_WIDTH)
         return getattr(self._console, name)
 
 
 PIPED_WIDTH = 100
+JSON_HELP = "Print the result as one JSON document (its schema: offload/schemas/)."
 out = _LazyConsole(stderr=False)
 err = _LazyConsole(stderr=True)
 
@@ -103,6 +112,8 @@ OUTPUTS: dict[str, Output] = {
     "programs": Output("programs", "offload.load.render:programs"),
     "bench": Output("bench", "offload.bench.render:bench_result"),
     "bench prog": Output("bench-prog", "offload.bench.render:prog_cost"),
+    "bench search": Output("bench-search", "offload.bench.render:search_result"),
+    "bench compare": Output("bench-compare", "offload.bench.render:compare_result"),
     "plan": Output("plan", "offload.orchestrate.render:plan"),
     "apply": Output("apply", "offload.orchestrate.render:apply_result", err=True),
     "export nfd": Output("export-nfd", "offload.orchestrate.render:export_nfd"),
@@ -152,9 +163,11 @@ def _fail(message: str, hint: str | None, code: int, document: bool, label: str 
         from offload import jsondoc
 
         _print_json(jsondoc.error(message, hint, code), compact=True)
-    err.print(f"[red]offload: {label}:[/] {escape(message)}")
+    from offload.probe.render import say
+
+    say(err, f"[red]offload: {label}:[/] {escape(message)}")
     if hint:
-        err.print(f"  hint: {escape(hint)}")
+        say(err, f"  hint: {escape(hint)}")
     sys.exit(int(code))
 
 
@@ -168,20 +181,28 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except OffloadError as e:
             _fail(e.message, e.hint, e.exit_code, document)
-        except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
-            _fail(f"the kernel refused: {e.strerror or e}", "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)",
-                  Exit.PRIVILEGE, document)
+        except OSError as e:  # a refusal where we did not check beforehand: named, with what is lacking
+            if not isinstance(e, PermissionError) and e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
+                _internal(e, document)
+            from offload.kernel import privileges
+
+            denied = privileges.explain_denied(e)
+            _fail(denied.message, denied.hint, denied.exit_code, document)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
-            if os.environ.get("OFFLOAD_DEBUG"):
-                import traceback  # only here: ~10 ms of every start otherwise
-
-                traceback.print_exc()
-            _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
-                  label="internal error")
+            _internal(e, document)
 
     return wrapper
+
+
+def _internal(e: Exception, document: bool) -> None:
+    if os.environ.get("OFFLOAD_DEBUG"):
+        import traceback  # only here: ~10 ms of every start otherwise
+
+        traceback.print_exc()
+    _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
+          label="internal error")
 
 
 class Bounded(click.ParamType):
@@ -209,9 +230,36 @@ def _num(x: float) -> str:
 HOUR = 3600.0
 
 
-class _Group(click.Group):
+class _WholeShortHelp:
+    """A group's `--help` lists each command with the first sentence of its help in full (click's
+    own cuts it at 45 characters, "..."); click wraps it under its column."""
+
+    help: str | None
+    short_help: str | None
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        if self.short_help:
+            return self.short_help
+        text = " ".join(inspect.cleandoc(self.help or "").split("\n\n")[0].split())
+        end = re.search(r"\.(\s|$)", text)
+        return text[:end.start() + 1] if end else text
+
+
+class _Command(_WholeShortHelp, click.Command):
+    pass
+
+
+class _SubGroup(_WholeShortHelp, click.Group):
+    command_class = _Command
+    group_class = type   # its groups are of its kind
+
+
+class _Group(_WholeShortHelp, click.Group):
     """With --json anywhere on the line, click's own usage errors (unknown option, bad value) are
     JSON documents on stdout too, with click's exit code (2)."""
+
+    command_class = _Command
+    group_class = _SubGroup
 
     def main(self, args=None, *a, **kw):
         argv = list(sys.argv[1:] if args is None else args)
@@ -272,8 +320,9 @@ def _require_root_for_netns() -> None:
 
 @main.command()
 @click.option("--check", is_flag=True, help="Validate every profile; exit 1 if any is malformed.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Driver profiles directory (default: drivers_profiles/, or $OFFLOAD_PROFILES).")
 @handles_errors
 def profiles(check, as_json, profiles_dir) -> None:
     """List the driver profiles (and validate them with --check)."""
@@ -318,7 +367,7 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @click.option("--force", is_flag=True, help="Replace a program offload did not attach; attach to a protected link.")
 @click.option("--try-hw", is_flag=True,
               help="With --mode auto, try hw even when `offload check` says the program would be refused there.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, try_hw, as_json) -> None:
@@ -341,8 +390,8 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
 @click.option("--prog", "prog_name", metavar="NAME", help="The program to judge, in an object holding several.")
 @click.option("--section", metavar="SEC", help="The XDP program of this ELF section (e.g. xdp, xdp/filter).")
 @click.option("--dialect", default="auto", show_default=True, type=click.Choice(["auto", "libbpf", "bcc"]),
-              help="For C source: libbpf style or bcc's dialect.")
-@click.option("--json", "as_json", is_flag=True)
+              help="How to compile a C file: libbpf style (SEC(\"xdp\")) or bcc's; auto tells by what it uses.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def check_cmd(program, interfaces, drivers, params, prog_name, section, dialect, as_json) -> None:
@@ -358,7 +407,7 @@ def check_cmd(program, interfaces, drivers, params, prog_name, section, dialect,
 @main.command("detach")
 @click.argument("iface")
 @click.option("--mode", type=FLOOR_CHOICE, help="Only if attached in this mode.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def detach_cmd(iface, mode, as_json) -> None:
@@ -371,7 +420,7 @@ def detach_cmd(iface, mode, as_json) -> None:
 @main.command("status")
 @click.option("--all-namespaces", "-A", "all_ns", is_flag=True,
               help="Every network namespace, and the orphans `offload gc` would free.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def status_cmd(all_ns, as_json) -> None:
@@ -387,7 +436,7 @@ def status_cmd(all_ns, as_json) -> None:
 
 @main.command("gc")
 @click.option("--dry-run", is_flag=True, help="Say what would be freed; change nothing.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def gc_cmd(dry_run, as_json) -> None:
     """Free what offload keeps that nothing uses: pins and records of namespaces or interfaces
@@ -404,7 +453,7 @@ def gc_cmd(dry_run, as_json) -> None:
 @click.argument("iface")
 @click.option("--interval", type=Bounded(float, 0, HOUR, lo_open=True),
               help="Sample twice, S seconds apart, and show rates.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def stats_cmd(iface, interval, as_json) -> None:
@@ -423,7 +472,7 @@ def _filter_cmd(name: str, fn_name: str, help_: str, needs_prefixes: bool = True
     @filter_.command(name, help=help_)
     @click.argument("iface")
     @click.argument("prefixes", nargs=-1, required=needs_prefixes)
-    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
     @handles_errors
     @in_netns
     def cmd(iface, prefixes, as_json) -> None:
@@ -440,7 +489,7 @@ _filter_cmd("list", "list_", "Show the blocked prefixes on IFACE.", needs_prefix
 
 
 @main.command("programs")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def programs_cmd(as_json) -> None:
     """The program library (bpf/) and the parameters each takes."""
@@ -453,62 +502,127 @@ PKT_SIZE = Bounded(int, 60, 65535)   # Ethernet's minimum frame; the IPv4 total 
 REPEAT = Bounded(int, 1, 1000)
 
 
+class SizeList(click.ParamType):
+    """Comma-separated frame sizes, each a PKT_SIZE (a list is for --search)."""
+
+    name = "sizes"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"{value!r}: give sizes separated by commas, e.g. 64,128,1518", param, ctx)
+        sizes = [PKT_SIZE.convert(p, param, ctx) for p in parts]
+        if len(set(sizes)) != len(sizes):
+            self.fail(f"{value!r} names a size twice", param, ctx)
+        return sizes
+
+
 @main.group(invoke_without_command=True)
 @click.option("--lab", "use_lab", is_flag=True, help="Build a veth lab for the run and always remove it.")
 @click.option("--tx", help="Device the generator sends from.")
 @click.option("--rx", help="Device the program under test runs on (the tx device's link partner).")
 @click.option("--modes", "modes_", default="auto", show_default=True,
               help="Comma-separated hw,native,generic, or auto (every mode the rx device may take).")
-@click.option("--program", default="count_drop", show_default=True)
-@click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]))
+@click.option("--program", default="count_drop", show_default=True,
+              help="The program under test, as attach takes it (a library name, a .o, a C file).")
+@click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]),
+              help="What sends the frames: pktgen, or BPF_PROG_RUN live frames (Linux >= 5.18); auto: pktgen "
+                   "where the kernel has it.")
 @click.option("--duration", default=5.0, show_default=True, type=Bounded(float, 0, HOUR, lo_open=True),
               help="Measured window per run, seconds.")
 @click.option("--warmup", default=1.0, show_default=True, type=Bounded(float, 0, HOUR),
               help="Seconds before the window.")
-@click.option("--pkt-size", default=60, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
+@click.option("--pkt-size", default="60", show_default=True, type=SizeList(),
+              help="Frame size without FCS; with --search a comma-separated list, e.g. 64,128,256,512,1024,1280,1518.")
+@click.option("--imix", is_flag=True, help="With --search: CSIT's IMIX_v4_1 (28x64, 16x570, 4x1518 B on the wire).")
+@click.option("--search", "search_goals", metavar="GOALS",
+              help="Search each mode's zero-loss rate (ndr) and partial-drop rate (pdr, loss <= 0.005, or "
+                   "pdr=RATIO) with MLRsearch; --duration is the final trial's length.")
 @click.option("--threads", default=1, show_default=True, type=Bounded(int, 1, 1024),
               help="Generator threads, each pinned to a CPU of its own (--lab: as many veth queues).")
 @click.option("--repeat", default=3, show_default=True, type=REPEAT, help="Runs per mode (median reported).")
 @click.option("--count", type=Bounded(int, 1, 10**9), help="Exact mode: send COUNT frames per run and count them all.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one row per run.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
 @click.option("--force", is_flag=True, help="Bench on an rx device that carries XDP: set it aside, put it back after.")
 @click.pass_context
 @handles_errors
 @in_netns
-def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, threads, repeat, count,
-          as_json, csv_path, plot_path, force) -> None:
-    """Packets per second through each XDP mode, side by side (the kernel generates and counts)."""
+def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, imix, search_goals, threads,
+          repeat, count, as_json, csv_path, plot_path, force) -> None:
+    """Packets per second through each XDP mode, side by side (the kernel generates and counts);
+    with --search, each mode's NDR and PDR per frame size."""
     if ctx.invoked_subcommand is not None:
         return
     from offload.bench import files, harness
 
-    if use_lab == bool(tx or rx):
-        raise UsageError("give either --lab, or --tx DEV and --rx DEV")
-    if not use_lab and not (tx and rx):
-        raise UsageError("--tx and --rx go together")
-    for path, what in ((csv_path, "--csv"), (plot_path, "--plot")):
-        if path:
-            files.check_output(path, what)     # before the run, not after minutes of it
+    _bench_devices(use_lab, tx, rx)
+    if not search_goals and (len(pkt_size) > 1 or imix):
+        raise UsageError("a list of --pkt-size and --imix go with --search (a plain bench measures one size)")
+    if csv_path:                             # before the run, not after minutes of it
+        files.check_output(csv_path, "--csv")
+    if plot_path:
+        files.check_plot(plot_path)
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
-                        generator, duration, warmup, pkt_size, threads, repeat, count, force)
+                        generator, duration, warmup, pkt_size[0], threads, repeat, count, force)
+    if search_goals:
+        _bench_search(harness, spec, search_goals, pkt_size, imix, use_lab, as_json, csv_path, plot_path)
+        return
     # SIGTERM while the lab is built or torn down cleans up too.
     with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
-        doc = _bench_in_lab(harness, spec, pkt_size, progress) if use_lab else harness.run(spec, progress)
+        doc = _bench_in_lab(harness, spec, spec.pkt_size, progress) if use_lab else harness.run(spec, progress)
     if csv_path:
         files.write_csv(doc, csv_path)
     if plot_path:
         files.write_plot(doc, plot_path)
     emit(doc, "bench")
     if problem := harness.failure(doc):   # cut short, or every mode skipped
-        err.print(f"[yellow]{escape(problem)}[/]")
+        _say_err(f"[yellow]{escape(problem)}[/]")
+        sys.exit(int(Exit.FAILED))
+
+
+def _bench_devices(use_lab: bool, tx: str | None, rx: str | None) -> None:
+    if use_lab == bool(tx or rx):
+        raise UsageError("give either --lab, or --tx DEV and --rx DEV")
+    if not use_lab and not (tx and rx):
+        raise UsageError("--tx and --rx go together")
+
+
+def _bench_search(harness, spec, goals: str, sizes: list[int], imix: bool, use_lab: bool, as_json: bool,
+                  csv_path: str | None, plot_path: str | None) -> None:
+    from offload.bench import files, search, trial
+
+    if spec.count is not None:
+        raise UsageError("--count and --search do not go together: the search chooses each trial's count")
+    frames = [trial.single(n) for n in sizes] + ([trial.imix()] if imix else [])
+    sspec = search.SearchSpec(search.parse_goals(goals), frames)
+    spec.pkt_size = max(size for f in frames for size, _ in f.sizes)   # the MTU check takes the largest
+    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+        run = functools.partial(search.run, spec=sspec)
+        doc = _bench_in_lab(harness, spec, spec.pkt_size, progress, run) if use_lab else run(spec, progress=progress)
+    if csv_path:
+        files.write_search_csv(doc, csv_path)
+    if plot_path:
+        files.write_search_plot(doc, plot_path)
+    emit(doc, "bench search")
+    if problem := search.failure(doc):
+        _say_err(f"[yellow]{escape(problem)}[/]")
         sys.exit(int(Exit.FAILED))
 
 
 def _steps(quiet: bool) -> Callable[[str], None]:
     """Each step of long work as a dim line on stderr; nothing when quiet (--json says only its document)."""
-    return (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    return (lambda msg: None) if quiet else (lambda msg: _say_err(f"[dim]{escape(msg)}[/]"))
+
+
+def _say_err(markup: str) -> None:
+    """A line on stderr: whole to a pipe or a log, wrapped indented at a terminal."""
+    from offload.probe.render import say
+
+    say(err, markup)
 
 
 @contextlib.contextmanager
@@ -518,31 +632,103 @@ def _progress(quiet: bool, echo: bool = True):
     if quiet or not sys.stderr.isatty():
         yield _steps(quiet)
         return
-    started, say = time.monotonic(), _steps(quiet=not echo)
-    with err.status("starting") as status:
+    from offload.render import Elapsed
+
+    line, say = Elapsed(), _steps(quiet=not echo)
+    with err.status(line):   # rendered at every refresh: the time ticks within a step
         def update(msg: str) -> None:
-            status.update(f"[{time.monotonic() - started:5.0f}s] {escape(msg)}")
+            line.step = msg
             say(msg)
         yield update
 
 
-def _bench_in_lab(harness, spec, pkt_size: int, progress) -> dict:
+@contextlib.contextmanager
+def _counted(what: str, quiet: bool, verbose: bool):
+    """Progress of work over many items: (step, count) callbacks. At a terminal a bar with the
+    count done of the total; each step as a line of its own only with `verbose` (a line per
+    interface is what made a thousand of them slow to watch go by)."""
+    say = _steps(quiet=quiet or not verbose)
+    if quiet or not sys.stderr.isatty():
+        yield say, lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err.rich(), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield say, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _bench_in_lab(harness, spec, pkt_size: int, progress, run=None) -> dict:
     harness.check_threads(spec.threads)   # before a lab with that many queues is built
     # one rx/tx queue per generator thread, as a multi-queue NIC would spread them
     with lab_mod.temporary("bench", pairs=1, mtu=max(1500, pkt_size - 14), queues=spec.threads) as made:
         spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b
         progress(f"lab {made.name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
         with netns.inside(made.netns):
-            doc = harness.run(spec, progress)
+            doc = (run or harness.run)(spec, progress=progress)
     progress(f"lab {made.name} removed")
     return doc
 
 
+@bench.command("compare")
+@click.argument("program_a", metavar="A")
+@click.argument("program_b", metavar="B")
+@click.option("--lab", "use_lab", is_flag=True, help="Build a veth lab for the run and always remove it.")
+@click.option("--tx", help="Device the generator sends from.")
+@click.option("--rx", help="Device the programs run on, one at a time.")
+@click.option("--mode", "mode_a", default="native", show_default=True, type=FLOOR_CHOICE,
+              help="A's mode (and B's, without --mode-b).")
+@click.option("--mode-b", type=FLOOR_CHOICE, help="B's mode, to compare two modes.")
+@click.option("--param-a", multiple=True, metavar="K=V", help="A's program parameter (repeatable).")
+@click.option("--param-b", multiple=True, metavar="K=V", help="B's program parameter (repeatable).")
+@click.option("--trials", default=10, show_default=True, type=Bounded(int, 2, 1000),
+              help="Trials per side, interleaved A B B A ...")
+@click.option("--level", default=0.95, show_default=True, type=Bounded(float, 0.5, 0.999),
+              help="Confidence level of the interval.")
+@click.option("--fail-if-slower", type=Bounded(float, 0, 100), metavar="PCT",
+              help="Exit 1 when B is significantly slower than A by more than PCT percent.")
+@click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]),
+              help="What sends the frames (as for bench).")
+@click.option("--duration", default=1.0, show_default=True, type=Bounded(float, 0, HOUR, lo_open=True),
+              help="Measured window per trial, seconds.")
+@click.option("--warmup", default=0.5, show_default=True, type=Bounded(float, 0, HOUR), help="Seconds before each window.")
+@click.option("--pkt-size", default=60, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
+@click.option("--threads", default=1, show_default=True, type=Bounded(int, 1, 1024), help="Generator threads.")
+@click.option("--force", is_flag=True, help="Compare on an rx device that carries XDP: set it aside, put it back after.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@handles_errors
+@in_netns
+def bench_compare(program_a, program_b, use_lab, tx, rx, mode_a, mode_b, param_a, param_b, trials, level,
+                  fail_if_slower, generator, duration, warmup, pkt_size, threads, force, as_json) -> None:
+    """Is B faster than A? Interleaved trials of each on the same devices: the ratio of medians
+    (B/A) with its bootstrap confidence interval, and the verdict."""
+    from offload.bench import compare, harness
+    from offload.load import programs
+
+    _bench_devices(use_lab, tx, rx)
+    arms = [compare.Arm(p, m, programs.parse_params(list(kv)))
+            for p, m, kv in ((program_a, mode_a, param_a), (program_b, mode_b or mode_a, param_b))]
+    cspec = compare.CompareSpec(arms[0], arms[1], trials, level, fail_if_slower)
+    compare.check(cspec)
+    for arm in arms:   # bad programs and parameters before any lab or traffic
+        programs.resolve(arm.program, arm.params)
+    spec = harness.Spec(tx or "", rx or "", [mode_a], program_a, generator, duration, warmup, pkt_size, threads,
+                        1, None, force)
+    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+        run = functools.partial(compare.run, spec=cspec)
+        doc = _bench_in_lab(harness, spec, pkt_size, progress, run) if use_lab else run(spec, progress=progress)
+    emit(doc, "bench compare")
+    if problem := compare.failure(doc):
+        _say_err(f"[yellow]{escape(problem)}[/]")
+        sys.exit(int(Exit.FAILED))
+
+
 @bench.command("prog")
 @click.argument("program")
-@click.option("--repeat", default=5, show_default=True, type=REPEAT)
-@click.option("--pkt-size", default=64, show_default=True, type=PKT_SIZE)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--repeat", default=5, show_default=True, type=REPEAT, help="Runs (median reported).")
+@click.option("--pkt-size", default=64, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def bench_prog(program, repeat, pkt_size, as_json) -> None:
     """Per-packet cost of PROGRAM through BPF_PROG_RUN (ns/packet; no traffic, no device)."""
@@ -559,7 +745,7 @@ def _policy(path: str):
 
 @main.command("plan")
 @click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def plan_cmd(policy_file, as_json) -> None:
@@ -575,17 +761,18 @@ def plan_cmd(policy_file, as_json) -> None:
 @click.option("--journal", type=click.Path(dir_okay=False), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
 @click.option("--lock-timeout", default=30.0, show_default=True, type=Bounded(float, 0, HOUR),
               help="Seconds to wait for another apply.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Every step as it goes, and a row for every interface.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
+def apply_cmd(policy_file, best_effort, journal, lock_timeout, verbose, as_json) -> None:
     """Make the interfaces match the policy: transactional, idempotent, journaled."""
     from offload.orchestrate import apply as apply_mod
 
     pol = _policy(policy_file)
-    with _progress(quiet=as_json) as progress:
-        res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress)
-    emit(res, "apply")
+    with _counted("applying", quiet=as_json, verbose=verbose) as (progress, count):
+        res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress, count)
+    emit(res, "apply", verbose=verbose)
     if res["outcome"] != "ok":
         sys.exit(int(Exit.FAILED))
 
@@ -595,7 +782,8 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
 @click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
               help="Seconds between drift checks.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the policy's programs when stopped.")
-@click.option("--journal", type=click.Path(dir_okay=False))
+@click.option("--journal", type=click.Path(dir_okay=False),
+              help="JSON-lines journal of every reconcile (default /var/lib/offload/journal.jsonl).")
 @click.option("--metrics-address", metavar="ADDR:PORT",
               help="Serve Prometheus metrics at http://ADDR:PORT/metrics (the address is taken in the "
                    "namespace offload starts in, even with --netns).")
@@ -642,7 +830,7 @@ def _every(interval: float | None, fn: Callable[[], dict], command: str) -> None
 
     def round_done(res: dict) -> None:
         if "error" in res:
-            err.print(f"[red]offload: error:[/] {escape(res['error'])}")
+            _say_err(f"[red]offload: error:[/] {escape(res['error'])}")
         else:
             emit(res, command, compact=True)
         sys.stdout.flush()
@@ -664,15 +852,19 @@ def export_() -> None:
               help="Count virtual interfaces (veth, bridge, tun, ...) too; by default only bus-backed ones.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
               help="Rewrite the file every SECONDS until SIGTERM (a labeller).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--expires-after", type=Bounded(float, 1, 365 * 24 * HOUR), metavar="SECONDS",
+              help="NFD drops the labels SECONDS after each write unless rewritten (# +expiry-time; "
+                   "default: 3 x --interval, none without it).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def export_nfd(path, include_virtual, interval, as_json) -> None:
+def export_nfd(path, include_virtual, interval, expires_after, as_json) -> None:
     """Write NFD labels: best XDP mode, hw-offload, native, drivers (of bus-backed interfaces)."""
     from offload.orchestrate import exports
 
     target = path or exports.NFD_DEFAULT
-    _every(interval, lambda: exports.export_nfd(target, include_virtual), "export nfd")
+    expiry = exports.nfd_expiry(interval, expires_after)
+    _every(interval, lambda: exports.export_nfd(target, include_virtual, expiry), "export nfd")
 
 
 @export_.command("prometheus")
@@ -682,7 +874,7 @@ def export_nfd(path, include_virtual, interval, as_json) -> None:
 @click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="Include a bench result.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
               help="Rewrite the file every SECONDS until SIGTERM.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None:
@@ -696,11 +888,13 @@ def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None
 @export_.command("systemd")
 @click.option("--path", default=None, help="Write the unit here (a *.service file); default: print it.")
 @click.option("--policy", default="/etc/offload/policy.yaml", show_default=True, help="The policy watch applies.")
-@click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR))
-@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True)
+@click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
+              help="Seconds between watch's drift checks.")
+@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True,
+              help="The journal watch writes.")
 @click.option("--metrics-address", metavar="ADDR:PORT", help="Have watch serve /metrics there.")
 @click.option("--textfile-dir", metavar="DIR", help="Have watch refresh DIR/offload.prom.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def export_systemd(path, policy, interval, journal, metrics_address, textfile_dir, as_json) -> None:
     """A systemd unit running `offload watch` with this offload (its absolute path)."""
@@ -720,7 +914,7 @@ def lab() -> None:
 @click.option("--pairs", default=1, show_default=True, type=Bounded(int, 1, LAB_MAX_PAIRS),
               help="Number of veth pairs.")
 @click.option("--mtu", default=1500, show_default=True, type=Bounded(int, 68, 65535), help="MTU of every veth.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def lab_up(name, pairs, mtu, as_json) -> None:
     """Create a lab: namespace offload-lab-NAME with veth pairs NAME-aI <-> NAME-bI."""
@@ -730,7 +924,7 @@ def lab_up(name, pairs, mtu, as_json) -> None:
 @lab.command("down")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Remove every lab.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def lab_down(names, all_, as_json) -> None:
     """Remove labs and everything in them (idempotent)."""
@@ -738,7 +932,7 @@ def lab_down(names, all_, as_json) -> None:
 
 
 @lab.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def lab_list(as_json) -> None:
     """Show the labs that exist."""
@@ -746,8 +940,9 @@ def lab_list(as_json) -> None:
 
 
 @main.command()
-@click.option("--plot", "plot_path", default="offload-demo.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the native-vs-generic bar chart (PNG).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where to write the native-vs-generic bar chart (PNG; default offload-demo.png where "
+                   "matplotlib is installed: offload[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="The whole story as one document.")
 @click.option("-v", "--verbose", is_flag=True, help="The probe's detail view instead of its table.")
 @handles_errors

@@ -28,6 +28,8 @@ class Ownership:
 
 def ownership(slot: pins.Slot, attached: dict[str, int]) -> Ownership:
     """Split what is attached (mode -> prog id, as rtnetlink says) into ours and foreign."""
+    if not attached:   # nothing attached, nothing of anyone's: no pin to read (most of a fresh node)
+        return Ownership(None, {})
     pids = {slot.pinned_prog_id(), slot.staged_prog_id()} - {None}   # staged: a run killed mid-attach
     mine = next((Held(m, i) for m, i in attached.items() if i in pids), None)
     return Ownership(mine, {m: i for m, i in attached.items() if mine is None or i != mine.prog_id})
