@@ -103,6 +103,7 @@ OUTPUTS: dict[str, Output] = {
     "profiles": Output("profiles", "offload.probe.render:profiles", err=True),
     "attach": Output("attach", "offload.load.render:attach_result", err=True),
     "detach": Output("detach", "offload.load.render:detach_result"),
+    "check": Output("check", "offload.load.render:check_result"),
     "status": Output("status", "offload.load.render:status", err=True),
     "status -A": Output("status", "offload.load.render:status_all", err=True),
     "gc": Output("gc", "offload.load.render:gc_result", err=True),
@@ -364,18 +365,43 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @click.option("--dialect", default="auto", show_default=True, type=click.Choice(["auto", "libbpf", "bcc"]),
               help="How to compile a C file: libbpf style (SEC(\"xdp\")) or bcc's; auto tells by what it uses.")
 @click.option("--force", is_flag=True, help="Replace a program offload did not attach; attach to a protected link.")
+@click.option("--try-hw", is_flag=True,
+              help="With --mode auto, try hw even when `offload check` says the program would be refused there.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, as_json) -> None:
+def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, try_hw, as_json) -> None:
     """Attach PROGRAM to IFACE in the best mode it takes. PROGRAM is a library name (offload
     programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect)."""
     from offload.load import attach as attach_mod
     from offload.load import programs
 
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
-    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json))
+    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json), try_hw=try_hw)
     emit(res.to_dict(), "attach")
+
+
+@main.command("check")
+@click.argument("program")
+@click.argument("interfaces", nargs=-1)
+@click.option("--driver", "drivers", multiple=True, metavar="DRIVER",
+              help="Judge against this driver's profile, with no such device here (repeatable).")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="Program parameter (repeatable).")
+@click.option("--prog", "prog_name", metavar="NAME", help="The program to judge, in an object holding several.")
+@click.option("--section", metavar="SEC", help="The XDP program of this ELF section (e.g. xdp, xdp/filter).")
+@click.option("--dialect", default="auto", show_default=True, type=click.Choice(["auto", "libbpf", "bcc"]),
+              help="How to compile a C file: libbpf style (SEC(\"xdp\")) or bcc's; auto tells by what it uses.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@handles_errors
+@in_netns
+def check_cmd(program, interfaces, drivers, params, prog_name, section, dialect, as_json) -> None:
+    """Will PROGRAM load on each IFACE (every interface when none is named), or on a DRIVER's
+    device, in hw, native and generic mode? Reads the program once and loads nothing; every
+    reason names the program's own line and a fix."""
+    from offload.load import advisor, programs
+
+    prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
+    emit(advisor.check(prog, list(interfaces), list(drivers)), "check")
 
 
 @main.command("detach")

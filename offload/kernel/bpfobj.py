@@ -21,6 +21,7 @@ BTF_KIND_ENUM, BTF_KIND_RESTRICT, BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_TYPE_
 _MODIFIERS = {BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG}
 DATA_SECTIONS = (".rodata", ".data", ".bss")
 LOG_SIZE = 1 << 20
+OFFLOAD_NEUTRAL = {4}     # BPF_MAP_TYPE_PERF_EVENT_ARRAY: kernel/bpf/offload.c bpf_map_offload_neutral()
 
 
 class ObjectError(OSError):
@@ -56,6 +57,15 @@ def _lib() -> ctypes.CDLL:
         "bpf_map__set_pin_path": (i, [vp, cp]),
         "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
         "bpf_map__is_internal": (ctypes.c_bool, [vp]),
+        "bpf_map__type": (i, [vp]),
+        "bpf_map__key_size": (u32, [vp]),
+        "bpf_map__value_size": (u32, [vp]),
+        "bpf_map__max_entries": (u32, [vp]),
+        "bpf_map__map_flags": (u32, [vp]),
+        "bpf_map__numa_node": (u32, [vp]),
+        "bpf_map__inner_map": (vp, [vp]),
+        "bpf_map__pin_path": (cp, [vp]),
+        "bpf_program__flags": (u32, [vp]),
         "btf__find_by_name_kind": (i, [vp, cp, u32]),
         "btf__type_by_id": (ctypes.POINTER(_btf_type), [vp, u32]),
         "btf__name_by_offset": (cp, [vp, u32]),
@@ -90,6 +100,22 @@ class GlobalVar:
     kind: str         # "int", "uint", "bool", "char[]" or "other"
 
 
+@dataclass(frozen=True)
+class MapDef:
+    """A map as the object declares it (libbpf's view after open, before any map exists)."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    numa_node: int
+    internal: bool            # libbpf's map for .data/.rodata/.bss/.kconfig
+    pin_path: str | None      # LIBBPF_PIN_BY_NAME: where libbpf would pin it
+    inner: "MapDef | None" = None
+
+
 class BpfObject:
     """One opened object. Close it (or use it as a context manager) to free it; the kernel objects
     live on while something (a pin, an attachment, an fd) holds them."""
@@ -120,6 +146,28 @@ class BpfObject:
         while m := lib.bpf_object__next_map(self._obj, m):
             out.append((m, lib.bpf_map__name(m).decode()))
         return out
+
+    def map_defs(self) -> list[MapDef]:
+        """Every map the object declares, with what the kernel would be asked to create."""
+        return [self._map_def(m, name) for m, name in self._maps()]
+
+    @staticmethod
+    def _map_def(m: int, name: str, depth: int = 0) -> MapDef:
+        lib = _lib()
+        inner = lib.bpf_map__inner_map(m) if depth == 0 else None
+        pin = lib.bpf_map__pin_path(m)
+        return MapDef(name, lib.bpf_map__type(m), lib.bpf_map__key_size(m), lib.bpf_map__value_size(m),
+                      lib.bpf_map__max_entries(m), lib.bpf_map__map_flags(m), lib.bpf_map__numa_node(m),
+                      bool(lib.bpf_map__is_internal(m)), pin.decode(errors="replace") if pin else None,
+                      BpfObject._map_def(inner, f"{name}.inner", 1) if inner else None)
+
+    def program_flags(self, name: str) -> int:
+        """The prog_flags libbpf would load `name` with (its section's, e.g. xdp.frags)."""
+        lib = _lib()
+        for p, info in self._programs():
+            if info.name == name:
+                return lib.bpf_program__flags(p)
+        raise KeyError(name)
 
     def globals(self) -> dict[str, GlobalVar]:
         """Variables of the data sections, from the object's BTF (what `--param K=V` can set)."""
@@ -174,12 +222,15 @@ class BpfObject:
                 lib.bpf_program__set_log_buf(p, log, LOG_SIZE)
 
     def set_ifindex(self, ifindex: int) -> None:
-        """Bind programs and maps to a device, for hardware offload."""
+        """Bind programs and maps to a device, for hardware offload. A perf event array stays on
+        the host: the kernel lets an offloaded program use it unbound (bpf_map_offload_neutral()),
+        and binding it would fail (no device creates one), as bpftool knows too."""
         lib = _lib()
         for p, _ in self._programs():
             lib.bpf_program__set_ifindex(p, ifindex)
         for m, _ in self._maps():
-            lib.bpf_map__set_ifindex(m, ifindex)
+            if lib.bpf_map__type(m) not in OFFLOAD_NEUTRAL:
+                lib.bpf_map__set_ifindex(m, ifindex)
 
     def no_auto_pinning(self) -> None:
         """Objects may ask libbpf to pin maps by name under /sys/fs/bpf (LIBBPF_PIN_BY_NAME):

@@ -18,7 +18,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from offload.kernel.bpfobj import ElfProgram
+from offload.kernel.bpfobj import OFFLOAD_NEUTRAL, ElfProgram
 from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf
 
 LEGACY_MAPS = "maps"
@@ -202,7 +202,8 @@ class LegacyObject:
         lib, fds = _lib(), {}
         try:
             for d in self.maps:
-                opts = _map_opts(sz=ctypes.sizeof(_map_opts), map_flags=d.flags, map_ifindex=ifindex)
+                bound = 0 if d.type in OFFLOAD_NEUTRAL else ifindex   # a perf event array stays on the host
+                opts = _map_opts(sz=ctypes.sizeof(_map_opts), map_flags=d.flags, map_ifindex=bound)
                 ctypes.set_errno(0)
                 fd = lib.bpf_map_create(d.type, d.name[:OBJ_NAME_LEN - 1].encode(), d.key_size, d.value_size,
                                         d.max_entries, ctypes.byref(opts))

@@ -21,7 +21,7 @@ from offload.kernel.privileges import (
     effective,
     require,
 )
-from offload.load import guard, loader, pins, programs
+from offload.load import advice, advisor, guard, loader, pins, programs
 from offload.load.ownership import Ownership, ownership
 from offload.probe import verdicts
 from offload.probe.report import Assessed, assess
@@ -77,9 +77,10 @@ def require_privileges(action: str) -> None:
     require(CAP_NET_ADMIN, bpf_cap, action=action)
 
 
-def candidates(requested: str, min_mode: str | None, judged: dict[str, verdicts.ModeVerdict]
-               ) -> tuple[list[str], list[dict]]:
-    """Modes to try, best first, and the ones passed over without trying (with the reason)."""
+def candidates(requested: str, min_mode: str | None, judged: dict[str, verdicts.ModeVerdict],
+               hw_advice: advice.Advice | None = None) -> tuple[list[str], list[dict]]:
+    """Modes to try, best first, and the ones passed over without trying (with the reason). hw is
+    passed over too when the advisor says the program would be refused there (`hw_advice`)."""
     if requested != verdicts.AUTO:
         if not verdicts.Mode(requested).at_least(min_mode):
             raise UsageError(f"--mode {requested} is below --min-mode {min_mode}")
@@ -89,6 +90,9 @@ def candidates(requested: str, min_mode: str | None, judged: dict[str, verdicts.
         v = judged[m]
         if v.status == verdicts.UNSUPPORTED:
             skipped.append({"mode": m, "reason": f"not tried: {v.reason}"})
+        elif m == verdicts.Mode.HW and advice.refused(hw_advice):
+            skipped.append({"mode": m, "reason": f"not tried: the program would be refused: {hw_advice.reason} "
+                                                 "(offload check says more; --try-hw tries anyway)"})
         else:  # supported, unknown, and blocked too: the kernel has the last word, in its own words
             tryit.append(m)
     return tryit, skipped
@@ -97,8 +101,11 @@ def candidates(requested: str, min_mode: str | None, judged: dict[str, verdicts.
 def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, min_mode: str | None = None,
            params: dict[str, str] | None = None, force: bool = False,
            progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None,
-           assessed: Assessed | None = None, protected: dict[str, str] | None = None) -> Result:
-    """Attach `spec` (a PROGRAM argument, or a program resolved already) to `iface`.
+           assessed: Assessed | None = None, protected: dict[str, str] | None = None,
+           try_hw: bool = False) -> Result:
+    """Attach `spec` (a PROGRAM argument, or a program resolved already) to `iface`. With `--mode
+    auto`, hw is not tried when the advisor says the program would be refused there (`try_hw`
+    tries it anyway).
 
     A caller attaching to many interfaces (apply, watch) passes what it probed once: the
     interface's `assessed` facts and verdicts, and the `protected` links; otherwise each attach
@@ -119,7 +126,8 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
         own = ownership(slot, {a["mode"]: a["prog_id"] for a in dev.facts.attached})   # the probe's own dump
         if own.foreign and not force:
             _refuse_foreign(iface, own.foreign)
-        order, fallbacks = candidates(mode, min_mode, dev.verdicts)
+        hw_advice = None if try_hw or mode != verdicts.AUTO else advisor.hw_refusal(prog, dev.profile, dev.verdicts)
+        order, fallbacks = candidates(mode, min_mode, dev.verdicts, hw_advice)
         target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by)
         for m in order:
             progress(f"{iface}: trying {m}")

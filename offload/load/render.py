@@ -158,3 +158,41 @@ def gc_result(res: dict, out: Console, err: Console, heading: str | None = None)
         out.print("nothing to free")
     for w in res["warnings"]:
         say(err, f"[yellow]warning:[/] {escape(w)}")
+
+
+_VERDICT = {"would_load": ("would load", "green"), "refused": ("would be refused", "red"),
+            "unknown": ("unknown", "yellow")}
+
+
+def _program_line(p: dict, f: dict) -> str:
+    if not f["read"]:
+        return f"{p['name']}: not read ({f['unread']})"
+    parts = [f"{f['insns']} instructions", f"{len(f['maps'])} maps",
+             f"helpers: {', '.join(u['name'] for u in f['helpers']) or 'none'}"]
+    for key, label in (("bpf_calls", "BPF-to-BPF calls"), ("kfuncs", "kfuncs"), ("tail_calls", "tail calls"),
+                       ("global_data", "global data")):
+        if f[key]:
+            parts.append(f"{label}: {', '.join(u['name'] for u in f[key])}")
+    if f["frags"]:
+        parts.append("xdp.frags")
+    parts.append("BTF line info" if f["line_info"] else "no BTF line info (places are section+instruction)")
+    return f"{p['name']} ({p['entry']}, section {p['section']}): " + "; ".join(parts)
+
+
+def check_result(res: dict, out: Console) -> None:
+    """The program once, then per interface or driver: a row per mode, each reason in a note with
+    its place and its fix."""
+    out.print(escape(_program_line(res["program"], res["facts"])))
+    notes, rows = Notes(), []
+    for t in res["targets"]:
+        who = t["interface"] or f"--driver {t['driver']}"
+        for mode, a in t["modes"].items():
+            word, style = _VERDICT[a["status"]]
+            shown = [x for x in a["findings"] if x["effect"] != "note" or mode == "hw"]
+            refs = notes.ref(*(f"{who} {mode}: {x['what']}" + (f" at {x['where']}" if x["where"] else "")
+                               + f" ({x['effect']}{', ' + x['errno'] if x.get('errno') else ''}): {x['why']}. "
+                               f"Fix: {x['fix']}. Source: {x['source']}" for x in shown))
+            rows.append([who, mode, Text(word, style=style),
+                         Text("yes", style="bold") if mode == t["predicted"] else "", refs or "-"])
+    out.print(fit(out, [Col("target"), Col("mode"), Col("verdict"), Col("auto lands"), Col("why")], rows))
+    notes.print(out)

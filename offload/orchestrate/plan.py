@@ -1,11 +1,13 @@
-"""Desired against actual: what `apply` would do on each interface, and why. Pure: it takes the
-probe's facts and verdicts and what is attached, and changes nothing."""
+"""Desired against actual: what `apply` would do on each interface, and why. It takes the
+probe's facts and verdicts, what is attached, and the program advisor's hw verdict (the program
+read once per rule), and changes nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from offload.load import programs
+from offload.load import advice, advisor, programs
+from offload.probe.profiles import Profile
 from offload.orchestrate.policy import Policy, Rule, matching_rules
 from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
@@ -34,10 +36,13 @@ class Item:
     params: dict = field(default_factory=dict)
     resolved: programs.Program | None = None   # the program, resolved once for every interface
     device: Assessed | None = None             # the interface as probed for this plan
+    fallback: str | None = None                # where attach would go if `mode` refused it
+    not_tried: list[dict] = field(default_factory=list)   # modes passed over, with why (advisor included)
 
     def to_dict(self) -> dict:
         return {"interface": self.interface, "action": self.action, "rule": self.rule, "program": self.program,
-                "mode": self.mode, "reason": self.reason, "also_matched": self.also_matched}
+                "mode": self.mode, "reason": self.reason, "also_matched": self.also_matched,
+                "fallback": self.fallback, "not_tried": self.not_tried}
 
 
 def capabilities(f: DeviceFacts, judged: dict[str, verdicts.ModeVerdict]) -> set[str]:
@@ -50,14 +55,40 @@ def capabilities(f: DeviceFacts, judged: dict[str, verdicts.ModeVerdict]) -> set
     return caps
 
 
+@dataclass
+class Expected:
+    """Where an attach would land, by the probe and the program advisor: the mode and why, the
+    next acceptable mode (the fallback if the kernel refuses the first), the modes passed over."""
+
+    mode: str | None
+    why: str
+    fallback: str | None = None
+    passed: list[dict] = field(default_factory=list)
+
+
+def expected(rule: Rule, judged: dict[str, verdicts.ModeVerdict], hw: advice.Advice | None = None) -> Expected:
+    order = [m for m in verdicts.fallback_order(rule.prefer, rule.min) if m.at_least(rule.min)]
+    landing: list[str] = []
+    passed = []
+    for m in order:
+        if m == verdicts.Mode.HW and advice.refused(hw):
+            passed.append({"mode": str(m), "reason": f"the program would be refused: {hw.reason}"})
+        elif judged[m].status == verdicts.SUPPORTED:
+            landing.append(m)
+        else:
+            passed.append({"mode": str(m), "reason": judged[m].reason})
+    if landing:
+        first = landing[0]
+        return Expected(str(first), judged[first].reason, str(landing[1]) if len(landing) > 1 else None,
+                        [p for p in passed if verdicts.Mode(p["mode"]).rank > verdicts.Mode(first).rank])
+    why = "; ".join(f"{p['mode']}: {p['reason']}" for p in passed) or "below the floor"
+    return Expected(None, f"no acceptable mode is supported ({why})", None, passed)
+
+
 def expected_mode(rule: Rule, judged: dict[str, verdicts.ModeVerdict]) -> tuple[str | None, str]:
     """The mode an attach would land in, by the probe, and why."""
-    order = [m for m in verdicts.fallback_order(rule.prefer, rule.min) if m.at_least(rule.min)]
-    for m in order:
-        if judged[m].status == verdicts.SUPPORTED:
-            return m, judged[m].reason
-    why = "; ".join(f"{m}: {judged[m].reason}" for m in order) or "below the floor"
-    return None, f"no acceptable mode is supported ({why})"
+    e = expected(rule, judged)
+    return e.mode, e.why
 
 
 def _acceptable(mode: str, rule: Rule) -> bool:
@@ -67,7 +98,8 @@ def _acceptable(mode: str, rule: Rule) -> bool:
 
 
 def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeVerdict], cur: Current,
-                   resolved: dict[str, programs.Program] | None = None) -> Item | None:
+                   resolved: dict[str, programs.Program] | None = None, profile: Profile | None = None
+                   ) -> Item | None:
     rules = matching_rules(pol, f, capabilities(f, judged))
     mine = cur.ours
     managed = mine is not None and mine.get("managed_by") is not None
@@ -81,9 +113,11 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
     if rule.name not in resolved:
         resolved[rule.name] = rule.resolve()
     prog = resolved[rule.name]
-    want_mode, why = expected_mode(rule, judged)
+    hw = advisor.hw_refusal(prog, profile, judged) if rule.prefer in (verdicts.AUTO, "hw") else None
+    exp = expected(rule, judged, hw)
+    want_mode, why = exp.mode, exp.why
     base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,
-                params=rule.params, resolved=prog)
+                params=rule.params, resolved=prog, fallback=exp.fallback, not_tried=exp.passed)
     first = f"rule {rule.name!r} matches" + (f" (first match; also: {', '.join(others)})" if others else "")
     if cur.foreign and not mine:
         desc = ", ".join(f"{m} prog {i}" for m, i in cur.foreign.items())
@@ -105,7 +139,7 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
 def make_plan(pol: Policy, devices: list[Assessed], current: dict[str, Current]) -> list[Item]:
     items, resolved = [], {}
     for d in devices:
-        item = plan_interface(pol, d.facts, d.verdicts, current.get(d.facts.name, Current()), resolved)
+        item = plan_interface(pol, d.facts, d.verdicts, current.get(d.facts.name, Current()), resolved, d.profile)
         if item is not None:
             item.device = d
             items.append(item)

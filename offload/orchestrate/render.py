@@ -27,10 +27,12 @@ def plan(doc: dict, out: Console) -> None:
         return
     notes = Notes()
     rows = [[i["interface"], Text(i["action"], style=ACTION_STYLE.get(i["action"], "")), i["program"] or "-",
-             i["mode"] or "-", i["rule"] or "-", notes.ref(f"{i['interface']} {i['action']}: {i['reason']}")]
+             i["mode"] or "-", i.get("fallback") or "-", i["rule"] or "-",
+             notes.ref(f"{i['interface']} {i['action']}: {i['reason']}",
+                       *(f"{i['interface']} {n['mode']} not tried: {n['reason']}" for n in i.get("not_tried", [])))]
             for i in items]
-    out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"), Col("rule", drop=1),
-                        Col("why")], rows))
+    out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"), Col("fallback", drop=2),
+                        Col("rule", drop=1), Col("why")], rows))
     notes.print(out)
 
 

@@ -50,6 +50,11 @@ class Profile:
     def requirements(self) -> list[dict[str, Any]]:
         return self.data.get("requirements") or []
 
+    @property
+    def offload_rules(self) -> list[dict[str, Any]]:
+        """What the kernel, the driver and its firmware refuse in a device-bound program."""
+        return self.data.get("offload_rules") or []
+
 
 def default_dir() -> Path:
     return data_dir(PROFILES)

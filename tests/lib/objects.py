@@ -56,6 +56,182 @@ def hits_object(workdir: Path, map_type: str, legacy: bool = False) -> Path:
     return clang_object(src, workdir / f"{name}.o")
 
 
+# -- the advisor's corpus ------------------------------------------------------------------------------
+# Programs the advisor judges and netdevsim's hw attach settles (tests/vm/test_advisor_corpus.py;
+# docs/advisor.md publishes the table). One for each kind of refusal the kernel and netdevsim make,
+# and several that offload; each a whole libbpf-style C file.
+_HEAD = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+"""
+_TAIL = 'char _license[] SEC("license") = "GPL";\n'
+
+
+def _map(name: str, type_: str, entries: int = 2, flags: str = "", key: str = "__u32", value: str = "__u64") -> str:
+    extra = f"    __uint(map_flags, {flags});\n" if flags else ""
+    return (f"struct {{\n    __uint(type, {type_});\n    __uint(max_entries, {entries});\n{extra}"
+            f"    __type(key, {key});\n    __type(value, {value});\n}} {name} SEC(\".maps\");\n")
+
+
+_COUNT = """SEC("SECTION")
+int xdp_prog(struct xdp_md *ctx)
+{
+    __u32 k = 0;
+    __u64 *v = bpf_map_lookup_elem(&hits, &k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    return XDP_PASS;
+}
+"""
+
+
+def _count(type_: str, entries: int = 2, flags: str = "", section: str = "xdp") -> str:
+    return _HEAD + _map("hits", type_, entries, flags) + _COUNT.replace("SECTION", section) + _TAIL
+
+
+CORPUS: dict[str, str] = {
+    # offloads on netdevsim
+    "pass": _HEAD + 'SEC("xdp")\nint xdp_prog(struct xdp_md *ctx)\n{\n    return XDP_PASS;\n}\n' + _TAIL,
+    "array": _count("BPF_MAP_TYPE_ARRAY"),
+    "hash": _count("BPF_MAP_TYPE_HASH"),
+    "bpf-to-bpf-call": _HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
+static __attribute__((noinline)) int bump(__u32 k)
+{
+    __u64 *v = bpf_map_lookup_elem(&hits, &k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    return XDP_PASS;
+}
+
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    return bump(ctx->rx_queue_index & 1);
+}
+""" + _TAIL,
+    "helper-ktime": _HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    __u32 k = 0;
+    __u64 now = bpf_ktime_get_ns();
+    bpf_map_update_elem(&hits, &k, &now, BPF_ANY);
+    return XDP_PASS;
+}
+""" + _TAIL,
+    "redirect-helper": _HEAD + """
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    return bpf_redirect(ctx->ingress_ifindex, 0);
+}
+""" + _TAIL,
+    "adjust-head-tx": _HEAD + """
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    if (bpf_xdp_adjust_head(ctx, 0))
+        return XDP_ABORTED;
+    return XDP_TX;
+}
+""" + _TAIL,
+    "perf-event-output": _HEAD + """struct {
+    __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+    __uint(key_size, sizeof(__u32));
+    __uint(value_size, sizeof(__u32));
+} events SEC(".maps");
+
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    __u32 len = ctx->data_end - ctx->data;
+    bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &len, sizeof(len));
+    return XDP_PASS;
+}
+""" + _TAIL,
+    "atomic-fetch-add": _HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    __u32 k = 0;
+    __u64 *v = bpf_map_lookup_elem(&hits, &k);
+    if (v && __sync_fetch_and_add(v, 1) > 1000)
+        return XDP_DROP;
+    return XDP_PASS;
+}
+""" + _TAIL,
+    # refused by the kernel's rules for device-bound maps and programs
+    "percpu-array": _count("BPF_MAP_TYPE_PERCPU_ARRAY"),
+    "percpu-hash": _count("BPF_MAP_TYPE_PERCPU_HASH"),
+    "lru-hash": _count("BPF_MAP_TYPE_LRU_HASH"),
+    "lpm-trie": _HEAD + """struct key4 { __u32 prefixlen; __u32 addr; };
+""" + _map("hits", "BPF_MAP_TYPE_LPM_TRIE", 2, "BPF_F_NO_PREALLOC", "struct key4") + """
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    struct key4 k = { 32, 0 };
+    __u64 *v = bpf_map_lookup_elem(&hits, &k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    return XDP_PASS;
+}
+""" + _TAIL,
+    "devmap-redirect": _HEAD + _map("ports", "BPF_MAP_TYPE_DEVMAP", 2, "", "__u32", "__u32") + """
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    return bpf_redirect_map(&ports, 0, XDP_PASS);
+}
+""" + _TAIL,
+    "tail-call": _HEAD + """struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u32);
+} jumps SEC(".maps");
+
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    bpf_tail_call(ctx, &jumps, 0);
+    return XDP_PASS;
+}
+""" + _TAIL,
+    "frags": _count("BPF_MAP_TYPE_ARRAY", section="xdp.frags"),
+    # refused by netdevsim's own rules
+    "too-many-entries": _count("BPF_MAP_TYPE_ARRAY", entries=3),
+    "map-flags": _count("BPF_MAP_TYPE_HASH", flags="BPF_F_NO_PREALLOC"),
+    "global-bss": _HEAD + """__u64 seen;
+
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    seen++;
+    return XDP_PASS;
+}
+""" + _TAIL,
+    "global-rodata": _HEAD + """const volatile __u32 verdict = XDP_PASS;
+
+SEC("xdp")
+int xdp_prog(struct xdp_md *ctx)
+{
+    return verdict;
+}
+""" + _TAIL,
+}
+
+
+def corpus_objects(workdir: Path) -> dict[str, Path]:
+    """Every corpus program compiled (or taken from OFFLOAD_TEST_OBJECTS), by name."""
+    from lib.helpers import clang_object
+
+    out = {}
+    for name, text in CORPUS.items():
+        src = workdir / f"{name}.c"
+        src.write_text(text)
+        out[name] = clang_object(src, workdir / f"{name}.o")
+    return out
+
+
 def prebuild(dest: Path) -> list[Path]:
     """Compile every object the VM lane's tests use into `dest` (the cache they read)."""
     from lib.helpers import clang_object
@@ -67,6 +243,7 @@ def prebuild(dest: Path) -> list[Path]:
         made = [hits_object(work, t) for t in HITS_MAP_TYPES]
         made.append(hits_object(work, "BPF_MAP_TYPE_ARRAY", legacy=True))
         made.append(clang_object(XDP_PASS, work / "xdp_pass.o"))
+        made += corpus_objects(work).values()
         return [p.name for p in made]
 
 

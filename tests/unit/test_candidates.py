@@ -54,3 +54,27 @@ def test_an_explicit_mode_below_the_floor_is_refused(mode, floor):
 @pytest.mark.parametrize("mode,floor", [("native", None), ("native", "native"), ("hw", "generic")])
 def test_an_explicit_mode_at_or_above_the_floor_is_tried_alone_whatever_the_probe_says(mode, floor):
     assert candidates(mode, floor, verdicts(hw=UNSUPPORTED, native=UNSUPPORTED)) == ([mode], [])
+
+
+def _advice(status: str):
+    from offload.load import advice
+
+    found = [advice.Finding("kernel-map-types", "kernel", "refuse", "map hits: type percpu_array", "p.c:12",
+                            "only ARRAY and HASH", "use an array", "kernel/bpf/offload.c")] if status == "refused" else []
+    return advice.Advice("hw", status, found)
+
+
+def test_hw_the_advisor_refuses_is_passed_over_with_the_programs_place():
+    tried, skipped = candidates("auto", None, verdicts(), _advice("refused"))
+    assert tried == ["native", "generic"]
+    (hw,) = skipped
+    assert hw["mode"] == "hw" and hw["reason"].startswith("not tried: the program would be refused: ")
+    assert "map hits: type percpu_array (p.c:12)" in hw["reason"] and "--try-hw" in hw["reason"]
+
+
+def test_hw_the_advisor_passes_or_cannot_tell_is_tried_and_explicit_modes_ignore_it():
+    assert candidates("auto", None, verdicts(), _advice("would_load"))[0] == ["hw", "native", "generic"]
+    assert candidates("auto", None, verdicts(), _advice("unknown"))[0] == ["hw", "native", "generic"]
+    assert candidates("hw", None, verdicts(), _advice("refused")) == (["hw"], [])
+    # with a floor of hw and the advisor's refusal, nothing is left to try: attach says why
+    assert candidates("auto", "hw", verdicts(), _advice("refused"))[0] == []

@@ -2,7 +2,8 @@
 # PID 1 of the real-kernel test VM (scripts/vm-test). The root file system is the host's, shared
 # read-only over 9p; this script lives in the repository, which no mount below covers.
 # Kernel command-line parameters arrive as environment: OFFLOAD_REPO, OFFLOAD_ARGS (base64 of the
-# pytest arguments, one per line; scripts/vm-test defaults them to the vm-marked tests).
+# pytest arguments, one per line; scripts/vm-test defaults them to the vm-marked tests; `--run CMD
+# ARGS...` runs that command instead, e.g. a benchmark that needs netdevsim).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -34,7 +35,12 @@ fi
 # OFFLOAD_TEST_OBJECTS (from the command line): the BPF objects scripts/vm-test compiled on the host.
 export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 OFFLOAD_IN_VM=1 OFFLOAD_RUN_DIR=/run/offload OFFLOAD_CACHE_DIR=/mnt/offload-cache TERM=dumb
 export OFFLOAD_TEST_CLI=fork OFFLOAD_TEST_OBJECTS
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+if [ "$1" = --run ]; then   # scripts/vm-test --run CMD...: a command (a benchmark), not pytest
+  shift
+  "$@"
+else
+  .venv/bin/python -m pytest -p no:cacheprovider "$@"
+fi
 rc=$?
 echo "OFFLOAD-VM-EXIT=$rc"
 sync

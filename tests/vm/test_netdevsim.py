@@ -46,11 +46,17 @@ def test_auto_lands_in_hw_and_detach_removes_it(nsim):
 
 
 def test_lpm_program_falls_back_to_native_with_the_reason(nsim):
+    # the advisor reads the program: its LPM tries cannot be offloaded, so hw is not even tried
     res = offload_json("attach", nsim.ifname, "filter", "--param", "prefixes=192.0.2.0/24")
     assert res["mode"] == "native"
     (hw,) = [f for f in res["fallbacks"] if f["mode"] == "hw"]
-    assert "offloads only ARRAY and HASH maps" in hw["reason"]
+    assert hw["reason"].startswith("not tried: the program would be refused") and "type lpm_trie" in hw["reason"]
     assert kernel_xdp(nsim.ifname) == {"native": res["prog_id"]}
+    offload_json("detach", nsim.ifname)
+    # --try-hw: tried, and the kernel's refusal comes with the driver profile's limit
+    res = offload_json("attach", nsim.ifname, "filter", "--param", "prefixes=192.0.2.0/24", "--try-hw")
+    (hw,) = [f for f in res["fallbacks"] if f["mode"] == "hw"]
+    assert res["mode"] == "native" and "offloads only ARRAY and HASH maps" in hw["reason"]
 
 
 def test_floor_hw_unmet_leaves_nothing(nsim):
@@ -82,7 +88,7 @@ def test_an_elf_object_offloads_to_hw(nsim, tmp_path, legacy):
 
 def test_an_object_whose_map_the_device_refuses_falls_back(nsim, tmp_path):
     obj = hits_object(tmp_path, "BPF_MAP_TYPE_PERCPU_ARRAY")
-    res = offload_json("attach", nsim.ifname, str(obj))
+    res = offload_json("attach", nsim.ifname, str(obj), "--try-hw")   # the kernel's own refusal
     assert res["mode"] == "native"
     (hw,) = [f for f in res["fallbacks"] if f["mode"] == "hw"]
     # netdevsim refuses to offload a per-CPU map: the map create fails with EINVAL
