@@ -315,17 +315,38 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @click.option("--dialect", default="auto", show_default=True, type=click.Choice(["auto", "libbpf", "bcc"]),
               help="How to compile a C file: libbpf style (SEC(\"xdp\")) or bcc's; auto tells by what it uses.")
 @click.option("--force", is_flag=True, help="Replace a program offload did not attach; attach to a protected link.")
+@click.option("--priority", type=Bounded(int, 0, 2**31 - 1), metavar="N",
+              help="Join libxdp's multi-program dispatcher at run priority N (lower runs first), beside "
+                   "other tools' programs, instead of taking the interface alone.")
+@click.option("--chain", "chain_actions", metavar="ACTIONS",
+              help="With --priority: the actions on which the next program runs (default: pass), "
+                   "e.g. pass,drop; from aborted, drop, pass, tx, redirect.")
+@click.option("--allow-single", is_flag=True,
+              help="With --priority: where the kernel cannot run the dispatcher, attach the program alone "
+                   "(never done silently).")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 @in_netns
-def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, as_json) -> None:
+def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, priority,
+               chain_actions, allow_single, as_json) -> None:
     """Attach PROGRAM to IFACE in the best mode it takes. PROGRAM is a library name (offload
-    programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect)."""
+    programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect). With
+    --priority it joins libxdp's dispatcher (xdp-loader's too) in native or generic mode."""
     from offload.load import attach as attach_mod
     from offload.load import programs
 
+    if priority is None and (chain_actions is not None or allow_single):
+        raise UsageError("--chain and --allow-single go with --priority (a program in libxdp's dispatcher)")
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
-    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json))
+    if priority is None:
+        res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json))
+    else:
+        from offload.load import chain
+
+        if min_mode == "hw":
+            chain.chain_modes("hw", None)
+        res = chain.attach(iface, prog, priority, chain.parse_chain(chain_actions), mode,
+                           allow_single=allow_single, force=force, progress=_steps(quiet=as_json))
     emit(res.to_dict(), "attach")
 
 
