@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-from offload.kernel.bpfsys import libbpf
 
 # enum xdp_attach_mode (libxdp.h)
 MODE_NATIVE, MODE_SKB, MODE_HW = 1, 2, 3
@@ -64,6 +63,13 @@ class Chain:
     members: tuple[Member, ...]
 
 
+class _program_opts(ctypes.Structure):   # struct xdp_program_opts (libxdp.h, 1.3)
+    _fields_ = [("sz", ctypes.c_size_t), ("obj", ctypes.c_void_p), ("opts", ctypes.c_void_p),
+                ("prog_name", ctypes.c_char_p), ("find_filename", ctypes.c_char_p),
+                ("open_filename", ctypes.c_char_p), ("pin_path", ctypes.c_char_p), ("id", ctypes.c_uint32),
+                ("fd", ctypes.c_int)]
+
+
 _log: list[str] = []
 
 
@@ -89,18 +95,18 @@ def lib() -> ctypes.CDLL:
     try:
         so = ctypes.CDLL("libxdp.so.1", use_errno=True)
     except OSError as e:
-        raise FileNotFoundError(errno.ENOENT, f"libxdp is not installed (Debian: apt-get install libxdp1): {e}") from None
+        raise FileNotFoundError(errno.ENOENT, f"libxdp is not installed (Debian: apt-get install libxdp1): {e}") \
+            from None
     vp, i, u32, cp = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p
     sigs = {
         "libxdp_set_print": (vp, [_PRINT_FN]),
         "libxdp_get_error": (ctypes.c_long, [vp]),
-        "xdp_program__open_file": (vp, [cp, cp, vp]),
+        "xdp_program__create": (vp, [vp]),
         "xdp_program__from_id": (vp, [u32]),
         "xdp_program__close": (None, [vp]),
         "xdp_program__id": (u32, [vp]),
         "xdp_program__name": (cp, [vp]),
         "xdp_program__fd": (i, [vp]),
-        "xdp_program__bpf_obj": (vp, [vp]),
         "xdp_program__run_prio": (ctypes.c_uint, [vp]),
         "xdp_program__set_run_prio": (i, [vp, ctypes.c_uint]),
         "xdp_program__chain_call_enabled": (ctypes.c_bool, [vp, ctypes.c_uint]),
@@ -149,13 +155,17 @@ class Program:
         self._ptr = ptr
 
     @classmethod
-    def open_file(cls, path: str, section: str | None) -> "Program":
+    def from_object(cls, obj: int, prog_name: str, what: str) -> "Program":
+        """Program `prog_name` of an opened, not yet loaded bpf_object (libbpf's pointer), which
+        stays the caller's (to close after this handle): its globals, autoload and pinning are
+        set the caller's way; libxdp loads it, as an extension, when it attaches."""
+        opts = _program_opts(sz=ctypes.sizeof(_program_opts), obj=obj, prog_name=prog_name.encode())
         with _logged() as log:
             ctypes.set_errno(0)
-            ptr = lib().xdp_program__open_file(os.fsencode(path), section.encode() if section else None, None)
+            ptr = lib().xdp_program__create(ctypes.byref(opts))
             code = _ptr_error(ptr)
         if code:
-            raise LibxdpError(code, f"libxdp could not open {path}", log)
+            raise LibxdpError(code, f"libxdp could not take program {prog_name} of {what}", log)
         return cls(ptr)
 
     @classmethod
@@ -184,18 +194,6 @@ class Program:
     @property
     def fd(self) -> int:
         return lib().xdp_program__fd(self._ptr)
-
-    def map_fds(self) -> dict[str, int]:
-        """The maps the program's object created (name -> fd): empty for a program from an id."""
-        obj = lib().xdp_program__bpf_obj(self._ptr)
-        if not obj:
-            return {}
-        bpf = _bpf_obj_api()
-        out, m = {}, None
-        while m := bpf.bpf_object__next_map(obj, m):
-            if (fd := bpf.bpf_map__fd(m)) >= 0 and not bpf.bpf_map__is_internal(m):
-                out[bpf.bpf_map__name(m).decode()] = fd
-        return out
 
     def attach(self, ifindex: int, mode: str) -> list[str]:
         """Add to the interface's dispatcher (made when there is none): libxdp's log lines."""
@@ -227,17 +225,6 @@ class Program:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-@lru_cache(maxsize=1)
-def _bpf_obj_api() -> ctypes.CDLL:
-    so = libbpf()
-    vp = ctypes.c_void_p
-    for name, res, args in (("bpf_object__next_map", vp, [vp, vp]), ("bpf_map__fd", ctypes.c_int, [vp]),
-                            ("bpf_map__name", ctypes.c_char_p, [vp]),
-                            ("bpf_map__is_internal", ctypes.c_bool, [vp])):
-        getattr(so, name).restype, getattr(so, name).argtypes = res, args
-    return so
 
 
 def chain(ifindex: int) -> Chain:

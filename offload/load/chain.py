@@ -12,11 +12,12 @@ only when asked (`allow_single`), through its own lone-program attach.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 from offload.errors import EnvironmentProblem, LoadError, NoModeError, RefusedError, UsageError
 from offload.kernel import clock, libxdp, netns, xdp
+from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.load import attach as single
 from offload.load import dispatcher, pins, programs
 from offload.load.ownership import ownership
@@ -153,20 +154,19 @@ def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode
           chain_call: tuple[str, ...], managed_by: str | None) -> int:
     """One libxdp attach as a transaction: libxdp loads, links and pins; offload pins the same
     program and records it; any failure after the attach takes it out again."""
-    try:
-        handle = libxdp.Program.open_file(path, prog.section)
-    except libxdp.LibxdpError as e:
-        raise UsageError(f"libxdp could not open {path}: {e.strerror}; {_said(e.log)}") from None
-    with handle, ExitStack() as undo:
+    with _opened(path, prog) as obj, libxdp.Program.from_object(obj.handle, prog.entry or "", path) as handle, \
+            ExitStack() as undo:
         handle.configure(priority, chain_call)
         try:
             with captured_stderr():
                 handle.attach(ifindex, mode)
         except libxdp.LibxdpError as e:
-            raise LoadError(f"{e.strerror}; libxdp: {_said(e.log)}") from None
+            verifier = obj.log(prog.entry or "").strip()
+            raise LoadError(f"{e.strerror}; libxdp: {_said(e.log)}"
+                            + (f"; verifier: {verifier.splitlines()[-1]}" if verifier else "")) from None
         new_id = handle.id
         undo.callback(_leave, ifindex, mode, new_id)
-        maps = handle.map_fds()
+        maps = obj.map_fds()
         undo.callback(slot.discard_stage)
         slot.stage(handle.fd, maps, _record(slot, ifindex, prog, mode, new_id, sorted(maps), priority, chain_call,
                                             managed_by))
@@ -175,6 +175,23 @@ def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode
         slot.commit()
         undo.pop_all()
         return new_id
+
+
+@contextmanager
+def _opened(path: str, prog: programs.Program) -> Iterator[BpfObject]:
+    """The program's object, opened for libxdp: only its program loads, its globals set, its maps
+    pinned by offload (never by name where the object asks)."""
+    try:
+        with captured_stderr():
+            obj = BpfObject(path)
+    except ObjectError as e:
+        raise UsageError(f"libbpf could not open {path}: {e.strerror}") from None
+    with obj:
+        obj.select(prog.entry or "")
+        obj.no_auto_pinning()
+        for var, raw in prog.globals:
+            obj.set_global(var, raw)
+        yield obj
 
 
 def _chain_doc(ifindex: int, priority: int, chain_call: tuple[str, ...]) -> dict:
