@@ -23,10 +23,12 @@ XDP_PASS, XDP_DROP = 2, 1
 
 
 @pytest.fixture(autouse=True)
-def freplace():
+def freplace(env):
     why = chain.freplace_refusal()
     if why is not None:
         pytest.skip(f"this kernel cannot run libxdp's dispatcher: {why}")
+    for dev in ("all", "default", env.ifname, env.peer):   # no IPv6 chatter: only the frames sent are counted
+        env.cmd("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
 
 
 def loader(env, *args: str, check: bool = True) -> subprocess.CompletedProcess:
