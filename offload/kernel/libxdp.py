@@ -282,8 +282,11 @@ def freplace_refusal() -> str | None:
             try:
                 ext.load()
             except ObjectError as e:
+                said = [ln for ln in ext.log("xdp_pass").splitlines() if ln.strip()]
                 return (f"the kernel refuses to load BPF_PROG_TYPE_EXT (freplace) programs: {os.strerror(e.errno)}"
-                        + (" (Linux 6.1 has them only with CONFIG_BPF_JIT)" if e.errno == errno.EINVAL else ""))
+                        + (f" (verifier: {said[-1].strip()})" if said else "")
+                        + (" (they need CONFIG_BPF_JIT and the kernel's BTF, CONFIG_DEBUG_INFO_BTF)"
+                           if e.errno == errno.EINVAL else ""))
             link = so.bpf_raw_tracepoint_open(None, ext.prog_fd("xdp_pass"))
             if link < 0:
                 code = ctypes.get_errno() or -link
