@@ -20,7 +20,7 @@ from offload.kernel import clock, libxdp, netns, xdp
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.load import attach as single
 from offload.load import dispatcher, pins, programs
-from offload.load.ownership import ownership
+from offload.load.ownership import Held, ownership
 from offload.load.stderr import captured_stderr
 from offload.probe import verdicts
 
@@ -116,13 +116,30 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
             except LoadError as e:
                 fallbacks.append({"mode": m, "reason": e.message})
                 continue
-            if mine is not None:   # our earlier program leaves only once the new one runs
-                _leave(ifindex, mine.mode, mine.prog_id)
+            warnings = _replace_earlier(iface, ifindex, mine) if mine is not None else []
             return single.Result(iface, m, new_id, prog.name, fallbacks, replaced=mine.prog_id if mine else None,
-                                 chain=_chain_doc(ifindex, priority, chain_call))
+                                 warnings=warnings, chain=_chain_doc(ifindex, priority, chain_call))
         listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)
         raise NoModeError(f"{iface}: libxdp could not add {prog.name} to a dispatcher: {listed}",
                           hint="nothing was attached or pinned; `offload status` shows the chain")
+
+
+def _replace_earlier(iface: str, ifindex: int, mine: Held) -> list[str]:
+    """Our earlier program leaves only once the new one runs (its pins went with the commit): where
+    that fails, the new one stays and the operator learns how to remove the old one."""
+    try:
+        if mine.prog_id in attached_values(ifindex):   # ours alone (hw beside a chain): off the interface
+            single.clear_prog_id(ifindex, mine.mode, mine.prog_id)
+        else:
+            _leave(ifindex, mine.mode, mine.prog_id)
+        return []
+    except (libxdp.LibxdpError, OSError) as e:
+        return [f"offload's earlier program {mine.prog_id} is still on {iface} ({e.strerror or e}): "
+                f"xdp-loader unload -i {mine.prog_id} {iface} removes it"]
+
+
+def attached_values(ifindex: int) -> set[int]:
+    return set(xdp.attached_progs(ifindex).values())
 
 
 def _refuse_lone(iface: str, slot: pins.Slot, attached: dict[str, int]) -> None:
