@@ -31,6 +31,7 @@ _DISPATCHER_OBJ = "xdp-dispatcher.o"
 _OBJ_DIRS = ("/usr/lib/x86_64-linux-gnu/bpf", "/usr/lib/bpf", "/usr/local/lib/bpf")
 BPF_PROG_TYPE_EXT = 28
 
+_LIBXDP_INFO = 1        # enum libxdp_print_level: WARN 0, INFO 1, DEBUG 2
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
@@ -75,7 +76,10 @@ _log: list[str] = []
 
 @_PRINT_FN
 def _print(level: int, fmt: bytes, args: int) -> int:
-    """libxdp's print callback: format with the C library (va_list passes through) and keep."""
+    """libxdp's print callback: format with the C library (va_list passes through) and keep its
+    warnings and notes (LIBXDP_WARN, LIBXDP_INFO), not its debug lines."""
+    if level > _LIBXDP_INFO:
+        return 0
     buf = ctypes.create_string_buffer(1024)
     _libc().vsnprintf(buf, len(buf), fmt, args)
     _log.extend(line for line in buf.value.decode(errors="replace").splitlines() if line.strip())

@@ -75,3 +75,23 @@ def test_bad_chain_input_is_exit_2(env, args, says):
     res = env.offload("attach", env.ifname, "count_pass", *args, check=False)
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
     nothing_left(env)
+
+
+def test_libxdp_adapter_reads_what_the_kernel_has(env):
+    """kernel.libxdp on this host: a lone program is libxdp's `legacy` case, in its mode, with the
+    kernel's id; libxdp's own words come back with an error (its log, captured, not printed)."""
+    import socket
+
+    from offload.kernel import libxdp
+    from offload.kernel import netns as netns_mod
+
+    res = env.offload_json("attach", env.ifname, "count_pass", "--mode", "generic")
+    with netns_mod.inside(env.netns):
+        seen = libxdp.chain(socket.if_nametoindex(env.ifname))
+    assert (seen.mode, seen.main_prog_id, seen.legacy, seen.members) == ("generic", res["prog_id"], True, ())
+    assert kernel_xdp(env.ifname, env.netns) == {"generic": res["prog_id"]}
+    with pytest.raises(libxdp.LibxdpError) as e:
+        libxdp.Program.from_id(2**32 - 1)
+    assert e.value.errno == 2 and any("program fd" in line for line in e.value.log)
+    env.offload_json("detach", env.ifname)
+    nothing_left(env)
