@@ -343,9 +343,7 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
     else:
         from offload.load import chain
 
-        if min_mode == "hw":
-            chain.chain_modes("hw", None)
-        res = chain.attach(iface, prog, priority, chain.parse_chain(chain_actions), mode,
+        res = chain.attach(iface, prog, priority, chain.parse_chain(chain_actions), mode, min_mode=min_mode,
                            allow_single=allow_single, force=force, progress=_steps(quiet=as_json))
     emit(res.to_dict(), "attach")
 

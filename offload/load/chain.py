@@ -46,19 +46,22 @@ def check_priority(priority: int) -> int:
     return priority
 
 
-def chain_modes(requested: str, current: str | None) -> list[str]:
-    """The modes a chain may go in, best first: never hw (one program only); the mode of the
-    dispatcher already there, which a second one beside it could not join."""
-    if requested == verdicts.Mode.HW:
+def chain_modes(requested: str, current: str | None, min_mode: str | None = None) -> list[str]:
+    """The modes a chain may go in, best first: never hw (one program only); at or above the
+    floor; the mode of the dispatcher already there, which a second one beside it could not join."""
+    if verdicts.Mode.HW in (requested, min_mode):
         raise UsageError("a chain is never offloaded: hw mode runs one program and libxdp's dispatcher cannot "
                          "take it", hint="attach it alone in hw (no --priority), or choose --mode native or generic")
     if requested not in (verdicts.AUTO, *CHAIN_MODES):
         raise UsageError(f"bad --mode {requested}: a chain runs in {' or '.join(CHAIN_MODES)}")
-    wanted = list(CHAIN_MODES) if requested == verdicts.AUTO else [requested]
+    wanted = [m for m in (CHAIN_MODES if requested == verdicts.AUTO else [requested])
+              if verdicts.Mode(m).at_least(min_mode)]
+    if not wanted:
+        raise UsageError(f"--mode {requested} is below --min-mode {min_mode}")
     if current is not None:
         if current not in wanted:
-            raise RefusedError(f"the interface's dispatcher runs in {current}, not {requested}",
-                               hint=f"use --mode {current} (or auto) to join it")
+            raise RefusedError(f"the interface's dispatcher runs in {current}, not in "
+                               f"{' or '.join(wanted)}", hint=f"use --mode {current} (or auto) to join it")
         return [current]
     return wanted
 
@@ -85,13 +88,12 @@ def freplace_refusal() -> str | None:
 def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: tuple[str, ...] = DEFAULT_CHAIN,
            mode: str = verdicts.AUTO, params: dict[str, str] | None = None, allow_single: bool = False,
            force: bool = False, progress: Callable[[str], None] = lambda msg: None,
-           managed_by: str | None = None) -> single.Result:
+           managed_by: str | None = None, min_mode: str | None = None) -> single.Result:
     """Add `spec` to `iface`'s dispatcher at `priority` (made when there is none); the programs of
     other tools keep running. Replaces offload's own earlier program there, if any."""
     check_priority(priority)
     prog = spec if isinstance(spec, programs.Program) else programs.resolve(spec, params)
-    if mode == verdicts.Mode.HW:
-        chain_modes(mode, None)
+    chain_modes(mode, None, min_mode)   # bad input refused before anything is probed or loaded
     path = _object_of(prog)
     ifindex = single.ifindex_of(iface)
     single.require_privileges(f"attaching XDP to {iface}")
@@ -109,7 +111,7 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
             raise RefusedError(f"{iface}: libxdp's dispatcher is full ({libxdp.MAX_PROGS} programs)")
         mine = ownership(slot, attached, dispatcher.members(ifindex, attached)).mine
         fallbacks: list[dict] = []
-        for m in chain_modes(mode, now.mode):
+        for m in chain_modes(mode, now.mode, min_mode):
             progress(f"{iface}: adding {prog.name} to the dispatcher ({m}, priority {priority})")
             try:
                 new_id = _join(slot, ifindex, prog, path, m, priority, chain_call, managed_by)
@@ -128,7 +130,7 @@ def _replace_earlier(iface: str, ifindex: int, mine: Held) -> list[str]:
     """Our earlier program leaves only once the new one runs (its pins went with the commit): where
     that fails, the new one stays and the operator learns how to remove the old one."""
     try:
-        if mine.prog_id in attached_values(ifindex):   # ours alone (hw beside a chain): off the interface
+        if mine.prog_id in _attached_ids(ifindex):   # ours alone (hw beside a chain): off the interface
             single.clear_prog_id(ifindex, mine.mode, mine.prog_id)
         else:
             _leave(ifindex, mine.mode, mine.prog_id)
@@ -138,7 +140,7 @@ def _replace_earlier(iface: str, ifindex: int, mine: Held) -> list[str]:
                 f"xdp-loader unload -i {mine.prog_id} {iface} removes it"]
 
 
-def attached_values(ifindex: int) -> set[int]:
+def _attached_ids(ifindex: int) -> set[int]:
     return set(xdp.attached_progs(ifindex).values())
 
 

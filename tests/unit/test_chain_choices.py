@@ -43,8 +43,19 @@ def test_chain_modes(requested, current, modes):
 
 
 def test_a_second_dispatcher_in_another_mode_is_refused():
-    with pytest.raises(RefusedError, match="runs in generic, not native"):
+    with pytest.raises(RefusedError, match="runs in generic, not in native"):
         chain.chain_modes("native", "generic")
+    with pytest.raises(RefusedError, match="runs in generic, not in native"):   # the floor rules generic out
+        chain.chain_modes("auto", "generic", "native")
+
+
+def test_the_floor():
+    assert chain.chain_modes("auto", None, "native") == ["native"]
+    assert chain.chain_modes("auto", None, "generic") == ["native", "generic"]
+    with pytest.raises(UsageError, match="below --min-mode native"):
+        chain.chain_modes("generic", None, "native")
+    with pytest.raises(UsageError, match="never offloaded"):
+        chain.chain_modes("auto", None, "hw")
 
 
 class _Slot:
