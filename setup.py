@@ -1,5 +1,6 @@
 """Build hook: the wheel carries the program library (sources and objects compiled here, once,
-with clang) and the driver profiles as package data under offload/_data/. Metadata lives in
+with clang) and the driver profiles as package data under offload/_data/, and its JSON Schemas
+completed from the one mode vocabulary (offload/probe/schemagen.py). Metadata lives in
 pyproject.toml."""
 
 import importlib.util
@@ -12,9 +13,20 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 
 
+def _standalone(name: str, relpath: str):
+    """A standard-library-only module of offload's, loaded before offload's dependencies exist."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class BuildWithData(build_py):
     def run(self) -> None:
         super().run()
+        schemagen = _standalone("offload_schemagen", "offload/probe/schemagen.py")
+        mode = _standalone("offload_mode", "offload/probe/mode.py")
+        schemagen.generate(Path(self.build_lib) / "offload" / "schemas", schemagen.vocabularies(mode))
         if getattr(self, "editable_mode", False):
             return  # an editable install reads bpf/ and drivers_profiles/ from the checkout
         data = Path(self.build_lib) / "offload" / "_data"
@@ -29,9 +41,7 @@ class BuildWithData(build_py):
             shutil.copy2(src, data / "drivers_profiles" / src.name)
         # offload/load/compile.py is standard-library only, so it runs before offload's
         # dependencies are installed.
-        spec = importlib.util.spec_from_file_location("offload_compile", ROOT / "offload" / "load" / "compile.py")
-        compile_mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(compile_mod)
+        compile_mod = _standalone("offload_compile", "offload/load/compile.py")
         try:
             compile_mod.build_library(data / "bpf", data / "bpf" / "obj")
         except compile_mod.CompileFailed as e:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
+import inspect
 import json
 import math
 import os
+import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -60,14 +62,16 @@ class _LazyConsole:
             from rich.console import Console
 
             # A terminal's own width; piped output a fixed 100 columns (tables fit, notes wrap).
-            # Messages on stderr are never broken into lines by rich (soft wrap): a path or an
-            # error must stay whole for whoever greps a log; a terminal wraps them itself.
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr,
-                                    width=None if self.file.isatty() else PIPED_WIDTH)
+            # Messages on stderr to a file or pipe are never broken into lines (soft wrap): a path
+            # or an error stays whole for whoever greps a log; at a terminal they wrap indented.
+            tty = self.file.isatty()
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=self._stderr and not tty,
+                                    width=None if tty else PIPED_WIDTH)
         return getattr(self._console, name)
 
 
 PIPED_WIDTH = 100
+JSON_HELP = "Print the result as one JSON document (its schema: offload/schemas/)."
 out = _LazyConsole(stderr=False)
 err = _LazyConsole(stderr=True)
 
@@ -151,9 +155,11 @@ def _fail(message: str, hint: str | None, code: int, document: bool, label: str 
         from offload import jsondoc
 
         _print_json(jsondoc.error(message, hint, code), compact=True)
-    err.print(f"[red]offload: {label}:[/] {escape(message)}")
+    from offload.probe.render import say
+
+    say(err, f"[red]offload: {label}:[/] {escape(message)}")
     if hint:
-        err.print(f"  hint: {escape(hint)}")
+        say(err, f"  hint: {escape(hint)}")
     sys.exit(int(code))
 
 
@@ -167,20 +173,28 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except OffloadError as e:
             _fail(e.message, e.hint, e.exit_code, document)
-        except PermissionError as e:  # the kernel said EPERM where we did not check beforehand
-            _fail(f"the kernel refused: {e.strerror or e}", "this needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)",
-                  Exit.PRIVILEGE, document)
+        except OSError as e:  # a refusal where we did not check beforehand: named, with what is lacking
+            if not isinstance(e, PermissionError) and e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
+                _internal(e, document)
+            from offload.kernel import privileges
+
+            denied = privileges.explain_denied(e)
+            _fail(denied.message, denied.hint, denied.exit_code, document)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback behind a switch
-            if os.environ.get("OFFLOAD_DEBUG"):
-                import traceback  # only here: ~10 ms of every start otherwise
-
-                traceback.print_exc()
-            _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
-                  label="internal error")
+            _internal(e, document)
 
     return wrapper
+
+
+def _internal(e: Exception, document: bool) -> None:
+    if os.environ.get("OFFLOAD_DEBUG"):
+        import traceback  # only here: ~10 ms of every start otherwise
+
+        traceback.print_exc()
+    _fail(f"{type(e).__name__}: {e}", "set OFFLOAD_DEBUG=1 for the traceback", Exit.INTERNAL, document,
+          label="internal error")
 
 
 class Bounded(click.ParamType):
@@ -208,9 +222,36 @@ def _num(x: float) -> str:
 HOUR = 3600.0
 
 
-class _Group(click.Group):
+class _WholeShortHelp:
+    """A group's `--help` lists each command with the first sentence of its help in full (click's
+    own cuts it at 45 characters, "..."); click wraps it under its column."""
+
+    help: str | None
+    short_help: str | None
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        if self.short_help:
+            return self.short_help
+        text = " ".join(inspect.cleandoc(self.help or "").split("\n\n")[0].split())
+        end = re.search(r"\.(\s|$)", text)
+        return text[:end.start() + 1] if end else text
+
+
+class _Command(_WholeShortHelp, click.Command):
+    pass
+
+
+class _SubGroup(_WholeShortHelp, click.Group):
+    command_class = _Command
+    group_class = type   # its groups are of its kind
+
+
+class _Group(_WholeShortHelp, click.Group):
     """With --json anywhere on the line, click's own usage errors (unknown option, bad value) are
     JSON documents on stdout too, with click's exit code (2)."""
+
+    command_class = _Command
+    group_class = _SubGroup
 
     def main(self, args=None, *a, **kw):
         argv = list(sys.argv[1:] if args is None else args)
@@ -271,8 +312,9 @@ def _require_root_for_netns() -> None:
 
 @main.command()
 @click.option("--check", is_flag=True, help="Validate every profile; exit 1 if any is malformed.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Driver profiles directory (default: drivers_profiles/, or $OFFLOAD_PROFILES).")
 @handles_errors
 def profiles(check, as_json, profiles_dir) -> None:
     """List the driver profiles (and validate them with --check)."""
@@ -324,7 +366,7 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @click.option("--allow-single", is_flag=True,
               help="With --priority: where the kernel cannot run the dispatcher, attach the program alone "
                    "(never done silently).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, priority,
@@ -351,7 +393,7 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
 @main.command("detach")
 @click.argument("iface")
 @click.option("--mode", type=FLOOR_CHOICE, help="Only if attached in this mode.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def detach_cmd(iface, mode, as_json) -> None:
@@ -364,7 +406,7 @@ def detach_cmd(iface, mode, as_json) -> None:
 @main.command("status")
 @click.option("--all-namespaces", "-A", "all_ns", is_flag=True,
               help="Every network namespace, and the orphans `offload gc` would free.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def status_cmd(all_ns, as_json) -> None:
@@ -380,7 +422,7 @@ def status_cmd(all_ns, as_json) -> None:
 
 @main.command("gc")
 @click.option("--dry-run", is_flag=True, help="Say what would be freed; change nothing.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def gc_cmd(dry_run, as_json) -> None:
     """Free what offload keeps that nothing uses: pins and records of namespaces or interfaces
@@ -397,7 +439,7 @@ def gc_cmd(dry_run, as_json) -> None:
 @click.argument("iface")
 @click.option("--interval", type=Bounded(float, 0, HOUR, lo_open=True),
               help="Sample twice, S seconds apart, and show rates.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def stats_cmd(iface, interval, as_json) -> None:
@@ -416,7 +458,7 @@ def _filter_cmd(name: str, fn_name: str, help_: str, needs_prefixes: bool = True
     @filter_.command(name, help=help_)
     @click.argument("iface")
     @click.argument("prefixes", nargs=-1, required=needs_prefixes)
-    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
     @handles_errors
     @in_netns
     def cmd(iface, prefixes, as_json) -> None:
@@ -433,7 +475,7 @@ _filter_cmd("list", "list_", "Show the blocked prefixes on IFACE.", needs_prefix
 
 
 @main.command("programs")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def programs_cmd(as_json) -> None:
     """The program library (bpf/) and the parameters each takes."""
@@ -452,8 +494,11 @@ REPEAT = Bounded(int, 1, 1000)
 @click.option("--rx", help="Device the program under test runs on (the tx device's link partner).")
 @click.option("--modes", "modes_", default="auto", show_default=True,
               help="Comma-separated hw,native,generic, or auto (every mode the rx device may take).")
-@click.option("--program", default="count_drop", show_default=True)
-@click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]))
+@click.option("--program", default="count_drop", show_default=True,
+              help="The program under test, as attach takes it (a library name, a .o, a C file).")
+@click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]),
+              help="What sends the frames: pktgen, or BPF_PROG_RUN live frames (Linux >= 5.18); auto: pktgen "
+                   "where the kernel has it.")
 @click.option("--duration", default=5.0, show_default=True, type=Bounded(float, 0, HOUR, lo_open=True),
               help="Measured window per run, seconds.")
 @click.option("--warmup", default=1.0, show_default=True, type=Bounded(float, 0, HOUR),
@@ -463,7 +508,7 @@ REPEAT = Bounded(int, 1, 1000)
               help="Generator threads, each pinned to a CPU of its own (--lab: as many veth queues).")
 @click.option("--repeat", default=3, show_default=True, type=REPEAT, help="Runs per mode (median reported).")
 @click.option("--count", type=Bounded(int, 1, 10**9), help="Exact mode: send COUNT frames per run and count them all.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one row per run.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
 @click.option("--force", is_flag=True, help="Bench on an rx device that carries XDP: set it aside, put it back after.")
@@ -481,9 +526,10 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         raise UsageError("give either --lab, or --tx DEV and --rx DEV")
     if not use_lab and not (tx and rx):
         raise UsageError("--tx and --rx go together")
-    for path, what in ((csv_path, "--csv"), (plot_path, "--plot")):
-        if path:
-            files.check_output(path, what)     # before the run, not after minutes of it
+    if csv_path:                             # before the run, not after minutes of it
+        files.check_output(csv_path, "--csv")
+    if plot_path:
+        files.check_plot(plot_path)
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
                         generator, duration, warmup, pkt_size, threads, repeat, count, force)
     # SIGTERM while the lab is built or torn down cleans up too.
@@ -495,13 +541,20 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         files.write_plot(doc, plot_path)
     emit(doc, "bench")
     if problem := harness.failure(doc):   # cut short, or every mode skipped
-        err.print(f"[yellow]{escape(problem)}[/]")
+        _say_err(f"[yellow]{escape(problem)}[/]")
         sys.exit(int(Exit.FAILED))
 
 
 def _steps(quiet: bool) -> Callable[[str], None]:
     """Each step of long work as a dim line on stderr; nothing when quiet (--json says only its document)."""
-    return (lambda msg: None) if quiet else (lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+    return (lambda msg: None) if quiet else (lambda msg: _say_err(f"[dim]{escape(msg)}[/]"))
+
+
+def _say_err(markup: str) -> None:
+    """A line on stderr: whole to a pipe or a log, wrapped indented at a terminal."""
+    from offload.probe.render import say
+
+    say(err, markup)
 
 
 @contextlib.contextmanager
@@ -511,10 +564,12 @@ def _progress(quiet: bool, echo: bool = True):
     if quiet or not sys.stderr.isatty():
         yield _steps(quiet)
         return
-    started, say = time.monotonic(), _steps(quiet=not echo)
-    with err.status("starting") as status:
+    from offload.render import Elapsed
+
+    line, say = Elapsed(), _steps(quiet=not echo)
+    with err.status(line):   # rendered at every refresh: the time ticks within a step
         def update(msg: str) -> None:
-            status.update(f"[{time.monotonic() - started:5.0f}s] {escape(msg)}")
+            line.step = msg
             say(msg)
         yield update
 
@@ -533,9 +588,9 @@ def _bench_in_lab(harness, spec, pkt_size: int, progress) -> dict:
 
 @bench.command("prog")
 @click.argument("program")
-@click.option("--repeat", default=5, show_default=True, type=REPEAT)
-@click.option("--pkt-size", default=64, show_default=True, type=PKT_SIZE)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--repeat", default=5, show_default=True, type=REPEAT, help="Runs (median reported).")
+@click.option("--pkt-size", default=64, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def bench_prog(program, repeat, pkt_size, as_json) -> None:
     """Per-packet cost of PROGRAM through BPF_PROG_RUN (ns/packet; no traffic, no device)."""
@@ -552,7 +607,7 @@ def _policy(path: str):
 
 @main.command("plan")
 @click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def plan_cmd(policy_file, as_json) -> None:
@@ -568,7 +623,7 @@ def plan_cmd(policy_file, as_json) -> None:
 @click.option("--journal", type=click.Path(dir_okay=False), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
 @click.option("--lock-timeout", default=30.0, show_default=True, type=Bounded(float, 0, HOUR),
               help="Seconds to wait for another apply.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
@@ -588,7 +643,8 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
 @click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
               help="Seconds between drift checks.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the policy's programs when stopped.")
-@click.option("--journal", type=click.Path(dir_okay=False))
+@click.option("--journal", type=click.Path(dir_okay=False),
+              help="JSON-lines journal of every reconcile (default /var/lib/offload/journal.jsonl).")
 @click.option("--metrics-address", metavar="ADDR:PORT",
               help="Serve Prometheus metrics at http://ADDR:PORT/metrics (the address is taken in the "
                    "namespace offload starts in, even with --netns).")
@@ -635,7 +691,7 @@ def _every(interval: float | None, fn: Callable[[], dict], command: str) -> None
 
     def round_done(res: dict) -> None:
         if "error" in res:
-            err.print(f"[red]offload: error:[/] {escape(res['error'])}")
+            _say_err(f"[red]offload: error:[/] {escape(res['error'])}")
         else:
             emit(res, command, compact=True)
         sys.stdout.flush()
@@ -657,15 +713,19 @@ def export_() -> None:
               help="Count virtual interfaces (veth, bridge, tun, ...) too; by default only bus-backed ones.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
               help="Rewrite the file every SECONDS until SIGTERM (a labeller).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--expires-after", type=Bounded(float, 1, 365 * 24 * HOUR), metavar="SECONDS",
+              help="NFD drops the labels SECONDS after each write unless rewritten (# +expiry-time; "
+                   "default: 3 x --interval, none without it).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def export_nfd(path, include_virtual, interval, as_json) -> None:
+def export_nfd(path, include_virtual, interval, expires_after, as_json) -> None:
     """Write NFD labels: best XDP mode, hw-offload, native, drivers (of bus-backed interfaces)."""
     from offload.orchestrate import exports
 
     target = path or exports.NFD_DEFAULT
-    _every(interval, lambda: exports.export_nfd(target, include_virtual), "export nfd")
+    expiry = exports.nfd_expiry(interval, expires_after)
+    _every(interval, lambda: exports.export_nfd(target, include_virtual, expiry), "export nfd")
 
 
 @export_.command("prometheus")
@@ -675,7 +735,7 @@ def export_nfd(path, include_virtual, interval, as_json) -> None:
 @click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="Include a bench result.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
               help="Rewrite the file every SECONDS until SIGTERM.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
 def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None:
@@ -689,11 +749,13 @@ def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None
 @export_.command("systemd")
 @click.option("--path", default=None, help="Write the unit here (a *.service file); default: print it.")
 @click.option("--policy", default="/etc/offload/policy.yaml", show_default=True, help="The policy watch applies.")
-@click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR))
-@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True)
+@click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
+              help="Seconds between watch's drift checks.")
+@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True,
+              help="The journal watch writes.")
 @click.option("--metrics-address", metavar="ADDR:PORT", help="Have watch serve /metrics there.")
 @click.option("--textfile-dir", metavar="DIR", help="Have watch refresh DIR/offload.prom.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def export_systemd(path, policy, interval, journal, metrics_address, textfile_dir, as_json) -> None:
     """A systemd unit running `offload watch` with this offload (its absolute path)."""
@@ -713,7 +775,7 @@ def lab() -> None:
 @click.option("--pairs", default=1, show_default=True, type=Bounded(int, 1, LAB_MAX_PAIRS),
               help="Number of veth pairs.")
 @click.option("--mtu", default=1500, show_default=True, type=Bounded(int, 68, 65535), help="MTU of every veth.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def lab_up(name, pairs, mtu, as_json) -> None:
     """Create a lab: namespace offload-lab-NAME with veth pairs NAME-aI <-> NAME-bI."""
@@ -723,7 +785,7 @@ def lab_up(name, pairs, mtu, as_json) -> None:
 @lab.command("down")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Remove every lab.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def lab_down(names, all_, as_json) -> None:
     """Remove labs and everything in them (idempotent)."""
@@ -731,7 +793,7 @@ def lab_down(names, all_, as_json) -> None:
 
 
 @lab.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def lab_list(as_json) -> None:
     """Show the labs that exist."""
@@ -739,8 +801,9 @@ def lab_list(as_json) -> None:
 
 
 @main.command()
-@click.option("--plot", "plot_path", default="offload-demo.png", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the native-vs-generic bar chart (PNG).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where to write the native-vs-generic bar chart (PNG; default offload-demo.png where "
+                   "matplotlib is installed: offload[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="The whole story as one document.")
 @click.option("-v", "--verbose", is_flag=True, help="The probe's detail view instead of its table.")
 @handles_errors

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
+
+
+class Elapsed:
+    """The live status line of long work: the time since it began, then the current step. Rich
+    renders it again at every refresh of the status, so the time ticks through a step that lasts
+    minutes (a bench run) instead of standing at the moment the step began."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock, self.started, self.step = clock, clock(), "starting"
+
+    def __rich__(self) -> Text:
+        from rich.text import Text
+
+        s = int(self.clock() - self.started)
+        return Text(f"[{s // 60}:{s % 60:02d}] {self.step}")
 
 
 def lab_up(made: dict, out: Console) -> None:
-    pairs = ", ".join(f"{p['a']}<->{p['b']}" for p in made["pairs"][:8]) + (" ..." if len(made["pairs"]) > 8 else "")
-    out.print(f"lab {made['name']}: namespace {made['netns']}, {len(made['pairs'])} veth pair(s) at MTU {made['mtu']}: "
-              f"{pairs}")
-    out.print(f"probe it: offload probe --netns {made['netns']}    remove it: offload lab down {made['name']}")
+    from rich.text import Text
+
+    from offload.probe.render import say, say_parts
+
+    pairs = ", ".join(f"{p['a']}<->{p['b']}" for p in made["pairs"][:8])
+    pairs += " ..." if len(made["pairs"]) > 8 else ""
+    say(out, Text(f"lab {made['name']}: namespace {made['netns']}, {len(made['pairs'])} veth pair(s) at MTU "
+                  f"{made['mtu']}: {pairs}"))
+    say_parts(out, "", [f"probe it: offload probe --netns {made['netns']}",
+                        f"remove it: offload lab down {made['name']}"], sep="    ", indent=0)
 
 
 def lab_removed(row: dict, out: Console) -> None:
@@ -35,6 +59,7 @@ def demo(story: dict, out: Console, verbose: bool = False) -> None:
     from offload.bench import render as bench_render
     from offload.load import render as load_render
     from offload.probe import render as probe_render
+    from offload.probe.render import say
 
     lb, bench = story["lab"], story["bench"]
     mtu = {i["name"]: i["mtu"] for i in story["probe"]["interfaces"]}
@@ -50,11 +75,13 @@ def demo(story: dict, out: Console, verbose: bool = False) -> None:
         for f in r.get("fallbacks", []):
             if not f["reason"].startswith("not tried"):   # the kernel said no: the story's turning point
                 ref = notes.ref(f"{r['interface']} {f['mode']} refused by the kernel: {f['reason']}")
-                out.print(f"[yellow]fallback[/]: {escape(r['interface'])} {f['mode']} -> [bold]{r['mode']}[/], "
-                          f"refused by the kernel {ref}")
+                say(out, f"[yellow]fallback[/]: {escape(r['interface'])} {f['mode']} -> [bold]{r['mode']}[/], "
+                         f"refused by the kernel {escape(ref)}")
     out.print("\n[bold]3. bench[/]: received packets per second, native against generic")
     bench_render.bench_result(bench, out)
     if story["plot"]:
-        out.print(f"plot: {escape(story['plot'])}")
+        say(out, f"plot: {escape(story['plot'])}")
+    elif story.get("plot_skipped"):
+        say(out, f"no plot: {escape(story['plot_skipped'])}")
     out.print(f"\nlab {escape(lb['name'])} removed: no namespace, pins or records left "
               f"({story['elapsed_s']:.1f} s)")

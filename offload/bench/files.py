@@ -7,11 +7,29 @@ failure never leaves half a file and never writes through someone else's symlink
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import os
 
-from offload.errors import UsageError
+from offload.errors import EnvironmentProblem, UsageError
 from offload.kernel import fs
+
+# matplotlib (with numpy and pillow: over half of the image) serves only --plot: an extra.
+PLOT_EXTRA = "pip install 'offload[plot]'"
+
+
+def can_plot() -> bool:
+    """Whether matplotlib is installed (looked up, not imported: ~0.3 s)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def check_plot(path: str, what: str = "--plot") -> None:
+    """Fail now, before a run, if a chart was asked for and cannot be drawn or written."""
+    if not can_plot():
+        raise EnvironmentProblem(f"{what} {path}: drawing a chart needs matplotlib, which this offload was "
+                                 "installed without (it is the optional extra `plot`)",
+                                 hint=f"{PLOT_EXTRA}; the container image: scripts/build-image --with-plot")
+    check_output(path, what)
 
 
 def _where(path: str, what: str) -> tuple[int, str]:

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from offload.probe.render import Col, Notes, count, fit, mpps
+from offload.probe.render import Col, Notes, count, fit, mpps, say, say_parts
 
 
 def _pct(x: float) -> str:
@@ -43,7 +43,7 @@ def _sum_runs(r: dict, key: str) -> dict[str, int] | None:
     return acc or None
 
 
-def placement(r: dict) -> str:
+def placement_parts(r: dict) -> list[str]:
     """Where a mode's frames went, over its runs: rx queues, the CPUs the program ran on (the
     receive side's NAPI), the generators' CPUs, xmit errors against tx - rx."""
     parts = [p for p in (_shares(_sum_runs(r, "rx_queue_packets"), "rx queues"),
@@ -55,14 +55,14 @@ def placement(r: dict) -> str:
     if errs:
         tx_rx = [run["tx_minus_rx"] for run in r["runs"] if run.get("tx_minus_rx") is not None]
         parts.append(f"xmit errors {count(sum(errs))} (tx-rx {count(max(sum(tx_rx), 0))})")
-    return f"{r['mode']}: " + "; ".join(parts) if parts else ""
+    return parts
 
 
 def bench_result(doc: dict, console: Console) -> None:
     cfg = doc["config"]
     threads = f"{cfg['threads']} thread" + ("s" if cfg["threads"] > 1 else "")
-    console.print(f"{escape(cfg['program'])} on {escape(cfg['rx'])}: {cfg['generator']}, {cfg['pkt_size']} B, "
-                  f"{threads}, kernel {escape(doc['host']['kernel'])}")
+    say(console, f"{escape(cfg['program'])} on {escape(cfg['rx'])}: {cfg['generator']}, {cfg['pkt_size']} B, "
+                 f"{threads}, kernel {escape(doc['host']['kernel'])}")
     notes = Notes()
     rows = []
     for r in doc["results"]:
@@ -80,19 +80,23 @@ def bench_result(doc: dict, console: Console) -> None:
             Col("loss", "right"), Col("rx pkts", "right"), Col("iface rx", "right"), Col("py cpu", "right", drop=1),
             Col("note")]
     console.print(fit(console, cols, rows))
-    line = ratios(doc)
-    if line:
-        console.print(line)
+    if parts := ratio_parts(doc):   # wrapped between parts, each continuation indented
+        say_parts(console, "", parts, indent=2)
     for r in doc["results"]:
-        if where := placement(r):
-            console.print(escape(where))
+        if parts := placement_parts(r):
+            say_parts(console, f"{r['mode']}: ", parts)
     for n in doc["notes"]:
         notes.ref(n)
     notes.print(console)
 
 
 def ratios(doc: dict) -> str:
-    """One line: native/generic (and hw/native) received rate; the program's count against the
+    """The ratios as one line (see ratio_parts)."""
+    return "; ".join(ratio_parts(doc))
+
+
+def ratio_parts(doc: dict) -> list[str]:
+    """native/generic (and hw/native) received rate; the program's count against the
     interface's own rx counter, per mode (1.000: they saw the same frames)."""
     by = {r["mode"]: r for r in doc["results"]}
     parts = [f"{a}/{b} {by[a]['rx_pps'] / by[b]['rx_pps']:.2f}x" for a, b in (("hw", "native"), ("native", "generic"))
@@ -101,9 +105,9 @@ def ratios(doc: dict) -> str:
             if r["rx_packets"] is not None and r["iface_rx_packets"]]
     if acct:
         parts.append("program/interface rx count: " + ", ".join(acct))
-    return "; ".join(parts)
+    return parts
 
 
 def prog_cost(res: dict, console: Console) -> None:
-    console.print(f"{escape(res['program'])}: {res['ns_per_packet']} ns/packet (median of {len(res['runs_ns'])} x "
-                  f"{res['iterations']:,} runs, {res['pkt_size']}-byte frame)")
+    say(console, f"{escape(res['program'])}: {res['ns_per_packet']} ns/packet (median of {len(res['runs_ns'])} x "
+                 f"{res['iterations']:,} runs, {res['pkt_size']}-byte frame)")

@@ -14,7 +14,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf
+from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf, strerror
 
 BTF_KIND_INT, BTF_KIND_ARRAY, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 1, 3, 8, 9, 10
 BTF_KIND_ENUM, BTF_KIND_RESTRICT, BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_TYPE_TAG = 6, 11, 14, 15, 18
@@ -100,7 +100,7 @@ class BpfObject:
         self._obj = lib.bpf_object__open_file(os.fsencode(path), None)
         if not self._obj:
             code = ctypes.get_errno() or errno.EINVAL
-            raise ObjectError(code, f"libbpf could not open {path}: {os.strerror(code)}")
+            raise ObjectError(code, f"libbpf could not open {path}: {strerror(code)}")
         self.path = path
         self._logs: dict[str, ctypes.Array] = {}
 
@@ -210,7 +210,7 @@ class BpfObject:
     def load(self) -> None:
         ret = _lib().bpf_object__load(self._obj)
         if ret < 0:
-            raise ObjectError(-ret, os.strerror(-ret))
+            raise ObjectError(-ret, strerror(-ret))
 
     def log(self, name: str) -> str:
         buf = self._logs.get(name)

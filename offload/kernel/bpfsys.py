@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
+from offload.errors import EnvironmentProblem
+
 # struct bpf_prog_info (include/uapi/linux/bpf.h): only the head is asked for; the kernel copies
 # min(len, sizeof) so older and newer kernels both answer.
 _PROG_INFO_LEN = 208
@@ -69,6 +71,9 @@ class _test_run_opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf >= 0
     ]
 
 
+LIBBPF_HINT = "install it: apt-get install libbpf1 (Debian, Ubuntu); dnf install libbpf (Fedora, RHEL)"
+
+
 @lru_cache(maxsize=1)
 def libbpf() -> ctypes.CDLL:
     try:  # the soname first: find_library() runs ldconfig in a subprocess (~20 ms)
@@ -76,7 +81,11 @@ def libbpf() -> ctypes.CDLL:
     except OSError:
         from ctypes.util import find_library
 
-        lib = ctypes.CDLL(find_library("bpf") or "libbpf.so.1", use_errno=True)
+        try:
+            lib = ctypes.CDLL(find_library("bpf") or "libbpf.so.1", use_errno=True)
+        except OSError as e:   # a host without it: the install's gap, said as such (exit 4)
+            raise EnvironmentProblem(f"libbpf.so.1 cannot be loaded ({e}): offload handles BPF objects through "
+                                     "libbpf 1.x, the C library", hint=LIBBPF_HINT) from None
     vp, i, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
     lib.bpf_prog_get_fd_by_id.argtypes = [u32]
     lib.bpf_map_get_fd_by_id.argtypes = [u32]
@@ -92,6 +101,25 @@ def libbpf() -> ctypes.CDLL:
     return lib
 
 
+LIBBPF_ERRNO_START = 4000   # __LIBBPF_ERRNO__START: libbpf's own error numbers (LIBBPF_ERRNO__*) from here
+
+
+def strerror(code: int) -> str:
+    """An error number in words: the C library's, or for libbpf's own numbers (4000 and up, which
+    strerror() calls "Unknown error 4003") libbpf's, from libbpf_strerror()."""
+    code = abs(code)
+    if code < LIBBPF_ERRNO_START:
+        return os.strerror(code)
+    try:
+        lib = libbpf()
+    except OSError:   # no libbpf to ask: the number, named as libbpf's
+        return f"libbpf error {code}"
+    lib.libbpf_strerror.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    buf = ctypes.create_string_buffer(128)
+    lib.libbpf_strerror(code, buf, len(buf))
+    return buf.value.decode(errors="replace") or f"libbpf error {code}"
+
+
 def stats_enabled() -> bool:
     """kernel.bpf_stats_enabled: whether the kernel counts every program's runs and run time."""
     try:
@@ -104,7 +132,7 @@ def stats_enabled() -> bool:
 def _check(ret: int, what: str) -> int:
     if ret < 0:
         code = ctypes.get_errno() or -ret
-        raise BpfError(code, f"{what}: {os.strerror(code)}")
+        raise BpfError(code, f"{what}: {strerror(code)}")
     return ret
 
 

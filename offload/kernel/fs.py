@@ -169,6 +169,8 @@ def owned_tree(root: Path, parts: list[str], create: bool = False,
                 if on_untrusted is None:
                     raise
                 raise on_untrusted(str(where), e.strerror) from None
+            except OSError as e:   # e.g. a read-only /run: named by its whole path, not by a dir fd
+                raise OSError(e.errno, e.strerror, str(where)) from None
             if nxt is None:
                 yield None
                 return

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from offload.errors import CompileError, EnvironmentProblem, LoadError, UsageError, VerifierError
+from offload.kernel import bpfsys
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.kernel.legacyobj import LegacyError, LegacyLoaded, LegacyObject
 from offload.load import bccchild
@@ -142,7 +143,7 @@ def _where(hw: HwDevice | None) -> str:
 
 
 def _strerror(code: int) -> str:
-    return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+    return f"{bpfsys.strerror(code)} ({errno.errorcode.get(code, code)})"
 
 
 def _load_error(prog: Program, hw: HwDevice | None, log: str, refusal: str, code: int | None = None,

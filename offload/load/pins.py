@@ -452,7 +452,7 @@ def state_file(name: str) -> int:
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise _unsafe(str(RUN / name), "it is a symbolic link") from None
-            raise
+            raise OSError(e.errno, e.strerror, str(RUN / name)) from None   # named whole, not by dir fd
 
 
 @contextmanager

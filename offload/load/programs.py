@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from offload.data import LIBRARY, data_dir, owned_cache
 from offload.errors import CompileError, EnvironmentProblem, UsageError, excerpt
-from offload.kernel import fs
+from offload.kernel import bpfsys, fs
 from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
 from offload.load import compile as compile_mod
 from offload.load.stderr import captured_stderr
@@ -330,7 +330,7 @@ def _object_program(obj_path: Path, data: bytes, params: dict[str, str], prog: s
         detail = _libbpf_lines(log[0])
         if "legacy map definitions" in detail:
             return _legacy_program(obj_path, data, params, prog, section, kind, named)
-        raise UsageError(f"{named}: libbpf cannot open it: {os.strerror(err.errno or errno.EINVAL)}"
+        raise UsageError(f"{named}: libbpf cannot open it: {bpfsys.strerror(err.errno or errno.EINVAL)}"
                          + (f" ({detail})" if detail else ""), hint="is it an object made by clang -target bpf?")
     with obj:
         chosen = _choose(obj, named, prog, section)

@@ -8,22 +8,22 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from offload.probe.render import Col, Notes, count, fit, rate
+from offload.probe.render import Col, Notes, Trimmed, count, fit, rate, say, say_parts
 
 
 def attach_result(res: dict, out: Console, err: Console) -> None:
     for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
-    for f in res["fallbacks"]:
-        out.print(f"[yellow]{f['mode']}:[/] {escape(f['reason'])}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")
+    for f in res["fallbacks"]:   # a reason wraps under its own start, not under the mode
+        say(out, f"[yellow]{f['mode']}:[/] {escape(f['reason'])}", indent=len(f["mode"]) + 2)
     verb = f"replaced prog {res['replaced']} with" if res["replaced"] else "attached"
     where = f" in libxdp's dispatcher (id {res['chain']['dispatcher_id']})" if res.get("chain") else ""
-    out.print(f"{escape(res['interface'])}: {verb} {escape(res['program'])} in [bold]{res['mode']}[/] mode "
-              f"(prog id {res['prog_id']}){where}")
+    say(out, f"{escape(res['interface'])}: {verb} {escape(res['program'])} in [bold]{res['mode']}[/] mode "
+             f"(prog id {res['prog_id']}){where}")
     for m in (res.get("chain") or {}).get("members", []):   # the chain, in run order
         mark = " (offload's)" if m["prog_id"] == res["prog_id"] else ""
-        out.print(f"  prio {m['priority']}: {escape(m['name'])} (prog id {m['prog_id']}){mark}, "
-                  f"next on {','.join(m['chain_call_actions']) or 'nothing'}")
+        say(out, f"  prio {m['priority']}: {escape(m['name'])} (prog id {m['prog_id']}){mark}, "
+                 f"next on {','.join(m['chain_call_actions']) or 'nothing'}")
 
 
 def attach_table(results: list[dict], out: Console) -> Notes:
@@ -52,9 +52,9 @@ def attach_table(results: list[dict], out: Console) -> Notes:
 def detach_result(res: dict, out: Console) -> None:
     iface = escape(res["interface"])
     if res["detached"]:
-        out.print(f"{iface}: detached prog {res['detached']['prog_id']} ({res['detached']['mode']}); pins removed")
+        say(out, f"{iface}: detached prog {res['detached']['prog_id']} ({res['detached']['mode']}); pins removed")
     else:
-        out.print(f"{iface}: nothing attached; stale pins removed")
+        say(out, f"{iface}: nothing attached; stale pins removed")
 
 
 def status(res: dict, out: Console, err: Console) -> None:
@@ -80,12 +80,12 @@ def status(res: dict, out: Console, err: Console) -> None:
                             Col("jited", "right", drop=4), Col("maps", drop=5), Col("btf", "right", drop=6)], rows))
         for r in res["attachments"]:
             for w in (r.get("dispatcher") or {}).get("warnings", []):
-                err.print(f"[yellow]warning:[/] {escape(r['interface'])}: libxdp dispatcher: {escape(w)}")
+                say(err, f"[yellow]warning:[/] {escape(r['interface'])}: libxdp dispatcher: {escape(w)}")
     for s in res["stale_pins"]:
-        err.print(f"[yellow]warning:[/] pins for {escape(s)} but its program is not attached: "
-                  f"offload detach {escape(s)}")
+        say(err, f"[yellow]warning:[/] pins for {escape(s)} but its program is not attached: "
+                 f"offload detach {escape(s)}")
     for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")
 
 
 def _prog_cells(r: dict) -> list[str]:
@@ -102,14 +102,14 @@ def _since(stamp: object) -> str:
 
 
 def stats(res: dict, out: Console) -> None:
-    out.print(f"{escape(res['interface'])}: {escape(res['program'])} in [bold]{res['mode']}[/] mode "
-              f"(prog id {res['prog_id']})")
+    say(out, f"{escape(res['interface'])}: {escape(res['program'])} in [bold]{res['mode']}[/] mode "
+             f"(prog id {res['prog_id']})")
     if res["counters"] == "prog_info":
         rate_s = f", {res['runs_per_s']:,.1f} runs/s" if "runs_per_s" in res else ""
-        out.print(f"  runs {count(res['run_cnt'])}, {res['run_time_ns'] / 1e9:.3g} s in the program{rate_s} "
-                  "(kernel's run counts)")
+        say(out, f"  runs {count(res['run_cnt'])}, {res['run_time_ns'] / 1e9:.3g} s in the program{rate_s} "
+                 "(kernel's run counts)")
         if res.get("note"):
-            out.print(f"  [dim]note: {escape(res['note'])}[/]")
+            say(out, f"  [dim]note: {escape(res['note'])}[/]")
         return
     rates = res.get("rates_pps")
     cols = [Col("action"), Col("packets", "right"), Col("bytes", "right")]
@@ -123,7 +123,7 @@ def stats(res: dict, out: Console) -> None:
 def filter_result(res: dict, out: Console) -> None:
     for k, v in res.items():
         if k != "interface":
-            out.print(f"{k}: {escape(', '.join(v)) if v else '-'}")
+            say_parts(out, f"{k}: ", v or ["-"], sep=", ")
 
 
 def programs(doc: dict, out: Console) -> None:
@@ -135,7 +135,7 @@ def programs(doc: dict, out: Console) -> None:
     grid.add_row(Text("program", style="bold"), Text("params", style="bold"), Text("what", style="bold"))
     for r in doc["programs"]:
         grid.add_row(Text(r["name"]), Text(", ".join(r["params"]) or "-"), Text(r["summary"]))
-    out.print(grid)
+    out.print(Trimmed(grid))
 
 
 def status_all(res: dict, out: Console, err: Console) -> None:
@@ -154,14 +154,14 @@ def gc_result(res: dict, out: Console, err: Console, heading: str | None = None)
         out.print(heading)
     for f in res["freed"]:
         where = f"{escape(f['netns'])}/{escape(f['interface'] or '*')}"
-        out.print(f"{verb} {where}: {escape(f['reason'])}")
+        say(out, f"{verb} {where}: {escape(f['reason'])}")
     for r in res["renamed"]:
-        out.print(f"{'would follow' if res['dry_run'] else 'followed'} {escape(r['netns'])}/{escape(r['interface'])} "
-                  f"-> {escape(r['now'])} (renamed)")
+        say(out, f"{'would follow' if res['dry_run'] else 'followed'} {escape(r['netns'])}/{escape(r['interface'])} "
+                 f"-> {escape(r['now'])} (renamed)")
     for r in res["recovered"]:
-        out.print(f"{'would recover' if res['dry_run'] else 'recovered'} {escape(r['netns'])}/{escape(r['interface'])}: "
-                  f"{escape(r['reason'])}")
+        say(out, f"{'would recover' if res['dry_run'] else 'recovered'} {escape(r['netns'])}/{escape(r['interface'])}: "
+                 f"{escape(r['reason'])}")
     if not heading and not res["freed"] and not res["renamed"] and not res["recovered"]:
         out.print("nothing to free")
     for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from offload.errors import OffloadError, UsageError
-from offload.kernel import fs
+from offload.kernel import clock, fs
 from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
 
@@ -87,13 +87,30 @@ def nfd_labels(assessed: Iterable[tuple[DeviceFacts, dict]], include_virtual: bo
     return {"labels": dict(sorted(labels.items())), "counted": counted, "ignored": ignored, "warnings": warnings}
 
 
-def export_nfd(path: str = NFD_DEFAULT, include_virtual: bool = False) -> dict:
+def nfd_text(labels: dict[str, str], expires: float | None = None) -> str:
+    """A feature file: with `expires` (epoch seconds), NFD's `# +expiry-time=` directive first (NFD
+    >= 0.14 drops the labels after it, so they vanish when the labeller stops rewriting them)."""
+    head = f"# +expiry-time={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}\n" if expires else ""
+    return head + "".join(f"{k}={v}\n" for k, v in labels.items())
+
+
+def nfd_expiry(interval: float | None, expires_after: float | None) -> float | None:
+    """Seconds a feature file stays valid: as asked, else three rounds of a labeller (a missed
+    round or two must not drop a node's labels), else for ever (a file written once)."""
+    if expires_after is not None:
+        return expires_after
+    return 3 * interval if interval else None
+
+
+def export_nfd(path: str = NFD_DEFAULT, include_virtual: bool = False, expires_after: float | None = None) -> dict:
     from offload.probe.report import assess
 
     _, assessed = assess(include_loopback=False)
     res = nfd_labels(((a.facts, a.verdicts) for a in assessed), include_virtual)
-    write_file(path, "".join(f"{k}={v}\n" for k, v in res["labels"].items()), "--path")
-    return {"path": path, "include_virtual": include_virtual, **res}
+    expires = time.time() + expires_after if expires_after else None
+    write_file(path, nfd_text(res["labels"], expires), "--path")
+    return {"path": path, "include_virtual": include_virtual, **res,
+            "expires": None if expires is None else clock.rfc3339(int(expires))}
 
 
 # -- node-exporter textfile ---------------------------------------------------------------------
@@ -181,7 +198,10 @@ def systemd_unit(policy: str = POLICY_DEFAULT, interval: float = 30.0, journal: 
         argv += ["--metrics-address", metrics_address]
     if textfile_dir:
         argv += ["--textfile-dir", textfile_dir]
-    writable = ["/sys/fs/bpf", "/run/offload", "/var/lib/offload", *([textfile_dir] if textfile_dir else [])]
+    # ProtectSystem=strict leaves writable only what the unit names: bpffs (pins) and the text-file
+    # directory here; /run/offload, /var/lib/offload, /var/cache/offload as systemd's own dirs.
+    writable = ["/sys/fs/bpf", *([textfile_dir] if textfile_dir else [])]
+    inet = "AF_INET AF_INET6" if metrics_address else "AF_INET"
     # systemd's own quoting is close to the shell's; '%' and '$' would be specifiers and variables
     exec_start = " ".join(shlex.quote(a).replace("%", "%%").replace("$", "$$") for a in argv)
     return f"""\
@@ -197,16 +217,58 @@ ExecStart={exec_start}
 KillSignal=SIGTERM
 Restart=on-failure
 RestartSec=5
-StateDirectory=offload
-RuntimeDirectory=offload
-RuntimeDirectoryPreserve=yes
-AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_SYS_ADMIN CAP_PERFMON
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_BPF CAP_SYS_ADMIN CAP_PERFMON
-ProtectSystem=strict
-ReadWritePaths={" ".join(writable)}
-
+{_HARDENING.format(writable=" ".join(writable), inet=inet)}
 [Install]
 WantedBy=multi-user.target
+"""
+
+
+# `systemd-analyze security --offline=true` rates this 2.4 (OK; 7.4 before); test_unit_sandbox.py
+# runs attach, stats, watch and /metrics under the same capabilities and read-only root.
+_HARDENING = """\
+# Root for its state (root-owned, never through a link), with only the capabilities XDP needs:
+# CAP_SYS_ADMIN for BPF objects by id (status, stats, gc), CAP_PERFMON for BPF_PROG_RUN.
+AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_SYS_ADMIN CAP_PERFMON
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_BPF CAP_SYS_ADMIN CAP_PERFMON
+NoNewPrivileges=yes
+# What it writes: pins, records and the lock, the journal, compiled objects; nothing else.
+ProtectSystem=strict
+ReadWritePaths={writable}
+RuntimeDirectory=offload
+RuntimeDirectoryPreserve=yes
+StateDirectory=offload
+CacheDirectory=offload
+RuntimeDirectoryMode=0700
+StateDirectoryMode=0700
+CacheDirectoryMode=0700
+UMask=0077
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+DevicePolicy=closed
+PrivateMounts=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectKernelTunables=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+KeyringMode=private
+RemoveIPC=yes
+# netlink (links, XDP, ethtool, devlink), unix (udev), inet for the ethtool ioctls (an AF_INET
+# datagram socket) and --metrics-address (AF_INET6 only then).
+RestrictAddressFamilies=AF_NETLINK AF_UNIX {inet}
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+# The BPF JIT writes kernel memory, not ours; Python and libbpf need no writable code.
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service bpf perf_event_open
+SystemCallFilter=~@mount @swap @reboot @raw-io @module @obsolete @cpu-emulation @debug @clock
+SystemCallErrorNumber=EPERM
 """
 
 

@@ -9,6 +9,7 @@ Names follow Prometheus's conventions: base units, `_total` counters, `_info` fo
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from netaddr import INET_ATON, AddrFormatError, IPAddress
-from prometheus_client import CollectorRegistry, MetricsHandler, generate_latest
+from prometheus_client import CollectorRegistry, MetricsHandler, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,7 +25,7 @@ from prometheus_client.core import (
 )
 
 from offload.errors import OffloadError, UsageError
-from offload.kernel import bpfsys, netns
+from offload.kernel import bpfsys, clock, netns
 from offload.load import stats as stats_mod
 from offload.load import status as status_mod
 from offload.load.programs import ACTIONS
@@ -42,6 +43,7 @@ class Health:
     errors: int = 0
     last_reconcile: float | None = None
     attached: int = 0
+    last_ok: bool | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, ok: bool, attached: int) -> None:
@@ -50,6 +52,21 @@ class Health:
             self.errors += 0 if ok else 1
             self.last_reconcile = time.time()
             self.attached = attached
+            self.last_ok = ok
+
+    def report(self, max_age: float, now: float | None = None) -> tuple[bool, dict]:
+        """(healthy, what /healthz says): healthy once a reconcile has run and the last one is at most
+        `max_age` seconds old (a loop that stopped turning is not). A failed reconcile is reported,
+        not unhealthy: restarting watch would not make a NIC take a program."""
+        now = time.time() if now is None else now
+        with self._lock:
+            last, ok, n, errors, attached = self.last_reconcile, self.last_ok, self.reconciles, self.errors, self.attached
+        age = None if last is None else max(now - last, 0.0)
+        healthy = age is not None and age <= max_age
+        return healthy, {"healthy": healthy, "last_reconcile": None if last is None else clock.rfc3339(last),
+                         "age_s": None if age is None else round(age, 1), "max_age_s": max_age,
+                         "last_reconcile_ok": ok, "reconciles": n, "reconcile_errors": errors,
+                         "attached_programs": attached}
 
     def snapshot(self) -> tuple[int, int, float | None, int]:
         with self._lock:
@@ -64,6 +81,9 @@ class OffloadCollector:
         self.health, self.bench = health, bench   # bench: a checked `bench --json` result (exports.read_bench)
 
     def collect(self):
+        build = InfoMetricFamily("offload_build", "The offload serving these metrics.", labels=["version"])
+        build.add_metric([build_version()], {})
+        yield build
         ns = netns.current_name()
         info = InfoMetricFamily("offload_xdp_program", "An XDP program attached to a device: who attached "
                                 "it (owner: offload or foreign), in which mode, its id and tag.",
@@ -144,9 +164,26 @@ def _bench_metric(doc: dict) -> GaugeMetricFamily:
     return g
 
 
-def registry(health: Health | None = None, bench: dict | None = None) -> CollectorRegistry:
+def build_version() -> str:
+    """This offload's version as installed (the package's metadata: a wheel, the image, a checkout
+    installed editable)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("offload")
+    except PackageNotFoundError:   # run from a bare checkout on PYTHONPATH
+        return "unknown"
+
+
+def registry(health: Health | None = None, bench: dict | None = None, process: bool = False) -> CollectorRegistry:
+    """The collectors; `process`: the client's process_* and python_info too, for the long-lived
+    /metrics endpoint only (in a textfile they would describe a process gone by the time of the
+    scrape, under the names node-exporter uses for its own)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(OffloadCollector(health, bench))
+    if process:
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
     return reg
 
 
@@ -257,8 +294,9 @@ class MetricsServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
 
-    def start(self, reg: CollectorRegistry) -> None:
-        self.httpd.RequestHandlerClass = _handler(reg)
+    def start(self, reg: CollectorRegistry, health: Health | None = None, max_age: float = 0.0) -> None:
+        """Serve `reg` at /metrics and, with `health`, watch's last reconcile at /healthz."""
+        self.httpd.RequestHandlerClass = _handler(reg, health, max_age)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="offload-metrics", daemon=True)
         self.thread.start()
 
@@ -271,20 +309,35 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def _handler(reg: CollectorRegistry) -> type:
+def _handler(reg: CollectorRegistry, health: Health | None, max_age: float) -> type:
     base = MetricsHandler.factory(reg)
 
     class Handler(base):
         timeout = READ_TIMEOUT   # a silent client's thread ends (the socket's timeout on each read)
 
         def do_GET(self) -> None:
-            if urlsplit(self.path).path != "/metrics":
-                self.send_error(404, "only /metrics is served here")
+            path = urlsplit(self.path).path
+            if path == "/healthz" and health is not None:
+                self._healthz()
+                return
+            if path != "/metrics":
+                self.send_error(404, "only /metrics" + (" and /healthz are" if health else " is") + " served here")
                 return
             try:
                 super().do_GET()
             except OffloadError as e:   # e.g. a damaged state tree: say so, the next scrape tries again
                 self.send_error(500, e.message)
+
+        def _healthz(self) -> None:
+            """200 while watch reconciles, 503 before its first reconcile or once it stopped: what
+            the kubelet's probes read (no kernel reads: a probe must be cheap)."""
+            healthy, doc = health.report(max_age)
+            body = (json.dumps(doc) + "\n").encode()
+            self.send_response(200 if healthy else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, format: str, *args) -> None:   # noqa: A002 - the base class's name
             pass   # one line per scrape would drown watch's own log

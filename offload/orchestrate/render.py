@@ -37,7 +37,7 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
     from rich.markup import escape
     from rich.text import Text
 
-    from offload.probe.render import Col, Notes, fit
+    from offload.probe.render import Col, Notes, fit, say
 
     notes = Notes()
     rows = [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-", st["status"], ""]
@@ -50,24 +50,38 @@ def apply_result(res: dict, out: Console, err: Console) -> None:
                             Col("why")], rows))
     notes.print(err)   # the errors, in full (they went to stderr before the table existed too)
     for w in res.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        say(err, f"[yellow]warning:[/] {escape(w)}")
     if res["rolled_back"]:
-        err.print(f"rolled back: {escape(', '.join(res['rolled_back']))}")
+        say(err, f"rolled back: {escape(', '.join(res['rolled_back']))}")
 
 
 def export_nfd(res: dict, out: Console) -> None:
-    notes = "".join(f"\n  warning: {w}" for w in res["warnings"])
-    out.print(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
-              f"{len(res['ignored'])} virtual ignored){notes}", markup=False)
+    from rich.text import Text
+
+    from offload.probe.render import say
+
+    until = f"; valid until {res['expires']}" if res.get("expires") else ""
+    say(out, Text(f"wrote {len(res['labels'])} labels to {res['path']} ({len(res['counted'])} interfaces counted, "
+                  f"{len(res['ignored'])} virtual ignored{until})"))
+    for w in res["warnings"]:
+        say(out, Text(f"  warning: {w}"))
 
 
 def export_prometheus(res: dict, out: Console) -> None:
-    out.print(f"wrote {res['samples']} samples to {res['path']}", markup=False)
+    from rich.text import Text
+
+    from offload.probe.render import say
+
+    say(out, Text(f"wrote {res['samples']} samples to {res['path']}"))
 
 
 def export_systemd(res: dict, out: Console) -> None:
     if res["path"] is None:
         out.file.write(res["unit"])   # the unit as it is: no wrapping either
     else:
-        out.print(f"wrote {res['path']}: systemctl daemon-reload && systemctl enable --now "
-                  f"{os.path.basename(res['path'])}", markup=False)
+        from rich.text import Text
+
+        from offload.probe.render import say
+
+        say(out, Text(f"wrote {res['path']}: systemctl daemon-reload && systemctl enable --now "
+                      f"{os.path.basename(res['path'])}"))

@@ -79,7 +79,7 @@ class Watcher:
         if self.metrics_server is not None:
             from offload.orchestrate import metrics
 
-            self.metrics_server.start(metrics.registry(self.health))
+            self.metrics_server.start(metrics.registry(self.health, process=True), self.health, healthy_within(self.interval))
             self.log(f"offload-watch: metrics={self.metrics_server.url}")
         # Links as they are before the first apply: one added while it runs is then an event of
         # its own (a dump after the apply would count it as known and never say it came).
@@ -222,6 +222,12 @@ class Watcher:
                     slot.remove()
         except OffloadError as e:
             self.log(f"offload-watch: event=remove iface={iface} error={e.message!r}")
+
+
+def healthy_within(interval: float) -> float:
+    """How old the last reconcile may be while watch counts as alive: two periods and a minute (a
+    reconcile over many NICs, or a loaded host, may run long)."""
+    return 2 * interval + 60
 
 
 def _signature(path: str) -> tuple[int, ...] | None:

@@ -13,11 +13,15 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from lib.helpers import ROOT
 from lib.kernel import kernel_xdp
+
+from offload.kernel import netns as netns_mod
 
 # The first test builds the image when the cache is cold: ~2 minutes, more on a busy host.
 pytestmark = [pytest.mark.root, pytest.mark.image, pytest.mark.timeout(1200)]
@@ -103,6 +107,20 @@ def test_image_carries_the_library_and_no_compiler_or_kernel_headers(image):
     assert len(profiles) >= 20 and all("/opt/offload/" in p["file"] for p in profiles)
     version = subprocess.run([str(ROOT / ".venv/bin/offload"), "--version"], capture_output=True, text=True).stdout
     assert podman_run(image, "--version", netns=None).stdout == version
+
+
+def test_image_is_lean_and_leaves_plotting_out(image, tmp_path):
+    """At most 170 MB (it was 313 MB with matplotlib, numpy and pillow, which only --plot uses);
+    --plot in it says how to get them."""
+    size = int(subprocess.run([PODMAN, "image", "inspect", "--format", "{{.Size}}", image], capture_output=True,
+                              text=True, check=True).stdout)
+    assert size <= 170_000_000, f"{size / 1e6:.0f} MB"
+    res = podman_run(image, "-c", "/opt/offload/bin/python -c 'import importlib.util as u; "
+                     "print(*(bool(u.find_spec(m)) for m in (\"matplotlib\", \"numpy\", \"PIL\")))'",
+                     netns=None, entrypoint="/bin/sh")
+    assert res.stdout.split() == ["False", "False", "False"], res.stdout + res.stderr
+    res = podman_run(image, "bench", "--lab", "--plot", "/tmp/b.png", netns=None)
+    assert res.returncode == 4 and "offload[plot]" in res.stderr, res.stdout + res.stderr
 
 
 def test_image_applies_a_policy_the_host_sees_and_detaches_leaving_nothing(image, env, state, tmp_path):
@@ -225,6 +243,19 @@ def test_the_daemonset_runs_this_image_as_built(image, env, state, tmp_path):
     while not kernel_xdp(env.ifname, env.netns) and time.monotonic() < deadline:
         time.sleep(0.2)
     attached = kernel_xdp(env.ifname, env.netns)
+    # the kubelet's probes, as the manifest names them: the port the container serves, /healthz
+    port = int(command[command.index("--metrics-address") + 1].rsplit(":", 1)[1])
+    probes = {container[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probes == {"/healthz"}
+    health: dict = {}
+    while not health.get("attached_programs") and time.monotonic() < deadline:   # recorded after the attach
+        try:
+            with netns_mod.inside(env.netns):
+                health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())
+        except urllib.error.HTTPError as e:   # 503 until the first reconcile is recorded
+            health = json.loads(e.read())
+        time.sleep(0.2)
+    assert health["healthy"] and health["attached_programs"] == 1, health
     subprocess.run([PODMAN, "stop", "-t", "20", name], check=True, capture_output=True, timeout=120)
     res = subprocess.run([PODMAN, "logs", name], capture_output=True, text=True)
     logs = res.stdout + res.stderr            # podman gives the container's stderr on its stdout

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timezone
 
 import pytest
 from lib.cli import OFFLOAD
@@ -276,6 +277,36 @@ def test_generated_systemd_unit_verifies(tmp_path):
     assert res.returncode != 0 and "/opt/offload/.venv/bin/offload" in res.stderr
 
 
+@pytest.mark.parametrize("extra", [[], ["--metrics-address", "[::1]:9477", "--textfile-dir", "/var/lib/node-exporter"]])
+def test_generated_systemd_unit_is_hardened(tmp_path, extra):
+    """`systemd-analyze security --offline=true` rates the unit at most 4.0; the unhardened unit of
+    before (its [Service] without the sandbox) rates over 7, so the check can fail."""
+    analyze = need_tool("systemd-analyze")
+    unit = tmp_path / "offload-watch.service"
+    subprocess.run([OFFLOAD, "export", "systemd", "--path", str(unit), *extra], check=True, capture_output=True)
+
+    def exposure(path) -> float:
+        res = subprocess.run([analyze, "security", "--offline=true", str(path)], capture_output=True, text=True)
+        found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
+        assert found, res.stdout + res.stderr
+        return float(found.group(1))
+
+    assert exposure(unit) <= 4.0
+    text = unit.read_text()
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                    "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectKernelTunables=yes",
+                    "ProtectControlGroups=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes", "UMask=0077",
+                    "CacheDirectory=offload", "StateDirectory=offload", "RuntimeDirectory=offload"):
+        assert re.search(rf"^{re.escape(setting)}$", text, re.M), setting
+    families = re.search(r"^RestrictAddressFamilies=(.*)$", text, re.M).group(1).split()
+    assert families == ["AF_NETLINK", "AF_UNIX", "AF_INET", *(["AF_INET6"] if extra else [])]
+    bare = tmp_path / "bare.service"
+    bare.write_text(re.sub(r"^(AmbientCapabilities|CapabilityBoundingSet|NoNewPrivileges|Protect\w+|Private\w+|"
+                           r"Restrict\w+|SystemCall\w+|MemoryDeny\w+|LockPersonality|UMask|DevicePolicy|"
+                           r"KeyringMode|RemoveIPC)=.*\n", "", text, flags=re.M))
+    assert exposure(bare) > 7.0
+
+
 def test_labeller_manifest_validates():
     docs = valid_manifest(ROOT / "deploy/offload-nfd-labeller.yaml", 2)
     (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
@@ -284,6 +315,49 @@ def test_labeller_manifest_validates():
     # it writes where the watch DaemonSet's selector reads from
     watch = [d for d in valid_manifest(ROOT / "deploy/offload-watch.yaml", 3) if d["kind"] == "DaemonSet"]
     assert watch[0]["spec"]["template"]["spec"]["nodeSelector"] == {"offload.xdp/native": "true"}
+
+
+def test_watch_manifest_probes_resources_and_reload():
+    """What the kubelet needs: probes on watch's own /healthz at the port it serves, requests and
+    limits, and the ConfigMap mounted whole (a subPath mount never sees an edit, so no reload)."""
+    docs = valid_manifest(ROOT / "deploy/offload-watch.yaml", 3)
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    port = int(c["command"][c["command"].index("--metrics-address") + 1].rsplit(":", 1)[1])
+    assert [p["containerPort"] for p in c["ports"] if p["name"] == "metrics"] == [port]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    interval = float(c["command"][c["command"].index("--interval") + 1])
+    live = c["livenessProbe"]
+    # the kubelet gives up only after watch's own staleness bound has passed
+    assert live["periodSeconds"] * live["failureThreshold"] >= interval
+    for kind in ("requests", "limits"):
+        assert set(c["resources"][kind]) == {"cpu", "memory"}, kind
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "policy"]
+    assert "subPath" not in mount and c["command"][c["command"].index("-f") + 1].startswith(mount["mountPath"] + "/")
+    assert "/run/netns" in (ROOT / "deploy/offload-watch.yaml").read_text()   # the comment on why it is not mounted
+    assert not [v for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/run/netns"]
+
+
+def test_labeller_feature_file_expires(tmp_path):
+    """The labeller's command, run here: its file starts with NFD's expiry directive, its --expires-after
+    ahead, so the labels vanish when the labeller does."""
+    docs = valid_manifest(ROOT / "deploy/offload-nfd-labeller.yaml", 2)
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    cmd = ds["spec"]["template"]["spec"]["containers"][0]["command"]
+    after = float(cmd[cmd.index("--expires-after") + 1])
+    assert after >= 2 * float(cmd[cmd.index("--interval") + 1])
+    path = tmp_path / "offload"
+    args = [a for a in cmd[1:] if a not in ("--interval", cmd[cmd.index("--interval") + 1])]
+    args[args.index("--path") + 1] = str(path)
+    before = time.time()
+    subprocess.run([OFFLOAD, *args], check=True, capture_output=True)
+    first = path.read_text().splitlines()[0]
+    m = re.fullmatch(r"# \+expiry-time=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)", first)
+    assert m, first
+    expires = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert before + after - 5 <= expires.timestamp() <= time.time() + after + 1
 
 
 def free_port() -> int:
@@ -344,3 +418,16 @@ def test_prometheus_scrapes_watch_and_sees_new_frames(env, tmp_path):
         prom.communicate(timeout=30)
         rc, log = stop(proc)
     assert rc == 0, log
+
+
+def test_textfile_has_build_info_and_no_process_metrics(tmp_path):
+    """offload_build_info{version} in both outputs; the client's process_* metrics only on /metrics
+    (watch's, test_unit_sandbox.py): in node-exporter's textfile they would be a gone process's, under
+    the names node-exporter itself exports."""
+    prom = tmp_path / "offload.prom"
+    subprocess.run([OFFLOAD, "export", "prometheus", "--path", str(prom)], check=True, capture_output=True)
+    version = subprocess.run([OFFLOAD, "--version"], capture_output=True, text=True).stdout.split()[-1]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(prom.read_text()) for s in fam.samples}
+    assert labels_of(samples, "offload_build_info") == [{"version": version}]
+    assert not [n for n, _ in samples if n.startswith(("process_", "python_"))]

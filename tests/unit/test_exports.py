@@ -127,3 +127,17 @@ def test_open_dir_follows_our_own_links_even_with_dotdot(tmp_path):
     fd = fs.open_dir(str(tmp_path / "made" / "deeper"), create=True)
     os.close(fd)
     assert (tmp_path / "made").stat().st_mode & 0o777 == 0o755
+
+
+def test_nfd_feature_file_carries_its_expiry_first():
+    """NFD's directive, first, in RFC 3339 UTC whole seconds (what NFD's Go time.RFC3339 parses)."""
+    labels = {"offload.xdp/best-mode": "native", "offload.xdp/native": "true"}
+    assert exports.nfd_text(labels, 1_800_000_000.7).splitlines() == [
+        "# +expiry-time=2027-01-15T08:00:00Z", "offload.xdp/best-mode=native", "offload.xdp/native=true"]
+    assert exports.nfd_text(labels).splitlines() == ["offload.xdp/best-mode=native", "offload.xdp/native=true"]
+
+
+def test_nfd_expiry_is_three_rounds_of_a_labeller_unless_asked():
+    assert exports.nfd_expiry(300, None) == 900
+    assert exports.nfd_expiry(300, 60) == 60
+    assert exports.nfd_expiry(None, None) is None and exports.nfd_expiry(None, 120) == 120

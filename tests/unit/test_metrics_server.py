@@ -75,3 +75,35 @@ def test_connections_beyond_the_cap_are_closed_and_served_again_after(server, mo
             assert time.monotonic() < deadline, "no slot came back"
             time.sleep(0.1)
     assert "offload_test_up" in body
+
+
+def test_healthz_says_whether_watch_reconciles():
+    """503 before the first reconcile and once the last is older than max_age; 200 between, with the
+    last reconcile's outcome (a failed one is reported, not unhealthy); 404 where no health is given."""
+    import json
+    import urllib.error
+
+    health = metrics.Health()
+    srv = metrics.MetricsServer("127.0.0.1:0")
+    srv.start(CollectorRegistry(), health, max_age=3600)
+    url = srv.url.replace("/metrics", "/healthz")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url, timeout=30)
+        assert e.value.code == 503 and json.loads(e.value.read())["last_reconcile"] is None
+        health.record(False, 2)
+        doc = json.loads(urllib.request.urlopen(url, timeout=30).read())
+        assert doc["healthy"] and doc["last_reconcile_ok"] is False and doc["attached_programs"] == 2
+        assert doc["reconciles"] == 1 and doc["reconcile_errors"] == 1 and doc["last_reconcile"].endswith("Z")
+    finally:
+        srv.close()
+    healthy, doc = health.report(max_age=60, now=health.last_reconcile + 61)
+    assert not healthy and doc["age_s"] == 61
+    plain = metrics.MetricsServer("127.0.0.1:0")
+    plain.start(CollectorRegistry())
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(plain.url.replace("/metrics", "/healthz"), timeout=30)
+        assert e.value.code == 404
+    finally:
+        plain.close()

@@ -38,6 +38,8 @@ def readable(text: str, width: int, reasons: list[str]) -> None:
     assert "…" not in text, text
     too_wide = [ln for ln in text.splitlines() if len(ln.rstrip()) > width]
     assert not too_wide, too_wide
+    padded = [ln for ln in text.splitlines() if ln != ln.rstrip()]
+    assert not padded, padded   # no trailing spaces: a copy, a diff or `grep ' $'` trips over them
     for r in reasons:
         assert flat(r) in flat(text), f"reason not in full: {r!r}\n{text}"
 
