@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Attach at scale, against iproute2, in one run on one lab:
+"""Attach at scale, against iproute2, in one run, in a network namespace of its own:
 
-1. `offload apply` of a policy putting count_drop on N veths, against `ip -batch` attaching the
-   same object (the library's precompiled count_drop.o) to the same N veths;
-2. `offload attach` of a library program end to end, with `offload --version` (the interpreter and
-   CLI start alone) beside it;
-3. `offload watch` reacting to M veths created at once: time until all M carry the program.
+1. for each size N (ascending; the namespace grows from one to the next): `offload apply` of a
+   policy putting count_drop on N veths, against `ip -batch` attaching the same object (the
+   library's precompiled count_drop.o) to the same N veths, side by side, median of --repeat;
+   seconds per interface of each;
+2. `offload attach` of a library program end to end, with `offload --version` beside it;
+3. `offload watch` over the largest N: a burst of --hotplug veths created with one `ip -batch`,
+   the time until all carry the program, against `ip -batch` attaching the same object to them;
+   watch's resident memory before and after the burst.
 
-Usage: .venv/bin/python benchmarks/attach_scale.py [N] [--hotplug M] [--repeat R] [--json]
+offload's state lives in a bpffs instance and a run directory of the script's own
+(OFFLOAD_BPFFS, OFFLOAD_RUN_DIR), so its `offload gc` runs touch nothing else on the host; the
+namespace (with every veth in it), the mount and the directory are removed on every exit path.
+
+Usage: .venv/bin/python benchmarks/attach_scale.py [N ...] [--hotplug M] [--repeat R]
+       [--plot FILE.png] [--json]
 """
 
 from __future__ import annotations
@@ -15,28 +23,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from start import byte_compile  # noqa: E402
 from start import timed as timed_cpu  # noqa: E402
 
-from offload import lab  # noqa: E402
 from offload.load import programs  # noqa: E402
 
 OFFLOAD = str(Path(sys.executable).parent / "offload")
+POLICY = ("rules:\n  - name: scale\n    match: {interfaces: ['a*', 'h*']}\n"
+          "    program: count_drop\n    mode: {prefer: native}\n")
 
 
-def timed(argv: list[str], **kw) -> float:
+def timed(argv: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+    subprocess.run(argv, check=True, capture_output=True, text=True)
     return time.perf_counter() - t
+
+
+def batch(ns: str, path: Path, lines: list[str], force: bool = False) -> float:
+    """`ip -n NS -batch` of `lines`: its wall seconds."""
+    path.write_text("".join(lines))
+    return timed(["ip", "-n", ns, *(["-force"] if force else []), "-batch", str(path)])
 
 
 def xdp_count(ns: str, prefix: str) -> int:
@@ -45,94 +62,182 @@ def xdp_count(ns: str, prefix: str) -> int:
     return sum(1 for ln in links if ln["ifname"].startswith(prefix) and ln.get("xdp", {}).get("prog"))
 
 
-def clear(ns: str, devs: list[str]) -> None:
-    """Everything off the lab between runs: apply's programs by an empty policy, the rest with one
-    `ip -batch`, and `offload gc` frees the pins and records of what ip took off (a detach per
-    device would be N starts of offload, minutes under load)."""
-    subprocess.run([OFFLOAD, "apply", "-f", "/dev/null", "--netns", ns], capture_output=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".batch") as batch:
-        batch.write("".join(f"link set dev {d} xdp off\n" for d in devs))
-        batch.flush()
-        subprocess.run(["ip", "-n", ns, "-force", "-batch", batch.name], capture_output=True)
-    subprocess.run([OFFLOAD, "gc"], capture_output=True)
+class Lab:
+    """A namespace of veth pairs a0/b0 ... (and h0/g0 ... when hot-plugged), and offload's private
+    state for this run."""
+
+    def __init__(self, stack: ExitStack, tmp: Path) -> None:
+        self.tmp, self.ns, self.n = tmp, f"as{os.getpid() % 100000}", 0
+        (tmp / "bpf").mkdir()
+        subprocess.run(["mount", "-t", "bpf", "bpffs", str(tmp / "bpf")], check=True)
+        stack.callback(subprocess.run, ["umount", "-l", str(tmp / "bpf")], check=False)
+        os.environ.update(OFFLOAD_BPFFS=str(tmp / "bpf"), OFFLOAD_RUN_DIR=str(tmp / "run"))
+        subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        stack.callback(subprocess.run, ["ip", "netns", "del", self.ns], check=False)
+        self.policy = tmp / "policy.yaml"
+        self.policy.write_text(POLICY)
+        self.journal = tmp / "journal.jsonl"
+        self.obj = programs.library_object("count_drop")
+
+    def grow(self, n: int, side: str = "a", peer: str = "b", start: int | None = None) -> float:
+        """Veth pairs up to `n` on side `side` (created and up in one `ip -batch`): its seconds."""
+        first = self.n if start is None else start
+        lines = [f"link add {side}{i} type veth peer name {peer}{i}\nlink set {side}{i} up\nlink set {peer}{i} up\n"
+                 for i in range(first, n)]
+        secs = batch(self.ns, self.tmp / "grow", lines)
+        if start is None:
+            self.n = n
+        return secs
+
+    def devs(self, side: str = "a", n: int | None = None) -> list[str]:
+        return [f"{side}{i}" for i in range(self.n if n is None else n)]
+
+    def ip_attach(self, devs: list[str]) -> float:
+        return batch(self.ns, self.tmp / "attach", [f"link set dev {d} xdpdrv obj {self.obj} sec xdp\n" for d in devs])
+
+    def clear(self, devs: list[str]) -> None:
+        """Everything off: one `ip -batch`, then `offload gc` frees the pins and records of what it
+        took off (this run's own state only)."""
+        batch(self.ns, self.tmp / "off", [f"link set dev {d} xdp off\n" for d in devs], force=True)
+        subprocess.run([OFFLOAD, "gc"], capture_output=True, check=True)
+
+    def apply(self) -> float:
+        return timed([OFFLOAD, "apply", "-f", str(self.policy), "--netns", self.ns, "--journal", str(self.journal)])
+
+
+def side_by_side(lab: Lab, repeat: int) -> dict:
+    """apply and ip -batch over the lab's a-side veths, alternating, median of `repeat`."""
+    devs, apply_s, ip_s = lab.devs(), [], []
+    for _ in range(repeat):
+        apply_s.append(lab.apply())
+        assert xdp_count(lab.ns, "a") == lab.n, "apply left veths without the program"
+        lab.clear(devs)
+        ip_s.append(lab.ip_attach(devs))
+        assert xdp_count(lab.ns, "a") == lab.n
+        lab.clear(devs)
+    a, i = statistics.median(apply_s), statistics.median(ip_s)
+    return {"n": lab.n, "apply_s": round(a, 3), "ip_batch_s": round(i, 3), "apply_over_ip": round(a / i, 2),
+            "apply_s_per_iface": a / lab.n, "ip_s_per_iface": i / lab.n, "apply_runs": apply_s, "ip_runs": ip_s,
+            "load": round(os.getloadavg()[0], 2)}
+
+
+def one_attach(lab: Lab, repeat: int) -> dict:
+    one, version, bare, cpu = [], [], [], {"attach": [], "version": [], "pass": []}
+    for _ in range(repeat):
+        bare.append(timed_cpu([sys.executable, "-c", "pass"], cpu["pass"]))
+        version.append(timed_cpu([OFFLOAD, "--version"], cpu["version"]))
+        one.append(timed_cpu([OFFLOAD, "attach", "a0", "count_drop", "--mode", "native", "--netns", lab.ns],
+                             cpu["attach"]))
+        subprocess.run([OFFLOAD, "detach", "a0", "--netns", lab.ns], check=True, capture_output=True)
+    out = {"attach_s": statistics.median(one), "version_s": statistics.median(version),
+           "python_pass_s": statistics.median(bare)}
+    # CPU seconds (user + system) of the same runs: what they cost, whatever the machine's load
+    out.update({f"{k}_cpu_s": round(statistics.median(v), 3) for k, v in cpu.items()})
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+
+
+def hotplug(lab: Lab, m: int) -> dict:
+    """watch over the lab's veths; a burst of `m` veths created at once: until all are attached."""
+    watch = subprocess.Popen([OFFLOAD, "watch", "-f", str(lab.policy), "--netns", lab.ns, "--interval", "600",
+                              "--journal", str(lab.journal)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while xdp_count(lab.ns, "a") < lab.n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)   # its start reconcile over, and the link events of its own attaches read
+        rss_before = rss_kib(watch.pid)
+        t0 = time.monotonic()
+        create_s = lab.grow(m, side="h", peer="g", start=0)
+        while (got := xdp_count(lab.ns, "h")) < m and time.monotonic() - t0 < 600:
+            time.sleep(0.05)
+        hot_s = time.monotonic() - t0
+        rss_after = rss_kib(watch.pid)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        watch.wait(timeout=120)
+    hot = [f"h{i}" for i in range(m)]
+    lab.clear(hot)
+    ip_s = lab.ip_attach(hot)
+    assert xdp_count(lab.ns, "h") == m
+    lab.clear(hot + lab.devs())
+    return {"hotplug": m, "hotplug_attached": got, "hotplug_s": round(hot_s, 3), "hotplug_create_s": round(create_s, 3),
+            "hotplug_ip_batch_s": round(ip_s, 3), "hotplug_over_ip": round(hot_s / ip_s, 2),
+            "watch_rss_kib_before": rss_before, "watch_rss_kib_after": rss_after, "hotplug_load": round(os.getloadavg()[0], 2)}
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    ns = [r["n"] for r in rows]
+    ax.plot(ns, [r["apply_s_per_iface"] * 1e3 for r in rows], "o-", label="offload apply")
+    ax.plot(ns, [r["ip_s_per_iface"] * 1e3 for r in rows], "s--", label="ip -batch (same object)")
+    ax.set_xscale("log")
+    ax.set_xlabel("interfaces attached in one run")
+    ax.set_ylabel("ms per interface")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def markdown(out: dict) -> str:
+    lines = ["| interfaces | `offload apply` s | `ip -batch` s | ratio | apply ms/interface | ip ms/interface | load |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['n']} | {r['apply_s']:.3f} | {r['ip_batch_s']:.3f} | {r['apply_over_ip']}x | "
+              f"{r['apply_s_per_iface'] * 1e3:.2f} | {r['ip_s_per_iface'] * 1e3:.2f} | {r['load']} |" for r in out["sizes"]]
+    if "hotplug_s" in out:
+        lines += ["", f"watch over {out['sizes'][-1]['n']} attached veths, a burst of {out['hotplug']} created with one "
+                  f"`ip -batch` ({out['hotplug_create_s']:.3f} s): {out['hotplug_attached']}/{out['hotplug']} attached "
+                  f"{out['hotplug_s']:.3f} s after the burst began; `ip -batch` attaching the same {out['hotplug']}: "
+                  f"{out['hotplug_ip_batch_s']:.3f} s ({out['hotplug_over_ip']}x); watch RSS "
+                  f"{out['watch_rss_kib_before']} KiB before, {out['watch_rss_kib_after']} KiB after (load "
+                  f"{out['hotplug_load']})."]
+    lines += ["", f"`offload attach` {out['attach_s']:.3f} s, `offload --version` {out['version_s']:.3f} s, "
+              f"`python -c pass` {out['python_pass_s']:.3f} s (medians)."]
+    return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("n", nargs="?", type=int, default=100)
-    ap.add_argument("--hotplug", type=int, default=50)
+    ap.add_argument("sizes", nargs="*", type=int, default=[100])
+    ap.add_argument("--hotplug", type=int, default=50, help="veths created at once under watch (0: none)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--plot", metavar="FILE.png", help="seconds per interface against interfaces, as a plot")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     byte_compile()   # as a wheel install would be
-    name = f"as{os.getpid() % 100000}"
-    made = lab.up(name, pairs=args.n)
-    ns, devs = made.netns, [p.a for p in made.pairs]
-    obj = programs.library_object("count_drop")
-    out: dict = {"n": args.n, "object": str(obj)}
-    with tempfile.TemporaryDirectory() as tmp:
-        policy = Path(tmp) / "policy.yaml"
-        # h* are the veths hot-plugged under watch (absent until then)
-        policy.write_text(f"rules:\n  - name: scale\n    match: {{interfaces: ['{name}-a*', '{name}-h*']}}\n"
-                          "    program: count_drop\n    mode: {prefer: native}\n")
-        batch = Path(tmp) / "batch"
-        batch.write_text("".join(f"link set dev {d} xdpdrv obj {obj} sec xdp\n" for d in devs))
-        journal = Path(tmp) / "journal.jsonl"
-        try:
-            apply_s, ip_s = [], []
-            for _ in range(args.repeat):
-                apply_s.append(timed([OFFLOAD, "apply", "-f", str(policy), "--netns", ns, "--journal", str(journal)]))
-                assert xdp_count(ns, f"{name}-a") == args.n
-                clear(ns, devs)
-                ip_s.append(timed(["ip", "-n", ns, "-batch", str(batch)]))
-                assert xdp_count(ns, f"{name}-a") == args.n
-                clear(ns, devs)
-            out["apply_s"], out["ip_batch_s"] = statistics.median(apply_s), statistics.median(ip_s)
-            out["apply_over_ip"] = round(out["apply_s"] / out["ip_batch_s"], 2)
-
-            one, version, bare, cpu = [], [], [], {"attach": [], "version": [], "pass": []}
-            for _ in range(args.repeat):
-                bare.append(timed_cpu([sys.executable, "-c", "pass"], cpu["pass"]))
-                version.append(timed_cpu([OFFLOAD, "--version"], cpu["version"]))
-                one.append(timed_cpu([OFFLOAD, "attach", devs[0], "count_drop", "--mode", "native", "--netns", ns],
-                                     cpu["attach"]))
-                subprocess.run([OFFLOAD, "detach", devs[0], "--netns", ns], check=True, capture_output=True)
-            out["attach_s"], out["version_s"] = statistics.median(one), statistics.median(version)
-            out["python_pass_s"] = statistics.median(bare)
-            # CPU seconds (user + system) of the same runs: what they cost, whatever the machine's load
-            out.update({f"{k}_cpu_s": round(statistics.median(v), 3) for k, v in cpu.items()})
-
-            watch = subprocess.Popen([OFFLOAD, "watch", "-f", str(policy), "--netns", ns, "--interval", "600",
-                                      "--journal", str(journal)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                deadline = time.monotonic() + 120
-                while xdp_count(ns, f"{name}-a") < args.n and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                hot = [f"{name}-h{i}" for i in range(args.hotplug)]
-                lines = "".join(f"link add {h} type veth peer name {name}-p{i}\nlink set dev {h} up\n"
-                                for i, h in enumerate(hot))
-                (Path(tmp) / "hot").write_text(lines)
-                t0 = time.monotonic()
-                subprocess.run(["ip", "-n", ns, "-batch", str(Path(tmp) / "hot")], check=True)
-                while xdp_count(ns, f"{name}-h") < args.hotplug and time.monotonic() - t0 < 60:
-                    time.sleep(0.02)
-                out["hotplug"] = args.hotplug
-                out["hotplug_attached"] = xdp_count(ns, f"{name}-h")
-                out["hotplug_s"] = round(time.monotonic() - t0, 3)
-            finally:
-                watch.send_signal(signal.SIGTERM)
-                watch.wait(timeout=60)
-        finally:
-            lab.down(name)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))   # unwind: namespace, mount
+    out: dict = {"sizes": [], "load_start": round(os.getloadavg()[0], 2)}
+    tmp = Path(tempfile.mkdtemp(prefix="attach-scale-"))
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        lab = Lab(stack, tmp)
+        for n in sorted(set(args.sizes)):
+            lab.grow(n)
+            out["sizes"].append(side_by_side(lab, args.repeat))
+            print(f"{n}: apply {out['sizes'][-1]['apply_s']} s, ip -batch {out['sizes'][-1]['ip_batch_s']} s",
+                  file=sys.stderr)
+        out.update(one_attach(lab, args.repeat))
+        if args.hotplug:
+            out.update(hotplug(lab, args.hotplug))
+    out["load_end"] = round(os.getloadavg()[0], 2)
+    if args.plot:
+        plot(out["sizes"], args.plot)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"apply over {args.n} veths: {out['apply_s']:.3f} s; ip -batch: {out['ip_batch_s']:.3f} s; "
-              f"ratio {out['apply_over_ip']}x")
-        print(f"offload attach (library program): {out['attach_s']:.3f} s; offload --version: {out['version_s']:.3f} s; "
-              f"python -c pass: {out['python_pass_s']:.3f} s")
-        print(f"watch: {out['hotplug_attached']}/{out['hotplug']} hot-plugged veths attached in {out['hotplug_s']:.3f} s")
+        print(markdown(out))
     return 0
 
 

@@ -52,6 +52,11 @@ class _LazyConsole:
     def __init__(self, stderr: bool) -> None:
         self._stderr, self._console = stderr, None
 
+    def rich(self):
+        """The rich Console itself (for a live display that needs one)."""
+        self.__getattr__("print")
+        return self._console
+
     @property
     def file(self):
         """The stream itself, for text that must go out verbatim (no rich needed for that)."""
@@ -106,6 +111,8 @@ OUTPUTS: dict[str, Output] = {
     "programs": Output("programs", "offload.load.render:programs"),
     "bench": Output("bench", "offload.bench.render:bench_result"),
     "bench prog": Output("bench-prog", "offload.bench.render:prog_cost"),
+    "bench search": Output("bench-search", "offload.bench.render:search_result"),
+    "bench compare": Output("bench-compare", "offload.bench.render:compare_result"),
     "plan": Output("plan", "offload.orchestrate.render:plan"),
     "apply": Output("apply", "offload.orchestrate.render:apply_result", err=True),
     "export nfd": Output("export-nfd", "offload.orchestrate.render:export_nfd"),
@@ -488,6 +495,23 @@ PKT_SIZE = Bounded(int, 60, 65535)   # Ethernet's minimum frame; the IPv4 total 
 REPEAT = Bounded(int, 1, 1000)
 
 
+class SizeList(click.ParamType):
+    """Comma-separated frame sizes, each a PKT_SIZE (a list is for --search)."""
+
+    name = "sizes"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"{value!r}: give sizes separated by commas, e.g. 64,128,1518", param, ctx)
+        sizes = [PKT_SIZE.convert(p, param, ctx) for p in parts]
+        if len(set(sizes)) != len(sizes):
+            self.fail(f"{value!r} names a size twice", param, ctx)
+        return sizes
+
+
 @main.group(invoke_without_command=True)
 @click.option("--lab", "use_lab", is_flag=True, help="Build a veth lab for the run and always remove it.")
 @click.option("--tx", help="Device the generator sends from.")
@@ -503,7 +527,12 @@ REPEAT = Bounded(int, 1, 1000)
               help="Measured window per run, seconds.")
 @click.option("--warmup", default=1.0, show_default=True, type=Bounded(float, 0, HOUR),
               help="Seconds before the window.")
-@click.option("--pkt-size", default=60, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
+@click.option("--pkt-size", default="60", show_default=True, type=SizeList(),
+              help="Frame size without FCS; with --search a comma-separated list, e.g. 64,128,256,512,1024,1280,1518.")
+@click.option("--imix", is_flag=True, help="With --search: CSIT's IMIX_v4_1 (28x64, 16x570, 4x1518 B on the wire).")
+@click.option("--search", "search_goals", metavar="GOALS",
+              help="Search each mode's zero-loss rate (ndr) and partial-drop rate (pdr, loss <= 0.005, or "
+                   "pdr=RATIO) with MLRsearch; --duration is the final trial's length.")
 @click.option("--threads", default=1, show_default=True, type=Bounded(int, 1, 1024),
               help="Generator threads, each pinned to a CPU of its own (--lab: as many veth queues).")
 @click.option("--repeat", default=3, show_default=True, type=REPEAT, help="Runs per mode (median reported).")
@@ -515,32 +544,64 @@ REPEAT = Bounded(int, 1, 1000)
 @click.pass_context
 @handles_errors
 @in_netns
-def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, threads, repeat, count,
-          as_json, csv_path, plot_path, force) -> None:
-    """Packets per second through each XDP mode, side by side (the kernel generates and counts)."""
+def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, imix, search_goals, threads,
+          repeat, count, as_json, csv_path, plot_path, force) -> None:
+    """Packets per second through each XDP mode, side by side (the kernel generates and counts);
+    with --search, each mode's NDR and PDR per frame size."""
     if ctx.invoked_subcommand is not None:
         return
     from offload.bench import files, harness
 
-    if use_lab == bool(tx or rx):
-        raise UsageError("give either --lab, or --tx DEV and --rx DEV")
-    if not use_lab and not (tx and rx):
-        raise UsageError("--tx and --rx go together")
+    _bench_devices(use_lab, tx, rx)
+    if not search_goals and (len(pkt_size) > 1 or imix):
+        raise UsageError("a list of --pkt-size and --imix go with --search (a plain bench measures one size)")
     if csv_path:                             # before the run, not after minutes of it
         files.check_output(csv_path, "--csv")
     if plot_path:
         files.check_plot(plot_path)
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
-                        generator, duration, warmup, pkt_size, threads, repeat, count, force)
+                        generator, duration, warmup, pkt_size[0], threads, repeat, count, force)
+    if search_goals:
+        _bench_search(harness, spec, search_goals, pkt_size, imix, use_lab, as_json, csv_path, plot_path)
+        return
     # SIGTERM while the lab is built or torn down cleans up too.
     with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
-        doc = _bench_in_lab(harness, spec, pkt_size, progress) if use_lab else harness.run(spec, progress)
+        doc = _bench_in_lab(harness, spec, spec.pkt_size, progress) if use_lab else harness.run(spec, progress)
     if csv_path:
         files.write_csv(doc, csv_path)
     if plot_path:
         files.write_plot(doc, plot_path)
     emit(doc, "bench")
     if problem := harness.failure(doc):   # cut short, or every mode skipped
+        _say_err(f"[yellow]{escape(problem)}[/]")
+        sys.exit(int(Exit.FAILED))
+
+
+def _bench_devices(use_lab: bool, tx: str | None, rx: str | None) -> None:
+    if use_lab == bool(tx or rx):
+        raise UsageError("give either --lab, or --tx DEV and --rx DEV")
+    if not use_lab and not (tx and rx):
+        raise UsageError("--tx and --rx go together")
+
+
+def _bench_search(harness, spec, goals: str, sizes: list[int], imix: bool, use_lab: bool, as_json: bool,
+                  csv_path: str | None, plot_path: str | None) -> None:
+    from offload.bench import files, search, trial
+
+    if spec.count is not None:
+        raise UsageError("--count and --search do not go together: the search chooses each trial's count")
+    frames = [trial.single(n) for n in sizes] + ([trial.imix()] if imix else [])
+    sspec = search.SearchSpec(search.parse_goals(goals), frames)
+    spec.pkt_size = max(size for f in frames for size, _ in f.sizes)   # the MTU check takes the largest
+    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+        run = functools.partial(search.run, spec=sspec)
+        doc = _bench_in_lab(harness, spec, spec.pkt_size, progress, run) if use_lab else run(spec, progress=progress)
+    if csv_path:
+        files.write_search_csv(doc, csv_path)
+    if plot_path:
+        files.write_search_plot(doc, plot_path)
+    emit(doc, "bench search")
+    if problem := search.failure(doc):
         _say_err(f"[yellow]{escape(problem)}[/]")
         sys.exit(int(Exit.FAILED))
 
@@ -574,16 +635,86 @@ def _progress(quiet: bool, echo: bool = True):
         yield update
 
 
-def _bench_in_lab(harness, spec, pkt_size: int, progress) -> dict:
+@contextlib.contextmanager
+def _counted(what: str, quiet: bool, verbose: bool):
+    """Progress of work over many items: (step, count) callbacks. At a terminal a bar with the
+    count done of the total; each step as a line of its own only with `verbose` (a line per
+    interface is what made a thousand of them slow to watch go by)."""
+    say = _steps(quiet=quiet or not verbose)
+    if quiet or not sys.stderr.isatty():
+        yield say, lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err.rich(), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield say, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _bench_in_lab(harness, spec, pkt_size: int, progress, run=None) -> dict:
     harness.check_threads(spec.threads)   # before a lab with that many queues is built
     # one rx/tx queue per generator thread, as a multi-queue NIC would spread them
     with lab_mod.temporary("bench", pairs=1, mtu=max(1500, pkt_size - 14), queues=spec.threads) as made:
         spec.tx, spec.rx = made.pairs[0].a, made.pairs[0].b
         progress(f"lab {made.name}: {spec.tx} -> {spec.rx} in namespace {made.netns}")
         with netns.inside(made.netns):
-            doc = harness.run(spec, progress)
+            doc = (run or harness.run)(spec, progress=progress)
     progress(f"lab {made.name} removed")
     return doc
+
+
+@bench.command("compare")
+@click.argument("program_a", metavar="A")
+@click.argument("program_b", metavar="B")
+@click.option("--lab", "use_lab", is_flag=True, help="Build a veth lab for the run and always remove it.")
+@click.option("--tx", help="Device the generator sends from.")
+@click.option("--rx", help="Device the programs run on, one at a time.")
+@click.option("--mode", "mode_a", default="native", show_default=True, type=FLOOR_CHOICE,
+              help="A's mode (and B's, without --mode-b).")
+@click.option("--mode-b", type=FLOOR_CHOICE, help="B's mode, to compare two modes.")
+@click.option("--param-a", multiple=True, metavar="K=V", help="A's program parameter (repeatable).")
+@click.option("--param-b", multiple=True, metavar="K=V", help="B's program parameter (repeatable).")
+@click.option("--trials", default=10, show_default=True, type=Bounded(int, 2, 1000),
+              help="Trials per side, interleaved A B B A ...")
+@click.option("--level", default=0.95, show_default=True, type=Bounded(float, 0.5, 0.999),
+              help="Confidence level of the interval.")
+@click.option("--fail-if-slower", type=Bounded(float, 0, 100), metavar="PCT",
+              help="Exit 1 when B is significantly slower than A by more than PCT percent.")
+@click.option("--generator", default="auto", show_default=True, type=click.Choice(["auto", "pktgen", "live-frames"]),
+              help="What sends the frames (as for bench).")
+@click.option("--duration", default=1.0, show_default=True, type=Bounded(float, 0, HOUR, lo_open=True),
+              help="Measured window per trial, seconds.")
+@click.option("--warmup", default=0.5, show_default=True, type=Bounded(float, 0, HOUR), help="Seconds before each window.")
+@click.option("--pkt-size", default=60, show_default=True, type=PKT_SIZE, help="Frame size without FCS.")
+@click.option("--threads", default=1, show_default=True, type=Bounded(int, 1, 1024), help="Generator threads.")
+@click.option("--force", is_flag=True, help="Compare on an rx device that carries XDP: set it aside, put it back after.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@handles_errors
+@in_netns
+def bench_compare(program_a, program_b, use_lab, tx, rx, mode_a, mode_b, param_a, param_b, trials, level,
+                  fail_if_slower, generator, duration, warmup, pkt_size, threads, force, as_json) -> None:
+    """Is B faster than A? Interleaved trials of each on the same devices: the ratio of medians
+    (B/A) with its bootstrap confidence interval, and the verdict."""
+    from offload.bench import compare, harness
+    from offload.load import programs
+
+    _bench_devices(use_lab, tx, rx)
+    arms = [compare.Arm(p, m, programs.parse_params(list(kv)))
+            for p, m, kv in ((program_a, mode_a, param_a), (program_b, mode_b or mode_a, param_b))]
+    cspec = compare.CompareSpec(arms[0], arms[1], trials, level, fail_if_slower)
+    compare.check(cspec)
+    for arm in arms:   # bad programs and parameters before any lab or traffic
+        programs.resolve(arm.program, arm.params)
+    spec = harness.Spec(tx or "", rx or "", [mode_a], program_a, generator, duration, warmup, pkt_size, threads,
+                        1, None, force)
+    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+        run = functools.partial(compare.run, spec=cspec)
+        doc = _bench_in_lab(harness, spec, pkt_size, progress, run) if use_lab else run(spec, progress=progress)
+    emit(doc, "bench compare")
+    if problem := compare.failure(doc):
+        _say_err(f"[yellow]{escape(problem)}[/]")
+        sys.exit(int(Exit.FAILED))
 
 
 @bench.command("prog")
@@ -623,17 +754,18 @@ def plan_cmd(policy_file, as_json) -> None:
 @click.option("--journal", type=click.Path(dir_okay=False), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
 @click.option("--lock-timeout", default=30.0, show_default=True, type=Bounded(float, 0, HOUR),
               help="Seconds to wait for another apply.")
+@click.option("-v", "--verbose", is_flag=True, help="Every step as it goes, and a row for every interface.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def apply_cmd(policy_file, best_effort, journal, lock_timeout, as_json) -> None:
+def apply_cmd(policy_file, best_effort, journal, lock_timeout, verbose, as_json) -> None:
     """Make the interfaces match the policy: transactional, idempotent, journaled."""
     from offload.orchestrate import apply as apply_mod
 
     pol = _policy(policy_file)
-    with _progress(quiet=as_json) as progress:
-        res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress)
-    emit(res, "apply")
+    with _counted("applying", quiet=as_json, verbose=verbose) as (progress, count):
+        res = apply_mod.apply(pol, best_effort, Path(journal) if journal else None, lock_timeout, progress, count)
+    emit(res, "apply", verbose=verbose)
     if res["outcome"] != "ok":
         sys.exit(int(Exit.FAILED))
 

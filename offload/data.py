@@ -67,14 +67,17 @@ def _unsafe_cache(cache: Path, where: Path, why: str, alone: bool) -> RefusedErr
     return RefusedError(f"the cache directory {cache} is not safe to use: {where}: {why}", hint=hint)
 
 
+_HERE = Path(__file__).resolve().parent   # once: every attach asks where its library object is
+
+
 def data_dir(what: tuple[str, str]) -> Path:
     name, env = what
     if os.environ.get(env):
         return Path(os.environ[env])
-    packaged = Path(__file__).resolve().parent / "_data" / name   # importlib.resources: ~10 ms more
+    packaged = _HERE / "_data" / name   # importlib.resources: ~10 ms more
     if packaged.is_dir():
         return packaged
-    checkout = Path(__file__).resolve().parents[1] / name
+    checkout = _HERE.parent / name
     if checkout.is_dir():
         return checkout
     raise EnvironmentProblem(f"offload's {name}/ is missing: neither {packaged} nor {checkout} exists",

@@ -12,8 +12,8 @@ from importlib import resources
 # only ever added within a version (so consumers must ignore keys they do not know).
 VERSIONS = {
     "probe": 1, "profiles": 1, "programs": 1, "attach": 1, "detach": 1, "status": 1, "gc": 1,
-    "stats": 1, "filter": 1, "bench": 1, "bench-prog": 1, "plan": 1, "apply": 1, "lab-up": 1,
-    "lab-down": 1, "lab-list": 1, "demo": 1, "export-nfd": 1, "export-prometheus": 1,
+    "stats": 1, "filter": 1, "bench": 1, "bench-prog": 1, "bench-search": 1, "bench-compare": 1, "plan": 1,
+    "apply": 1, "lab-up": 1, "lab-down": 1, "lab-list": 1, "demo": 1, "export-nfd": 1, "export-prometheus": 1,
     "export-systemd": 1, "error": 1,
 }
 

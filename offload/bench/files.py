@@ -109,3 +109,54 @@ def write_plot(doc: dict, path: str) -> None:
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
     _write(path, png.getvalue())
+
+
+def write_search_csv(doc: dict, path: str) -> None:
+    """A search as CSV: one row per trial, with its mode and frame (the audit trail)."""
+    keys = ["mode", "frame", "trial", "intended_load_pps", "duration_s", "intended_count", "tx_packets",
+            "rx_packets", "loss_packets", "loss_ratio", "offered_load_pps", "offered_s", "lag_s",
+            "generator_short", "wall_s"]
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in doc["results"]:
+        for i, t in enumerate(r["trials"], 1):
+            w.writerow({"mode": r["mode"], "frame": r["frame"], "trial": i, **t})
+    _write(path, f.getvalue().encode())
+
+
+def write_search_plot(doc: dict, path: str) -> None:
+    """Per goal, Mpps and Gbit/s against frame size, one line per mode (IMIX as a marker at its
+    mean size), and the line rate beside them when the link has a speed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    goals = [g["name"] for g in doc["config"]["goals"]]
+    fig, axes = plt.subplots(2, len(goals), figsize=(5 * len(goals), 7), squeeze=False)
+    speed = doc["config"].get("link_speed_mbps")
+    for col, goal in enumerate(goals):
+        for mode in dict.fromkeys(r["mode"] for r in doc["results"]):
+            pts = sorted((r["mean_frame_bytes"], g["lower_bound_pps"], g["lower_bound_gbps"], r["frame"])
+                         for r in doc["results"] if r["mode"] == mode
+                         for g in r["goals"] if g["goal"] == goal and g["lower_bound_pps"] is not None)
+            for row, idx, scale in ((0, 1, 1e6), (1, 2, 1)):
+                axes[row][col].plot([p[0] for p in pts], [p[idx] / scale for p in pts], marker="o", label=mode)
+        if speed:
+            sizes = sorted({r["mean_frame_bytes"] for r in doc["results"]})
+            axes[0][col].plot(sizes, [speed * 1e6 / ((s + 24) * 8) / 1e6 for s in sizes], "k--", label="line rate")
+            axes[1][col].axhline(speed / 1e3, color="k", linestyle="--", label="line rate")
+        axes[0][col].set_title(f"{goal}: {doc['config']['program']}, {doc['config']['generator']}")
+        axes[0][col].set_ylabel("Mpps (lower bound)")
+        axes[1][col].set_ylabel("Gbit/s on the wire")
+        axes[1][col].set_xlabel("frame bytes (without FCS; IMIX at its mean)")
+        for row in (0, 1):
+            axes[row][col].legend()
+            axes[row][col].set_ylim(bottom=0)
+    fig.suptitle(f"kernel {doc['host']['kernel']}")
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    _write(path, png.getvalue())

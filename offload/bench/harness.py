@@ -110,8 +110,10 @@ class _Generator:
 
     def cpus(self) -> list[dict]: return []
 
-    def start(self, count_per_thread: int | None) -> None: ...
+    def start(self, count_per_thread: int | None, rate_per_thread: float | None = None) -> None: ...
     def sent(self) -> float: ...
+    def offered_seconds(self) -> float | None: ...
+    def lag(self, rate_per_thread: float) -> float: ...
     def stop(self) -> None: ...
     def wait(self) -> None: ...
     def close(self) -> None: ...
@@ -121,12 +123,20 @@ class _Generator:
 class _Live(_Generator):
     name = "live-frames"
 
-    def __init__(self, tx: str, frame: bytes, cpus: list[int]) -> None:
+    def __init__(self, tx: str, frame: bytes, cpus: list[int], mix: list[tuple[bytes, int]] | None = None) -> None:
         self.g = livegen.LiveFrames(socket.if_nametoindex(tx), frame, cpus,
-                                    str(programs.generator_object("live_frames")))
+                                    str(programs.generator_object("live_frames")), mix)
 
-    def start(self, count_per_thread):
-        self.g.start(count_per_thread)
+    def start(self, count_per_thread, rate_per_thread=None):
+        self.g.start(count_per_thread, rate_per_thread)
+
+    def offered_seconds(self) -> float | None:
+        """From the first thread's start to the last one's last frame."""
+        ts = [(t.began, t.ended) for t in self.g.threads if t.began is not None and t.ended is not None]
+        return max(e for _, e in ts) - min(b for b, _ in ts) if ts else None
+
+    def lag(self, rate_per_thread):
+        return self.g.lag()
 
     def sent(self) -> float:
         """Frames sent by now, interpolated between each thread's per-chunk samples."""
@@ -160,15 +170,17 @@ class _Live(_Generator):
 class _Pktgen(_Generator):
     name = "pktgen"
 
-    def __init__(self, tx: str, src_mac: bytes, dst_mac: bytes, pkt_size: int, cpus: list[int]) -> None:
+    def __init__(self, tx: str, src_mac: bytes, dst_mac: bytes, pkt_size: int, cpus: list[int],
+                 imix: list[tuple[int, int]] | None = None) -> None:
         self.cfg = pktgen.PktgenConfig(device=tx, threads=cpus, pkt_size=pkt_size, burst=1, clone_skb=0,
-                                       dst_mac=dst_mac.hex(":"), src_mac=src_mac.hex(":"))
+                                       dst_mac=dst_mac.hex(":"), src_mac=src_mac.hex(":"), imix=imix)
         self.pg = pktgen.Pktgen(self.cfg)
         self.thread: threading.Thread | None = None
         self.final: list[pktgen.PktgenResult] = []
 
-    def start(self, count_per_thread):
+    def start(self, count_per_thread, rate_per_thread=None):
         self.cfg.count = count_per_thread or 0
+        self.cfg.rate_pps = max(1, round(rate_per_thread)) if rate_per_thread else None
         self.pg.setup()
         self.thread = threading.Thread(target=lambda: setattr(self, "final", self.pg.run()), daemon=True)
         self.thread.start()
@@ -179,6 +191,16 @@ class _Pktgen(_Generator):
     def stop(self):
         self.pg.stop()
         self.wait()
+
+    def offered_seconds(self) -> float | None:
+        """The longest thread's own run time (pktgen's Result: usec)."""
+        usec = [r.usec for r in self.final if r.usec]
+        return max(usec) / 1e6 if usec else None
+
+    def lag(self, rate_per_thread):
+        """pktgen spaces every frame (ratep): what its slowest thread took beyond the schedule."""
+        took = self.offered_seconds()
+        return max(0.0, took - self.cfg.count / rate_per_thread) if took and self.cfg.count else 0.0
 
     def wait(self):
         if self.thread:
@@ -353,7 +375,40 @@ def host_info() -> dict:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
+@dataclass
+class Session:
+    """A benchmark's ground: devices checked, the generator chosen, the modes resolved, the rx
+    device's previous programs set aside (put back when the session ends)."""
+
+    spec: Spec
+    gen_name: str
+    to_run: list[str]
+    cpus: list[int]
+    facts: dict
+    dev: Devices
+    out: Outcome
+
+    def config(self) -> dict:
+        spec, rxf = self.spec, self.facts[self.spec.rx]
+        return {"tx": spec.tx, "rx": spec.rx, "program": spec.program, "generator": self.gen_name,
+                "duration": spec.duration, "warmup": spec.warmup, "pkt_size": spec.pkt_size,
+                "threads": spec.threads, "repeat": spec.repeat, "count": spec.count,
+                "generator_cpus": self.cpus, "rx_queues": rxf.num_rx_queues,
+                "tx_queues": self.facts[spec.tx].num_tx_queues}
+
+    def generator(self, frames: list[tuple[bytes, int]] | None = None,
+                  imix: list[tuple[int, int]] | None = None) -> _Generator:
+        """The chosen generator, sending spec.pkt_size frames, or `frames` (live-frames) /
+        `imix` sizes and weights (pktgen) in proportion."""
+        spec = self.spec
+        if self.gen_name == "live-frames":
+            return _Live(spec.tx, frames[0][0] if frames else udp_frame(spec.pkt_size, _mac(spec.tx), _mac(spec.rx)),
+                         self.cpus, frames)
+        return _Pktgen(spec.tx, _mac(spec.tx), _mac(spec.rx), spec.pkt_size, self.cpus, imix)
+
+
+@contextmanager
+def session(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> Iterator[Session]:
     tx_idx, rx_idx, facts = validate(spec)
     held = previous.find(spec.rx, rx_idx)
     if held and not spec.force:   # before any work: the bench would take them off for good
@@ -369,7 +424,6 @@ def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
                         "pskb_expand_head from do_xdp_generic, seen on Linux 6.1): measure generic with "
                         "--generator live-frames"})
     out = Outcome(skipped=skipped)
-    frame = udp_frame(spec.pkt_size, _mac(spec.tx), _mac(spec.rx))
     cpus = sorted(os.sched_getaffinity(0))[: spec.threads]
     rxf = facts[spec.rx]
     out.notes += queue_notes(spec, cpus, rxf.num_rx_queues, rxf.kind, rxf.channels)
@@ -378,16 +432,16 @@ def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
             if held:
                 progress(f"{spec.rx}: setting aside {'; '.join(h.describe() for h in held)} (--force)")
                 previous.set_aside(spec.rx, rx_idx, held)
-            _run_modes(spec, gen_name, to_run, frame, cpus, Devices(spec.tx, spec.rx, rx_idx, es, ipr), out,
-                       progress)
+            yield Session(spec, gen_name, to_run, cpus, facts, Devices(spec.tx, spec.rx, rx_idx, es, ipr), out)
     finally:
         _put_back(spec.rx, rx_idx, held, out)
-    return {"results": out.results, "skipped": out.skipped, "host": host_info(),
-           "config": {"tx": spec.tx, "rx": spec.rx, "program": spec.program, "generator": gen_name,
-                      "duration": spec.duration, "warmup": spec.warmup, "pkt_size": spec.pkt_size,
-                      "threads": spec.threads, "repeat": spec.repeat, "count": spec.count,
-                      "generator_cpus": cpus, "rx_queues": rxf.num_rx_queues, "tx_queues": facts[spec.tx].num_tx_queues},
-           "notes": out.notes, "partial": out.partial}
+
+
+def run(spec: Spec, progress: Callable[[str], None] = lambda m: None) -> dict:
+    with session(spec, progress) as s:
+        _run_modes(s, progress)
+    return {"results": s.out.results, "skipped": s.out.skipped, "host": host_info(), "config": s.config(),
+            "notes": s.out.notes, "partial": s.out.partial}
 
 
 def _put_back(rx: str, rx_idx: int, held: list[previous.Aside], out: Outcome) -> None:
@@ -411,13 +465,12 @@ def failure(doc: dict) -> str | None:
     return None
 
 
-def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus: list[int], dev: Devices,
-               out: Outcome, progress: Callable[[str], None]) -> None:
+def _run_modes(s: Session, progress: Callable[[str], None]) -> None:
+    spec, gen_name, dev, out = s.spec, s.gen_name, s.dev, s.out
     gen: _Generator | None = None
     try:
-        gen = _Live(spec.tx, frame, cpus) if gen_name == "live-frames" else \
-            _Pktgen(spec.tx, _mac(spec.tx), _mac(spec.rx), spec.pkt_size, cpus)
-        for m in to_run:
+        gen = s.generator()
+        for m in s.to_run:
             progress(f"{spec.rx}: attaching {spec.program} in {m}")
             try:
                 attach_mod.attach(spec.rx, spec.program, mode=m)
@@ -426,8 +479,7 @@ def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus:
                 continue
             runs: list[dict] = []
             try:
-                if m == "generic" and gen_name == "live-frames":
-                    _enable_gro_for_redirect(spec.rx, dev.rx_idx, out)
+                prepare_mode(s, m)
                 for r in range(spec.repeat):
                     progress(f"{m}: run {r + 1}/{spec.repeat} ({gen_name}, {spec.duration}s)")
                     runs.append(_one_run(spec, gen, dev))
@@ -452,6 +504,13 @@ def _run_modes(spec: Spec, gen_name: str, to_run: list[str], frame: bytes, cpus:
         if gen is not None:
             gen.stop()
             gen.close()
+
+
+def prepare_mode(s: Session, mode: str) -> None:
+    """What a mode needs of the lab before traffic (a veth in generic mode takes redirected frames
+    only with GRO on)."""
+    if mode == "generic" and s.gen_name == "live-frames":
+        _enable_gro_for_redirect(s.spec.rx, s.dev.rx_idx, s.out)
 
 
 def _one_run(spec: Spec, gen: _Generator, dev: Devices) -> dict:

@@ -111,3 +111,72 @@ def ratio_parts(doc: dict) -> list[str]:
 def prog_cost(res: dict, console: Console) -> None:
     say(console, f"{escape(res['program'])}: {res['ns_per_packet']} ns/packet (median of {len(res['runs_ns'])} x "
                  f"{res['iterations']:,} runs, {res['pkt_size']}-byte frame)")
+
+
+def search_result(doc: dict, console: Console) -> None:
+    """One row per mode, frame size and goal: the lower bound in Mpps and Gbit/s, the bracket,
+    what limited it, and the search's cost."""
+    cfg = doc["config"]
+    goals = ", ".join(g["name"] + (f" (loss <= {g['loss_ratio']:g})" if g["loss_ratio"] else "")
+                      for g in cfg["goals"])
+    say(console, f"{escape(cfg['program'])} on {escape(cfg['rx'])}: {escape(goals)}; {cfg['generator']}, "
+                 f"{cfg['final_trial_s']:g} s trials")
+    notes = Notes()
+    rows = []
+    for r in doc["results"]:
+        ref = notes.ref(f"{r['mode']} {r['frame']}: {r['error']}") if r.get("error") else ""
+        cost = f"{r['trials_run']} in {r['wall_s']:.0f}s"
+        for g in r["goals"] or [{"goal": "-", "lower_bound_pps": None, "upper_bound_pps": None,
+                                 "lower_bound_gbps": None, "limited_by": ""}]:
+            gbps = g["lower_bound_gbps"]
+            rows.append([Text(r["mode"], style="bold"), r["frame"], g["goal"], mpps(g["lower_bound_pps"]),
+                         mpps(g["upper_bound_pps"]), "-" if gbps is None else f"{gbps:.2f}", g["limited_by"], cost,
+                         ref])
+    for s in doc["skipped"]:
+        rows.append([s["mode"], "", Text("skipped", style="yellow"), "", "", "", "", "",
+                     notes.ref(f"{s['mode']} skipped: {s['reason']}")])
+    # Mpps is the lower bound (the rate the goal was met at), upper the lowest load that missed it
+    cols = [Col("mode"), Col("frame"), Col("goal"), Col("Mpps", "right"), Col("upper", "right"),
+            Col("Gbit/s", "right", drop=1), Col("limit"), Col("trials", "right", drop=2), Col("note")]
+    console.print(fit(console, cols, rows))
+    short = sum(r.get("generator_short_trials", 0) for r in doc["results"])
+    if short:
+        notes.ref(f"{short} trial(s) could not be offered at their load (the generator fell behind): they "
+                  "bound the search from above as not offered, never as the device's loss; `limit: generator` "
+                  "means the bracket's top is the generator's")
+    for n in doc["notes"]:
+        notes.ref(n)
+    notes.print(console)
+
+
+def _arm(arm: dict) -> str:
+    params = " ".join(f"{k}={v}" for k, v in arm["params"].items())
+    return f"{arm['program']}{' ' + params if params else ''}"
+
+
+def compare_result(doc: dict, console: Console) -> None:
+    """Both arms' medians and spread, then one line: the ratio B/A, its interval, the verdict."""
+    cfg = doc["config"]
+    say(console, f"{escape(cfg['rx'])}: {cfg['pairs']} trials each, A B B A ..., {cfg['duration']:g} s windows, "
+                 f"{cfg['generator']}, {cfg['pkt_size']} B")
+    rows = []
+    for name, key in (("A", "a"), ("B", "b")):
+        rates = [t["rx_pps"] for t in doc["trials"] if t["arm"] == name]
+        rows.append([Text(name, style="bold"), escape(_arm(doc[key])), doc[key]["mode"],
+                     mpps(doc[f"median_{key}_pps"]), f"{mpps(min(rates))}-{mpps(max(rates))}" if rates else "-",
+                     str(len(rates))])
+    cols = [Col("arm"), Col("program"), Col("mode"), Col("median Mpps", "right"), Col("min-max", "right", drop=1),
+            Col("trials", "right", drop=2)]
+    console.print(fit(console, cols, rows))
+    if doc["verdict"] is None:
+        console.print("[yellow]no conclusion: fewer than 2 pairs of trials with a rate[/]")
+    else:
+        lo, hi = doc["interval"]
+        style = {"faster": "green", "slower": "red"}.get(doc["verdict"], "")
+        verdict = f"[{style}]{doc['verdict']}[/]" if style else doc["verdict"]
+        said = f"B is {verdict}" if doc["verdict"] != "no significant difference" else verdict
+        say(console, f"B/A {doc['ratio']:.3f} ({cfg['level']:.0%} interval {lo:.3f}-{hi:.3f}): {said}")
+    notes = Notes()
+    for n in doc["notes"]:
+        notes.ref(n)
+    notes.print(console)

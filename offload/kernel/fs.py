@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from offload.errors import RefusedError, UsageError
+from offload.kernel import durable
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 1 << 1
@@ -160,17 +161,16 @@ def owned_tree(root: Path, parts: list[str], create: bool = False,
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fds.append(fd)
-        where = root
-        for part in parts:
-            where = where / part
+        for depth, part in enumerate(parts, 1):
             try:
                 nxt = open_owned(fd, part, create=create)
             except Untrusted as e:
                 if on_untrusted is None:
                     raise
-                raise on_untrusted(str(where), e.strerror) from None
+                # the path only for the message: joined per call it cost more than the opens
+                raise on_untrusted(str(root.joinpath(*parts[:depth])), e.strerror) from None
             except OSError as e:   # e.g. a read-only /run: named by its whole path, not by a dir fd
-                raise OSError(e.errno, e.strerror, str(where)) from None
+                raise OSError(e.errno, e.strerror, str(root.joinpath(*parts[:depth]))) from None
             if nxt is None:
                 yield None
                 return
@@ -250,7 +250,8 @@ def require_regular_or_absent(dir_fd: int, name: str, path: str) -> None:
 
 def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
     """Replace `name` in `dir_fd` atomically: a dot-file (readers that skip dot-files, like NFD
-    and node-exporter, never see it half-written), O_EXCL|O_NOFOLLOW, fsynced, then renamed."""
+    and node-exporter, never see it half-written), O_EXCL|O_NOFOLLOW, fsynced, then renamed.
+    Inside a durable.group() both fsyncs are the group's one commit."""
     tmp = f".{name}.{os.getpid()}.tmp"
     try:
         os.unlink(tmp, dir_fd=dir_fd)
@@ -262,7 +263,7 @@ def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            durable.sync(f.fileno())
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
@@ -270,7 +271,7 @@ def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None
         except FileNotFoundError:
             pass
         raise
-    os.fsync(dir_fd)
+    durable.sync(dir_fd)
 
 
 def replace_path(path: str, data: bytes, create_dirs: bool = False, mode: int = 0o644) -> None:

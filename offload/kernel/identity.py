@@ -42,3 +42,21 @@ def pci_ids(ifname: str, context: pyudev.Context | None = None) -> PciIds | None
     if not vendor or not device:
         return None
     return PciIds(pci.sys_name, vendor, device, _attr(pci, "subsystem_vendor"), _attr(pci, "subsystem_device"))
+
+
+def link_speed_mbps(ifname: str, context: pyudev.Context | None = None) -> int | None:
+    """The link's negotiated speed (sysfs `speed`, Mb/s), None when unknown or the link is down
+    (the kernel reads -1 then, or refuses the read)."""
+    import pyudev
+
+    ctx = context or pyudev.Context()
+    try:
+        dev = pyudev.Devices.from_name(ctx, "net", ifname)
+        raw = _attr(dev, "speed")
+    except (pyudev.DeviceNotFoundError, OSError):
+        return None
+    try:
+        speed = int(raw) if raw else None
+    except ValueError:
+        return None
+    return speed if speed and speed > 0 else None

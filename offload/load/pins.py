@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, OffloadError, RefusedError
-from offload.kernel import bpfsys, clock, fs
+from offload.kernel import bpfsys, clock, durable, fs
 from offload.kernel.names import check_ifname, check_netns
 from offload.probe.mode import MODES
 
@@ -101,9 +101,57 @@ def _open_dir(parent: int | None, name: str, where: str, create: bool) -> int | 
         raise _unsafe(where, e.strerror) from None
 
 
-def _tree(root: Path, parts: list[str], create: bool = False):
-    """A verified fd for root/parts... (None when missing and `create` is off): fs.owned_tree."""
-    return fs.owned_tree(root, parts, create, on_untrusted=_unsafe)
+_held = threading.local()   # the directories a batch holds open: (root, parts) -> fd
+
+
+@contextmanager
+def held_dirs() -> Iterator[None]:
+    """For a batch of changes under the state lock (apply, watch's reconcile): the verified
+    container directories (offload/ and each namespace's under bpffs, the run tree) are opened
+    and checked once and held, instead of once per record and pin of every interface. Never an
+    interface's own directory: attach exchanges those by rename. Nested batches join."""
+    if getattr(_held, "fds", None) is not None:
+        yield
+        return
+    _held.fds = {}
+    try:
+        yield
+    finally:
+        fds, _held.fds = _held.fds, None
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _holdable(root: Path, parts: list[str]) -> bool:
+    return root == RUN.parent or (root == BPFFS and len(parts) <= 2)
+
+
+@contextmanager
+def _tree(root: Path, parts: list[str], create: bool = False) -> Iterator[int | None]:
+    """A verified fd for root/parts... (None when missing and `create` is off): fs.owned_tree, or
+    the one a batch holds (held_dirs)."""
+    fds = getattr(_held, "fds", None)
+    key = (str(root), tuple(parts))
+    if fds is None or not _holdable(root, parts):
+        with fs.owned_tree(root, parts, create, on_untrusted=_unsafe) as d:
+            yield d
+        return
+    if key not in fds:
+        with fs.owned_tree(root, parts, create, on_untrusted=_unsafe) as d:
+            if d is None:
+                yield None
+                return
+            fds[key] = os.dup(d)
+    yield fds[key]
+
+
+def _unhold(root: Path, parts: list[str]) -> None:
+    """A directory removed: drop it (and what is under it) from the batch's held ones."""
+    fds = getattr(_held, "fds", None)
+    if not fds:
+        return
+    for key in [k for k in fds if k[0] == str(root) and k[1][:len(parts)] == tuple(parts)]:
+        os.close(fds.pop(key))
 
 
 def _pin_path(dir_fd: int, name: str) -> str:
@@ -195,11 +243,12 @@ def _exists_at(dir_fd: int, name: str) -> bool:
         return False
 
 
-def _rmdir_quiet(dir_fd: int | None, name: str) -> None:
+def _rmdir_quiet(dir_fd: int | None, name: str) -> bool:
     try:
         os.rmdir(name, dir_fd=dir_fd)
+        return True
     except OSError:
-        pass
+        return False
 
 
 @dataclass(frozen=True)
@@ -382,7 +431,7 @@ class Slot:
             _clear_unless_file(d, f"{name}.json")   # a directory or FIFO planted there: a rename cannot replace it
             if meta is None:
                 os.replace(f"{name}.json%new", f"{name}.json", src_dir_fd=d, dst_dir_fd=d)
-                os.fsync(d)
+                durable.sync(d)   # now, or with the batch of an apply (group commit)
             else:
                 fs.replace_file(d, f"{name}.json", _record_bytes(meta), 0o600)
                 _rmtree_at(d, f"{name}.json%new")
@@ -441,7 +490,8 @@ def _prune(root: Path, parts: list[str]) -> None:
         with _tree(root, parts[:depth - 1]) as parent:
             if parent is None:
                 continue
-            _rmdir_quiet(parent, parts[depth - 1])
+            if _rmdir_quiet(parent, parts[depth - 1]):
+                _unhold(root, parts[:depth])
 
 
 def state_file(name: str) -> int:
@@ -565,6 +615,7 @@ def remove_namespace(netns: str) -> None:
     with _tree(RUN.parent, [RUN.name, "attachments"]) as d:
         if d is not None:
             _rmtree_at(d, _escape(netns))
+            _unhold(RUN.parent, [RUN.name, "attachments", _escape(netns)])
     _prune(RUN.parent, [RUN.name, "attachments"])
     try:
         require_bpffs()
@@ -573,4 +624,5 @@ def remove_namespace(netns: str) -> None:
     with _tree(BPFFS, ["offload"]) as d:
         if d is not None:
             _rmtree_at(d, _escape(netns))
+            _unhold(BPFFS, ["offload", _escape(netns)])
     _prune(BPFFS, ["offload"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import OffloadError, RefusedError, UsageError
-from offload.kernel import bpfsys, clock, fs, netns, xdp
+from offload.kernel import bpfsys, clock, durable, fs, netns, xdp
 from offload.load import attach as attach_mod
 from offload.load import guard, pins
 from offload.load.ownership import ownership
@@ -48,8 +48,9 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
     return out
 
 
-def compute_plan(pol: Policy) -> list[plan_mod.Item]:
-    _, assessed = assess(include_loopback=False)
+def compute_plan(pol: Policy, only: list[str] | None = None) -> list[plan_mod.Item]:
+    """The plan for every interface, or for those named in `only`."""
+    _, assessed = assess(only, include_loopback=False)
     return plan_mod.make_plan(pol, assessed, current_state([a.facts for a in assessed]))
 
 
@@ -69,11 +70,16 @@ class JournalError(OffloadError):
 
 
 _JOURNAL_TAIL = 256 << 10   # what is read of an old journal to find an unfinished run
+# durable at once: a run's start before its first change, its end once the run's group committed;
+# the steps in between are made durable together (group commit: durable.group)
+_DURABLE_NOW = {"start", "end"}
 
 
 class Journal:
-    """Append-only JSON lines, one fsync per record: a record is on disk before the next kernel
-    change, and a write that fails stops the run (which then rolls back).
+    """Append-only JSON lines, written before the next kernel change (so a killed run leaves them
+    all), and a write that fails stops the run (which then rolls back). The start record is fsynced
+    at once; the steps are made durable with the run's records in one group commit, before the end
+    record, which is fsynced too: an end on disk means the whole run is.
 
     offload runs as root: the journal's directory is reached by fs.open_dir (no link others
     control), the file opened O_NOFOLLOW in it and only if it is a regular file (not /dev/full,
@@ -90,6 +96,7 @@ class Journal:
         with self._dir() as d:   # every check now: before the lock, the plan and any kernel change
             self.interrupted = self._last_unfinished(d)
         self._started = False
+        self._fd: int | None = None
         self.netns = netns.current_name()   # once: every record of a run is in one namespace
 
     @contextmanager
@@ -173,42 +180,56 @@ class Journal:
     def write(self, event: str, **fields) -> None:
         rec = {"time": clock.rfc3339(), "run": self.run, "netns": self.netns, "event": event, **fields}
         line = (json.dumps(rec) + "\n").encode()
+        if self._fd is None:
+            self._fd, lead = self._open_for_run()
+            line = lead + line
+        self._append(self._fd, os.fstat(self._fd).st_size, line, now=event in _DURABLE_NOW)
+
+    def _open_for_run(self) -> tuple[int, bytes]:
+        """The journal, opened once per run (rotated first), and what a record must start with: a
+        newline when an earlier run's crash cut its last record short (it must not swallow ours)."""
         with self._dir() as d:
-            first = not self._started
             try:
-                if first:
+                if not self._started:
                     self._rotate(d)
                     self._started = True
                 fd = self._open(d, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             except OSError as e:
-                raise self._failed(e) from None
-            try:
-                size = os.fstat(fd).st_size
-                # a record an earlier run's crash cut short must not swallow this one
-                if first and size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line
-                self._append(fd, size, line)
-            finally:
-                os.close(fd)
+                raise self.write_error(e) from None
+        try:
+            size = os.fstat(fd).st_size
+            return fd, b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+        except BaseException:
+            os.close(fd)
+            raise
 
-    def _append(self, fd: int, size: int, line: bytes) -> None:
-        """`line` in one write, fsynced; on any failure the file is cut back to `size`."""
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, fd: int, size: int, line: bytes, now: bool) -> None:
+        """`line` in one write, durable now (`now`) or with the run's group commit; on any failure
+        the file is cut back to `size`."""
         try:
             n = os.write(fd, line)
             if n != len(line):
                 raise JournalError(f"journal {self.path}: a record was cut short ({n} of {len(line)} bytes "
                                    "written: is the file system full?); it was removed again")
-            os.fsync(fd)
+            if now:
+                os.fsync(fd)
+            else:
+                durable.sync(fd)
         except BaseException as e:
             try:
                 os.ftruncate(fd, size)   # never a half line: the next reader would trip over it
             except OSError:
                 pass
             if isinstance(e, OSError):
-                raise self._failed(e) from None
+                raise self.write_error(e) from None
             raise
 
-    def _failed(self, e: OSError) -> JournalError:
+    def write_error(self, e: OSError) -> JournalError:
         name = errno.errorcode.get(e.errno or 0, str(e.errno))
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         return JournalError(f"journal {self.path}: cannot write a record: {e.strerror} ({name})",
@@ -216,14 +237,21 @@ class Journal:
 
 
 def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, lock_timeout: float = 30.0,
-          progress: Callable[[str], None] = lambda m: None) -> dict:
+          progress: Callable[[str], None] = lambda m: None,
+          count: Callable[[int, int], None] = lambda done, total: None, only: list[str] | None = None) -> dict:
     """Make the interfaces match `pol`. Without best effort it is all or nothing: a failed step,
-    and any error at all (the journal, the kernel, an interrupt), puts back what this run changed."""
+    and any error at all (the journal, the kernel, an interrupt), puts back what this run changed.
+    `progress` gets each change as words, `count` the items handled so far and their number;
+    `only` limits the run to the interfaces it names (watch: a burst's new links).
+
+    The run is one batch (_batch): its records and journal steps are made durable together (one
+    syncfs per file system), before its end record. What the truth issue promised of a kill at any
+    point still holds: every write and rename is where it was, only the fsyncs are grouped."""
     attach_mod.require_privileges("applying a policy")
     pins.require_bpffs()
     j = Journal(journal or DEFAULT_JOURNAL)
-    with apply_lock(lock_timeout):
-        items = compute_plan(pol)
+    with apply_lock(lock_timeout), _batch(j) as group:
+        items = compute_plan(pol, only)
         warnings = []
         if j.interrupted:
             warnings.append(f"the previous run {j.interrupted} in {j.path} has no end record: it was interrupted; "
@@ -235,7 +263,8 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
         results, failed = [], []
         protected = guard.protected_interfaces()   # once per run, not per interface
         try:
-            for item in items:
+            for n, item in enumerate(items):
+                count(n, len(items))
                 if item.action == "keep":
                     results.append({**item.to_dict(), "status": "kept"})
                     continue
@@ -247,10 +276,13 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
                     continue
                 if not _step(item, j, done, results, failed, progress, protected) and not best_effort:
                     break
+            count(len(items), len(items))
+            _commit(group, j)   # the run's records and steps: a write-back error undoes the run
         except BaseException as e:   # not offload's own refusal: a bug, the journal, an interrupt
             _roll_back_all(done, j, progress)
             _close(done)
             try:
+                _commit(group, j)
                 j.write("end", outcome="failed", rolled_back=[i.interface for i, _ in done],
                         error=f"{type(e).__name__}: {e}")
             except (OSError, OffloadError):   # the journal itself may be what failed
@@ -262,16 +294,38 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
         for r in results:   # what was undone is not done
             if r["interface"] in rolled_back and r["status"] == "done":
                 r["status"] = "rolled back"
+        _commit(group, j)   # what a roll-back wrote, before the end record says so
         j.write("end", outcome=outcome, rolled_back=rolled_back)
         return {"outcome": outcome, "steps": results, "failed": failed, "rolled_back": rolled_back,
                 "changed": sum(1 for r in results if r["status"] == "done"), "journal": str(j.path),
                 "warnings": warnings}
 
 
+@contextmanager
+def _batch(j: Journal) -> Iterator[durable.Group]:
+    """One run as one batch: its writes durable together (durable.group), the verified state
+    directories opened once (pins.held_dirs), the journal open for the run and closed after it."""
+    try:
+        with durable.group() as group, pins.held_dirs():
+            yield group
+    finally:
+        j.close()
+
+
+def _commit(group: durable.Group, j: Journal) -> None:
+    """Make the batch durable (group commit), a write-back error reported as the journal's."""
+    try:
+        group.commit()
+    except OSError as e:
+        raise j.write_error(e) from None
+
+
 def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: list,
           progress: Callable[[str], None], protected: dict[str, str]) -> bool:
     """One change, journaled; False when offload (or the kernel, in words) refused it."""
-    snap = save(item.interface)
+    # what the plan's probe saw attached (the attach itself goes by it too): no read per interface
+    seen = {a["mode"]: a["prog_id"] for a in item.device.facts.attached} if item.device else None
+    snap = save(item.interface, seen)
     try:
         progress(f"{item.interface}: {item.action} {item.program or ''}".rstrip())
         if item.action == "detach":
@@ -345,10 +399,14 @@ class Saved:
                 pass
 
 
-def save(iface: str) -> Saved | None:
+def save(iface: str, attached: dict[str, int] | None = None) -> Saved | None:
+    """What offload has on `iface` (None: nothing), held open; `attached` is what the caller's
+    probe saw there (mode -> prog id), else the kernel is asked."""
     slot = pins.Slot(netns.current_name(), iface)
     try:
-        mine = ownership(slot, xdp.attached_progs(attach_mod.ifindex_of(iface))).mine
+        if attached is None:
+            attached = xdp.attached_progs(attach_mod.ifindex_of(iface))
+        mine = ownership(slot, attached).mine
     except UsageError:
         return None
     if mine is None:

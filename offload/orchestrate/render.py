@@ -1,5 +1,6 @@
-"""Human output of plan and apply (the JSON is the contract, this is prose): one row per interface,
-each reason or error in full as a numbered note under the table; and the exports' one-line reports.
+"""Human output of plan and apply (the JSON is the contract, this is prose): plan, one row per
+interface; apply, a summary of what changed and failed (a row per interface with -v); each reason
+or error in full as a numbered note under the table; and the exports' one-line reports.
 
 rich and the table primitives are imported inside the table renderers: an export says its line
 (printed as it is, no markup) and `export systemd` prints its unit without them."""
@@ -33,26 +34,67 @@ def plan(doc: dict, out: Console) -> None:
     notes.print(out)
 
 
-def apply_result(res: dict, out: Console, err: Console) -> None:
+SHOW_CHANGES = 20   # changes listed one per row without -v; more are counted by kind
+
+
+def apply_result(res: dict, out: Console, err: Console, verbose: bool = False) -> None:
+    """A summary of what changed and what failed; a row per change when there are few, a count
+    per kind of change otherwise, and every failure with its error in full. `verbose`: a row
+    for every interface, kept ones too."""
     from rich.markup import escape
     from rich.text import Text
 
     from offload.probe.render import Col, Notes, fit, say
 
+    changed = [st for st in res["steps"] if st["status"] != "kept"]
+    listed = res["steps"] if verbose else changed if len(changed) <= SHOW_CHANGES else []
     notes = Notes()
     rows = [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-", st["status"], ""]
-            for st in res["steps"]]
+            for st in listed]
     rows += [[st["interface"], st["action"], st["program"] or "-", st.get("mode") or "-",
               Text("failed", style="red"), notes.ref(f"{st['interface']} {st['action']} failed: {st['error']}")]
              for st in res["failed"]]
     if rows:
         out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"), Col("status"),
                             Col("why")], rows))
+    if len(changed) > len(listed):
+        out.print(fit(out, [Col("interfaces", "right"), Col("action"), Col("program"), Col("mode"), Col("status")],
+                      [[str(n), *kind] for kind, n in _kinds(changed)]))
+    out.print(_summary(res, changed, verbose), markup=False)
     notes.print(err)   # the errors, in full (they went to stderr before the table existed too)
     for w in res.get("warnings", []):
         say(err, f"[yellow]warning:[/] {escape(w)}")
     if res["rolled_back"]:
-        say(err, f"rolled back: {escape(', '.join(res['rolled_back']))}")
+        say(err, f"rolled back: {escape(_names(res['rolled_back'], verbose))}")
+
+
+def _kinds(steps: list[dict]) -> list[tuple[tuple[str, str, str, str], int]]:
+    """Changes counted by (action, program, mode, status), the most frequent first."""
+    from collections import Counter
+
+    kinds = Counter((st["action"], st["program"] or "-", st.get("mode") or "-", st["status"]) for st in steps)
+    return sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _summary(res: dict, changed: list[dict], verbose: bool) -> str:
+    """One line: how many interfaces changed (by action), were kept, failed, were rolled back."""
+    from collections import Counter
+
+    by_action = Counter(st["action"] for st in changed if st["status"] == "done")
+    done = ", ".join(f"{n} {a}{'ed' if a.endswith('ch') else 'd'}" for a, n in sorted(by_action.items()))
+    kept = sum(1 for st in res["steps"] if st["status"] == "kept")
+    parts = [f"{res['outcome']}: {sum(by_action.values())} changed" + (f" ({done})" if done else ""),
+             f"{kept} kept", f"{len(res['failed'])} failed"]
+    if res["rolled_back"]:
+        parts.append(f"{len(res['rolled_back'])} rolled back")
+    unlisted = kept or len(changed) > SHOW_CHANGES   # rows the default view leaves out
+    return "; ".join(parts) + ("" if verbose or not unlisted else " (-v lists every interface)")
+
+
+def _names(names: list[str], verbose: bool) -> str:
+    if verbose or len(names) <= SHOW_CHANGES:
+        return ", ".join(names)
+    return f"{', '.join(names[:SHOW_CHANGES])} and {len(names) - SHOW_CHANGES} more (-v lists them all)"
 
 
 def export_nfd(res: dict, out: Console) -> None:

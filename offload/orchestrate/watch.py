@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.errors import OffloadError
-from offload.kernel import netns, rtnl
+from offload.kernel import durable, netns, rtnl
 from offload.kernel.linkevents import Kind, LinkEvent, LinkEvents
 from offload.load import attach as attach_mod
 from offload.load import gc, pins
@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from offload.orchestrate.metrics import Health, MetricsServer
 
 _POLL = 0.2   # seconds between checks of the stop flag, the drift timer and stop_after
+# A burst of link events (a node starting hundreds of pods) is one reconcile: events are gathered
+# until none came for _QUIET seconds, or for at most _BURST seconds (a steady trickle must not
+# hold the first of them back for long).
+_QUIET = 0.05
+_BURST = 1.0
 
 
 def watch(pol: Policy, interval: float = 30.0, detach_on_exit: bool = False, journal: Path | None = None,
@@ -50,6 +55,7 @@ class Watcher:
         self.log, self.metrics_server, self.textfile = log, metrics_server, textfile
         self.ns = netns.current_name()
         self.known: set[str] = set()
+        self.fresh: list[str] | None = None   # what the last link events changed (on_events)
         self.stopping = threading.Event()
         self.reread = threading.Event()             # SIGHUP: read the policy again now
         self.policy_seen = _signature(pol.path)     # the file as the running policy was read from it
@@ -91,8 +97,8 @@ class Watcher:
         while not self.stopping.is_set():
             if stop_after is not None and time.monotonic() - began > stop_after:
                 return
-            if self.on_events(events.read(_POLL)):
-                self.reconcile("link-change")
+            if self.on_events(_burst(events)):
+                self.reconcile("link-change", only=self.fresh)
                 last = time.monotonic()
             elif self.reload_policy():
                 self.reconcile("policy-change")
@@ -103,18 +109,23 @@ class Watcher:
 
     def on_events(self, events: list[LinkEvent]) -> bool:
         """Whether the links changed. The events say something may have; a dump says exactly what
-        (a burst may be coalesced or lost, and a name may come and go within one batch)."""
-        if any(e.kind is Kind.OVERFLOW for e in events):
+        (a burst may be coalesced or lost, and a name may come and go within one batch). Sets
+        `fresh`: the links the next reconcile must look at (new, or deleted and made again under
+        the same name), or None when events were lost (then it looks at every link)."""
+        overflow = any(e.kind is Kind.OVERFLOW for e in events)
+        if overflow:
             self.log("offload-watch: event=overflow (notifications lost: resynchronising)")
         elif not any(self._news(e) for e in events):
             return False
         now = _link_names()
+        remade = {e.name for e in events if e.kind is Kind.DEL} & now & self.known
+        self.fresh = None if overflow else sorted((now - self.known) | remade)
         for name in sorted(now - self.known):
             self.log(f"offload-watch: event=add iface={name}")
         for name in sorted(self.known - now):
             self.log(f"offload-watch: event=remove iface={name}")
             self._forget(name)
-        changed, self.known = now != self.known, now
+        changed, self.known = now != self.known or bool(remade), now
         return changed
 
     def reload_policy(self) -> bool:
@@ -143,22 +154,28 @@ class Watcher:
     def _news(self, e: LinkEvent) -> bool:
         return (e.kind is Kind.NEW and e.name not in self.known) or (e.kind is Kind.DEL and e.name in self.known)
 
-    def reconcile(self, why: str) -> None:
-        ok = self._apply(why)
+    def reconcile(self, why: str, only: list[str] | None = None) -> None:
+        """Apply the policy to every link, or to the links named in `only` (a burst's new ones:
+        nothing else changed, and the periodic reconcile still looks at all of them)."""
+        ok = self._apply(why, only)
         if self.health is None:
             return
         self.health.record(ok, self._attached_count())
         if self.textfile is not None:
             self._write_textfile()
 
-    def _apply(self, why: str) -> bool:
+    def _apply(self, why: str, only: list[str] | None = None) -> bool:
         """One reconcile, logged; False when any of it failed. A watcher under systemd's Restart=
         must not crash-loop on one bad interface or record: the next event or period tries again."""
         try:
-            with pins.state_lock():   # gc and apply as one step: no command slips in between
-                for f in gc.collect(only=self.ns)["freed"]:
+            # gc and apply as one step (no command slips in between), durable as one batch. A
+            # burst of new links needs no gc (one that went had its records dropped on its event):
+            # gc reads every record, a cost per attached interface that a pod's start must not pay
+            with pins.state_lock(), durable.group(), pins.held_dirs():
+                freed = gc.collect(only=self.ns)["freed"] if why != "link-change" else []
+                for f in freed:
                     self.log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
-                res = apply(self.pol, best_effort=True, journal=self.journal)
+                res = apply(self.pol, best_effort=True, journal=self.journal, only=only)
         except OffloadError as e:
             self.log(f"offload-watch: reconcile={why} error={e.message!r}")
             return False
@@ -228,6 +245,20 @@ def healthy_within(interval: float) -> float:
     """How old the last reconcile may be while watch counts as alive: two periods and a minute (a
     reconcile over many NICs, or a loaded host, may run long)."""
     return 2 * interval + 60
+
+
+def _burst(events: LinkEvents) -> list[LinkEvent]:
+    """The events of one burst: whatever came within _POLL, then more until a quiet moment."""
+    got = events.read(_POLL)
+    if not got:
+        return got
+    end = time.monotonic() + _BURST
+    while time.monotonic() < end:
+        more = events.read(min(_QUIET, max(0.0, end - time.monotonic())))
+        if not more:
+            break
+        got += more
+    return got
 
 
 def _signature(path: str) -> tuple[int, ...] | None:

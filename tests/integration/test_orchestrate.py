@@ -297,3 +297,23 @@ def test_watch_follows_its_policy_file(env, policy):
     assert any(line.startswith(f"offload-watch: policy={pol} reload error=") and "keeping the running policy" in line
                for line in out.splitlines()), out
     assert "reconcile=policy-change" in out
+
+
+def test_apply_says_a_summary_and_every_row_with_verbose(env, tmp_path):
+    """At a pipe: no line per step and no row per unchanged interface, a summary of what changed;
+    -v prints each step and a row for every interface; --json carries every interface either way."""
+    lab = env.make_lab(pairs=3)
+    devs = [f"{lab.name}-a{i}" for i in range(3)]
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"rules:\n  - name: pods\n    match: {{interfaces: ['{lab.name}-a*']}}\n    program: count_drop\n")
+    journal = ["--journal", str(tmp_path / "j.jsonl")]
+    first = env.offload("apply", "-f", str(pol), *journal, netns=lab.netns)
+    assert "ok: 3 changed (3 attached); 0 kept; 0 failed" in first.stdout, first.stdout
+    assert all(d in first.stdout for d in devs) and f"{devs[0]}: attach" not in first.stderr   # no step lines
+    again = env.offload("apply", "-f", str(pol), *journal, netns=lab.netns)
+    assert "ok: 0 changed; 3 kept; 0 failed (-v lists every interface)" in again.stdout, again.stdout
+    assert not any(d in again.stdout for d in devs)
+    verbose = env.offload("apply", "-f", str(pol), "-v", *journal, netns=lab.netns)
+    assert all(d in verbose.stdout for d in devs) and "-v lists" not in verbose.stdout
+    doc = env.offload_json("apply", "-f", str(pol), *journal, netns=lab.netns)
+    assert sorted(s["interface"] for s in doc["steps"] if s["status"] == "kept") == devs

@@ -295,7 +295,7 @@ def agreement(ns: str, devs: list[str]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("syscalls", ["fsync", "renameat", "renameat2"])   # strace counts when=N per syscall
+@pytest.mark.parametrize("syscalls", ["fsync", "syncfs", "renameat", "renameat2"])   # strace counts when=N per syscall
 def test_sigkill_at_every_fsync_and_rename_of_apply(env, tmp_path, syscalls):
     """apply from policy A to policy B, killed at its 1st, 2nd, ... fsync (or rename): after each,
     one `offload gc` leaves kernel, pins and records agreeing, the record names the program that
@@ -324,7 +324,31 @@ def test_sigkill_at_every_fsync_and_rename_of_apply(env, tmp_path, syscalls):
         assert all(kernel_xdp(d, lab.netns) for d in devs) and agreement(lab.netns, devs) == []
         if res.returncode == 0:
             break   # apply ran to its end without meeting the n-th call: every point was tried
-    assert n > 2, "apply was killed at fewer than two points: the injection did not take"
+    # one syncfs per run (the group commit of its records and steps): killed once, then it completes
+    least = 1 if syscalls == "syncfs" else 2
+    assert n > least, f"apply was killed at fewer than {least} points: the injection did not take"
+
+
+def test_apply_syncs_once_per_run_not_per_interface(env, tmp_path):
+    """Group commit: apply's fsyncs and syncfs calls do not grow with the number of interfaces it
+    attaches (the journal's start and end, and one syncfs for the run's records and steps)."""
+    strace = need_tool("strace")
+    lab = env.make_lab(pairs=6)
+    counts = []
+    for n in (2, 6):
+        pol = tmp_path / f"p{n}.yaml"
+        pol.write_text("rules:\n" + "".join(f"  - name: r{i}\n    match: {{interfaces: ['{lab.name}-a{i}']}}\n"
+                                             "    program: count_drop\n" for i in range(n)))
+        trace = tmp_path / f"trace{n}"
+        subprocess.run([strace, "-f", "-qq", "-o", str(trace), "-e", "trace=fsync,fdatasync,syncfs", OFFLOAD,
+                        "apply", "-f", str(pol), "--netns", lab.netns, "--journal", str(tmp_path / "j.jsonl")],
+                       check=True, capture_output=True, timeout=300)
+        lines = trace.read_text().splitlines()
+        counts.append({call: sum(f" {call}(" in ln or ln.startswith(f"{call}(") for ln in lines)
+                       for call in ("fsync", "fdatasync", "syncfs")})
+        assert sum(bool(kernel_xdp(f"{lab.name}-a{i}", lab.netns)) for i in range(6)) == n
+    assert counts[0] == counts[1], counts
+    assert counts[1]["syncfs"] >= 1 and counts[1]["fsync"] <= 2, counts
 
 
 def test_one_lock_for_every_change_and_none_for_reads(env, tmp_path):

@@ -122,3 +122,44 @@ def test_an_overflow_is_logged_and_resynchronises():
     assert w.known == here()
     assert lines == ["offload-watch: event=overflow (notifications lost: resynchronising)",
                      "offload-watch: event=remove iface=gone0"]
+
+
+class _Scripted:
+    """LinkEvents that hands out prepared reads, one per call (then nothing), noting the timeouts."""
+
+    def __init__(self, reads):
+        self.reads, self.timeouts = list(reads), []
+
+    def read(self, timeout):
+        self.timeouts.append(timeout)
+        return self.reads.pop(0) if self.reads else []
+
+
+def test_a_burst_of_events_is_one_batch():
+    from offload.orchestrate import watch
+
+    burst = [[LinkEvent(Kind.NEW, f"pod{i}", 10 + i)] for i in range(5)]
+    ev = _Scripted([*burst, [], [LinkEvent(Kind.NEW, "later", 99)]])
+    assert [e.name for e in watch._burst(ev)] == [f"pod{i}" for i in range(5)]   # up to the quiet moment
+    assert ev.timeouts[0] == watch._POLL and all(t <= watch._QUIET for t in ev.timeouts[1:])
+    assert [e.name for e in watch._burst(ev)] == ["later"]                       # the next burst
+    assert watch._burst(_Scripted([])) == []
+
+
+def test_a_trickle_that_never_stops_is_cut_into_bursts(monkeypatch):
+    from offload.orchestrate import watch
+
+    monkeypatch.setattr(watch, "_BURST", 0.05)
+    endless = type("Endless", (), {"read": lambda self, timeout: [LinkEvent(Kind.NEW, "x", 1)]})()
+    assert len(watch._burst(endless)) >= 2   # it returns: a first reconcile is not held back forever
+
+
+def test_a_burst_names_only_its_new_links_for_the_reconcile():
+    """The reconcile after a burst looks at the links that came (and one deleted and made again
+    under its name, which needs its program again); after lost events, at every link."""
+    some = sorted(here())
+    w, _ = watcher(set(some[1:]))
+    assert w.on_events([LinkEvent(Kind.NEW, some[0], 1)]) and w.fresh == [some[0]]
+    assert w.on_events([LinkEvent(Kind.DEL, some[1], 2), LinkEvent(Kind.NEW, some[1], 3)])   # made again
+    assert w.fresh == [some[1]]
+    assert not w.on_events([OVERFLOW]) and w.fresh is None   # a resync: the next reconcile sees all

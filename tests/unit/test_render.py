@@ -217,3 +217,42 @@ def test_bench_with_loss_and_placement(story, width):
     n = len(nat["runs"])
     assert f"native: rx queues 0:100%; rx CPUs 0:57% 1:43%; generator CPUs 0,1; xmit errors " \
            f"{probe_render.count(2995511 * n)} (tx-rx {probe_render.count(2995456 * n)})" in text
+
+
+def _apply_res(changed: int, kept: int) -> dict:
+    step = {"rule": "pods", "reason": "matched", "also_matched": []}
+    steps = [{**step, "interface": f"veth{i}", "action": "attach", "program": "count_drop", "mode": "native",
+              "status": "done"} for i in range(changed)]
+    steps += [{**step, "interface": f"kept{i}", "action": "keep", "program": "count_drop", "mode": "native",
+               "status": "kept"} for i in range(kept)]
+    failed = [{**step, "interface": "bad0", "action": "attach", "program": "count_drop", "mode": None,
+               "status": "failed", "error": "bad0: could not attach count_drop in any acceptable mode"}]
+    return {"outcome": "partial", "steps": steps, "failed": failed, "rolled_back": [], "warnings": [],
+            "changed": changed}
+
+
+def test_apply_summarises_many_interfaces_and_lists_them_with_verbose():
+    """A thousand attaches: a count per kind of change, the failure in full, one summary line, no
+    row for an unchanged interface; -v gives every interface its row."""
+    res = _apply_res(changed=1000, kept=50)
+    c, buf = console(100)
+    orch_render.apply_result(res, c, c)
+    text = buf.getvalue()
+    assert "veth17" not in text and "kept3" not in text                      # no row per interface
+    assert "1000" in text and "count_drop" in text                          # counted by kind
+    assert "bad0 attach failed: bad0: could not attach" in text             # the failure, in full
+    assert "partial: 1000 changed (1000 attached); 50 kept; 1 failed (-v lists every interface)" in text
+    c, buf = console(100)
+    orch_render.apply_result(res, c, c, verbose=True)
+    text = buf.getvalue()
+    assert all(f"veth{i} " in text for i in range(1000)) and all(f"kept{i} " in text for i in range(50))
+    assert "-v lists" not in text
+
+
+def test_apply_lists_a_few_changes_one_per_row():
+    res = _apply_res(changed=3, kept=2)
+    c, buf = console(100)
+    orch_render.apply_result(res, c, c)
+    text = buf.getvalue()
+    assert all(f"veth{i} " in text for i in range(3)) and "kept0" not in text
+    assert "partial: 3 changed (3 attached); 2 kept; 1 failed (-v lists every interface)" in text

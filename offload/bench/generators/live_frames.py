@@ -21,6 +21,10 @@ BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 # take about CALL_SECONDS at the rate it measures, within these bounds.
 CHUNK_MIN, CHUNK_MAX = 65_536, 1 << 24
 CALL_SECONDS = 0.25
+# Paced sending (an offered load): one call per PACE_PERIOD's worth of frames, sent when due by
+# the schedule (frame i at i / rate). The per-call cost rules out a frame at a time, so the load
+# is exact over each period and bursty within it (frames leave at the generator's full speed).
+PACE_PERIOD = 0.2   # seconds: a call costs ~25 ms of set-up here, a tenth of it at most
 
 
 @dataclass
@@ -30,6 +34,10 @@ class GenThread:
     error: str | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)   # (monotonic time, sent so far)
     ran_on: set[int] = field(default_factory=set)   # CPUs the thread was found on after its calls
+    began: float | None = None          # paced: when the schedule started
+    ended: float | None = None          # when the last call returned
+    sent_by_frame: list[int] = field(default_factory=list)   # per frame of the mix
+    lag: float = 0.0                    # paced: the latest a call started against its schedule
 
 
 def check_kernel() -> None:
@@ -43,8 +51,11 @@ def check_kernel() -> None:
 class LiveFrames:
     """Generate `frame` out of `tx_ifindex` from `cpus` threads, for a count or until stopped."""
 
-    def __init__(self, tx_ifindex: int, frame: bytes, cpus: list[int], obj_path: str) -> None:
-        """`obj_path`: the compiled bpf/generators/live_frames.c (the caller finds it)."""
+    def __init__(self, tx_ifindex: int, frame: bytes, cpus: list[int], obj_path: str,
+                 mix: list[tuple[bytes, int]] | None = None) -> None:
+        """`obj_path`: the compiled bpf/generators/live_frames.c (the caller finds it). `mix`:
+        frames and their weights (IMIX) sent in those proportions, one frame per call, instead of
+        `frame` alone."""
         check_kernel()
         self.obj = BpfObject(obj_path)
         try:
@@ -56,33 +67,77 @@ class LiveFrames:
             raise
         self.fd = self.obj.prog_fd("live_frames")
         self.frame = frame
+        self.mix = mix or [(frame, 1)]
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
 
-    def _run(self, t: GenThread, count: int | None) -> None:
+    def _send(self, t: GenThread, n: int) -> None:
+        """One call: with a mix, the frame furthest behind its share, for its share of `n` (so a
+        round of calls over the mix keeps the proportions, whatever the call size)."""
+        total_w = sum(w for _, w in self.mix)
+        k = min(range(len(self.mix)), key=lambda i: t.sent_by_frame[i] - t.sent * self.mix[i][1] / total_w)
+        if len(self.mix) > 1:
+            n = max(1, min(n, round(n * self.mix[k][1] / total_w)))
+        bpfsys.prog_test_run(self.fd, self.mix[k][0], repeat=n, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+                             batch_size=64, out_size=0)
+        t.sent_by_frame[k] += n
+        t.sent += n
+
+    def _run(self, t: GenThread, count: int | None, rate: float | None) -> None:
         try:
             os.sched_setaffinity(0, {t.cpu})   # this thread only
-            t.samples.append((time.monotonic(), 0))
-            chunk = CHUNK_MIN
-            while not self._stop.is_set() and (count is None or t.sent < count):
-                n = chunk if count is None else min(chunk, count - t.sent)
-                began = time.monotonic()
-                bpfsys.prog_test_run(self.fd, self.frame, repeat=n, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
-                                     batch_size=64, out_size=0)
-                took = time.monotonic() - began
-                t.sent += n
-                t.samples.append((began + took, t.sent))
-                if (cpu := sched.current_cpu()) is not None:
-                    t.ran_on.add(cpu)
-                chunk = min(max(int(n / max(took, 1e-6) * CALL_SECONDS), CHUNK_MIN), CHUNK_MAX)
+            t.sent_by_frame = [0] * len(self.mix)
+            t.began = time.monotonic()
+            t.samples.append((t.began, 0))
+            if rate:
+                self._paced(t, count, rate)
+            else:
+                self._flat_out(t, count)
         except OSError as e:
             t.error = str(e)
+        finally:
+            t.ended = time.monotonic()
 
-    def start(self, count_per_thread: int | None = None) -> None:
+    def _flat_out(self, t: GenThread, count: int | None) -> None:
+        chunk = CHUNK_MIN
+        while not self._stop.is_set() and (count is None or t.sent < count):
+            n = chunk if count is None else min(chunk, count - t.sent)
+            began = time.monotonic()
+            before = t.sent
+            self._send(t, n)
+            took = time.monotonic() - began
+            t.samples.append((began + took, t.sent))
+            if (cpu := sched.current_cpu()) is not None:
+                t.ran_on.add(cpu)
+            chunk = min(max(int((t.sent - before) / max(took, 1e-6) * CALL_SECONDS), CHUNK_MIN), CHUNK_MAX)
+
+    def _paced(self, t: GenThread, count: int | None, rate: float) -> None:
+        """Frame i is due at began + i / rate; a late thread catches up in larger calls, so the
+        load holds on average as long as the generator can reach it (lag() says when not)."""
+        per_call = max(1, int(rate * PACE_PERIOD))
+        assert t.began is not None
+        while not self._stop.is_set() and (count is None or t.sent < count):
+            wait = t.began + t.sent / rate - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
+            now = time.monotonic()
+            t.lag = max(t.lag, now - (t.began + t.sent / rate))
+            due = int(rate * (now - t.began)) - t.sent
+            n = min(max(per_call, due), CHUNK_MAX, *(() if count is None else (count - t.sent,)))
+            self._send(t, n)
+            t.samples.append((time.monotonic(), t.sent))
+            if (cpu := sched.current_cpu()) is not None:
+                t.ran_on.add(cpu)
+
+    def start(self, count_per_thread: int | None = None, rate_per_thread: float | None = None) -> None:
+        """Send until stopped or `count_per_thread` from each thread; at `rate_per_thread` frames
+        per second each when given, else as fast as the kernel takes them."""
         self._stop.clear()
         self.threads = [GenThread(t.cpu) for t in self.threads]   # each run counts from zero
-        self._workers = [threading.Thread(target=self._run, args=(t, count_per_thread), daemon=True)
+        self._workers = [threading.Thread(target=self._run, args=(t, count_per_thread, rate_per_thread),
+                                          daemon=True)
                          for t in self.threads]
         for w in self._workers:
             w.start()
@@ -101,6 +156,10 @@ class LiveFrames:
     @property
     def sent(self) -> int:
         return sum(t.sent for t in self.threads)
+
+    def lag(self) -> float:
+        """Paced: the latest any thread started a call against its schedule (seconds)."""
+        return max((t.lag for t in self.threads), default=0.0)
 
     def errors(self) -> list[str]:
         return [f"cpu {t.cpu}: {t.error}" for t in self.threads if t.error]

@@ -68,6 +68,7 @@ class PktgenConfig:
     udp_dst: tuple[int, int] = (9, 9)
     xmit_mode: str = "start_xmit"
     rate_pps: int | None = None
+    imix: list[tuple[int, int]] | None = None   # (frame size, weight): pktgen's imix_weights (Linux >= 5.9)
     extra: dict[str, str] = field(default_factory=dict)
 
     def commands(self, thread_dev: str) -> list[str]:
@@ -89,6 +90,8 @@ class PktgenConfig:
             cmds.append(f"src_mac {self.src_mac}")
         if self.rate_pps:
             cmds.append(f"ratep {self.rate_pps}")
+        if self.imix:
+            cmds.append("imix_weights " + " ".join(f"{size},{weight}" for size, weight in self.imix))
         cmds += [f"{k} {v}" for k, v in self.extra.items()]
         return cmds
 

@@ -1,0 +1,127 @@
+"""One trial of a throughput search (RFC 2544 section 26.1, MLRsearch's "trial measurement"):
+offer a load of L frames per second for D seconds, counted, then count what the program under
+test received.
+
+A trial sends an exact count (L x D frames, split over the generator threads) on the
+generator's schedule and waits for the receiver to drain, so loss is exact: frames sent minus
+frames the program counted. When the generator falls behind its schedule (it cannot offer L),
+the trial is marked `generator_short`: its loss fields stay the DUT's own, and the search is
+told that the frames it failed to offer in D were not offered (MLRsearch counts them against
+the load, never against the device: a load that was not offered cannot be a lower bound).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from offload.bench import harness
+from offload.bench.frames import udp_frame
+
+# CSIT's IMIX_v4_1: 28 x 64 B, 16 x 570 B, 4 x 1518 B, sizes on the wire with the FCS. offload's
+# frame sizes are without the FCS (what the generator builds), so these are 4 bytes less.
+IMIX_V4_1 = ((64, 28), (570, 16), (1518, 4))
+FCS = 4
+WIRE_OVERHEAD = FCS + 20        # FCS, preamble + start delimiter (8) and the inter-frame gap (12)
+DRAIN_S = 0.2                   # after the last frame: what is in flight reaches the program
+# A generator that fell this far behind its schedule did not offer its load: 2% of the
+# trial's duration, plus a scheduler's slack for the thread's wake-up on a busy machine.
+SHORT_TOLERANCE = 0.02
+SHORT_SLACK_S = 0.05
+
+
+def tolerated_lag(duration: float) -> float:
+    """How late a generator may fall behind its schedule and still have offered its load."""
+    return duration * SHORT_TOLERANCE + SHORT_SLACK_S
+
+
+@dataclass(frozen=True)
+class Frames:
+    """What a trial sends: one size, or IMIX (sizes without FCS, weights)."""
+
+    sizes: tuple[tuple[int, int], ...]
+    label: str
+
+    @property
+    def mean_bytes(self) -> float:
+        """Mean frame size without FCS."""
+        return sum(s * w for s, w in self.sizes) / sum(w for _, w in self.sizes)
+
+    def gbps(self, pps: float | None) -> float | None:
+        """Bits per second an Ethernet wire carries at `pps` (FCS, preamble and gap included)."""
+        return None if pps is None else round(pps * (self.mean_bytes + WIRE_OVERHEAD) * 8 / 1e9, 4)
+
+
+def single(size: int) -> Frames:
+    return Frames(((size, 1),), str(size))
+
+
+def imix() -> Frames:
+    return Frames(tuple((size - FCS, w) for size, w in IMIX_V4_1), "imix")
+
+
+def generator_for(s: harness.Session, frames: Frames) -> harness._Generator:
+    """The session's generator sending `frames` in their proportions."""
+    if len(frames.sizes) == 1:
+        s.spec.pkt_size = frames.sizes[0][0]
+        return s.generator()
+    src, dst = harness._mac(s.spec.tx), harness._mac(s.spec.rx)
+    return s.generator(frames=[(udp_frame(size, src, dst), w) for size, w in frames.sizes],
+                       imix=list(frames.sizes))
+
+
+def calibrate(s: harness.Session, gen: harness._Generator, seconds: float) -> float:
+    """The generator's own ceiling: frames per second it sends flat out (unpaced) for `seconds`."""
+    gen.start(None)
+    try:
+        time.sleep(seconds)
+    finally:
+        gen.stop()
+    took = gen.offered_seconds()
+    return gen.sent() / took if took else 0.0
+
+
+def run(s: harness.Session, gen: harness._Generator, load: float, duration: float) -> dict:
+    """Offer `load` frames/s for `duration` s (counted), and return the trial as plain data."""
+    threads = len(s.cpus)
+    per_thread = max(1, round(load * duration / threads))
+    began = time.monotonic()
+    a = harness._sample(s.dev, gen)
+    gen.start(per_thread, load / threads)
+    gen.wait()
+    time.sleep(DRAIN_S)
+    b = harness._sample(s.dev, gen)
+    return account(load, duration, per_thread * threads, int(gen.sent()), b.counted - a.counted,
+                   gen.offered_seconds(), gen.lag(load / threads), time.monotonic() - began, gen.errors())
+
+
+def account(load: float, duration: float, intended: int, sent: int, received: int, offered_s: float | None,
+            lag_s: float, wall_s: float, errors: list[str] | None = None) -> dict:
+    """A trial's figures (pure). The offered load is what was sent over the time it took, never
+    above the schedule's; `generator_short` when the generator fell behind its schedule by more
+    than the tolerance at any point (`lag_s`: the latest a call of its started against the schedule;
+    catching up after that sent a burst above the load), or sent less than intended."""
+    took = max(offered_s or 0.0, duration)
+    short = lag_s > tolerated_lag(duration) or sent < intended
+    lost = max(0, sent - received)   # a stray frame of the lab's own (IPv6 ND) is not negative loss
+    return {"intended_load_pps": round(load), "duration_s": duration, "intended_count": intended,
+            "tx_packets": sent, "rx_packets": received, "loss_packets": lost,
+            "loss_ratio": round(lost / sent, 8) if sent else None,
+            "offered_load_pps": round(sent / took) if took else None,
+            "offered_s": round(offered_s, 4) if offered_s else None, "lag_s": round(lag_s, 4),
+            "generator_short": short,
+            "wall_s": round(wall_s, 3), **({"generator_errors": errors} if errors else {})}
+
+
+def for_search(t: dict) -> dict:
+    """The trial as MLRsearch's MeasurementResult arguments: frames the generator did not offer
+    within the duration count as not offered (unsent), the DUT's loss as loss."""
+    intended, sent = t["intended_count"], t["tx_packets"]
+    in_time = sent
+    if t["generator_short"]:   # what the generator managed to offer in the duration, at its pace
+        in_time = min(sent, int(sent * t["duration_s"] / max(t["offered_s"] or 0, t["duration_s"] + t["lag_s"])))
+    loss = round(t["loss_packets"] * in_time / sent) if sent else 0
+    return {"intended_duration": float(t["duration_s"]), "intended_load": float(t["intended_load_pps"]),
+            "intended_count": intended, "offered_count": in_time, "loss_count": loss,
+            "offered_duration": float(t["offered_s"] or t["duration_s"]),
+            "duration_with_overheads": float(t["wall_s"])}

@@ -1,0 +1,106 @@
+"""The throughput search's pure parts: goals, a trial's accounting (the generator's shortfall
+apart from the device's loss), what a trial tells MLRsearch, and MLRsearch itself driven by
+simulated devices whose NDR and PDR are known, so the bounds it returns can be checked."""
+
+from __future__ import annotations
+
+import pytest
+from MLRsearch import MeasurementResult, MultipleLossRatioSearch
+
+from offload.bench import search, trial
+from offload.errors import UsageError
+
+
+def test_goals_parse_ndr_pdr_and_a_ratio():
+    assert search.parse_goals("ndr,pdr") == [search.Goal("ndr", 0.0), search.Goal("pdr", 0.005)]
+    assert search.parse_goals(" pdr=0.01 ") == [search.Goal("pdr", 0.01)]
+
+
+@pytest.mark.parametrize("bad", ["", "ndr,ndr", "pdr=x", "pdr=0", "pdr=1", "ndr=0.1", "mrr", "pdr=-0.1"])
+def test_bad_goals_are_usage_errors(bad):
+    with pytest.raises(UsageError):
+        search.parse_goals(bad)
+
+
+def test_imix_is_csits_v4_1_without_fcs():
+    f = trial.imix()
+    assert f.sizes == ((60, 28), (566, 16), (1514, 4)) and f.label == "imix"
+    assert f.mean_bytes == pytest.approx((60 * 28 + 566 * 16 + 1514 * 4) / 48)
+    # 1 Mpps of 60-byte frames: (60 + 4 FCS + 20 preamble and gap) * 8 bits
+    assert trial.single(60).gbps(1e6) == pytest.approx(0.672)
+
+
+def test_a_trial_on_schedule_is_the_devices_loss_only():
+    t = trial.account(1e6, 2.0, 2_000_000, 2_000_000, 1_990_000, offered_s=1.9, lag_s=0.001, wall_s=2.3)
+    assert not t["generator_short"]
+    assert t["loss_packets"] == 10_000 and t["loss_ratio"] == pytest.approx(0.005)
+    assert t["offered_load_pps"] == 1_000_000       # sent over the duration: never above the schedule
+    m = MeasurementResult(**trial.for_search(t))
+    assert m.loss_ratio == pytest.approx(0.005) and m.unsent_count == 0
+
+
+def test_a_late_generator_is_marked_and_never_the_devices_loss():
+    # every frame arrived, but sending 2 s worth took 2.5 s: the load was not offered
+    t = trial.account(1e6, 2.0, 2_000_000, 2_000_000, 2_000_000, offered_s=2.5, lag_s=0.5, wall_s=2.8)
+    assert t["generator_short"] and t["loss_packets"] == 0 and t["loss_ratio"] == 0
+    assert t["offered_load_pps"] == 800_000
+    m = MeasurementResult(**trial.for_search(t))
+    # the search sees the frames not offered within the duration as unsent: 1 - 2.0/2.5
+    assert m.loss_count == 0 and m.unsent_count == 400_000 and m.loss_ratio == pytest.approx(0.2)
+
+
+def test_lag_within_tolerance_is_on_schedule_and_received_above_sent_is_no_loss():
+    t = trial.account(1e5, 1.0, 100_000, 100_000, 100_003, offered_s=1.05, lag_s=0.06, wall_s=1.3)
+    assert not t["generator_short"] and t["loss_packets"] == 0   # 3 stray frames (the lab's own ND)
+    assert trial.account(1e5, 1.0, 100_000, 99_000, 99_000, 0.9, 0.0, 1.2)["generator_short"]   # sent < intended
+
+
+class Simulated:
+    """A device that forwards everything up to `ndr`, loses a growing share above it, behind a
+    generator that cannot offer more than `ceiling` (its trials come back late, as trial.account
+    would make them)."""
+
+    def __init__(self, ndr: float, ceiling: float) -> None:
+        self.ndr, self.ceiling, self.trials = ndr, ceiling, []
+
+    def measure(self, intended_duration: float, intended_load: float) -> MeasurementResult:
+        n = round(intended_load * intended_duration)
+        took = intended_duration * max(1.0, intended_load / self.ceiling)
+        lost = 0 if intended_load <= self.ndr else round(n * (intended_load - self.ndr) / intended_load * 0.1)
+        t = trial.account(intended_load, intended_duration, n, n, n - lost, took, took - intended_duration, took)
+        self.trials.append(t)
+        return MeasurementResult(**{**trial.for_search(t), "intended_load": intended_load})
+
+
+def _search(sim: Simulated, max_load: float, goals: list[search.Goal]) -> dict:
+    spec = search.SearchSpec(goals, [trial.single(60)])
+    cfg = search._config(spec, 1.0, max_load, 600)
+    found = MultipleLossRatioSearch(cfg).search(sim, debug=lambda m: None)
+    return {g.name: search.goal_result(g, found[sg], sim.trials, trial.single(60)) for g, sg in zip(goals, cfg.goals)}
+
+
+def test_mlrsearch_brackets_a_devices_ndr_and_pdr_within_the_width():
+    sim = Simulated(ndr=1_000_000, ceiling=10_000_000)
+    res = _search(sim, 3_000_000, search.parse_goals("ndr,pdr"))
+    ndr, pdr = res["ndr"], res["pdr"]
+    assert ndr["lower_bound_pps"] <= 1_000_000 < ndr["upper_bound_pps"]
+    assert ndr["upper_bound_pps"] / ndr["lower_bound_pps"] <= 1 + search.DEFAULT_WIDTH + 1e-3
+    assert ndr["limited_by"] == "device"
+    # loss ratio 0.1 * (L - ndr) / L reaches 0.005 at L = ndr / 0.95
+    assert pdr["lower_bound_pps"] <= 1_000_000 / 0.95 < pdr["upper_bound_pps"]
+    assert pdr["lower_bound_pps"] > ndr["lower_bound_pps"]
+    assert all(t["duration_s"] in (1.0,) for t in sim.trials)   # initial and final trials: 1 s here
+
+
+def test_a_generator_below_the_device_bounds_the_search_as_the_generators():
+    sim = Simulated(ndr=5_000_000, ceiling=2_000_000)
+    (res,) = _search(sim, 3_000_000, [search.Goal("ndr", 0.0)]).values()
+    # a 1 s trial late by up to 2% + 50 ms is on schedule: the bracket sits at the ceiling plus that
+    tolerated = 2_000_000 * (1 + trial.SHORT_TOLERANCE + trial.SHORT_SLACK_S / 1.0)
+    assert 2_000_000 <= res["lower_bound_pps"] <= tolerated < res["upper_bound_pps"]
+    assert res["limited_by"] == "generator"
+    assert any(t["generator_short"] for t in sim.trials) and not any(t["loss_packets"] for t in sim.trials)
+
+
+def test_limited_by_without_an_upper_bound_is_max_load():
+    assert search.limited_by(search.Goal("ndr", 0.0), None, []) == "max_load"
