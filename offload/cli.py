@@ -367,17 +367,39 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @click.option("--force", is_flag=True, help="Replace a program offload did not attach; attach to a protected link.")
 @click.option("--try-hw", is_flag=True,
               help="With --mode auto, try hw even when `offload check` says the program would be refused there.")
+@click.option("--priority", type=Bounded(int, 0, 2**31 - 1), metavar="N",
+              help="Join libxdp's multi-program dispatcher at run priority N (lower runs first), beside "
+                   "other tools' programs, instead of taking the interface alone.")
+@click.option("--chain", "chain_actions", metavar="ACTIONS",
+              help="With --priority: the actions on which the next program runs (default: pass), "
+                   "e.g. pass,drop; from aborted, drop, pass, tx, redirect.")
+@click.option("--allow-single", is_flag=True,
+              help="With --priority: where the kernel cannot run the dispatcher, attach the program alone "
+                   "(never done silently).")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, try_hw, as_json) -> None:
+def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, try_hw, priority,
+               chain_actions, allow_single, as_json) -> None:
     """Attach PROGRAM to IFACE in the best mode it takes. PROGRAM is a library name (offload
-    programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect)."""
+    programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect). With
+    --priority it joins libxdp's dispatcher (xdp-loader's too) in native or generic mode."""
     from offload.load import attach as attach_mod
     from offload.load import programs
 
+    if priority is None and (chain_actions is not None or allow_single):
+        raise UsageError("--chain and --allow-single go with --priority (a program in libxdp's dispatcher)")
+    if priority is not None and try_hw:
+        raise UsageError("--try-hw and --priority do not go together: a dispatcher's chain is never offloaded")
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
-    res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json), try_hw=try_hw)
+    if priority is None:
+        res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json),
+                                try_hw=try_hw)
+    else:
+        from offload.load import chain
+
+        res = chain.attach(iface, prog, priority, chain.parse_chain(chain_actions), mode, min_mode=min_mode,
+                           allow_single=allow_single, force=force, progress=_steps(quiet=as_json))
     emit(res.to_dict(), "attach")
 
 
@@ -391,17 +413,19 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
 @click.option("--section", metavar="SEC", help="The XDP program of this ELF section (e.g. xdp, xdp/filter).")
 @click.option("--dialect", default="auto", show_default=True, type=click.Choice(["auto", "libbpf", "bcc"]),
               help="How to compile a C file: libbpf style (SEC(\"xdp\")) or bcc's; auto tells by what it uses.")
+@click.option("--in-chain", is_flag=True,
+              help="Judge it as a member of libxdp's dispatcher (attach --priority): never in hw.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def check_cmd(program, interfaces, drivers, params, prog_name, section, dialect, as_json) -> None:
+def check_cmd(program, interfaces, drivers, params, prog_name, section, dialect, in_chain, as_json) -> None:
     """Will PROGRAM load on each IFACE (every interface when none is named), or on a DRIVER's
     device, in hw, native and generic mode? Reads the program once and loads nothing; every
     reason names the program's own line and a fix."""
     from offload.load import advisor, programs
 
     prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
-    emit(advisor.check(prog, list(interfaces), list(drivers)), "check")
+    emit(advisor.check(prog, list(interfaces), list(drivers), chain=in_chain), "check")
 
 
 @main.command("detach")

@@ -130,6 +130,11 @@ class BpfObject:
         self.path = path
         self._logs: dict[str, ctypes.Array] = {}
 
+    @property
+    def handle(self) -> int:
+        """libbpf's struct bpf_object pointer, for a library that loads the object itself (libxdp)."""
+        return self._obj
+
     # -- what is in it ------------------------------------------------------------------------------
     def _programs(self) -> list[tuple[int, ElfProgram]]:
         lib, out, p = _lib(), [], None

@@ -199,20 +199,20 @@ _BASE = {verdicts.SUPPORTED: advice.WOULD_LOAD, verdicts.UNSUPPORTED: advice.REF
 
 
 def for_device(facts: ProgramFacts, profile: profiles.Profile | None, judged: dict[str, verdicts.ModeVerdict],
-               mode: str) -> Advice:
+               mode: str, extra: tuple = ()) -> Advice:
     """The verdict for one probed interface: the probe's for the mode, made worse by the program's findings."""
     v = judged[mode]
     rules = profile.offload_rules if profile is not None else []
-    return advice.judge(facts, rules, mode, _BASE[v.status], v.reason, EXTRA_RULES)
+    return advice.judge(facts, rules, mode, _BASE[v.status], v.reason, [*EXTRA_RULES, *extra])
 
 
-def for_driver(facts: ProgramFacts, profile: profiles.Profile, mode: str) -> Advice:
+def for_driver(facts: ProgramFacts, profile: profiles.Profile, mode: str, extra: tuple = ()) -> Advice:
     """The verdict for a driver with no such device here: its profile's capability for the mode."""
     key = {"hw": "hw_offload", "native": "native"}.get(mode)
     cap = profile.capability(key) if key else {"supported": True}
     base = advice.WOULD_LOAD if cap.get("supported") else advice.REFUSED
     why = "" if cap.get("supported") else f"driver profile: {profile.driver} has no {mode} mode"
-    return advice.judge(facts, profile.offload_rules, mode, base, why, EXTRA_RULES)
+    return advice.judge(facts, profile.offload_rules, mode, base, why, [*EXTRA_RULES, *extra])
 
 
 def hw_refusal(prog: programs.Program, profile: profiles.Profile | None,
@@ -242,10 +242,24 @@ def _target(name: str | None, driver: str | None, profile: profiles.Profile | No
             "modes": {m: a.to_dict() for m, a in modes.items()}, "predicted": mode, "not_tried": passed}
 
 
-def check(prog: programs.Program, interfaces: list[str] | None = None, drivers: list[str] | None = None) -> dict:
+def in_chain(facts: ProgramFacts, mode: str) -> list[advice.Finding]:
+    """A program joining libxdp's dispatcher (`attach --priority`): never in hw, which takes one program."""
+    if mode != "hw":
+        return []
+    return [advice.Finding("chain", "program", "refuse", f"program {facts.program} in a dispatcher chain", None,
+                           "a chain of programs runs through libxdp's dispatcher, whose members are freplace "
+                           "extensions the JIT links in: a device runs one offloaded program, so a chain is never "
+                           "offloaded", "attach without --priority to offload the program alone",
+                           "libxdp (xdp-tools lib/libxdp/protocol.org); kernel/bpf/offload.c", "EINVAL")]
+
+
+def check(prog: programs.Program, interfaces: list[str] | None = None, drivers: list[str] | None = None,
+          chain: bool = False) -> dict:
     """`offload check`: the program read once, judged for each interface named (every one of this
-    namespace when none is and no --driver is given) and each driver profile named."""
+    namespace when none is and no --driver is given) and each driver profile named; `chain`: as a
+    member of libxdp's dispatcher (`attach --priority`)."""
     facts = read(prog)
+    extra = (in_chain,) if chain else ()
     targets = []
     if drivers:
         profs, _ = profiles.load(drivers=set(drivers))
@@ -254,13 +268,14 @@ def check(prog: programs.Program, interfaces: list[str] | None = None, drivers: 
             known = ", ".join(sorted(profiles.load()[0]))
             raise UsageError(f"no driver profile for {', '.join(missing)}", hint=f"profiled drivers: {known}")
         for d in drivers:
-            targets.append(_target(None, d, profs[d], {str(m): for_driver(facts, profs[d], m) for m in verdicts.MODES}))
+            modes = {str(m): for_driver(facts, profs[d], m, extra) for m in verdicts.MODES}
+            targets.append(_target(None, d, profs[d], modes))
     if interfaces or not drivers:
         from offload.probe.report import assess
 
         _, devices = assess(interfaces or None, include_loopback=bool(interfaces))
         for dev in devices:
-            modes = {str(m): for_device(facts, dev.profile, dev.verdicts, m) for m in verdicts.MODES}
+            modes = {str(m): for_device(facts, dev.profile, dev.verdicts, m, extra) for m in verdicts.MODES}
             targets.append(_target(dev.facts.name, dev.facts.driver, dev.profile, modes))
     return {"program": {"name": prog.name, "kind": prog.kind, "path": str(prog.path), "entry": prog.entry,
                         "section": prog.section}, "facts": facts.to_dict(), "targets": targets}

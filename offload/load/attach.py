@@ -21,7 +21,7 @@ from offload.kernel.privileges import (
     effective,
     require,
 )
-from offload.load import advice, advisor, guard, loader, pins, programs
+from offload.load import advice, advisor, dispatcher, guard, loader, pins, programs
 from offload.load.ownership import Ownership, ownership
 from offload.probe import verdicts
 from offload.probe.report import Assessed, assess
@@ -36,11 +36,12 @@ class Result:
     fallbacks: list[dict] = field(default_factory=list)
     replaced: int | None = None
     warnings: list[str] = field(default_factory=list)
+    chain: dict | None = None     # in libxdp's dispatcher: priority, actions, the members in run order
 
     def to_dict(self) -> dict:
         return {"interface": self.interface, "mode": self.mode, "prog_id": self.prog_id,
                 "program": self.program, "fallbacks": self.fallbacks, "replaced": self.replaced,
-                "warnings": self.warnings}
+                "warnings": self.warnings, "chain": self.chain}
 
 
 class _Refused(NamedTuple):
@@ -305,7 +306,7 @@ def detach(iface: str, mode: str | None = None) -> dict:
             raise UsageError(f"no such interface in this network namespace: {iface}",
                              hint="list them with `offload probe`") from None
         attached = xdp.attached_progs(ifindex)
-        mine = ownership(slot, attached).mine
+        mine = ownership(slot, attached, dispatcher.members(ifindex, attached)).mine
         if mine is None:
             stale = slot.exists()
             slot.remove()
@@ -316,6 +317,10 @@ def detach(iface: str, mode: str | None = None) -> dict:
                                    hint="`offload status` lists what is attached")
         if mode and mine.mode != mode:
             raise NotAttachedError(f"{iface}: offload's program is attached in {mine.mode}, not {mode}")
+        if mine.prog_id not in attached.values():   # a member of libxdp's dispatcher: only it leaves
+            from offload.load import chain
+
+            return chain.detach(slot, ifindex, mine.mode, mine.prog_id)
         clear_prog_id(ifindex, mine.mode, mine.prog_id)
         slot.remove()
         return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False}

@@ -146,6 +146,18 @@ def read(ifindex: int, info: bpfsys.LoadedProg) -> dict | None:
     return doc
 
 
+def members(ifindex: int, attached: dict[str, int]) -> dict[int, str]:
+    """prog id -> mode of the programs in the dispatchers attached to `ifindex` (none: empty)."""
+    out: dict[int, str] = {}
+    for mode, prog_id in attached.items():
+        info = bpfsys.prog_info(prog_id)
+        doc = read(ifindex, info) if info is not None and info.name == NAME else None
+        for p in (doc or {}).get("programs", []):
+            if p["prog_id"] is not None:
+                out[p["prog_id"]] = mode
+    return out
+
+
 def prog_fields(prog_id: int | None, info: bpfsys.LoadedProg | None) -> dict:
     """What bpf_prog_info says of a program, the way `bpftool prog show` does."""
     if info is None:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from offload.errors import OffloadError
 from offload.kernel import netns, xdp
-from offload.load import pins
+from offload.load import dispatcher, pins
 from offload.load.ownership import ownership
 
 
@@ -90,9 +90,9 @@ def _judge(slot: pins.Slot) -> Judgement | None:
     pinned, staged = slot.pinned_prog_id(), slot.staged_prog_id()
     if staged is not None:
         try:
-            attached = xdp.attached_progs(socket.if_nametoindex(slot.iface)).values()
+            attached = _attached_ids(socket.if_nametoindex(slot.iface))
         except OSError:
-            attached = ()
+            attached = set()
         if staged in attached:
             return Judgement(Verdict.RECOVER, "a run was killed between the kernel swap and the pin swap")
         return Judgement(Verdict.STAGE, "a staged program of an interrupted run, never attached")
@@ -113,17 +113,24 @@ def _judge(slot: pins.Slot) -> Judgement | None:
                 now = socket.if_indextoname(old)
             except OSError:
                 now = None
-            if now and pinned in xdp.attached_progs(old).values():
+            if now and pinned in _attached_ids(old):
                 return Judgement(Verdict.RENAMED, now)
         return Judgement(Verdict.FREE, "its interface is gone")
     if pinned is None:
         return Judgement(Verdict.FREE, "no pinned program (a run was killed before pinning)")
-    if ownership(slot, xdp.attached_progs(ifindex)).mine is None:
+    attached = xdp.attached_progs(ifindex)
+    if ownership(slot, attached, dispatcher.members(ifindex, attached)).mine is None:
         return Judgement(Verdict.FREE, f"its program (id {pinned}) is no longer attached")
     if meta is not None and meta["prog_id"] == pinned:
         return _staged_record_left(slot)
     return Judgement(Verdict.REPAIR, "its record did not name the pinned, attached program (id "
                                      f"{pinned}): rewritten from the run's staged record, else from the kernel")
+
+
+def _attached_ids(ifindex: int) -> set[int]:
+    """The programs attached to `ifindex`, and those in libxdp's dispatcher there."""
+    attached = xdp.attached_progs(ifindex)
+    return set(attached.values()) | set(dispatcher.members(ifindex, attached))
 
 
 def _staged_record_left(slot: pins.Slot) -> Judgement | None:
@@ -163,7 +170,9 @@ def _staged_record_of(slot: pins.Slot, prog_id: int | None) -> dict | None:
 
 def _from_kernel(slot: pins.Slot, prog_id: int | None, maps: list[str]) -> dict:
     ifindex = socket.if_nametoindex(slot.iface)
-    mode = next((m for m, i in xdp.attached_progs(ifindex).items() if i == prog_id), None)
+    attached = xdp.attached_progs(ifindex)
+    mode = next((m for m, i in attached.items() if i == prog_id), None) \
+        or dispatcher.members(ifindex, attached).get(prog_id)
     if mode is None:   # taken off since it was judged: nothing to record (the next gc frees it)
         raise pins.StateError(f"{slot.iface}: program {prog_id} is no longer attached; run offload gc again")
     return slot.kernel_record(prog_id, mode, maps, ifindex)

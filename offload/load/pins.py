@@ -185,6 +185,7 @@ _RECORD: dict[str, tuple[tuple[type, ...], bool]] = {
     "section": ((str, type(None)), False), "sha256": ((str, type(None)), False), "params": ((dict,), False),
     "attached_at": ((str, type(None)), False), "fallbacks": ((list,), False),
     "managed_by": ((str, type(None)), False), "recovered": ((bool,), False),
+    "chain": ((dict, type(None)), False),   # in libxdp's dispatcher: {"priority", "chain_call_actions"}
 }
 
 

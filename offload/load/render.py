@@ -17,8 +17,13 @@ def attach_result(res: dict, out: Console, err: Console) -> None:
     for f in res["fallbacks"]:   # a reason wraps under its own start, not under the mode
         say(out, f"[yellow]{f['mode']}:[/] {escape(f['reason'])}", indent=len(f["mode"]) + 2)
     verb = f"replaced prog {res['replaced']} with" if res["replaced"] else "attached"
+    where = f" in libxdp's dispatcher (id {res['chain']['dispatcher_id']})" if res.get("chain") else ""
     say(out, f"{escape(res['interface'])}: {verb} {escape(res['program'])} in [bold]{res['mode']}[/] mode "
-             f"(prog id {res['prog_id']})")
+             f"(prog id {res['prog_id']}){where}")
+    for m in (res.get("chain") or {}).get("members", []):   # the chain, in run order
+        mark = " (offload's)" if m["prog_id"] == res["prog_id"] else ""
+        say(out, f"  prio {m['priority']}: {escape(m['name'])} (prog id {m['prog_id']}){mark}, "
+                 f"next on {','.join(m['chain_call_actions']) or 'nothing'}")
 
 
 def attach_table(results: list[dict], out: Console) -> Notes:
@@ -67,7 +72,9 @@ def status(res: dict, out: Console, err: Console) -> None:
             for c in (disp or {}).get("programs", []):   # libxdp's programs, in run order
                 chain = ",".join(c["chain_call_actions"]) or "-"
                 rows.append(["", Text(f" └ {c['slot']}", style="dim"), str(c["prog_id"] or "?"), c["name"] or "?",
-                             "no", f"prio {c['priority']}, on {chain} next", _since(c["loaded_at"]), *_prog_cells(c)])
+                             {True: "yes", False: "no", None: "?"}[c.get("ours")],
+                             f"{c.get('program') + ', ' if c.get('program') else ''}prio {c['priority']}, "
+                             f"on {chain} next", _since(c["loaded_at"]), *_prog_cells(c)])
         out.print(fit(out, [Col("interface"), Col("mode"), Col("prog id", "right"), Col("name", drop=2),
                             Col("ours"), Col("program"), Col("since", drop=1), Col("tag", drop=3),
                             Col("jited", "right", drop=4), Col("maps", drop=5), Col("btf", "right", drop=6)], rows))

@@ -35,9 +35,14 @@ def status() -> dict:
         slot = pins.Slot(ns, link.name)
         # ours: the pinned program, or the staged one of a run killed mid-attach (gc finishes it)
         own = {slot.pinned_prog_id(), slot.staged_prog_id()} - {None} if have_pins else set()
-        meta = _record(slot, [pid for pid in link.xdp_prog_ids.values() if pid in own], warnings)
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
+            disp = dispatcher.read(link.ifindex, info) if info else None
+            members = [p["prog_id"] for p in (disp or {}).get("programs", [])]
+            meta = _record(slot, [i for i in [pid, *members] if i in own], warnings)
+            for p in (disp or {}).get("programs", []):   # which of libxdp's programs is offload's
+                p["ours"] = p["prog_id"] in own if have_pins else None
+                p["program"] = (meta or {}).get("program") if p["ours"] else None
             mine = pid in own
             attached_at = (meta or {}).get("attached_at") if mine else None
             if attached_at is not None and clock.normalise(attached_at) is None:
@@ -46,9 +51,10 @@ def status() -> dict:
             rows.append({"interface": link.name, "ifindex": link.ifindex, "mode": m,
                          **dispatcher.prog_fields(pid, info), "ours": mine if have_pins else None,
                          "program": (meta or {}).get("program") if mine else None,
-                         "attached_at": clock.normalise(attached_at),
-                         "dispatcher": dispatcher.read(link.ifindex, info) if info else None})
-    stale = [s.iface for s in pins.slots(ns) if s.iface not in {r["interface"] for r in rows if r["ours"]}]
+                         "attached_at": clock.normalise(attached_at), "dispatcher": disp})
+    held = {r["interface"] for r in rows
+            if r["ours"] or any(p["ours"] for p in (r["dispatcher"] or {}).get("programs", []))}
+    stale = [s.iface for s in pins.slots(ns) if s.iface not in held]
     return {"netns": ns, "attachments": rows, "stale_pins": stale if have_pins else [], "warnings": warnings}
 
 

@@ -54,6 +54,18 @@ def test_an_array_map_passes_and_netdevsim_refuses_three_entries(corpus):
     assert hw(doc, "nfp")["status"] == "would_load"      # nfp's cap is its firmware's
 
 
+def test_a_program_in_a_dispatcher_chain_is_never_offloaded(corpus):
+    """`--in-chain` (attach --priority): an array-map object nfp would offload alone is refused in hw
+    as a chain member, with the chain rule's reason; native stays as it was."""
+    alone = offload_json("check", str(corpus["array"]), "--driver", "nfp")
+    assert hw(alone, "nfp")["status"] == "would_load"
+    doc = validate(offload_json("check", str(corpus["array"]), "--driver", "nfp", "--in-chain"), "check")
+    (f,) = [f for f in hw(doc, "nfp")["findings"] if f["effect"] == "refuse"]
+    assert f["rule"] == "chain" and "never offloaded" in f["why"] and "--priority" in f["fix"]
+    (t,) = doc["targets"]
+    assert t["predicted"] == "native" and t["modes"]["native"]["status"] == "would_load"
+
+
 @pytest.mark.parametrize("name,rule", [
     ("frags", "kernel-prog-flags"), ("tail-call", "kernel-tail-calls"), ("lpm-trie", "kernel-map-types"),
     ("global-bss", "netdevsim-global-data"), ("global-rodata", "netdevsim-global-data"),

@@ -1,0 +1,255 @@
+"""offload's program in libxdp's multi-program dispatcher, beside other tools' programs: attach
+with a run priority and chain-call actions, detach only ours. libxdp does the work (kernel.libxdp):
+it builds a dispatcher with the programs already there plus ours, pins it under
+`<bpffs>/xdp/dispatch-IFINDEX-ID/` (where xdp-loader and every libxdp user look) and swaps it in
+atomically; offload pins its own program in its slot too, as for a lone attach, so `status`, `gc`
+and `detach` know which member is offload's.
+
+A chain is never offloaded (hw mode holds one program). Where the kernel refuses the dispatcher's
+freplace programs, libxdp would quietly attach the program alone; offload says why and does that
+only when asked (`allow_single`), through its own lone-program attach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+
+from offload.errors import EnvironmentProblem, LoadError, NoModeError, RefusedError, UsageError
+from offload.kernel import clock, libxdp, netns, xdp
+from offload.kernel.bpfobj import BpfObject, ObjectError
+from offload.load import attach as single
+from offload.load import dispatcher, pins, programs
+from offload.load.ownership import Held, ownership
+from offload.load.stderr import captured_stderr
+from offload.probe import verdicts
+
+DEFAULT_CHAIN = ("pass",)      # libxdp's default: the next program runs when this one passes
+CHAIN_MODES = ("native", "generic")
+
+
+def parse_chain(text: str | None) -> tuple[str, ...]:
+    """`--chain pass,drop`: the actions on which the next program runs (UsageError otherwise)."""
+    if text is None:
+        return DEFAULT_CHAIN
+    names = tuple(dict.fromkeys(a.strip().lower() for a in text.split(",") if a.strip()))
+    bad = [a for a in names if a not in libxdp.ACTIONS]
+    if bad:
+        raise UsageError(f"--chain: unknown action {bad[0][:20]!r}; use some of {','.join(libxdp.ACTIONS)}")
+    return names
+
+
+def check_priority(priority: int) -> int:
+    if not 0 <= priority <= 0x7FFFFFFF:
+        raise UsageError(f"--priority {priority}: use 0..2147483647 (lower runs first; libxdp's default is "
+                         f"{libxdp.DEFAULT_PRIORITY})")
+    return priority
+
+
+def chain_modes(requested: str, current: str | None, min_mode: str | None = None) -> list[str]:
+    """The modes a chain may go in, best first: never hw (one program only); at or above the
+    floor; the mode of the dispatcher already there, which a second one beside it could not join."""
+    if verdicts.Mode.HW in (requested, min_mode):
+        raise UsageError("a chain is never offloaded: hw mode runs one program and libxdp's dispatcher cannot "
+                         "take it", hint="attach it alone in hw (no --priority), or choose --mode native or generic")
+    if requested not in (verdicts.AUTO, *CHAIN_MODES):
+        raise UsageError(f"bad --mode {requested}: a chain runs in {' or '.join(CHAIN_MODES)}")
+    wanted = [m for m in (CHAIN_MODES if requested == verdicts.AUTO else [requested])
+              if verdicts.Mode(m).at_least(min_mode)]
+    if not wanted:
+        raise UsageError(f"--mode {requested} is below --min-mode {min_mode}")
+    if current is not None:
+        if current not in wanted:
+            raise RefusedError(f"the interface's dispatcher runs in {current}, not in "
+                               f"{' or '.join(wanted)}", hint=f"use --mode {current} (or auto) to join it")
+        return [current]
+    return wanted
+
+
+def _object_of(prog: programs.Program) -> str:
+    """The ELF object libxdp loads the program from: bcc and legacy-map objects cannot join."""
+    if prog.kind == "bcc":
+        raise UsageError(f"{prog.name}: a bcc program cannot join libxdp's dispatcher (libxdp loads ELF objects)",
+                         hint="compile it as libbpf-style C, or attach it alone (no --priority)")
+    if prog.legacy:
+        raise UsageError(f"{prog.name}: an object with SEC(\"maps\") definitions cannot join libxdp's dispatcher",
+                         hint="use BTF-defined maps, or attach it alone (no --priority)")
+    if prog.library and (prog.params.get("target") or prog.params.get("prefixes")):
+        raise UsageError(f"{prog.name}: parameters that live in maps (target, prefixes) are not set in a chain yet",
+                         hint="attach it alone (no --priority)")
+    return str(prog.object_for(hw=False))
+
+
+def freplace_refusal() -> str | None:
+    with captured_stderr():   # libbpf's diagnostics of the test load
+        return libxdp.freplace_refusal()
+
+
+def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: tuple[str, ...] = DEFAULT_CHAIN,
+           mode: str = verdicts.AUTO, params: dict[str, str] | None = None, allow_single: bool = False,
+           force: bool = False, progress: Callable[[str], None] = lambda msg: None,
+           managed_by: str | None = None, min_mode: str | None = None) -> single.Result:
+    """Add `spec` to `iface`'s dispatcher at `priority` (made when there is none); the programs of
+    other tools keep running. Replaces offload's own earlier program there, if any."""
+    check_priority(priority)
+    prog = spec if isinstance(spec, programs.Program) else programs.resolve(spec, params)
+    chain_modes(mode, None, min_mode)   # bad input refused before anything is probed or loaded
+    path = _object_of(prog)
+    ifindex = single.ifindex_of(iface)
+    single.require_privileges(f"attaching XDP to {iface}")
+    pins.require_bpffs()
+    refusal = freplace_refusal()
+    if refusal is not None:
+        return _alone(iface, prog, mode, refusal, allow_single, force, progress, managed_by)
+    with pins.state_lock():
+        slot = pins.Slot(netns.current_name(), iface)
+        attached = xdp.attached_progs(ifindex)
+        now = libxdp.chain(ifindex)
+        if now.legacy or (attached and now.mode is None):
+            _refuse_lone(iface, slot, attached)
+        if len(now.members) >= libxdp.MAX_PROGS:
+            raise RefusedError(f"{iface}: libxdp's dispatcher is full ({libxdp.MAX_PROGS} programs)")
+        mine = ownership(slot, attached, dispatcher.members(ifindex, attached)).mine
+        fallbacks: list[dict] = []
+        for m in chain_modes(mode, now.mode, min_mode):
+            progress(f"{iface}: adding {prog.name} to the dispatcher ({m}, priority {priority})")
+            try:
+                new_id = _join(slot, ifindex, prog, path, m, priority, chain_call, managed_by)
+            except LoadError as e:
+                fallbacks.append({"mode": m, "reason": e.message})
+                continue
+            warnings = _replace_earlier(iface, ifindex, mine) if mine is not None else []
+            return single.Result(iface, m, new_id, prog.name, fallbacks, replaced=mine.prog_id if mine else None,
+                                 warnings=warnings, chain=_chain_doc(ifindex, priority, chain_call))
+        listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)
+        raise NoModeError(f"{iface}: libxdp could not add {prog.name} to a dispatcher: {listed}",
+                          hint="nothing was attached or pinned; `offload status` shows the chain")
+
+
+def _replace_earlier(iface: str, ifindex: int, mine: Held) -> list[str]:
+    """Our earlier program leaves only once the new one runs (its pins went with the commit): where
+    that fails, the new one stays and the operator learns how to remove the old one."""
+    try:
+        if mine.prog_id in _attached_ids(ifindex):   # ours alone (hw beside a chain): off the interface
+            single.clear_prog_id(ifindex, mine.mode, mine.prog_id)
+        else:
+            _leave(ifindex, mine.mode, mine.prog_id)
+        return []
+    except (libxdp.LibxdpError, OSError) as e:
+        return [f"offload's earlier program {mine.prog_id} is still on {iface} ({e.strerror or e}): "
+                f"xdp-loader unload -i {mine.prog_id} {iface} removes it"]
+
+
+def _attached_ids(ifindex: int) -> set[int]:
+    return set(xdp.attached_progs(ifindex).values())
+
+
+def _refuse_lone(iface: str, slot: pins.Slot, attached: dict[str, int]) -> None:
+    """A lone program (no dispatcher) holds the interface: libxdp cannot add beside it."""
+    if ownership(slot, attached).mine is not None:
+        raise RefusedError(f"{iface} carries offload's program alone, not in a dispatcher",
+                           hint=f"offload detach {iface} first, then attach with --priority")
+    desc = ", ".join(f"{m} prog {i}" for m, i in attached.items())
+    raise RefusedError(f"{iface} carries a program outside libxdp's dispatcher ({desc}): a chain cannot be built "
+                       "beside it", hint="load that program through libxdp (xdp-loader load) so it joins a "
+                                         "dispatcher, or detach it with its owner's tool")
+
+
+def _alone(iface: str, prog: programs.Program, mode: str, refusal: str, allow_single: bool, force: bool,
+           progress: Callable[[str], None], managed_by: str | None) -> single.Result:
+    """The kernel cannot run a dispatcher: the program alone, only when asked, saying why."""
+    if not allow_single:
+        raise EnvironmentProblem(f"{iface}: cannot add {prog.name} to libxdp's multi-program dispatcher: {refusal}; "
+                                 "nothing was attached",
+                                 hint="--allow-single attaches it alone instead (no chain: it then shares "
+                                      "the interface with no other program)")
+    progress(f"{iface}: no dispatcher on this kernel ({refusal}): attaching {prog.name} alone (--allow-single)")
+    out = single.attach(iface, prog, mode, force=force, progress=progress, managed_by=managed_by)
+    out.warnings.append(f"attached alone, not in a chain (--allow-single): {refusal}")
+    return out
+
+
+def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode: str, priority: int,
+          chain_call: tuple[str, ...], managed_by: str | None) -> int:
+    """One libxdp attach as a transaction: libxdp loads, links and pins; offload pins the same
+    program and records it; any failure after the attach takes it out again."""
+    with _opened(path, prog) as obj, libxdp.Program.from_object(obj.handle, prog.entry or "", path) as handle, \
+            ExitStack() as undo:
+        handle.configure(priority, chain_call)
+        try:
+            with captured_stderr():
+                handle.attach(ifindex, mode)
+        except libxdp.LibxdpError as e:
+            verifier = obj.log(prog.entry or "").strip()
+            raise LoadError(f"{e.strerror}; libxdp: {_said(e.log)}"
+                            + (f"; verifier: {verifier.splitlines()[-1]}" if verifier else "")) from None
+        new_id = handle.id
+        undo.callback(_leave, ifindex, mode, new_id)
+        maps = obj.map_fds()
+        undo.callback(slot.discard_stage)
+        slot.stage(handle.fd, maps, _record(slot, ifindex, prog, mode, new_id, sorted(maps), priority, chain_call,
+                                            managed_by))
+        if new_id not in {m.prog_id for m in libxdp.chain(ifindex).members}:
+            raise RuntimeError(f"{slot.iface}: libxdp reported success but program {new_id} is not in the dispatcher")
+        slot.commit()
+        undo.pop_all()
+        return new_id
+
+
+@contextmanager
+def _opened(path: str, prog: programs.Program) -> Iterator[BpfObject]:
+    """The program's object, opened for libxdp: only its program loads, its globals set, its maps
+    pinned by offload (never by name where the object asks)."""
+    try:
+        with captured_stderr():
+            obj = BpfObject(path)
+    except ObjectError as e:
+        raise UsageError(f"libbpf could not open {path}: {e.strerror}") from None
+    with obj:
+        obj.select(prog.entry or "")
+        obj.no_auto_pinning()
+        for var, raw in prog.globals:
+            obj.set_global(var, raw)
+        yield obj
+
+
+def _chain_doc(ifindex: int, priority: int, chain_call: tuple[str, ...]) -> dict:
+    """The chain as libxdp reads it back after the attach, in run order."""
+    now = libxdp.chain(ifindex)
+    return {"priority": priority, "chain_call_actions": list(chain_call), "dispatcher_id": now.main_prog_id,
+            "members": [{"prog_id": m.prog_id, "name": m.name, "priority": m.priority,
+                         "chain_call_actions": list(m.chain_call_actions)} for m in now.members]}
+
+
+def _said(log: list[str]) -> str:
+    useful = [line.strip() for line in log if not line.startswith(" libbpf")]
+    return " / ".join(useful[-3:]) or "no message"
+
+
+def _record(slot: pins.Slot, ifindex: int, prog: programs.Program, mode: str, prog_id: int, maps: list[str],
+            priority: int, chain_call: tuple[str, ...], managed_by: str | None) -> dict:
+    return {"interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "program": prog.name,
+            "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,
+            "section": prog.section, "sha256": prog.sha256, "params": prog.params, "mode": mode,
+            "prog_id": prog_id, "maps": maps, "attached_at": clock.rfc3339(), "fallbacks": [],
+            "managed_by": managed_by,
+            "chain": {"priority": priority, "chain_call_actions": list(chain_call)}}
+
+
+def _leave(ifindex: int, mode: str, prog_id: int) -> None:
+    """Take program `prog_id` (and only it) out of the interface's dispatcher."""
+    with libxdp.Program.from_id(prog_id) as handle, captured_stderr():
+        handle.detach(ifindex, mode)
+
+
+def detach(slot: pins.Slot, ifindex: int, mode: str, prog_id: int) -> dict:
+    """Take offload's member out (the dispatcher goes with the last program) and its pins."""
+    try:
+        _leave(ifindex, mode, prog_id)
+    except libxdp.LibxdpError as e:
+        raise RefusedError(f"{slot.iface}: libxdp could not take program {prog_id} out of the dispatcher: "
+                           f"{e.strerror}; libxdp: {_said(e.log)}",
+                           hint="`offload status` and `xdp-loader status` show the chain") from None
+    slot.remove()
+    return {"interface": slot.iface, "detached": {"mode": mode, "prog_id": prog_id}, "removed_stale_pins": False}
+

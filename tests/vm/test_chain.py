@@ -1,0 +1,158 @@
+"""offload's program beside xdp-loader's in libxdp's multi-program dispatcher, for real: the VM
+lane's kernel has the BPF JIT, which freplace (BPF_PROG_TYPE_EXT) needs. Both programs count the
+frames sent; the counters are read with bpftool (xdp-loader's) and `offload stats` (offload's),
+the chain with `xdp-loader status` as well as `offload status`."""
+
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+from lib.cli import offload, offload_json
+from lib.helpers import need_tool
+from lib.kernel import kernel_xdp
+
+from offload.kernel import netns as netns_mod
+from offload.load import chain
+from offload.load.programs import library_object
+
+pytestmark = pytest.mark.vm
+N = 40
+XDP_PASS, XDP_DROP = 2, 1
+
+
+@pytest.fixture(autouse=True)
+def freplace(env):
+    why = chain.freplace_refusal()
+    if why is not None:
+        pytest.skip(f"this kernel cannot run libxdp's dispatcher: {why}")
+    for dev in ("all", "default", env.ifname, env.peer):   # no IPv6 chatter: only the frames sent are counted
+        env.cmd("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
+
+
+def loader(env, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """xdp-loader in the lab's network namespace, in this mount namespace (the host's bpffs)."""
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{env.netns}", need_tool("xdp-loader"), *args],
+                         capture_output=True, text=True)
+    assert not check or res.returncode == 0, res.stderr
+    return res
+
+
+def loader_chain(env) -> list[tuple[int, str, int, list[str]]]:
+    """`xdp-loader status`'s programs in the dispatcher: (priority, name, id, chain actions)."""
+    out = loader(env, "status", env.ifname).stdout
+    rows = [ln.split() for ln in out.splitlines() if ln.split()[:1] == ["=>"]]
+    return [(int(r[1]), r[2], int(r[3]), sorted(a.removeprefix("XDP_").lower() for a in ",".join(r[5:]).split(",")
+                                                 if a)) for r in rows]
+
+
+def offload_chain(env) -> list[dict]:
+    st = offload_json("status", netns=env.netns)
+    (row,) = [r for r in st["attachments"] if r["interface"] == env.ifname]
+    assert row["name"] == "xdp_dispatcher" and not row["dispatcher"]["warnings"]
+    return row["dispatcher"]["programs"]
+
+
+def agree(env) -> list[dict]:
+    """offload status and xdp-loader status list the same chain, in the same order."""
+    progs = offload_chain(env)
+    assert [(p["priority"], p["name"], p["prog_id"], sorted(p["chain_call_actions"])) for p in progs] \
+        == loader_chain(env)
+    return progs
+
+
+def packets(prog_id: int, action: int) -> int:
+    """A library program's xdp_stats[action].packets summed over CPUs, read by bpftool."""
+    bpftool = need_tool("bpftool")
+    info = json.loads(subprocess.run([bpftool, "prog", "show", "id", str(prog_id), "-j"], capture_output=True,
+                                     text=True, check=True).stdout)
+    (map_id,) = [m for m in info["map_ids"]
+                 if json.loads(subprocess.run([bpftool, "map", "show", "id", str(m), "-j"], capture_output=True,
+                                              text=True, check=True).stdout)["name"] == "xdp_stats"]
+    dump = json.loads(subprocess.run([bpftool, "map", "lookup", "id", str(map_id), "key", str(action), "0", "0", "0",
+                                      "-j"], capture_output=True, text=True, check=True).stdout)
+    return sum(int.from_bytes(bytes(int(b, 16) for b in v["value"][:8]), "little") for v in dump["values"])
+
+
+def send(env, n: int = N) -> None:
+    """n broadcast frames from the peer: they arrive at the lab's interface, through its XDP."""
+    frame = b"\xff" * 6 + bytes.fromhex("020000000001") + b"\x88\xb5" + bytes(50)   # local experimental type
+    with netns_mod.inside(env.netns):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with s:
+        s.bind((env.peer, 0))
+        for _ in range(n):
+            s.send(frame)
+
+
+def ours_packets(env, action: str = "pass") -> int:
+    return offload_json("stats", env.ifname, netns=env.netns)["packets"][action]
+
+
+def not_collected(env) -> bool:
+    """gc counts offload's program in the dispatcher as attached: nothing of this lab to free."""
+    freed = offload_json("gc", "--dry-run")["freed"]
+    return not [f for f in freed if f["netns"] == env.netns]
+
+
+def test_beside_xdp_loader_both_count_in_priority_order(env):
+    env.defer(loader, env, "unload", "--all", env.ifname, check=False)
+    loader(env, "load", "-m", "native", "--prio", "10", env.ifname, str(library_object("count_pass", False)))
+    res = offload_json("attach", env.ifname, "count_pass", "--priority", "20", netns=env.netns)
+    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
+    assert res["mode"] == "native" and res["chain"]["priority"] == 20
+    theirs, ours = agree(env)
+    assert (theirs["priority"], theirs["ours"], ours["priority"], ours["ours"]) == (10, False, 20, True)
+    assert ours["prog_id"] == res["prog_id"] and ours["program"] == "count_pass"
+    t0, o0 = packets(theirs["prog_id"], XDP_PASS), ours_packets(env)
+    send(env)
+    dt, do = packets(theirs["prog_id"], XDP_PASS) - t0, ours_packets(env) - o0
+    assert dt >= N and do == dt          # every frame through xdp-loader's, then through ours
+
+    # ours first now, and it drops: xdp-loader's (priority 10) sees nothing
+    res = offload_json("attach", env.ifname, "count_drop", "--priority", "5", netns=env.netns)
+    assert res["replaced"] == ours["prog_id"]
+    first, second = agree(env)
+    assert (first["prog_id"], first["name"], second["prog_id"]) == (res["prog_id"], "count_drop", theirs["prog_id"])
+    t0, o0 = packets(theirs["prog_id"], XDP_PASS), ours_packets(env, "drop")
+    send(env)
+    assert ours_packets(env, "drop") - o0 >= N and packets(theirs["prog_id"], XDP_PASS) == t0
+
+    # offload's leaves; xdp-loader's keeps running alone in the dispatcher
+    assert offload_json("detach", env.ifname, netns=env.netns)["detached"]["prog_id"] == res["prog_id"]
+    (only,) = agree(env)
+    assert only["prog_id"] == theirs["prog_id"]
+    t0 = packets(theirs["prog_id"], XDP_PASS)
+    send(env)
+    assert packets(theirs["prog_id"], XDP_PASS) - t0 >= N
+    assert not_collected(env)
+
+
+def test_xdp_loader_joins_offload_s_dispatcher_and_leaves_it(env):
+    env.defer(loader, env, "unload", "--all", env.ifname, check=False)
+    res = offload_json("attach", env.ifname, "count_pass", "--priority", "20", netns=env.netns)
+    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
+    (solo,) = agree(env)
+    assert solo["ours"] and solo["prog_id"] == res["prog_id"]
+    loader(env, "load", "-m", "native", "--prio", "10", env.ifname, str(library_object("count_pass", False)))
+    theirs, ours = agree(env)
+    assert ours["prog_id"] == res["prog_id"] and not theirs["ours"]   # ours kept its program through the rebuild
+    t0, o0 = packets(theirs["prog_id"], XDP_PASS), ours_packets(env)
+    send(env)
+    dt = packets(theirs["prog_id"], XDP_PASS) - t0
+    assert dt >= N and ours_packets(env) - o0 == dt
+
+    loader(env, "unload", "-i", str(theirs["prog_id"]), env.ifname)
+    (left,) = agree(env)
+    assert left["prog_id"] == res["prog_id"]
+    o0 = ours_packets(env)
+    send(env)
+    assert ours_packets(env) - o0 >= N
+    assert not_collected(env)
+
+    offload_json("detach", env.ifname, netns=env.netns)
+    assert kernel_xdp(env.ifname, env.netns) == {}            # the last program took the dispatcher along
+    ifindex = json.loads(subprocess.run(["ip", "-n", env.netns, "-j", "link", "show", env.ifname],
+                                        capture_output=True, text=True, check=True).stdout)[0]["ifindex"]
+    assert not [d for d in os.listdir("/sys/fs/bpf/xdp") if d.startswith(f"dispatch-{ifindex}-")]
