@@ -110,9 +110,9 @@ class MapDef:
     value_size: int
     max_entries: int
     flags: int
-    numa_node: int
-    internal: bool            # libbpf's map for .data/.rodata/.bss/.kconfig
-    pin_path: str | None      # LIBBPF_PIN_BY_NAME: where libbpf would pin it
+    numa_node: int = 0
+    internal: bool = False          # libbpf's map for .data/.rodata/.bss/.kconfig
+    pin_path: str | None = None     # LIBBPF_PIN_BY_NAME: where libbpf would pin it
     inner: "MapDef | None" = None
 
 

@@ -18,7 +18,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from offload.kernel.bpfobj import OFFLOAD_NEUTRAL, ElfProgram
+from offload.kernel.bpfobj import OFFLOAD_NEUTRAL, ElfProgram, MapDef   # a struct bpf_map_def: its 5 fields
 from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf
 
 LEGACY_MAPS = "maps"
@@ -34,16 +34,6 @@ LOG_SIZE = 1 << 20
 
 class LegacyError(OSError):
     """The object cannot be loaded this way: errno and a sentence saying why."""
-
-
-@dataclass(frozen=True)
-class MapDef:
-    name: str
-    type: int
-    key_size: int
-    value_size: int
-    max_entries: int
-    flags: int
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,7 @@ def _declared(prog: programs.Program, path: str) -> tuple[list[MapDef], int]:
         from offload.kernel.legacyobj import LegacyObject
 
         obj = LegacyObject(path)
-        return [MapDef(m.name, m.type, m.key_size, m.value_size, m.max_entries, m.flags, 0, False, None)
-                for m in obj.maps], 0
+        return list(obj.maps), 0
     with captured_stderr():
         try:
             obj = BpfObject(path)
