@@ -128,6 +128,7 @@ def write_search_csv(doc: dict, path: str) -> None:
 def write_search_plot(doc: dict, path: str) -> None:
     """Per goal, Mpps and Gbit/s against frame size, one line per mode (IMIX as a marker at its
     mean size), and the line rate beside them when the link has a speed."""
+    from offload.bench import trial   # its wire overhead (FCS, preamble, gap) for the line-rate curve
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +146,7 @@ def write_search_plot(doc: dict, path: str) -> None:
                 axes[row][col].plot([p[0] for p in pts], [p[idx] / scale for p in pts], marker="o", label=mode)
         if speed:
             sizes = sorted({r["mean_frame_bytes"] for r in doc["results"]})
-            axes[0][col].plot(sizes, [speed * 1e6 / ((s + 24) * 8) / 1e6 for s in sizes], "k--", label="line rate")
+            axes[0][col].plot(sizes, [speed / ((s + trial.WIRE_OVERHEAD) * 8) for s in sizes], "k--", label="line rate")
             axes[1][col].axhline(speed / 1e3, color="k", linestyle="--", label="line rate")
         axes[0][col].set_title(f"{goal}: {doc['config']['program']}, {doc['config']['generator']}")
         axes[0][col].set_ylabel("Mpps (lower bound)")

@@ -39,6 +39,8 @@ from offload.probe.verdicts import UNSUPPORTED
 GENERATORS = ("auto", "pktgen", "live-frames")
 
 
+DRAIN_S = 0.2   # after the last frame: what is in flight reaches the program
+
 @dataclass
 class Spec:
     tx: str
@@ -519,7 +521,7 @@ def _one_run(spec: Spec, gen: _Generator, dev: Devices) -> dict:
         per = spec.count // len(gen_cpus(gen))
         gen.start(per)
         gen.wait()
-        time.sleep(0.2)  # let the receiver drain its queues
+        time.sleep(DRAIN_S)
         b = _sample(dev, gen)
         sent, got = int(gen.sent()), b.counted - a.counted
         res = {"tx_packets": sent, "rx_packets": got, "iface_rx_packets": b.iface_rx - a.iface_rx,

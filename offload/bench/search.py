@@ -173,6 +173,8 @@ def run(bspec: harness.Spec, spec: SearchSpec, progress: Callable[[str], None] =
         try:
             for mode in s.to_run:
                 _search_mode(s, mode, spec, results, progress)
+                if s.out.partial:   # the device went away or the run was cut: no mode after it, as a bench
+                    break
         except KeyboardInterrupt:
             s.out.partial = s.out.partial or "interrupted"
     cfg = {**s.config(), "pkt_size": None, "goals": [{"name": g.name, "loss_ratio": g.loss_ratio} for g in spec.goals],

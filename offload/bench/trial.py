@@ -23,7 +23,6 @@ from offload.bench.frames import udp_frame
 IMIX_V4_1 = ((64, 28), (570, 16), (1518, 4))
 FCS = 4
 WIRE_OVERHEAD = FCS + 20        # FCS, preamble + start delimiter (8) and the inter-frame gap (12)
-DRAIN_S = 0.2                   # after the last frame: what is in flight reaches the program
 # A generator that fell this far behind its schedule did not offer its load: 2% of the
 # trial's duration, plus a scheduler's slack for the thread's wake-up on a busy machine.
 SHORT_TOLERANCE = 0.02
@@ -89,7 +88,7 @@ def run(s: harness.Session, gen: harness._Generator, load: float, duration: floa
     a = harness._sample(s.dev, gen)
     gen.start(per_thread, load / threads)
     gen.wait()
-    time.sleep(DRAIN_S)
+    time.sleep(harness.DRAIN_S)
     b = harness._sample(s.dev, gen)
     return account(load, duration, per_thread * threads, int(gen.sent()), b.counted - a.counted,
                    gen.offered_seconds(), gen.lag(load / threads), time.monotonic() - began, gen.errors())

@@ -13,6 +13,8 @@ kfunc. No decisions.
 
 from __future__ import annotations
 
+import bisect
+
 import struct
 from dataclasses import dataclass, field
 
@@ -90,12 +92,9 @@ class ElfCode:
 
     def line_of(self, section: str, index: int) -> LineInfo | None:
         """BTF's line info for instruction `index` of `section` (the closest entry at or before it)."""
-        best = None
-        for li in self.lines.get(section, ()):
-            if li.insn_off > index * 8:
-                break
-            best = li
-        return best
+        lines = self.lines.get(section, [])   # sorted by insn_off: a look-up per instruction stays cheap
+        i = bisect.bisect_right(lines, index * 8, key=lambda li: li.insn_off)
+        return lines[i - 1] if i else None
 
 
 def _decode(data: bytes) -> list[Insn]:

@@ -66,10 +66,6 @@ def helper_name(func_id: int) -> str:
     return HELPERS[func_id] if 0 <= func_id < len(HELPERS) else f"helper#{func_id}"
 
 
-def helper_id(name: str) -> int:
-    return HELPERS.index(name)
-
-
 def map_type_name(type_id: int) -> str:
     return MAP_TYPES[type_id] if 0 <= type_id < len(MAP_TYPES) else f"type#{type_id}"
 
@@ -79,3 +75,13 @@ def flag_names(flags: int) -> list[str]:
     out = [name for bit, name in MAP_FLAGS.items() if flags & bit]
     rest = flags & ~sum(MAP_FLAGS)
     return out + ([hex(rest)] if rest else [])
+
+
+# Maps an offloaded program uses from the host, unbound (kernel/bpf/offload.c bpf_map_offload_neutral()).
+OFFLOAD_NEUTRAL = frozenset({MAP_TYPES.index("perf_event_array")})
+BPF_F_XDP_HAS_FRAGS = 1 << 5   # a program's prog_flags bit: it handles multi-buffer frames
+
+
+def frags_section(section: str | None) -> bool:
+    """Whether libbpf loads a program of this ELF section with BPF_F_XDP_HAS_FRAGS (SEC("xdp.frags"))."""
+    return (section or "").split("/")[0] == "xdp.frags"

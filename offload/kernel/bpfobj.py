@@ -14,6 +14,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from offload.kernel.bpfnames import OFFLOAD_NEUTRAL
 from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf, strerror
 
 BTF_KIND_INT, BTF_KIND_ARRAY, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 1, 3, 8, 9, 10
@@ -21,7 +22,6 @@ BTF_KIND_ENUM, BTF_KIND_RESTRICT, BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_TYPE_
 _MODIFIERS = {BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG}
 DATA_SECTIONS = (".rodata", ".data", ".bss")
 LOG_SIZE = 1 << 20
-OFFLOAD_NEUTRAL = {4}     # BPF_MAP_TYPE_PERF_EVENT_ARRAY: kernel/bpf/offload.c bpf_map_offload_neutral()
 
 
 class ObjectError(OSError):

@@ -18,7 +18,8 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from offload.kernel.bpfobj import OFFLOAD_NEUTRAL, ElfProgram, MapDef   # a struct bpf_map_def: its 5 fields
+from offload.kernel.bpfnames import BPF_F_XDP_HAS_FRAGS, OFFLOAD_NEUTRAL, frags_section
+from offload.kernel.bpfobj import ElfProgram, MapDef
 from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf
 
 LEGACY_MAPS = "maps"
@@ -27,7 +28,6 @@ _ELF_MAP_SIZE = 36                  # iproute2's struct bpf_elf_map: + id, pinni
 R_BPF_64_64 = 1                     # ld_imm64 of a map (or data) address
 BPF_PSEUDO_MAP_FD = 1
 _MAP_IN_MAP = {12, 13}              # BPF_MAP_TYPE_ARRAY_OF_MAPS, HASH_OF_MAPS: need an inner map
-BPF_F_XDP_HAS_FRAGS = 1 << 5
 OBJ_NAME_LEN = 16
 LOG_SIZE = 1 << 20
 
@@ -216,7 +216,7 @@ class LegacyObject:
     def _prog_load(self, lib, prog: _Prog, insns: bytes, ifindex: int) -> tuple[int, str]:
         buf = ctypes.create_string_buffer(len(insns))
         ctypes.memmove(buf, insns, len(insns))
-        flags = BPF_F_XDP_HAS_FRAGS if prog.info.section.startswith("xdp.frags") else 0
+        flags = BPF_F_XDP_HAS_FRAGS if frags_section(prog.info.section) else 0
         name = prog.info.name[:OBJ_NAME_LEN - 1].encode()
         # First without a log (the fast path); on refusal again with one, for the verifier's words.
         for level in (0, 1):

@@ -32,8 +32,7 @@ def effective() -> int:
 
 def require(*caps: int, action: str) -> None:
     """Raise PrivilegeError naming every missing capability for `action`."""
-    have = effective()
-    missing = [NAMES[c] for c in caps if not have >> c & 1]
+    missing = lacking(caps)
     if missing:
         raise PrivilegeError(f"{action} needs {', '.join(missing)}, which this process lacks", hint=f"grant it: {GRANT}")
 

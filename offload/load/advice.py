@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from offload.kernel import bpfnames
+
 WOULD_LOAD, REFUSED, UNKNOWN = "would_load", "refused", "unknown"
 XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
-# Maps an offloaded program uses from the host, unbound (kernel/bpf/offload.c bpf_map_offload_neutral());
-# the loader leaves them unbound too (kernel.bpfobj.OFFLOAD_NEUTRAL), so no device rule applies to them.
-OFFLOAD_NEUTRAL = {"perf_event_array"}
+# Maps an offloaded program uses from the host, unbound: the loader leaves them so too (the same
+# kernel.bpfnames.OFFLOAD_NEUTRAL), so no device rule applies to them.
+OFFLOAD_NEUTRAL = {bpfnames.map_type_name(t) for t in bpfnames.OFFLOAD_NEUTRAL}
 
 
 @dataclass(frozen=True)

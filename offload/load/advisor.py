@@ -20,11 +20,9 @@ from offload.load.advice import Advice, MapFacts, Place, ProgramFacts, Use
 from offload.load.stderr import captured_stderr
 from offload.probe import profiles, verdicts
 
-BPF_F_XDP_HAS_FRAGS = 1 << 5
 _ATOMIC_OPS = {0x00: "add", 0x40: "or", 0x50: "and", 0xA0: "xor", 0xE0: "xchg", 0xF0: "cmpxchg"}
 _MOV_R0_IMM = {0xB7, 0xB4}          # BPF_ALU64|BPF_MOV|BPF_K, BPF_ALU|BPF_MOV|BPF_K
 _cache: dict[tuple, ProgramFacts] = {}
-EXTRA_RULES: list[advice.Extra] = []   # program-level rules from elsewhere in the tool (see load.advice)
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -50,11 +48,11 @@ def _read(prog: programs.Program) -> ProgramFacts:
         facts.read, facts.unread = False, f"{path}: {e}"
         return facts
     maps, flags = _declared(prog, path)
-    if (prog.section or "").split("/")[0] == "xdp.frags":   # libbpf adds SEC_XDP_FRAGS's flag only at load
-        flags |= BPF_F_XDP_HAS_FRAGS
+    if bpfnames.frags_section(prog.section):   # libbpf adds SEC_XDP_FRAGS's flag only at load
+        flags |= bpfnames.BPF_F_XDP_HAS_FRAGS
     refs = _walk(facts, code, prog.section or "", prog.entry or "")
     facts.maps = [_map_facts(m, _first_use(refs, facts.global_data, m)) for m in maps]
-    facts.prog_flags = ["BPF_F_XDP_HAS_FRAGS"] if flags & BPF_F_XDP_HAS_FRAGS else ([hex(flags)] if flags else [])
+    facts.prog_flags = ["BPF_F_XDP_HAS_FRAGS"] if flags & bpfnames.BPF_F_XDP_HAS_FRAGS else ([hex(flags)] if flags else [])
     facts.btf, facts.line_info = code.has_btf, bool(code.lines)
     facts.core_relos = sum(code.core_relos.values())
     return facts
@@ -202,7 +200,7 @@ def for_device(facts: ProgramFacts, profile: profiles.Profile | None, judged: di
     """The verdict for one probed interface: the probe's for the mode, made worse by the program's findings."""
     v = judged[mode]
     rules = profile.offload_rules if profile is not None else []
-    return advice.judge(facts, rules, mode, _BASE[v.status], v.reason, [*EXTRA_RULES, *extra])
+    return advice.judge(facts, rules, mode, _BASE[v.status], v.reason, extra)
 
 
 def for_driver(facts: ProgramFacts, profile: profiles.Profile, mode: str, extra: tuple = ()) -> Advice:
@@ -211,7 +209,7 @@ def for_driver(facts: ProgramFacts, profile: profiles.Profile, mode: str, extra:
     cap = profile.capability(key) if key else {"supported": True}
     base = advice.WOULD_LOAD if cap.get("supported") else advice.REFUSED
     why = "" if cap.get("supported") else f"driver profile: {profile.driver} has no {mode} mode"
-    return advice.judge(facts, profile.offload_rules, mode, base, why, [*EXTRA_RULES, *extra])
+    return advice.judge(facts, profile.offload_rules, mode, base, why, extra)
 
 
 def hw_refusal(prog: programs.Program, profile: profiles.Profile | None,

@@ -121,7 +121,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
     require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
     with pins.state_lock():   # what is attached is read and changed by one command at a time
-        warnings = _guard(iface, force, guard.protected_interfaces() if protected is None else protected)
+        warnings = refuse_protected(iface, force, guard.protected_interfaces() if protected is None else protected)
         dev = assessed if assessed is not None and assessed.facts.name == iface else assess([iface])[1][0]
         slot = pins.Slot(netns.current_name(), iface)
         own = ownership(slot, {a["mode"]: a["prog_id"] for a in dev.facts.attached})   # the probe's own dump
@@ -143,7 +143,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
                           hint="nothing was attached or pinned; see `offload probe -v " + iface + "`")
 
 
-def _guard(iface: str, force: bool, protected: dict[str, str]) -> list[str]:
+def refuse_protected(iface: str, force: bool, protected: dict[str, str]) -> list[str]:
     """Refuse an interface this host depends on (say so and go on with --force): the warnings."""
     if iface not in protected:
         return []

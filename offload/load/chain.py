@@ -19,7 +19,7 @@ from offload.errors import EnvironmentProblem, LoadError, NoModeError, RefusedEr
 from offload.kernel import clock, libxdp, netns, xdp
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.load import attach as single
-from offload.load import dispatcher, pins, programs
+from offload.load import dispatcher, guard, pins, programs
 from offload.load.ownership import Held, ownership
 from offload.load.stderr import captured_stderr
 from offload.probe import verdicts
@@ -98,6 +98,7 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
     ifindex = single.ifindex_of(iface)
     single.require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
+    guarded = single.refuse_protected(iface, force, guard.protected_interfaces())   # as a lone attach does
     refusal = freplace_refusal()
     if refusal is not None:
         return _alone(iface, prog, mode, refusal, allow_single, force, progress, managed_by)
@@ -118,7 +119,7 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
             except LoadError as e:
                 fallbacks.append({"mode": m, "reason": e.message})
                 continue
-            warnings = _replace_earlier(iface, ifindex, mine) if mine is not None else []
+            warnings = guarded + (_replace_earlier(iface, ifindex, mine) if mine is not None else [])
             return single.Result(iface, m, new_id, prog.name, fallbacks, replaced=mine.prog_id if mine else None,
                                  warnings=warnings, chain=_chain_doc(ifindex, priority, chain_call))
         listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)

@@ -15,13 +15,13 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from offload.kernel import bpfsys, clock, fs
+from offload.kernel import bpfsys, clock, fs, libxdp
 from offload.load import pins
 
 NAME = "xdp_dispatcher"
 MAGIC = 236                 # 'X' + 'D' + 'P'
-MAX_SLOTS = 10
-ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")   # bit N of chain_call_actions is action N
+MAX_SLOTS = libxdp.MAX_PROGS
+ACTIONS = libxdp.ACTIONS    # bit N of chain_call_actions is action N
 
 
 @dataclass

@@ -170,9 +170,10 @@ class Watcher:
         try:
             # gc and apply as one step (no command slips in between), durable as one batch. A
             # burst of new links needs no gc (one that went had its records dropped on its event):
-            # gc reads every record, a cost per attached interface that a pod's start must not pay
+            # gc reads every record, a cost per attached interface that a pod's start must not pay.
+            # A reconcile of every link (start, period, policy, lost events) collects.
             with pins.state_lock(), durable.group(), pins.held_dirs():
-                freed = gc.collect(only=self.ns)["freed"] if why != "link-change" else []
+                freed = gc.collect(only=self.ns)["freed"] if only is None else []
                 for f in freed:
                     self.log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
                 res = apply(self.pol, best_effort=True, journal=self.journal, only=only)

@@ -221,6 +221,9 @@ def test_default_route_guard(env):
     res = env.offload("attach", env.ifname, "count_drop", check=False)
     assert res.returncode == 9 and "default route" in res.stderr
     assert kernel_xdp(env.ifname, env.netns) == {}
+    res = env.offload("attach", env.ifname, "count_drop", "--priority", "5", check=False)   # into a chain too
+    assert res.returncode == 9 and "default route" in res.stderr
+    assert kernel_xdp(env.ifname, env.netns) == {}
     res = env.offload("attach", env.ifname, "count_drop", "--force", check=False)
     assert res.returncode == 0 and "warning" in res.stderr and "default route" in res.stderr
 

@@ -128,7 +128,7 @@ def test_live_frames_paced_to_five_loads():
                         time.sleep(4.0)
                     finally:
                         gen.stop()
-                    time.sleep(trial.DRAIN_S)
+                    time.sleep(harness.DRAIN_S)
                     (thread,) = gen.g.threads
                     assert stats.read(spec.rx)["packets"]["drop"] - before == thread.sent   # all received
                     errors.append((_achieved(thread.samples, 0.5) / load - 1, thread.lag))

@@ -92,6 +92,8 @@ def test_a_comparison_cut_short_concludes_on_whole_pairs_only():
     spec = compare.CompareSpec(compare.Arm("a"), compare.Arm("b"), 3)
     trials = _trials([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])[:3]   # A B B: one whole pair
     assert compare.summary(trials, spec)["verdict"] is None
+    cut = _trials([1.0, 1.0, 9.0], [2.0, 2.0, 2.0])[:5]      # A B B A A: 3 A, 2 B: the two whole pairs only
+    assert compare.summary(cut, spec)["verdict"] == confidence.FASTER
 
 
 @pytest.mark.parametrize("bad", [dict(pairs=1), dict(level=0.3), dict(level=1.0)])

@@ -66,7 +66,6 @@ class LiveFrames:
             self.obj.close()
             raise
         self.fd = self.obj.prog_fd("live_frames")
-        self.frame = frame
         self.mix = mix or [(frame, 1)]
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
