@@ -202,13 +202,19 @@ def _refusal(t: _Target, m: str, e: xdp.KernelRefusal) -> _Refused:
 
 def _record(t: _Target, m: str, prog_id: int, maps: list[str]) -> dict:
     """The attachment's metadata, as pins.Slot.stage writes it."""
-    prog = t.prog
-    return {"interface": t.iface, "ifindex": t.ifindex, "netns": t.slot.netns, "program": prog.name,
+    return record(t.slot, t.ifindex, t.prog, m, prog_id, maps, t.fallbacks, t.managed_by)
+
+
+def record(slot: pins.Slot, ifindex: int, prog: programs.Program, mode: str, prog_id: int, maps: list[str],
+           fallbacks: list[dict], managed_by: str | None, **extra) -> dict:
+    """A record of offload's program on an interface (a lone attach's, or a chain member's with
+    `extra`: its chain and member key), as pins.Slot.stage writes it."""
+    return {"interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "program": prog.name,
             "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,
             "section": prog.section, "sha256": prog.sha256,
-            "params": prog.params, "mode": m, "prog_id": prog_id, "maps": maps,
-            "attached_at": clock.rfc3339(), "fallbacks": t.fallbacks,
-            "managed_by": t.managed_by}
+            "params": prog.params, "mode": mode, "prog_id": prog_id, "maps": maps,
+            "attached_at": clock.rfc3339(), "fallbacks": fallbacks,
+            "managed_by": managed_by, **extra}
 
 
 @contextmanager
@@ -306,7 +312,11 @@ def detach(iface: str, mode: str | None = None) -> dict:
             raise UsageError(f"no such interface in this network namespace: {iface}",
                              hint="list them with `offload probe`") from None
         attached = xdp.attached_progs(ifindex)
-        mine = ownership(slot, attached, dispatcher.members(ifindex, attached)).mine
+        members = dispatcher.members(ifindex, attached)
+        chained = [s for s in pins.interface_slots(slot.netns, iface) if s.member is not None]
+        if chained:   # a policy's chain members (each its own slot): all of offload's leave, no other
+            return _detach_members(slot, chained, ifindex, attached, members, mode)
+        mine = ownership(slot, attached, members).mine
         if mine is None:
             stale = slot.exists()
             slot.remove()
@@ -324,3 +334,31 @@ def detach(iface: str, mode: str | None = None) -> dict:
         clear_prog_id(ifindex, mine.mode, mine.prog_id)
         slot.remove()
         return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False}
+
+
+def _detach_members(slot: pins.Slot, chained: list[pins.Slot], ifindex: int, attached: dict[str, int],
+                    members: dict[int, str], mode: str | None) -> dict:
+    """Every program of offload's on the interface: its own slot's and each chain member's (by
+    id, through libxdp); the other tools' programs stay in the dispatcher."""
+    from offload.load import chain
+
+    out: list[dict] = []
+    stale = False
+    for s in [slot, *chained]:
+        mine = ownership(s, attached, members).mine
+        if mine is None or (mode and mine.mode != mode):
+            stale = stale or (mine is None and s.exists())
+            if mine is None:
+                s.remove()
+            continue
+        if mine.prog_id in attached.values():
+            clear_prog_id(ifindex, mine.mode, mine.prog_id)
+            s.remove()
+        else:
+            chain.detach(s, ifindex, mine.mode, mine.prog_id)
+        out.append({"member": s.member, "mode": mine.mode, "prog_id": mine.prog_id})
+    if not out and not stale:
+        raise NotAttachedError(f"{slot.iface}: no program of offload's is attached"
+                               + (f" in {mode}" if mode else ""), hint="`offload status` lists what is attached")
+    first = {"mode": out[0]["mode"], "prog_id": out[0]["prog_id"]} if out else None
+    return {"interface": slot.iface, "detached": first, "removed_stale_pins": stale, "members": out}

@@ -12,14 +12,16 @@ only when asked (`allow_single`), through its own lone-program attach.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 
-from offload.errors import EnvironmentProblem, LoadError, NoModeError, RefusedError, UsageError
-from offload.kernel import clock, libxdp, netns, xdp
+from offload.errors import EnvironmentProblem, LoadError, NoModeError, OffloadError, RefusedError, UsageError
+from offload.kernel import libxdp, netns, xdp
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.load import attach as single
-from offload.load import dispatcher, guard, pins, programs
+from offload.load import guard, pins, programs
 from offload.load.ownership import Held, ownership
 from offload.load.stderr import captured_stderr
 from offload.probe import verdicts
@@ -66,6 +68,11 @@ def chain_modes(requested: str, current: str | None, min_mode: str | None = None
     return wanted
 
 
+def joinable(prog: programs.Program) -> None:
+    """UsageError when `prog` cannot be a member of libxdp's dispatcher (policy validation)."""
+    _object_of(prog)
+
+
 def _object_of(prog: programs.Program) -> str:
     """The ELF object libxdp loads the program from: bcc and legacy-map objects cannot join."""
     if prog.kind == "bcc":
@@ -110,7 +117,8 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
             _refuse_lone(iface, slot, attached)
         if len(now.members) >= libxdp.MAX_PROGS:
             raise RefusedError(f"{iface}: libxdp's dispatcher is full ({libxdp.MAX_PROGS} programs)")
-        mine = ownership(slot, attached, dispatcher.members(ifindex, attached)).mine
+        # libxdp's read of the dispatcher names its members: no second read through the pins
+        mine = ownership(slot, attached, {m.prog_id: now.mode for m in now.members if now.mode}).mine
         fallbacks: list[dict] = []
         for m in chain_modes(mode, now.mode, min_mode):
             progress(f"{iface}: adding {prog.name} to the dispatcher ({m}, priority {priority})")
@@ -119,7 +127,8 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
             except LoadError as e:
                 fallbacks.append({"mode": m, "reason": e.message})
                 continue
-            warnings = guarded + (_replace_earlier(iface, ifindex, mine) if mine is not None else [])
+            warnings = guarded + (_replace_earlier(iface, ifindex, mine, mine.prog_id in attached.values())
+                                  if mine is not None else [])
             return single.Result(iface, m, new_id, prog.name, fallbacks, replaced=mine.prog_id if mine else None,
                                  warnings=warnings, chain=_chain_doc(ifindex, priority, chain_call))
         listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)
@@ -127,11 +136,12 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
                           hint="nothing was attached or pinned; `offload status` shows the chain")
 
 
-def _replace_earlier(iface: str, ifindex: int, mine: Held) -> list[str]:
+def _replace_earlier(iface: str, ifindex: int, mine: Held, alone: bool) -> list[str]:
     """Our earlier program leaves only once the new one runs (its pins went with the commit): where
-    that fails, the new one stays and the operator learns how to remove the old one."""
+    that fails, the new one stays and the operator learns how to remove the old one. `alone`: it
+    was attached by itself (hw beside a chain), not a member of the dispatcher."""
     try:
-        if mine.prog_id in _attached_ids(ifindex):   # ours alone (hw beside a chain): off the interface
+        if alone:   # off the interface
             single.clear_prog_id(ifindex, mine.mode, mine.prog_id)
         else:
             _leave(ifindex, mine.mode, mine.prog_id)
@@ -139,10 +149,6 @@ def _replace_earlier(iface: str, ifindex: int, mine: Held) -> list[str]:
     except (libxdp.LibxdpError, OSError) as e:
         return [f"offload's earlier program {mine.prog_id} is still on {iface} ({e.strerror or e}): "
                 f"xdp-loader unload -i {mine.prog_id} {iface} removes it"]
-
-
-def _attached_ids(ifindex: int) -> set[int]:
-    return set(xdp.attached_progs(ifindex).values())
 
 
 def _refuse_lone(iface: str, slot: pins.Slot, attached: dict[str, int]) -> None:
@@ -171,7 +177,7 @@ def _alone(iface: str, prog: programs.Program, mode: str, refusal: str, allow_si
 
 
 def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode: str, priority: int,
-          chain_call: tuple[str, ...], managed_by: str | None) -> int:
+          chain_call: tuple[str, ...], managed_by: str | None, fallbacks: list[dict] | None = None) -> int:
     """One libxdp attach as a transaction: libxdp loads, links and pins; offload pins the same
     program and records it; any failure after the attach takes it out again."""
     with _opened(path, prog) as obj, libxdp.Program.from_object(obj.handle, prog.entry or "", path) as handle, \
@@ -188,8 +194,9 @@ def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode
         undo.callback(_leave, ifindex, mode, new_id)
         maps = obj.map_fds()
         undo.callback(slot.discard_stage)
-        slot.stage(handle.fd, maps, _record(slot, ifindex, prog, mode, new_id, sorted(maps), priority, chain_call,
-                                            managed_by))
+        chained = {"priority": priority, "chain_call_actions": list(chain_call)}
+        slot.stage(handle.fd, maps, single.record(slot, ifindex, prog, mode, new_id, sorted(maps), fallbacks or [],
+                                                  managed_by, chain=chained, member=slot.member))
         if new_id not in {m.prog_id for m in libxdp.chain(ifindex).members}:
             raise RuntimeError(f"{slot.iface}: libxdp reported success but program {new_id} is not in the dispatcher")
         slot.commit()
@@ -227,16 +234,6 @@ def _said(log: list[str]) -> str:
     return " / ".join(useful[-3:]) or "no message"
 
 
-def _record(slot: pins.Slot, ifindex: int, prog: programs.Program, mode: str, prog_id: int, maps: list[str],
-            priority: int, chain_call: tuple[str, ...], managed_by: str | None) -> dict:
-    return {"interface": slot.iface, "ifindex": ifindex, "netns": slot.netns, "program": prog.name,
-            "path": str(prog.path), "library": prog.library, "kind": prog.kind, "entry": prog.entry,
-            "section": prog.section, "sha256": prog.sha256, "params": prog.params, "mode": mode,
-            "prog_id": prog_id, "maps": maps, "attached_at": clock.rfc3339(), "fallbacks": [],
-            "managed_by": managed_by,
-            "chain": {"priority": priority, "chain_call_actions": list(chain_call)}}
-
-
 def _leave(ifindex: int, mode: str, prog_id: int) -> None:
     """Take program `prog_id` (and only it) out of the interface's dispatcher."""
     with libxdp.Program.from_id(prog_id) as handle, captured_stderr():
@@ -254,3 +251,150 @@ def detach(slot: pins.Slot, ifindex: int, mode: str, prog_id: int) -> dict:
     slot.remove()
     return {"interface": slot.iface, "detached": {"mode": mode, "prog_id": prog_id}, "removed_stale_pins": False}
 
+
+
+# -- a policy's chain: several members of offload's, built as one transaction ---------------------------
+@dataclass(frozen=True)
+class Want:
+    """One program a policy wants in an interface's dispatcher: its slot key, priority, actions."""
+
+    key: str
+    prog: programs.Program
+    priority: int
+    chain_call: tuple[str, ...] = DEFAULT_CHAIN
+
+
+@dataclass
+class Built:
+    """A chain a policy built on one interface, not yet final: `roll_back` takes out every member
+    this run added and puts back the pins they replaced; `finish` (once the whole run stands)
+    takes out the members they replace and those the policy dropped."""
+
+    iface: str
+    ifindex: int
+    mode: str | None = None
+    added: list[dict] = field(default_factory=list)
+    leaving: list[tuple[pins.Slot | None, int]] = field(default_factory=list)   # (slot to remove, prog id)
+    undo: ExitStack = field(default_factory=ExitStack)
+    fds: list[int] = field(default_factory=list)
+
+    def roll_back(self) -> None:
+        self.undo.close()
+        self.added.clear()
+
+    def finish(self) -> list[str]:
+        """The replaced and dropped members leave (only offload's, by id); the warnings of those
+        that would not (a member someone else took out already is simply gone)."""
+        warnings = []
+        members = {m.prog_id for m in libxdp.chain(self.ifindex).members}
+        for slot, prog_id in self.leaving:
+            try:
+                if prog_id in members:
+                    _leave(self.ifindex, self.mode or "native", prog_id)
+                if slot is not None:
+                    slot.remove()
+            except (libxdp.LibxdpError, OSError) as e:
+                warnings.append(f"{self.iface}: offload's program {prog_id} stays in the dispatcher "
+                                f"({e.strerror or e}): xdp-loader unload -i {prog_id} {self.iface} removes it")
+        self.leaving.clear()
+        self.undo.pop_all()
+        return warnings
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "added": self.added, "removed": [i for _, i in self.leaving]}
+
+
+def build(iface: str, add: list[Want], drop: list[tuple[pins.Slot, int]], modes: list[str],
+          managed_by: str | None, progress: Callable[[str], None] = lambda msg: None) -> Built:
+    """Add `add` to `iface`'s dispatcher (made when there is none), in their order, in the first
+    of `modes` libxdp takes (a dispatcher there decides it), each in its own slot: one transaction.
+    If member k fails, members 1..k-1 are taken out again and the pins they replaced put back,
+    then the error is raised. Nothing leaves the dispatcher here: the members the new ones replace
+    and `drop` (offload's slot, prog id) leave in `Built.finish`. Programs of other tools are
+    never touched. The caller holds the state lock and knows the kernel runs freplace (the plan)."""
+    ifindex = single.ifindex_of(iface)
+    now = libxdp.chain(ifindex)
+    attached = xdp.attached_progs(ifindex)
+    if now.legacy or (attached and now.mode is None):
+        _refuse_lone(iface, pins.Slot(netns.current_name(), iface), attached)
+    if len(now.members) + len(add) > libxdp.MAX_PROGS:
+        raise RefusedError(f"{iface}: libxdp's dispatcher holds {len(now.members)} programs; {len(add)} more exceed "
+                           f"its {libxdp.MAX_PROGS}", hint="the policy's chain must leave room for the others'")
+    built = Built(iface, ifindex, now.mode)
+    built.leaving += drop
+    try:
+        for n, want in enumerate(add):
+            try:
+                _add(built, want, modes if built.mode is None else [built.mode], managed_by, progress)
+            except OffloadError as e:
+                taken = f"; the {n} added before it taken out again" if n else ""
+                raise type(e)(f"{iface}: could not add {want.prog.name} (priority {want.priority}) to the chain: "
+                              f"{e.message}{taken}: the chain is as it was", hint=e.hint) from None
+        return built
+    except BaseException:
+        built.roll_back()
+        built.close()
+        raise
+
+
+def _add(built: Built, want: Want, modes: list[str], managed_by: str | None, progress: Callable[[str], None]) -> None:
+    """One member in its slot, with its undo registered (out again, the slot's earlier pins back)."""
+    slot = pins.Slot(netns.current_name(), built.iface, want.key)
+    earlier = _hold(slot, built)
+    path, fallbacks = _object_of(want.prog), []
+    for m in modes:
+        progress(f"{built.iface}: adding {want.prog.name} to the dispatcher ({m}, priority {want.priority})")
+        try:
+            new_id = _join(slot, built.ifindex, want.prog, path, m, want.priority, want.chain_call, managed_by,
+                           fallbacks)
+        except LoadError as e:
+            fallbacks.append({"mode": m, "reason": e.message})
+            continue
+        built.mode = m
+        built.undo.callback(_unjoin, slot, built.ifindex, m, new_id, earlier)
+        if earlier is not None:
+            built.leaving.append((None, earlier[2]["prog_id"]))
+        built.added.append({"member": want.key, "program": want.prog.name, "prog_id": new_id,
+                            "priority": want.priority, "chain_call_actions": list(want.chain_call),
+                            "replaced": earlier[2]["prog_id"] if earlier else None})
+        return
+    listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)
+    raise NoModeError(f"libxdp could not add it in any acceptable mode: {listed}")
+
+
+def _hold(slot: pins.Slot, built: Built) -> tuple[int, dict[str, int], dict] | None:
+    """The slot's pinned program, maps and record, held open (fds in `built`) to be put back."""
+    prog_id = slot.pinned_prog_id()
+    if prog_id is None:
+        return None
+    try:
+        meta = slot.verified_meta(prog_id)
+    except pins.StateError:   # its record is no use: the kernel's view is put back
+        meta = None
+    names = slot.pinned_maps()
+    meta = meta or slot.kernel_record(prog_id, built.mode or "native", names, built.ifindex)
+    prog_fd = slot.open_prog()
+    built.fds.append(prog_fd)
+    maps = {}
+    for name in names:
+        maps[name] = slot.open_map(name)
+        built.fds.append(maps[name])
+    return prog_fd, maps, {**meta, "maps": names}
+
+
+def _unjoin(slot: pins.Slot, ifindex: int, mode: str, prog_id: int,
+            earlier: tuple[int, dict[str, int], dict] | None) -> None:
+    """Undo one member: out of the dispatcher, and its slot as it was."""
+    try:
+        _leave(ifindex, mode, prog_id)
+    except (libxdp.LibxdpError, OSError):
+        return   # still in the chain: its pins stay, so it stays offload's (the next apply takes it out)
+    if earlier is None:
+        slot.remove()
+    else:
+        slot.write(*earlier)

@@ -186,7 +186,7 @@ def _follow_rename(slot: pins.Slot, now: str) -> None:
     try:
         for name in meta.get("maps", []):
             maps[name] = slot.open_map(name)
-        pins.Slot(slot.netns, now).write(prog_fd, maps, {**meta, "interface": now})
+        pins.Slot(slot.netns, now, slot.member).write(prog_fd, maps, {**meta, "interface": now})
         slot.remove()
     finally:
         for fd in [prog_fd, *maps.values()]:

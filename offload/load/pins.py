@@ -40,6 +40,22 @@ def _escape(name: str) -> str:
     return name.replace("%", "%25").replace(".", "%2e")
 
 
+def _escape_member(key: str) -> str:
+    """A chain member's key as part of a file name: every byte but [A-Za-z0-9_-] as %XX."""
+    return "".join(chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_-") else f"%{b:02x}"
+                   for b in key.encode())
+
+
+def _unescape_member(name: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(name)
+
+
+MEMBER_SEP = ":"   # interface names never hold ':' (dev_valid_name): IFACE:MEMBER is unambiguous
+MAX_MEMBER = 64
+
+
 def _is_bpffs(mounts: str, where: str) -> bool:
     try:
         with open(mounts) as f:
@@ -186,6 +202,7 @@ _RECORD: dict[str, tuple[tuple[type, ...], bool]] = {
     "attached_at": ((str, type(None)), False), "fallbacks": ((list,), False),
     "managed_by": ((str, type(None)), False), "recovered": ((bool,), False),
     "chain": ((dict, type(None)), False),   # in libxdp's dispatcher: {"priority", "chain_call_actions"}
+    "member": ((str, type(None)), False),   # a policy's chain member: its key (the slot IFACE:MEMBER)
 }
 
 
@@ -253,29 +270,45 @@ def _rmdir_quiet(dir_fd: int | None, name: str) -> bool:
 
 @dataclass(frozen=True)
 class Slot:
-    """The pins and metadata of one interface in one network namespace (both names validated:
-    each is one path component)."""
+    """The pins and metadata of one program of offload's on one interface in one network
+    namespace: the interface's own slot (`member` None: a program alone, or `attach --priority`'s
+    member), or one per member of a policy's chain (`IFACE:MEMBER`). Names validated: each is one
+    path component."""
 
     netns: str
     iface: str
+    member: str | None = None
 
     def __post_init__(self) -> None:
         check_netns(self.netns)
         check_ifname(self.iface)
+        if self.member is not None and not 0 < len(self.member) <= MAX_MEMBER:
+            raise ValueError(f"a chain member's key is 1..{MAX_MEMBER} characters: {self.member[:80]!r}")
+
+    @property
+    def name(self) -> str:
+        """The slot's file name (escaped): IFACE, or IFACE:MEMBER."""
+        base = _escape(self.iface)
+        return base if self.member is None else f"{base}{MEMBER_SEP}{_escape_member(self.member)}"
+
+    @property
+    def label(self) -> str:
+        """The slot for a person: `eth1`, or `eth1 (chain member count_pass)`."""
+        return self.iface if self.member is None else f"{self.iface} (chain member {self.member})"
 
     # where things are (for messages, tests and operators; all access goes through verified fds)
     @property
     def pin_dir(self) -> Path:
         require_bpffs()
-        return BPFFS / "offload" / _escape(self.netns) / _escape(self.iface)
+        return BPFFS / "offload" / _escape(self.netns) / self.name
 
     @property
     def meta_path(self) -> Path:
-        return RUN / "attachments" / _escape(self.netns) / f"{_escape(self.iface)}.json"
+        return RUN / "attachments" / _escape(self.netns) / f"{self.name}.json"
 
     def _pins(self, create: bool = False):
         require_bpffs()
-        return _tree(BPFFS, ["offload", _escape(self.netns), _escape(self.iface)], create)
+        return _tree(BPFFS, ["offload", _escape(self.netns), self.name], create)
 
     def _meta_dir(self, create: bool = False):
         return _tree(RUN.parent, [RUN.name, "attachments", _escape(self.netns)], create)
@@ -283,7 +316,7 @@ class Slot:
     # -- reading ------------------------------------------------------------------------------------
     def meta(self) -> dict | None:
         """The record (None when there is none); StateError when it is damaged in any way."""
-        return self._read_record(f"{_escape(self.iface)}.json", "record")
+        return self._read_record(f"{self.name}.json", "record")
 
     def _read_record(self, name: str, what: str) -> dict | None:
         try:
@@ -296,13 +329,13 @@ class Slot:
             return check_record(json.loads(raw.decode()))
         except (StateError, ValueError, RecursionError) as e:   # RecursionError: JSON nested too deep
             why = e.message if isinstance(e, StateError) else str(e) or type(e).__name__
-            raise StateError(f"{self.meta_path.parent / name}: offload's {what} of {self.iface} is damaged ({why})",
+            raise StateError(f"{self.meta_path.parent / name}: offload's {what} of {self.label} is damaged ({why})",
                              hint=f"offload gc removes damaged records; offload detach {self.iface} removes this one"
                              ) from None
 
     def staged_meta(self) -> dict | None:
         """The record an attach wrote before its kernel swap (None when none is staged)."""
-        return self._read_record(f"{_escape(self.iface)}.json%new", "staged record")
+        return self._read_record(f"{self.name}.json%new", "staged record")
 
     def verified_meta(self, prog_id: int | None) -> dict | None:
         """The record of program `prog_id` (ours: pinned, or staged and attached), checked
@@ -318,7 +351,7 @@ class Slot:
             staged = None
         if staged is not None and staged["prog_id"] == prog_id:
             return staged
-        raise StateError(f"{self.meta_path}: offload's record of {self.iface} names program {meta['prog_id']}, "
+        raise StateError(f"{self.meta_path}: offload's record of {self.label} names program {meta['prog_id']}, "
                          f"but program {prog_id} is the one pinned and attached (a run was interrupted)",
                          hint="offload gc repairs the record from the kernel's view")
 
@@ -335,7 +368,7 @@ class Slot:
         return {"interface": self.iface, "ifindex": ifindex, "netns": self.netns, "mode": mode,
                 "prog_id": prog_id, "maps": maps, "recovered": True, "attached_at": clock.rfc3339(),
                 "library": False, "program": info.name if info and info.name else "unknown", "sha256": None,
-                "managed_by": old.get("managed_by")}
+                "managed_by": old.get("managed_by"), "member": self.member, "chain": old.get("chain")}
 
     def exists(self) -> bool:
         """Anything of ours recorded for this interface: pins or metadata."""
@@ -343,14 +376,14 @@ class Slot:
             if p is not None:
                 return True
         with self._meta_dir() as d:
-            return d is not None and _exists_at(d, f"{_escape(self.iface)}.json")
+            return d is not None and _exists_at(d, f"{self.name}.json")
 
     def pinned_prog_id(self) -> int | None:
-        return self._prog_id(_escape(self.iface))
+        return self._prog_id(self.name)
 
     def staged_prog_id(self) -> int | None:
         """The program of a staging directory an interrupted attach left (see stage())."""
-        return self._prog_id(_escape(self.iface) + "%new")
+        return self._prog_id(self.name + "%new")
 
     def _prog_id(self, dirname: str) -> int | None:
         require_bpffs()
@@ -381,7 +414,7 @@ class Slot:
                     raise FileNotFoundError(errno.ENOENT, "no pins")
                 return bpfsys.obj_get(_pin_path(p, pin))
             except OSError as e:
-                raise StateError(f"{self.pin_dir}: the pinned {what} of {self.iface} cannot be opened "
+                raise StateError(f"{self.pin_dir}: the pinned {what} of {self.label} cannot be opened "
                                  f"({os.strerror(e.errno or errno.EIO)})",
                                  hint=f"offload gc repairs offload's state; offload detach {self.iface} "
                                       "removes it") from None
@@ -395,9 +428,9 @@ class Slot:
         require_bpffs()
         if meta is not None:
             with self._meta_dir(create=True) as d:
-                fs.replace_file(d, f"{_escape(self.iface)}.json%new", _record_bytes(meta), 0o600)
+                fs.replace_file(d, f"{self.name}.json%new", _record_bytes(meta), 0o600)
         with _tree(BPFFS, ["offload", _escape(self.netns)], create=True) as ns:
-            staging = _escape(self.iface) + "%new"
+            staging = self.name + "%new"
             _rmtree_at(ns, staging)
             os.mkdir(staging, 0o700, dir_fd=ns)
             st = _open_dir(ns, staging, str(self.pin_dir) + "%new", create=False)
@@ -412,10 +445,10 @@ class Slot:
                 os.close(st)
 
     def staged_maps(self) -> list[str]:
-        return self._map_names(_escape(self.iface) + "%new")
+        return self._map_names(self.name + "%new")
 
     def pinned_maps(self) -> list[str]:
-        return self._map_names(_escape(self.iface))
+        return self._map_names(self.name)
 
     def _map_names(self, dirname: str) -> list[str]:
         with _tree(BPFFS, ["offload", _escape(self.netns), dirname]) as st:
@@ -426,7 +459,7 @@ class Slot:
     def put_record(self, meta: dict | None = None) -> None:
         """Write the record (`meta`), or put the staged one in its place (None), for pins that
         are in place already: how gc repairs a record that does not name the pinned program."""
-        name = _escape(self.iface)
+        name = self.name
         with self._meta_dir(create=True) as d:
             _clear_unless_file(d, f"{name}.json")   # a directory or FIFO planted there: a rename cannot replace it
             if meta is None:
@@ -439,18 +472,18 @@ class Slot:
     def discard_stage(self) -> None:
         with _tree(BPFFS, ["offload", _escape(self.netns)]) as ns:
             if ns is not None:
-                _rmtree_at(ns, _escape(self.iface) + "%new")
+                _rmtree_at(ns, self.name + "%new")
         _prune(BPFFS, ["offload", _escape(self.netns)])
         with self._meta_dir() as d:
             if d is not None:
-                _rmtree_at(d, f"{_escape(self.iface)}.json%new")
+                _rmtree_at(d, f"{self.name}.json%new")
 
     def commit(self, meta: dict | None = None) -> None:
         """Swap the staged pins in with one atomic exchange (a reader sees the old pins or the
         new, never half and never none), drop the old ones, then put the staged record (or
         `meta`) in place atomically. A kill between the two leaves a record that does not name
         the pinned program: readers then take the staged one, which does (verified_meta)."""
-        name, staging = _escape(self.iface), _escape(self.iface) + "%new"
+        name, staging = self.name, self.name + "%new"
         with _tree(BPFFS, ["offload", _escape(self.netns)], create=True) as ns:
             if _exists_at(ns, name):
                 fs.exchange(staging, name, dir_fd=ns)   # staging now holds the old pins
@@ -466,7 +499,7 @@ class Slot:
 
     def remove(self) -> None:
         """Remove the pins and the metadata, and the namespace's directories once empty."""
-        name = _escape(self.iface)
+        name = self.name
         try:
             require_bpffs()
             with _tree(BPFFS, ["offload", _escape(self.netns)]) as ns:
@@ -590,22 +623,28 @@ def slots(netns: str) -> list[Slot]:
     ifaces: set[str] = set()
     with _tree(RUN.parent, [RUN.name, "attachments", _escape(check_netns(netns))]) as d:
         if d is not None:
-            ifaces |= {_unescape(n.removesuffix("%new")[:-5]) for n in os.listdir(d)
+            ifaces |= {n.removesuffix("%new")[:-5] for n in os.listdir(d)
                        if n.endswith((".json", ".json%new"))}
     try:
         require_bpffs()
         with _tree(BPFFS, ["offload", _escape(netns)]) as d:
             if d is not None:
-                ifaces |= {_unescape(n.removesuffix("%new")) for n in os.listdir(d)}
+                ifaces |= {n.removesuffix("%new") for n in os.listdir(d)}
     except EnvironmentProblem:
         pass
     out = []
     for i in sorted(ifaces):
+        iface, sep, member = i.partition(MEMBER_SEP)   # escaped names: unescaped apart
         try:
-            out.append(Slot(netns, i))
-        except OffloadError:   # a name offload would never have written: not ours to touch
+            out.append(Slot(netns, _unescape(iface), _unescape_member(member) if sep else None))
+        except (OffloadError, ValueError):   # a name offload would never have written: not ours to touch
             continue
     return out
+
+
+def interface_slots(netns: str, iface: str) -> list[Slot]:
+    """Every slot offload holds for `iface`: its own and its chain members'."""
+    return [s for s in slots(netns) if s.iface == iface]
 
 
 def remove_namespace(netns: str) -> None:

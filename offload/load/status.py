@@ -29,21 +29,29 @@ def status() -> dict:
     except EnvironmentProblem as e:  # still list what is attached; only "ours" is unknown
         have_pins = False
         warnings.append(f"{e.message}: cannot tell which programs are offload's")
+    slots: dict[str, list[pins.Slot]] = {}
+    for s in pins.slots(ns) if have_pins else []:
+        slots.setdefault(s.iface, []).append(s)
     for link in rtnl.dump_links():
         if not link.xdp_prog_ids:
             continue
-        slot = pins.Slot(ns, link.name)
-        # ours: the pinned program, or the staged one of a run killed mid-attach (gc finishes it)
-        own = {slot.pinned_prog_id(), slot.staged_prog_id()} - {None} if have_pins else set()
+        # ours: a slot's pinned program, or the staged one of a run killed mid-attach (gc finishes
+        # it); the interface's own slot, and one per member of a policy's chain
+        own: dict[int, pins.Slot] = {}
+        for slot in slots.get(link.name, []) if have_pins else []:
+            for pid in (slot.pinned_prog_id(), slot.staged_prog_id()):
+                if pid is not None:
+                    own[pid] = slot
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
             disp = dispatcher.read(link.ifindex, info) if info else None
-            members = [p["prog_id"] for p in (disp or {}).get("programs", [])]
-            meta = _record(slot, [i for i in [pid, *members] if i in own], warnings)
-            for p in (disp or {}).get("programs", []):   # which of libxdp's programs is offload's
+            for p in (disp or {}).get("programs", []):   # which of libxdp's programs are offload's
                 p["ours"] = p["prog_id"] in own if have_pins else None
+                meta = _record(own[p["prog_id"]], [p["prog_id"]], warnings) if p["ours"] else None
                 p["program"] = (meta or {}).get("program") if p["ours"] else None
+                p["member"] = own[p["prog_id"]].member if p["ours"] else None
             mine = pid in own
+            meta = _record(own[pid], [pid], warnings) if mine else None
             attached_at = (meta or {}).get("attached_at") if mine else None
             if attached_at is not None and clock.normalise(attached_at) is None:
                 warnings.append(f"{link.name}: the record's attached_at {attached_at!r} is not a time; "
@@ -52,9 +60,9 @@ def status() -> dict:
                          **dispatcher.prog_fields(pid, info), "ours": mine if have_pins else None,
                          "program": (meta or {}).get("program") if mine else None,
                          "attached_at": clock.normalise(attached_at), "dispatcher": disp})
-    held = {r["interface"] for r in rows
-            if r["ours"] or any(p["ours"] for p in (r["dispatcher"] or {}).get("programs", []))}
-    stale = [s.iface for s in pins.slots(ns) if s.iface not in held]
+    held = {(r["interface"], p["member"]) for r in rows for p in (r["dispatcher"] or {}).get("programs", [])
+            if p["ours"]} | {(r["interface"], None) for r in rows if r["ours"]}
+    stale = sorted({s.iface for ss in slots.values() for s in ss if (s.iface, s.member) not in held})
     return {"netns": ns, "attachments": rows, "stale_pins": stale if have_pins else [], "warnings": warnings}
 
 

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.errors import OffloadError, RefusedError, UsageError
+from offload.errors import EnvironmentProblem, NoModeError, OffloadError, RefusedError, UsageError
 from offload.kernel import bpfsys, clock, durable, fs, netns, xdp
 from offload.load import attach as attach_mod
-from offload.load import guard, pins
+from offload.load import chain, dispatcher, guard, pins
 from offload.load.ownership import ownership
 from offload.orchestrate import plan as plan_mod
 from offload.orchestrate.policy import Policy
@@ -32,26 +32,62 @@ MAX_JOURNAL = int(os.environ.get("OFFLOAD_JOURNAL_MAX", 16 << 20))
 
 
 def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
-    """What is attached on each device (from the probe's own dump), ours or not."""
+    """What is attached on each device (from the probe's own dump), ours or not, and the programs
+    of a libxdp dispatcher there (offload's by their slots' pins)."""
     out = {}
     ns = netns.current_name()
+    slots: dict[str, list[pins.Slot]] | None = None   # listed once, when a device carries anything
     for d in devices:
         slot = pins.Slot(ns, d.name)
-        own = ownership(slot, {a["mode"]: a["prog_id"] for a in d.attached})
+        attached = {a["mode"]: a["prog_id"] for a in d.attached}
+        own = ownership(slot, attached)
         try:
             meta = slot.meta() if own.mine else None
         except pins.StateError:  # ours by its pin, record damaged: the plan re-attaches, which rewrites it
             meta = None
         if meta is not None:
             meta = {**meta, "mode": own.mine.mode}
-        out[d.name] = plan_mod.Current(meta, own.foreign)
+        cur = plan_mod.Current(meta, own.foreign)
+        for mode, prog_id in attached.items():
+            info = bpfsys.prog_info(prog_id)
+            doc = dispatcher.read(d.ifindex, info) if info is not None and info.name == dispatcher.NAME else None
+            if doc is not None:
+                if slots is None:
+                    slots = {}
+                    for s in pins.slots(ns):
+                        slots.setdefault(s.iface, []).append(s)
+                cur.dispatcher, cur.chain = mode, _running(doc, slots.get(d.name, []))
+        out[d.name] = cur
+    return out
+
+
+def _running(doc: dict, slots: list[pins.Slot]) -> list[plan_mod.Running]:
+    """A dispatcher's programs in run order, each with offload's record when a slot pins it."""
+    held = {}
+    for s in slots:
+        pid = s.pinned_prog_id()
+        if pid is not None:
+            held[pid] = s
+    out = []
+    for p in doc["programs"]:
+        slot = held.get(p["prog_id"])
+        ours = None
+        if slot is not None:
+            try:
+                ours = slot.verified_meta(p["prog_id"])
+            except pins.StateError:   # ours by its pin; its record is no use: the plan replaces it
+                ours = None
+            ours = {**(ours or {"program": p["name"], "sha256": None}), "member": slot.member}
+        out.append(plan_mod.Running(p["prog_id"], p["name"], p["priority"], p["chain_call_actions"], ours))
     return out
 
 
 def compute_plan(pol: Policy, only: list[str] | None = None) -> list[plan_mod.Item]:
-    """The plan for every interface, or for those named in `only`."""
+    """The plan for every interface, or for those named in `only`. A policy with a chain asks the
+    kernel once whether it runs libxdp's dispatcher (freplace)."""
     _, assessed = assess(only, include_loopback=False)
-    return plan_mod.make_plan(pol, assessed, current_state([a.facts for a in assessed]))
+    refusal = chain.freplace_refusal() if any(r.members for r in pol.rules) and assessed else None
+    return plan_mod.make_plan(pol, assessed, current_state([a.facts for a in assessed]), refusal)
 
 
 def plan_document(policy_file: str) -> dict:
@@ -259,7 +295,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
         j.write("start", policy=pol.path, best_effort=best_effort,
                 plan=[i.to_dict() for i in items if i.action != "keep"],
                 **({"previous_interrupted": j.interrupted} if j.interrupted else {}))
-        done: list[tuple[plan_mod.Item, Saved | None]] = []
+        done: list[tuple[plan_mod.Item, Saved | None, chain.Built | None]] = []
         results, failed = [], []
         protected = guard.protected_interfaces()   # once per run, not per interface
         try:
@@ -277,13 +313,17 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
                 if not _step(item, j, done, results, failed, progress, protected) and not best_effort:
                     break
             count(len(items), len(items))
+            if not failed or best_effort:   # the run stands: chain members replaced or dropped leave now
+                for _, _, built in done:
+                    if built is not None:
+                        warnings += built.finish()
             _commit(group, j)   # the run's records and steps: a write-back error undoes the run
         except BaseException as e:   # not offload's own refusal: a bug, the journal, an interrupt
             _roll_back_all(done, j, progress)
             _close(done)
             try:
                 _commit(group, j)
-                j.write("end", outcome="failed", rolled_back=[i.interface for i, _ in done],
+                j.write("end", outcome="failed", rolled_back=[i.interface for i, _, _ in done],
                         error=f"{type(e).__name__}: {e}")
             except (OSError, OffloadError):   # the journal itself may be what failed
                 pass
@@ -326,9 +366,13 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
     # what the plan's probe saw attached (the attach itself goes by it too): no read per interface
     seen = {a["mode"]: a["prog_id"] for a in item.device.facts.attached} if item.device else None
     snap = save(item.interface, seen)
+    built = None
     try:
         progress(f"{item.interface}: {item.action} {item.program or ''}".rstrip())
-        if item.action == "detach":
+        if item.chain is not None:
+            built = _build_chain(item, snap, protected, progress)
+            res = {"mode": built.mode, "built": built.to_dict()}
+        elif item.action == "detach":
             attach_mod.detach(item.interface)
             res = {"mode": item.mode}
         else:
@@ -346,17 +390,44 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
         if snap:
             snap.close()
         raise
-    done.append((item, snap))   # before the journal write: if that fails, this change is undone too
+    done.append((item, snap, built))   # before the journal write: if that fails, this change is undone too
     results.append({**item.to_dict(), **res, "status": "done"})
     j.write("step", interface=item.interface, action=item.action, status="done", **res)
     return True
 
 
+def _build_chain(item: plan_mod.Item, snap: Saved | None, protected: dict[str, str],
+                 progress: Callable[[str], None]) -> chain.Built:
+    """A rule's chain on one interface (load.chain.build: one transaction). offload's program
+    alone there (`snap`) makes way first, and comes back if the chain cannot be built."""
+    plan, iface = item.chain, item.interface
+    if plan.refused is not None:
+        raise EnvironmentProblem(f"{iface}: cannot build rule {item.rule!r}'s chain in libxdp's dispatcher: "
+                                 f"{plan.refused}; nothing was attached",
+                                 hint="`allow_single: true` in a rule of one program attaches it alone instead")
+    if item.action != "detach":
+        attach_mod.refuse_protected(iface, False, protected)
+        if item.mode is None:
+            raise NoModeError(f"{iface}: {item.reason}")
+    adds = [chain.Want(m.key, prog, m.priority, m.chain) for m, prog in plan.add]
+    ns = netns.current_name()
+    drops = [(pins.Slot(ns, iface, r["member"]), r["prog_id"]) for r in plan.remove]
+    if snap is not None:   # offload's lone program: off, so that libxdp can build a dispatcher
+        attach_mod.clear_prog_id(attach_mod.ifindex_of(iface), snap.mode, snap.meta["prog_id"])
+        snap.slot.remove()
+    try:
+        return chain.build(iface, adds, drops, plan.modes, item.rule, progress)
+    except BaseException:
+        if snap is not None:
+            put_back(snap)
+        raise
+
+
 def _roll_back_all(done: list, j: Journal, progress: Callable[[str], None]) -> list[str]:
     rolled = []
-    for item, snap in reversed(done):
+    for item, snap, built in reversed(done):
         progress(f"{item.interface}: rolling back {item.action}")
-        _roll_back(item, snap)
+        _roll_back(item, snap, built)
         rolled.append(item.interface)
         try:
             j.write("rollback", interface=item.interface, action=item.action)
@@ -366,15 +437,19 @@ def _roll_back_all(done: list, j: Journal, progress: Callable[[str], None]) -> l
 
 
 def _close(done: list) -> None:
-    for _, snap in done:
+    for _, snap, built in done:
         if snap:
             snap.close()
+        if built:
+            built.close()
 
 
-def _roll_back(item: plan_mod.Item, snap: Saved | None) -> None:
+def _roll_back(item: plan_mod.Item, snap: Saved | None, built: chain.Built | None) -> None:
+    if built is not None:         # a chain: the members this run added out, the pins they replaced back
+        built.roll_back()
     if snap is not None:          # replace or detach: put the previous program back
         put_back(snap)
-    else:                         # attach onto nothing: take ours off again
+    elif built is None:           # attach onto nothing: take ours off again
         try:
             attach_mod.detach(item.interface)
         except OffloadError:

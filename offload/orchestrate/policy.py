@@ -101,16 +101,35 @@ def _quote(value) -> str:
 
 
 @dataclass(frozen=True)
+class Member:
+    """One program of a chain rule (`programs:`): a member of libxdp's dispatcher. `key` is its
+    resolved name, unique in the rule: offload's record slot of it on each interface."""
+
+    key: str
+    program: str
+    params: dict[str, str]
+    priority: int
+    chain: tuple[str, ...] = ("pass",)   # the actions on which the next program runs (libxdp's default)
+    prog: str | None = None
+    section: str | None = None
+
+    def resolve(self) -> "programs.Program":
+        return programs.resolve(self.program, self.params, self.prog, self.section)
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     match: dict
     exclude: dict
-    program: str
+    program: str                   # one program alone; "" for a chain rule (`members`)
     params: dict[str, str]
     prefer: str = "auto"
     min: str | None = None
     prog: str | None = None        # which program of an object holding several (like --prog)
     section: str | None = None     # or the XDP program of this ELF section (like --section)
+    members: tuple[Member, ...] = ()   # a chain in libxdp's dispatcher, in policy order
+    allow_single: bool = False     # a chain of one: alone where the kernel cannot run a dispatcher
 
     def resolve(self) -> "programs.Program":
         return programs.resolve(self.program, self.params, self.prog, self.section)
@@ -211,6 +230,8 @@ def _schema_message(e) -> str:
         extra = [k for k in e.instance if k not in e.schema.get("properties", {})]
         more = f"; and {len(extra) - 1} more" if len(extra) > 1 else ""
         return f"Additional properties are not allowed ({_quote(extra[0])} was unexpected{more})"
+    if e.validator == "oneOf" and len(e.absolute_path) == 2:   # a rule: program xor programs
+        return "a rule needs `program` (one program alone) or `programs` (a chain in libxdp's dispatcher), not both"
     return _clip(e.message.replace(repr(e.instance), _quote(e.instance)), 2 * _CLIP)
 
 
@@ -231,34 +252,78 @@ def parse(text: str, path: str = "<policy>") -> Policy:
         raise PolicyError(f"{path}:{_line(node, e.absolute_path)}: {_clip(_field(e.absolute_path))}: "
                           f"{_schema_message(e)}{more}")
     pol = Policy(path)
-    names, resolved = set(), set()
+    names: set[str] = set()
+    resolved: dict[tuple, str] = {}   # (program, params, prog, section) -> its resolved name
     for i, r in enumerate(data["rules"]):
         where = f"{path}:{_line(node, ['rules', i])}: rules[{i}] ({_clip(r['name'], 40)})"
         if r["name"] in names:
             raise PolicyError(f"{where}: duplicate rule name")
         names.add(r["name"])
-        params = {k: _param_value(v) for k, v in (r.get("params") or {}).items()}
-        key = (r["program"], tuple(sorted(params.items())), r.get("prog"), r.get("section"))
-        try:  # the program exists and takes these parameters; filter prefixes parse (once per pair)
-            if key not in resolved:
-                prog = programs.resolve(r["program"], params, r.get("prog"), r.get("section"))
-                if prog.library and prog.name == "filter" and params.get("prefixes"):
-                    from offload.load.filter import parse_prefixes
-
-                    parse_prefixes(params["prefixes"].split(","))
-                resolved.add(key)
-        except UsageError as e:
-            line = _line(node, ["rules", i, "params"] if "param" in e.message or "prefix" in e.message
-                         else ["rules", i, "program"])
-            raise PolicyError(f"{path}:{line}: rules[{i}] ({_clip(r['name'], 40)}): "
-                              f"{_clip(e.message, 2 * _CLIP)}") from None
         mode = r.get("mode") or {}
         prefer, floor = mode.get("prefer", "auto"), mode.get("min")
         if prefer != AUTO and not Mode(prefer).at_least(floor):
             raise PolicyError(f"{where}: mode.prefer {prefer} is below mode.min {floor}")
+        if "programs" in r:
+            pol.rules.append(_chain_rule(r, i, where, node, path, resolved, prefer, floor))
+            continue
+        if r.get("allow_single"):
+            raise PolicyError(f"{where}: allow_single is for a chain rule (`programs:`); a `program:` runs alone "
+                              "anyway")
+        params = {k: _param_value(v) for k, v in (r.get("params") or {}).items()}
+        _resolve_once(r, params, ["rules", i], node, path, resolved, r["name"])
         pol.rules.append(Rule(r["name"], r["match"], r.get("exclude") or {}, r["program"], params, prefer, floor,
                               r.get("prog"), r.get("section")))
     return pol
+
+
+def _resolve_once(spec: dict, params: dict[str, str], at: list, node, path: str, resolved: dict[tuple, str],
+                  rule: str, chain: bool = False) -> str:
+    """The resolved name of `spec`'s program: it exists and takes these parameters, filter
+    prefixes parse (each program and parameters once per policy); PolicyError at its line."""
+    key = (spec["program"], tuple(sorted(params.items())), spec.get("prog"), spec.get("section"))
+    try:
+        if key not in resolved:
+            prog = programs.resolve(spec["program"], params, spec.get("prog"), spec.get("section"))
+            if prog.library and prog.name == "filter" and params.get("prefixes"):
+                from offload.load.filter import parse_prefixes
+
+                parse_prefixes(params["prefixes"].split(","))
+            resolved[key] = prog.name
+            if chain:
+                from offload.load.chain import joinable
+
+                joinable(prog)
+    except UsageError as e:
+        line = _line(node, [*at, "params"] if "param" in e.message or "prefix" in e.message else [*at, "program"])
+        raise PolicyError(f"{path}:{line}: {_field(at[:2])} ({_clip(rule, 40)})"
+                          f"{': ' + _field(at[2:]) if at[2:] else ''}: {_clip(e.message, 2 * _CLIP)}", hint=e.hint) from None
+    return resolved[key]
+
+
+def _chain_rule(r: dict, i: int, where: str, node, path: str, resolved: dict[tuple, str], prefer: str,
+                floor: str | None) -> Rule:
+    """A rule listing several programs: a chain in libxdp's dispatcher, never in hw."""
+    if Mode.HW in (prefer, floor):
+        raise PolicyError(f"{where}: mode {'prefer' if prefer == Mode.HW else 'min'} hw: a chain is never offloaded "
+                          "(hw mode runs one program; libxdp's dispatcher cannot be offloaded)",
+                          hint="use mode prefer auto, native or generic for a `programs:` rule, or one `program:` "
+                               "alone to offload it")
+    members, keys = [], {}
+    for k, m in enumerate(r["programs"]):
+        params = {a: _param_value(v) for a, v in (m.get("params") or {}).items()}
+        key = _resolve_once(m, params, ["rules", i, "programs", k], node, path, resolved, r["name"], chain=True)
+        if key in keys:
+            raise PolicyError(f"{path}:{_line(node, ['rules', i, 'programs', k])}: rules[{i}] ({_clip(r['name'], 40)})"
+                              f": programs[{k}] is {key} again (as programs[{keys[key]}]): offload keeps one record "
+                              "per program and interface", hint="list each program once in a rule")
+        keys[key] = k
+        members.append(Member(key, m["program"], params, m["priority"], tuple(dict.fromkeys(m.get("chain", ["pass"]))),
+                              m.get("prog"), m.get("section")))
+    if r.get("allow_single") and len(members) > 1:
+        raise PolicyError(f"{where}: allow_single with {len(members)} programs: one program alone cannot run a "
+                          "chain of several", hint="list one program in `programs:`, or drop allow_single")
+    return Rule(r["name"], r["match"], r.get("exclude") or {}, "", {}, prefer, floor, members=tuple(members),
+                allow_single=bool(r.get("allow_single")))
 
 
 def load(path: str | Path) -> Policy:

@@ -208,13 +208,16 @@ class Watcher:
         self.log("offload-watch: stopped")
 
     def _detach_ours(self) -> None:
-        """Detach every program a policy attached here (its record says managed_by)."""
+        """Detach every program a policy attached here (its record says managed_by): the one alone
+        on an interface, or offload's members of its chain (one detach takes them all)."""
+        done: set[str] = set()
         for slot in pins.slots(self.ns):
             try:
                 meta = slot.meta() or {}
             except pins.StateError:
                 continue
-            if meta.get("managed_by"):
+            if meta.get("managed_by") and slot.iface not in done:
+                done.add(slot.iface)
                 try:
                     attach_mod.detach(slot.iface)
                     self.log(f"offload-watch: exit iface={slot.iface} action=detach")
@@ -232,11 +235,11 @@ class Watcher:
         return n
 
     def _forget(self, iface: str) -> None:
-        """A vanished interface took its program along: drop our records of it."""
-        slot = pins.Slot(self.ns, iface)
+        """A vanished interface took its programs along: drop our records of them (its own slot
+        and its chain members')."""
         try:
             with pins.state_lock():
-                if slot.exists():
+                for slot in pins.interface_slots(self.ns, iface):
                     slot.remove()
         except OffloadError as e:
             self.log(f"offload-watch: event=remove iface={iface} error={e.message!r}")
