@@ -95,3 +95,60 @@ def test_libxdp_adapter_reads_what_the_kernel_has(env):
     assert e.value.errno == 2 and any("program fd" in line for line in e.value.log)
     env.offload_json("detach", env.ifname)
     nothing_left(env)
+
+
+# -- a policy's chain (`programs:`) on this kernel: refused with the reason, never half-built -----------
+CHAIN_POLICY = """\
+rules:
+  - name: shared
+    match: {{interfaces: ["{iface}"]}}
+    programs:
+{members}
+{extra}  - name: alone
+    match: {{interfaces: ["{peer}"]}}
+    program: count_pass
+"""
+TWO = "      - {program: count_pass, priority: 10}\n      - {program: count_drop, priority: 20, chain: [pass]}\n"
+ONE = "      - {program: count_pass, priority: 10}\n"
+
+
+def chain_policy(env, tmp_path, members: str = TWO, extra: str = "") -> str:
+    p = tmp_path / "chain.yaml"
+    p.write_text(CHAIN_POLICY.format(iface=env.ifname, peer=env.peer, members=members, extra=extra))
+    return str(p)
+
+
+def test_policy_chain_fails_with_the_reason_and_the_run_leaves_nothing(env, refused, tmp_path):
+    pol, journal = chain_policy(env, tmp_path), tmp_path / "journal.jsonl"
+    plan = {i["interface"]: i for i in validate(env.offload_json("plan", "-f", pol), "plan")["plan"]}
+    item = plan[env.ifname]
+    assert item["chain"]["refused"] == refused and item["mode"] is None and "nothing will be attached" in item["reason"]
+    assert [(m["state"], m["member"], m["priority"]) for m in item["chain"]["members"]] == [
+        ("add", "count_pass", 10), ("add", "count_drop", 20)]
+    res = env.offload("apply", "-f", pol, "--journal", str(journal), "--json", check=False)
+    assert res.returncode == 1, res.stderr
+    doc = validate(json.loads(res.stdout), "apply")
+    (fail,) = doc["failed"]
+    assert fail["interface"] == env.ifname and refused in fail["error"] and "nothing was attached" in fail["error"]
+    assert doc["outcome"] == "failed" and set(doc["rolled_back"]) <= {env.peer}   # the transaction: all or nothing
+    nothing_left(env)
+    assert kernel_xdp(env.peer, env.netns) == {}
+    steps = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [s["error"] for s in steps if s.get("status") == "failed"] == [fail["error"]]
+    assert steps[-1]["event"] == "end" and steps[-1]["outcome"] == "failed"
+
+
+def test_policy_chain_of_one_goes_alone_only_with_allow_single(env, refused, tmp_path):
+    pol = chain_policy(env, tmp_path, ONE, "    allow_single: true\n    mode: {prefer: generic}\n")
+    (item,) = [i for i in env.offload_json("plan", "-f", pol)["plan"] if i["interface"] == env.ifname]
+    assert item["chain"] is None and refused in item["reason"] and "allow_single" in item["reason"]
+    doc = validate(env.offload_json("apply", "-f", pol), "apply")
+    assert doc["outcome"] == "ok"
+    (step,) = [s for s in doc["steps"] if s["interface"] == env.ifname]
+    assert (step["program"], step["mode"]) == ("count_pass", "generic")
+    assert kernel_xdp(env.ifname, env.netns) == {"generic": step["prog_id"]}
+    again = env.offload_json("apply", "-f", pol)                          # idempotent: nothing reloaded
+    assert again["changed"] == 0 and kernel_xdp(env.ifname, env.netns) == {"generic": step["prog_id"]}
+    env.offload_json("detach", env.ifname)
+    env.offload_json("detach", env.peer)
+    nothing_left(env)
