@@ -220,6 +220,26 @@ int xdp_prog(struct xdp_md *ctx)
 }
 
 
+# A program the verifier refuses (a packet read with no bounds check): a chain member that cannot
+# join, for the VM lane's roll-back of a policy's chain (tests/vm/test_chain.py).
+UNCHECKED = _HEAD + """
+SEC("xdp")
+int xdp_unchecked(struct xdp_md *ctx)
+{
+    unsigned char *data = (void *)(long)ctx->data;
+    return data[12] == 0x88 ? XDP_PASS : XDP_PASS;
+}
+""" + _TAIL
+
+
+def unchecked_object(workdir: Path) -> Path:
+    from lib.helpers import clang_object
+
+    src = workdir / "unchecked.c"
+    src.write_text(UNCHECKED)
+    return clang_object(src, workdir / "unchecked.o")
+
+
 def corpus_objects(workdir: Path) -> dict[str, Path]:
     """Every corpus program compiled (or taken from OFFLOAD_TEST_OBJECTS), by name."""
     from lib.helpers import clang_object
@@ -244,6 +264,7 @@ def prebuild(dest: Path) -> list[Path]:
         made.append(hits_object(work, "BPF_MAP_TYPE_ARRAY", legacy=True))
         made.append(clang_object(XDP_PASS, work / "xdp_pass.o"))
         made += corpus_objects(work).values()
+        made.append(unchecked_object(work))
         return [p.name for p in made]
 
 

@@ -156,3 +156,87 @@ def test_xdp_loader_joins_offload_s_dispatcher_and_leaves_it(env):
     ifindex = json.loads(subprocess.run(["ip", "-n", env.netns, "-j", "link", "show", env.ifname],
                                         capture_output=True, text=True, check=True).stdout)[0]["ifindex"]
     assert not [d for d in os.listdir("/sys/fs/bpf/xdp") if d.startswith(f"dispatch-{ifindex}-")]
+
+
+# -- a policy's chain: plan, apply, drift repaired under watch, a failed member rolled back ------------
+POLICY = """\
+rules:
+  - name: shared
+    match: {{interfaces: ["{iface}"]}}
+    mode: {{prefer: native}}
+    programs:
+{members}"""
+MEMBERS = ("      - {program: count_pass, priority: 10}\n"
+           "      - {program: count_drop, priority: 20, chain: [pass]}\n")
+
+
+def write_policy(path, env, members: str) -> str:
+    path.write_text(POLICY.format(iface=env.ifname, members=members))
+    return str(path)
+
+
+def chain_ids(env) -> list[tuple[int, int, bool]]:
+    """(priority, prog id, ours) of the chain, in run order, as both tools agree."""
+    return [(p["priority"], p["prog_id"], p["ours"]) for p in agree(env)]
+
+
+def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_path):
+    from lib.objects import unchecked_object
+
+    from offload.orchestrate.policy import load as load_policy
+    from offload.orchestrate.watch import Watcher
+
+    env.defer(loader, env, "unload", "--all", env.ifname, check=False)
+    loader(env, "load", "-m", "native", "--prio", "15", env.ifname, str(library_object("count_pass", False)))
+    (theirs,) = agree(env)
+    pol = write_policy(tmp_path / "chain.yaml", env, MEMBERS)
+    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
+
+    # plan: offload's two around xdp-loader's, in run order; then apply builds exactly that
+    (item,) = [i for i in offload_json("plan", "-f", pol, netns=env.netns)["plan"] if i["interface"] == env.ifname]
+    assert (item["action"], item["mode"]) == ("attach", "native")
+    assert [(m["state"], m["priority"]) for m in item["chain"]["members"]] == [("add", 10), ("foreign", 15),
+                                                                                ("add", 20)]
+    assert offload_json("apply", "-f", pol, netns=env.netns)["outcome"] == "ok"
+    built = chain_ids(env)
+    assert [(p, o) for p, _, o in built] == [(10, True), (15, False), (20, True)] and built[1][1] == theirs["prog_id"]
+    pass_id, drop_id = built[0][1], built[2][1]
+    t0, p0, d0 = packets(theirs["prog_id"], XDP_PASS), packets(pass_id, XDP_PASS), packets(drop_id, XDP_DROP)
+    send(env)
+    dt = packets(theirs["prog_id"], XDP_PASS) - t0
+    assert dt >= N and packets(pass_id, XDP_PASS) - p0 == dt and packets(drop_id, XDP_DROP) - d0 == dt
+    assert offload_json("apply", "-f", pol, netns=env.netns)["changed"] == 0 and chain_ids(env) == built
+
+    # watch: xdp-loader takes offload's member out; the next reconcile puts it back, the foreign one
+    # runs on (watch's own reconcile, in this process: no interpreter start per period under TCG)
+    log: list[str] = []
+    with netns_mod.inside(env.netns):
+        watcher = Watcher(load_policy(pol), interval=3600, detach_on_exit=False, journal=tmp_path / "j.jsonl",
+                          log=log.append)
+        watcher.start()
+    loader(env, "unload", "-i", str(drop_id), env.ifname)
+    assert [i for _, i, _ in chain_ids(env)] == [pass_id, theirs["prog_id"]]
+    with netns_mod.inside(env.netns):
+        watcher.reconcile("periodic")
+    assert any("reconcile=periodic" in line and "action=replace" in line for line in log), log
+    repaired = chain_ids(env)
+    assert [(p, o) for p, _, o in repaired] == [(10, True), (15, False), (20, True)]
+    assert repaired[0][1] == pass_id and repaired[1][1] == theirs["prog_id"] and repaired[2][1] != drop_id
+
+    # a member that cannot join (the verifier refuses it): the chain is put back as it was, ids and all
+    bad = unchecked_object(tmp_path)
+    worse = write_policy(tmp_path / "worse.yaml", env, MEMBERS.replace("priority: 10", "priority: 5")
+                         + f"      - {{program: {bad}, priority: 30}}\n")
+    res = offload("apply", "-f", worse, "--json", netns=env.netns, check=False)
+    assert res.returncode == 1, res.stderr
+    (fail,) = json.loads(res.stdout)["failed"]
+    assert "could not add unchecked" in fail["error"] and "the chain is as it was" in fail["error"]
+    assert chain_ids(env) == repaired
+    st = offload_chain(env)
+    assert [(p["member"], p["program"]) for p in st if p["ours"]] == [("count_pass", "count_pass"),
+                                                                       ("count_drop", "count_drop")]
+
+    # detach: offload's members leave, xdp-loader's runs on alone
+    assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 2
+    assert [i for _, i, _ in chain_ids(env)] == [theirs["prog_id"]]
+    assert not_collected(env)
