@@ -26,14 +26,36 @@ def plan(doc: dict, out: Console) -> None:
         out.print("no interface matches the policy and nothing of it is attached")
         return
     notes = Notes()
-    rows = [[i["interface"], Text(i["action"], style=ACTION_STYLE.get(i["action"], "")), i["program"] or "-",
-             i["mode"] or "-", i.get("fallback") or "-", i["rule"] or "-",
-             notes.ref(f"{i['interface']} {i['action']}: {i['reason']}",
-                       *(f"{i['interface']} {n['mode']} not tried: {n['reason']}" for n in i.get("not_tried", [])))]
-            for i in items]
+    rows = []
+    for i in items:
+        rows.append([i["interface"], Text(i["action"], style=ACTION_STYLE.get(i["action"], "")), i["program"] or "-",
+                     i["mode"] or "-", i.get("fallback") or "-", i["rule"] or "-",
+                     notes.ref(f"{i['interface']} {i['action']}: {i['reason']}",
+                               *(f"{i['interface']} {n['mode']} not tried: {n['reason']}"
+                                 for n in i.get("not_tried", [])))])
+        rows += _chain_rows(i.get("chain"))
     out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"), Col("fallback", drop=2),
                         Col("rule", drop=1), Col("why")], rows))
     notes.print(out)
+
+
+CHAIN_STYLE = {"add": "green", "replace": "yellow", "remove": "yellow", "running": "", "foreign": "dim"}
+
+
+def _chain_rows(chain: dict | None) -> list[list]:
+    """A chain rule's dispatcher under its interface's row, in run order: what each program is
+    (offload's, or another tool's: left alone), its priority and the verdicts that run the next."""
+    from rich.text import Text
+
+    out = []
+    for m in (chain or {}).get("members", []):
+        name = m["member"] or m["program"] or "?"
+        who = f"prog {m['prog_id']}" if m["prog_id"] else "new"
+        if not m["ours"]:
+            who += ", another tool's"
+        out.append(["", Text(f" └ {m['state']}", style=CHAIN_STYLE.get(m["state"], "")), name, "", "", "",
+                    f"prio {m['priority']}, on {','.join(m['chain_call_actions']) or '-'} next ({who})"])
+    return out
 
 
 SHOW_CHANGES = 20   # changes listed one per row without -v; more are counted by kind

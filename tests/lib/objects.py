@@ -227,7 +227,7 @@ SEC("xdp")
 int xdp_unchecked(struct xdp_md *ctx)
 {
     unsigned char *data = (void *)(long)ctx->data;
-    return data[12] == 0x88 ? XDP_PASS : XDP_PASS;
+    return data[12] == 0x88 ? XDP_DROP : XDP_PASS;
 }
 """ + _TAIL
 

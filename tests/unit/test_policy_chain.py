@@ -187,3 +187,19 @@ def test_the_plan_document_carries_the_chain():
     assert doc["chain"]["mode"] == "native" and doc["chain"]["refused"] is None
     assert [m["state"] for m in doc["chain"]["members"]] == ["add", "foreign", "add"]
     assert jsondoc.schema("plan")["properties"]["plan"]["items"]["properties"]["chain"]
+
+
+def test_plan_for_a_person_lists_the_chain_under_its_interface_in_run_order():
+    import io
+
+    from rich.console import Console
+
+    from offload.orchestrate import render
+
+    item = plan_of(current=on_dispatcher(ours("count_pass", 61, 5), Running(77, "xdp_firewall", 15, ["pass", "drop"])))
+    out = io.StringIO()
+    render.plan({"plan": [item.to_dict()]}, Console(file=out, width=140))
+    lines = [ln for ln in out.getvalue().splitlines() if "└" in ln]
+    assert [ln.split()[1:3] for ln in lines] == [["replace", "count_pass"], ["foreign", "xdp_firewall"],
+                                                 ["add", "filter"]]
+    assert "prio 15, on pass,drop next (prog 77, another tool's)" in lines[1]

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 from lib.cli import offload, offload_json
@@ -197,7 +198,8 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     assert (item["action"], item["mode"]) == ("attach", "native")
     assert [(m["state"], m["priority"]) for m in item["chain"]["members"]] == [("add", 10), ("foreign", 15),
                                                                                 ("add", 20)]
-    assert offload_json("apply", "-f", pol, netns=env.netns)["outcome"] == "ok"
+    journal = str(tmp_path / "journal.jsonl")   # the guest's root is read-only
+    assert offload_json("apply", "-f", pol, "--journal", journal, netns=env.netns)["outcome"] == "ok"
     built = chain_ids(env)
     assert [(p, o) for p, _, o in built] == [(10, True), (15, False), (20, True)] and built[1][1] == theirs["prog_id"]
     pass_id, drop_id = built[0][1], built[2][1]
@@ -205,13 +207,14 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     send(env)
     dt = packets(theirs["prog_id"], XDP_PASS) - t0
     assert dt >= N and packets(pass_id, XDP_PASS) - p0 == dt and packets(drop_id, XDP_DROP) - d0 == dt
-    assert offload_json("apply", "-f", pol, netns=env.netns)["changed"] == 0 and chain_ids(env) == built
+    assert offload_json("apply", "-f", pol, "--journal", journal, netns=env.netns)["changed"] == 0
+    assert chain_ids(env) == built
 
     # watch: xdp-loader takes offload's member out; the next reconcile puts it back, the foreign one
     # runs on (watch's own reconcile, in this process: no interpreter start per period under TCG)
     log: list[str] = []
     with netns_mod.inside(env.netns):
-        watcher = Watcher(load_policy(pol), interval=3600, detach_on_exit=False, journal=tmp_path / "j.jsonl",
+        watcher = Watcher(load_policy(pol), interval=3600, detach_on_exit=False, journal=Path(journal),
                           log=log.append)
         watcher.start()
     loader(env, "unload", "-i", str(drop_id), env.ifname)
@@ -227,7 +230,7 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     bad = unchecked_object(tmp_path)
     worse = write_policy(tmp_path / "worse.yaml", env, MEMBERS.replace("priority: 10", "priority: 5")
                          + f"      - {{program: {bad}, priority: 30}}\n")
-    res = offload("apply", "-f", worse, "--json", netns=env.netns, check=False)
+    res = offload("apply", "-f", worse, "--journal", journal, "--json", netns=env.netns, check=False)
     assert res.returncode == 1, res.stderr
     (fail,) = json.loads(res.stdout)["failed"]
     assert "could not add unchecked" in fail["error"] and "the chain is as it was" in fail["error"]
