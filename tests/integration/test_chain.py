@@ -152,3 +152,28 @@ def test_policy_chain_of_one_goes_alone_only_with_allow_single(env, refused, tmp
     env.offload_json("detach", env.ifname)
     env.offload_json("detach", env.peer)
     nothing_left(env)
+
+
+def test_chain_member_slots_sit_beside_the_interface_s_own(env):
+    """One record slot per (interface, program) for a policy's chain members (IFACE:KEY, the key
+    escaped), beside the interface's own, which reads as it always did; status and gc know both."""
+    from offload.load import pins
+
+    own, member = pins.Slot(env.netns, env.ifname), pins.Slot(env.netns, env.ifname, "my.prog:x%")
+    rec = {"interface": env.ifname, "program": "count_pass", "mode": "native", "prog_id": 1, "maps": []}
+    env.defer(own.remove)
+    env.defer(member.remove)
+    own.put_record(rec)
+    member.put_record({**rec, "program": "x", "member": "my.prog:x%", "chain": {"priority": 10,
+                                                                             "chain_call_actions": ["pass"]}})
+    assert member.meta_path.name == f"{env.ifname}:my%2eprog%3ax%25.json"
+    assert set(pins.slots(env.netns)) == {own, member} and pins.interface_slots(env.netns, env.ifname) == [own, member]
+    assert own.meta()["program"] == "count_pass" and member.meta()["member"] == "my.prog:x%"
+    assert env.offload_json("status")["stale_pins"] == [env.ifname]          # the interface, once
+    dry = [f for f in env.offload_json("gc", "--dry-run", netns=None)["freed"] if f["netns"] == env.netns]
+    assert len(dry) == 2 and set(pins.slots(env.netns)) == {own, member}
+    from offload.load import gc
+
+    freed = gc.collect(only=env.netns)["freed"]    # this lab's namespace only: the host is shared
+    assert len(freed) == 2 and {f["interface"] for f in freed} == {env.ifname}
+    assert pins.slots(env.netns) == [] and not (_RUN / "attachments" / env.netns).exists()
