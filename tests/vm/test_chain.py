@@ -239,7 +239,14 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     assert [(p["member"], p["program"]) for p in st if p["ours"]] == [("count_pass", "count_pass"),
                                                                        ("count_drop", "count_drop")]
 
+    # a program dropped from the rule: only that member of offload's leaves
+    fewer = write_policy(tmp_path / "fewer.yaml", env, MEMBERS.splitlines(keepends=True)[0])
+    done = offload_json("apply", "-f", fewer, "--journal", journal, netns=env.netns)
+    (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
+    assert done["outcome"] == "ok" and step["built"]["removed"] == [repaired[2][1]]
+    assert chain_ids(env) == repaired[:2]
+
     # detach: offload's members leave, xdp-loader's runs on alone
-    assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 2
+    assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 1
     assert [i for _, i, _ in chain_ids(env)] == [theirs["prog_id"]]
     assert not_collected(env)
