@@ -252,7 +252,6 @@ def detach(slot: pins.Slot, ifindex: int, mode: str, prog_id: int) -> dict:
     return {"interface": slot.iface, "detached": {"mode": mode, "prog_id": prog_id}, "removed_stale_pins": False}
 
 
-
 # -- a policy's chain: several members of offload's, built as one transaction ---------------------------
 @dataclass(frozen=True)
 class Want:
