@@ -27,6 +27,8 @@ from offload.load.stderr import captured_stderr
 from offload.probe import verdicts
 
 DEFAULT_CHAIN = ("pass",)      # libxdp's default: the next program runs when this one passes
+# why: the words `attach --priority`, a policy's validation and its plan all say
+NEVER_HW = "a chain is never offloaded: hw mode runs one program and libxdp's dispatcher cannot take it"
 CHAIN_MODES = ("native", "generic")
 
 
@@ -52,8 +54,7 @@ def chain_modes(requested: str, current: str | None, min_mode: str | None = None
     """The modes a chain may go in, best first: never hw (one program only); at or above the
     floor; the mode of the dispatcher already there, which a second one beside it could not join."""
     if verdicts.Mode.HW in (requested, min_mode):
-        raise UsageError("a chain is never offloaded: hw mode runs one program and libxdp's dispatcher cannot "
-                         "take it", hint="attach it alone in hw (no --priority), or choose --mode native or generic")
+        raise UsageError(NEVER_HW, hint="attach it alone in hw (no --priority), or choose --mode native or generic")
     if requested not in (verdicts.AUTO, *CHAIN_MODES):
         raise UsageError(f"bad --mode {requested}: a chain runs in {' or '.join(CHAIN_MODES)}")
     wanted = [m for m in (CHAIN_MODES if requested == verdicts.AUTO else [requested])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from offload.load import advice, advisor, programs
-from offload.load.chain import CHAIN_MODES
+from offload.load.chain import CHAIN_MODES, NEVER_HW
 from offload.probe.profiles import Profile
 from offload.orchestrate.policy import Member, Policy, Rule, matching_rules
 from offload.probe import verdicts
@@ -184,9 +184,6 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
                     f"{want_mode or 'none'} ({why})", **base)
     return Item(f.name, "attach", mode=want_mode, reason=f"{first}; expected mode: {want_mode or 'none'} ({why})",
                 **base)
-
-
-NEVER_HW = "a chain is never offloaded: hw mode runs one program, and libxdp's dispatcher cannot be offloaded"
 
 
 def chain_expected(rule: Rule, judged: dict[str, verdicts.ModeVerdict], now: str | None) -> Expected:

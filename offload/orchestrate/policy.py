@@ -304,8 +304,9 @@ def _chain_rule(r: dict, i: int, where: str, node, path: str, resolved: dict[tup
                 floor: str | None) -> Rule:
     """A rule listing several programs: a chain in libxdp's dispatcher, never in hw."""
     if Mode.HW in (prefer, floor):
-        raise PolicyError(f"{where}: mode {'prefer' if prefer == Mode.HW else 'min'} hw: a chain is never offloaded "
-                          "(hw mode runs one program; libxdp's dispatcher cannot be offloaded)",
+        from offload.load.chain import NEVER_HW
+
+        raise PolicyError(f"{where}: mode {'prefer' if prefer == Mode.HW else 'min'} hw: {NEVER_HW}",
                           hint="use mode prefer auto, native or generic for a `programs:` rule, or one `program:` "
                                "alone to offload it")
     members, keys = [], {}
