@@ -477,14 +477,16 @@ def gc_cmd(dry_run, as_json) -> None:
 @click.argument("iface")
 @click.option("--interval", type=Bounded(float, 0, HOUR, lo_open=True),
               help="Sample twice, S seconds apart, and show rates.")
+@click.option("--member", metavar="KEY", help="A policy's chain member on IFACE (its program's name in the "
+              "rule's `programs`).")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 @in_netns
-def stats_cmd(iface, interval, as_json) -> None:
+def stats_cmd(iface, interval, member, as_json) -> None:
     """Per-action packet counters (and rates) of offload's program on IFACE."""
     from offload.load import stats as stats_mod
 
-    emit(stats_mod.sample(iface, interval), "stats")
+    emit(stats_mod.sample(iface, interval, member), "stats")
 
 
 @main.group("filter")

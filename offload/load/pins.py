@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.errors import EnvironmentProblem, OffloadError, RefusedError
+from offload.errors import EnvironmentProblem, OffloadError, RefusedError, UsageError, excerpt
 from offload.kernel import bpfsys, clock, durable, fs
 from offload.kernel.names import check_ifname, check_netns
 from offload.probe.mode import MODES
@@ -283,7 +283,7 @@ class Slot:
         check_netns(self.netns)
         check_ifname(self.iface)
         if self.member is not None and not 0 < len(self.member) <= MAX_MEMBER:
-            raise ValueError(f"a chain member's key is 1..{MAX_MEMBER} characters: {self.member[:80]!r}")
+            raise UsageError(f"a chain member's key is 1..{MAX_MEMBER} characters: {excerpt(self.member)}")
 
     @property
     def name(self) -> str:
@@ -637,7 +637,7 @@ def slots(netns: str) -> list[Slot]:
         iface, sep, member = i.partition(MEMBER_SEP)   # escaped names: unescaped apart
         try:
             out.append(Slot(netns, _unescape(iface), _unescape_member(member) if sep else None))
-        except (OffloadError, ValueError):   # a name offload would never have written: not ours to touch
+        except OffloadError:   # a name offload would never have written: not ours to touch
             continue
     return out
 

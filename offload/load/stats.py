@@ -16,13 +16,17 @@ from offload.load.programs import ACTIONS
 HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redirect": "redirect"}
 
 
-def read(iface: str) -> dict:
-    """{'mode', 'program', 'packets': {action: n}, 'bytes': {action: n}} right now."""
+def read(iface: str, member: str | None = None) -> dict:
+    """{'mode', 'program', 'packets': {action: n}, 'bytes': {action: n}} right now, of offload's
+    program on `iface`, or of the policy's chain member `member` there."""
     ifindex_of(iface)  # a missing interface is bad input, before "nothing attached"
-    slot = pins.Slot(netns.current_name(), iface)
+    slot = pins.Slot(netns.current_name(), iface, member)
     meta = slot.meta()
     if not meta:
-        raise NotAttachedError(f"{iface}: no program of offload's is attached", hint="offload status")
+        keys = [s.member for s in pins.interface_slots(slot.netns, iface) if s.member is not None]
+        hint = (f"offload's programs on {iface} are a policy's chain members: offload stats {iface} --member "
+                f"{keys[0]} (members: {', '.join(keys)})") if keys and member is None else "offload status"
+        raise NotAttachedError(f"{slot.label}: no program of offload's is attached", hint=hint)
     packets = dict.fromkeys(ACTIONS, 0)
     nbytes = dict.fromkeys(ACTIONS, 0)
     per_cpu: list[int] | None = None   # frames the program saw on each CPU (the receive side's CPUs)
@@ -76,15 +80,15 @@ def rates(before: dict, after: dict, dt: float) -> dict:
     return {a: round((after["packets"][a] - before["packets"][a]) / dt, 1) for a in ACTIONS}
 
 
-def sample(iface: str, interval: float | None = None) -> dict:
+def sample(iface: str, interval: float | None = None, member: str | None = None) -> dict:
     """Counters now; with `interval`, counters after that many seconds plus the rates between."""
     t0 = time.monotonic()   # rates over the monotonic clock; `time` (RFC 3339) is for people and logs
-    first = read(iface)
+    first = read(iface, member)
     if not interval:
         return first
     time.sleep(interval)
     t1 = time.monotonic()
-    res = read(iface)
+    res = read(iface, member)
     if res["counters"] == "prog_info":
         dt = max(t1 - t0, 1e-9)
         return {**res, "runs_per_s": round((res["run_cnt"] - first["run_cnt"]) / dt, 1), "interval": interval}

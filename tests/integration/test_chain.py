@@ -170,6 +170,12 @@ def test_chain_member_slots_sit_beside_the_interface_s_own(env):
     assert set(pins.slots(env.netns)) == {own, member} and pins.interface_slots(env.netns, env.ifname) == [own, member]
     assert own.meta()["program"] == "count_pass" and member.meta()["member"] == "my.prog:x%"
     assert env.offload_json("status")["stale_pins"] == [env.ifname]          # the interface, once
+    own.remove()   # only the member's record left: stats names it
+    res = env.offload("stats", env.ifname, check=False)
+    assert res.returncode == 10 and f"--member my.prog:x%" in res.stderr, res.stderr
+    res = env.offload("stats", env.ifname, "--member", "x" * 65, check=False)
+    assert res.returncode == 2 and "1..64 characters" in res.stderr and "Traceback" not in res.stderr
+    own.put_record(rec)
     dry = [f for f in env.offload_json("gc", "--dry-run", netns=None)["freed"] if f["netns"] == env.netns]
     assert len(dry) == 2 and set(pins.slots(env.netns)) == {own, member}
     from offload.load import gc

@@ -204,9 +204,11 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     assert [(p, o) for p, _, o in built] == [(10, True), (15, False), (20, True)] and built[1][1] == theirs["prog_id"]
     pass_id, drop_id = built[0][1], built[2][1]
     t0, p0, d0 = packets(theirs["prog_id"], XDP_PASS), packets(pass_id, XDP_PASS), packets(drop_id, XDP_DROP)
+    s0 = offload_json("stats", env.ifname, "--member", "count_drop", netns=env.netns)["packets"]["drop"]
     send(env)
     dt = packets(theirs["prog_id"], XDP_PASS) - t0
     assert dt >= N and packets(pass_id, XDP_PASS) - p0 == dt and packets(drop_id, XDP_DROP) - d0 == dt
+    assert offload_json("stats", env.ifname, "--member", "count_drop", netns=env.netns)["packets"]["drop"] - s0 == dt
     assert offload_json("apply", "-f", pol, "--journal", journal, netns=env.netns)["changed"] == 0
     assert chain_ids(env) == built
 
