@@ -13,6 +13,7 @@ ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 RTM_GETLINK = 18
 _IFINFO = struct.Struct("=BxHiII")   # struct ifinfomsg: family, type, index, flags, change
+_NLA = struct.Struct("=HH")          # struct nlattr
 
 # include/uapi/linux/if_link.h: the IFLA_* attributes the probe reads, and nothing else
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO = 3, 4, 5, 10, 16, 18
@@ -56,8 +57,11 @@ _LINK_ATTRS = frozenset((
     IFLA_XDP))
 
 
+_NO_PROG = nlraw.nla(IFLA_XDP_ATTACHED, b"\0")   # IFLA_XDP of a link without programs: XDP_ATTACHED_NONE
+
+
 def _xdp_ids(raw: bytes | None) -> dict[str, int]:
-    if not raw:
+    if not raw or raw == _NO_PROG:
         return {}
     xdp = nlraw.attrs(raw)
     ids = {mode: nlraw.get_u32(xdp, attr) for mode, attr in XDP_MODE_ATTRS.items()}
@@ -70,16 +74,24 @@ def _xdp_ids(raw: bytes | None) -> dict[str, int]:
     return ids
 
 
+def _info_kind(info: bytes | None) -> str | None:
+    if not info:
+        return None
+    ln, typ = _NLA.unpack_from(info)   # rtnl_link_info_fill puts the kind first: read it there
+    if typ & nlraw.NLA_TYPE_MASK == IFLA_INFO_KIND and 4 < ln <= len(info):
+        return info[4:ln].split(b"\0", 1)[0].decode(errors="replace")
+    return nlraw.get_str(nlraw.attrs(info), IFLA_INFO_KIND)
+
+
 def link_from_buffer(buf: bytes, start: int, end: int) -> Link:
     """One RTM_NEWLINK message's payload (ifinfomsg + attributes) -> Link."""
     _, link_type, index, flags, _ = _IFINFO.unpack_from(buf, start)
     a = nlraw.attrs(buf, start + _IFINFO.size, end, _LINK_ATTRS)
-    info = a.get(IFLA_LINKINFO)
     oper = nlraw.get_u8(a, IFLA_OPERSTATE)
     return Link(
         name=nlraw.get_str(a, IFLA_IFNAME),
         ifindex=index,
-        kind=nlraw.get_str(nlraw.attrs(info), IFLA_INFO_KIND) if info else None,
+        kind=_info_kind(a.get(IFLA_LINKINFO)),
         link_type=link_type,
         admin_up=bool(flags & IFF_UP),
         oper_state=OPER_STATES[oper] if oper is not None and oper < len(OPER_STATES) else "UNKNOWN",

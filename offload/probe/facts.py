@@ -140,7 +140,7 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
                           "num_tx_queues": peer.num_tx_queues if peer else None}
             if xdp is not None:
                 x = xdp.get(link.ifindex)
-                f.xdp_features = x.features if x else []
+                f.xdp_features = list(x.features) if x else []   # the dump's list is shared
                 f.xdp_zc_max_segs = x.zc_max_segs if x else None
             if link.parent_bus:  # PCI ids sit above virtio, SR-IOV VFs, auxiliary devices
                 ids = pci_ids(link.name)
