@@ -114,12 +114,57 @@ def _request(ifindex: int = 0) -> bytes:
                                                                          nlraw.u32(RTEXT_FILTER_SKIP_STATS))
 
 
-def dump_links(sock: nlraw.Socket | None = None) -> list[Link]:
-    """All links of the current network namespace, in one dump."""
-    if sock is not None:
-        return [link_from_buffer(*m) for m in sock.request(RTM_GETLINK, _request(), dump=True)]
-    with nlraw.Socket(nlraw.NETLINK_ROUTE) as own:
-        return dump_links(own)
+def _name(buf: bytes, start: int, end: int) -> str | None:
+    """A link message's name without walking it: rtnl_fill_ifinfo puts IFLA_IFNAME first (None
+    when it is not there: the caller then decodes the whole message)."""
+    off = start + _IFINFO.size
+    if end - off < 4:
+        return None
+    ln, typ = _NLA.unpack_from(buf, off)
+    if typ & nlraw.NLA_TYPE_MASK != IFLA_IFNAME or not 4 < ln <= end - off:
+        return None
+    return buf[off + 4:off + ln].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def dump_links(sock: nlraw.Socket | None = None, names: set[str] | None = None) -> list[Link]:
+    """All links of the current network namespace, in one dump; with `names`, only those links
+    and the links they name as IFLA_LINK (a veth's peer, a vlan's lower device) are decoded and
+    returned, in the dump's order: a look at a few links among thousands costs the dump, not the
+    decoding of every link."""
+    if sock is None:
+        with nlraw.Socket(nlraw.NETLINK_ROUTE) as own:
+            return dump_links(own, names)
+    replies = sock.request(RTM_GETLINK, _request(), dump=True)
+    if names is None:
+        return [link_from_buffer(*m) for m in replies]
+    order: list[int] = []
+    raw: dict[int, tuple[bytes, int, int]] = {}
+    got: dict[int, Link] = {}
+    for buf, start, end in replies:
+        index = _IFINFO.unpack_from(buf, start)[2]
+        order.append(index)
+        name = _name(buf, start, end)
+        if name is None or name in names:
+            got[index] = link_from_buffer(buf, start, end)
+        else:
+            raw[index] = (buf, start, end)
+    for link in list(got.values()):
+        if link.peer_ifindex in raw and link.peer_netnsid is None:
+            got[link.peer_ifindex] = link_from_buffer(*raw[link.peer_ifindex])
+    return [got[i] for i in order if i in got]
+
+
+def link_names(sock: nlraw.Socket | None = None) -> set[str]:
+    """The names of every link of the current network namespace: one dump, each message read up
+    to its first attribute."""
+    if sock is None:
+        with nlraw.Socket(nlraw.NETLINK_ROUTE) as own:
+            return link_names(own)
+    out = set()
+    for buf, start, end in sock.request(RTM_GETLINK, _request(), dump=True):
+        name = _name(buf, start, end)
+        out.add(name if name is not None else link_from_buffer(buf, start, end).name)
+    return out
 
 
 def get_link(ifindex: int) -> Link:

@@ -13,7 +13,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 
-from offload.kernel import bpfsys, devlink, genl, nlraw, rtnl
+from offload.kernel import devlink, genl, nlraw, rtnl
 from offload.kernel.drvinfo import DrvInfoReader
 from offload.kernel.identity import pci_ids
 from offload.kernel.version import parse_version
@@ -96,11 +96,11 @@ def _kind(link: rtnl.Link) -> str:
 
 def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]]:
     """Facts for the named interfaces (all when None) of the current network namespace."""
+    want = set(names) if names is not None else None
     with nlraw.Socket(nlraw.NETLINK_ROUTE) as sock:
-        links = rtnl.dump_links(sock)
+        links = rtnl.dump_links(sock, want)   # named: those and their peers decoded, no others
     by_index = {link.ifindex: link for link in links}
-    if names is not None:
-        want = set(names)
+    if want is not None:
         links = [link for link in links if link.name in want]
     features, channels, rings, xdp, dl = _genl_dumps()
     prog_names: dict[int, str | None] = {}   # one bpf() look-up per program, however many links run it
@@ -150,6 +150,8 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
                 f.firmware_version = f.firmware_version or _devlink_fw(f.devlink)
             for mode, prog_id in link.xdp_prog_ids.items():
                 if prog_id not in prog_names:
+                    from offload.kernel import bpfsys  # here: ~8 ms of imports a probe without programs skips
+
                     p = bpfsys.prog_info(prog_id)
                     prog_names[prog_id] = p.name if p else None
                 f.attached.append({"mode": mode, "prog_id": prog_id, "name": prog_names[prog_id]})

@@ -266,3 +266,21 @@ def test_devices_of_one_driver_keep_their_own_answers(env):
         assert r["features"].get("rx-gro", {}).get("active", False) == ("generic-receive-offload: on" in gro), name
         assert (r["mtu"], r["state"]["admin_up"]) == (truth[name]["mtu"], "UP" in truth[name]["flags"]), name
     assert report["t24tun"]["bus_info"] == "tun" and report["t24tap"]["bus_info"] == "tap"
+
+
+def test_named_links_are_decoded_with_their_peers(env):
+    """A look at a few links among many (attach, watch's new links, `probe IFACE`) decodes those and
+    the links they point at, nothing else; the same records as the whole dump."""
+    from offload.kernel import netns, rtnl
+
+    lab = env.make_lab(pairs=3)
+    a, b = lab.pairs[1].a, lab.pairs[1].b
+    with netns.inside(lab.netns):
+        everything = rtnl.dump_links()
+        named = rtnl.dump_links(names={a})
+        names = rtnl.link_names()
+    assert [link.name for link in named] == [link.name for link in everything if link.name in (a, b)]
+    assert named == [link for link in everything if link.name in (a, b)]
+    assert names == {link.name for link in everything}
+    report = by_name(probe_json(env, a, netns=lab.netns))
+    assert list(report) == [a] and report[a]["peer"]["name"] == b
