@@ -120,13 +120,11 @@ def plot(out: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100, layout="tight")
     ax.plot([s["cycle"] for s in out["samples"]], [s["rss_kib"] / 1024 for s in out["samples"]], "o-")
-    ax.set_xlabel(f"delete/re-create cycles (watch over {out['interfaces']} attached veths)")
-    ax.set_ylabel("watch RSS, MiB")
-    ax.set_ylim(bottom=0)
+    ax.set(xlabel=f"delete/re-create cycles (watch over {out['interfaces']} attached veths)",
+           ylabel="watch RSS, MiB", ylim=(0, None))
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path)
 
 
