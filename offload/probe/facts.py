@@ -86,6 +86,9 @@ class DeviceFacts:
 
 
 
+_NO_FEATURES: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
 def _kind(link: rtnl.Link) -> str:
     if link.link_type == rtnl.ARPHRD_LOOPBACK:
         return "loopback"
@@ -104,13 +107,19 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
         links = [link for link in links if link.name in want]
     features, channels, rings, xdp, dl = _genl_dumps()
     prog_names: dict[int, str | None] = {}   # one bpf() look-up per program, however many links run it
+    ordered: dict[frozenset[str], list[str]] = {}   # feature sets are shared by a driver's devices: sorted once
+
+    def by_name(names: frozenset[str]) -> list[str]:
+        if names not in ordered:
+            ordered[names] = sorted(names)
+        return list(ordered[names])
     host = HostFacts(kernel=platform.release(), netdev_family=xdp is not None, cpus=os.cpu_count() or 1)
 
     out: list[DeviceFacts] = []
     with DrvInfoReader() as drv:
         for link in links:
             info = drv.read(link.name)
-            active, fixed = features.get(link.ifindex, (set(), set()))
+            active, fixed = features.get(link.ifindex, _NO_FEATURES)
             f = DeviceFacts(
                 name=link.name,
                 ifindex=link.ifindex,
@@ -129,8 +138,8 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
                 # vars(), not asdict(): flat records of ints, and asdict's deep copy costs ~0.1 ms each
                 channels=dict(vars(channels[link.ifindex])) if link.ifindex in channels else None,
                 rings=dict(vars(rings[link.ifindex])) if link.ifindex in rings else None,
-                features_active=sorted(active),
-                features_fixed=sorted(fixed),
+                features_active=by_name(active),
+                features_fixed=by_name(fixed),
             )
             if link.peer_ifindex and link.peer_ifindex != link.ifindex:
                 same_ns = link.peer_netnsid is None
