@@ -114,7 +114,10 @@ def stages(repeat: int) -> dict:
     host, devices = facts.gather()
     profs, problems = profiles.load(None, {d.driver for d in devices if d.driver})
     doc = jsondoc.document("probe", report.report(host, devices, profs, problems))
+    one = {links[len(links) // 2].name}
     parts = {"rtnl dump, received": raw_links, "rtnl dump, decoded": rtnl.dump_links,
+             "rtnl dump, one link named (and its peer) decoded": lambda: rtnl.dump_links(names=one),
+             "rtnl dump, every link's name": rtnl.link_names,
              "ethtool dumps, received": raw_ethtool, "ethtool dumps, decoded": ethtool, "netdev dump, decoded": genl.netdev_xdp,
              "GDRVINFO ioctls": drvinfo, "facts (all of the above)": facts.gather,
              "verdicts and report": lambda: report.report(host, devices, profs, problems),
