@@ -119,7 +119,7 @@ def stages(repeat: int) -> dict:
              "rtnl dump, one link named (and its peer) decoded": lambda: rtnl.dump_links(names=one),
              "rtnl dump, every link's name": rtnl.link_names,
              "ethtool dumps, received": raw_ethtool, "ethtool dumps, decoded": ethtool, "netdev dump, decoded": genl.netdev_xdp,
-             "GDRVINFO ioctls": drvinfo, "facts (all of the above)": facts.gather,
+             "GDRVINFO ioctls": drvinfo, "facts.gather (whole dumps decoded, ioctls, records)": facts.gather,
              "verdicts and report": lambda: report.report(host, devices, profs, problems),
              "json.dumps": lambda: json.dumps(doc)}
     out = {}
