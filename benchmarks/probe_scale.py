@@ -136,7 +136,7 @@ def stages(repeat: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pairs", nargs="?", type=int, default=500)
-    ap.add_argument("--repeat", type=int, default=7, help="runs of each command (medians and best reported)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each command (medians and best reported)")
     ap.add_argument("--against", metavar="REV", help="also run REV's probe; the documents must be identical")
     ap.add_argument("--stages", action="store_true", help="also the CPU time of each part of a probe, in-process")
     ap.add_argument("--stages-here", action="store_true", help=argparse.SUPPRESS)   # run by --stages in the lab
