@@ -33,11 +33,15 @@ class _drvinfo(ctypes.Structure):  # struct ethtool_drvinfo (include/uapi/linux/
     ]
 
 
+# driver, version, fw_version and bus_info: what a DrvInfo holds, in one run of bytes
+_TEXT = _drvinfo.erom_version.offset - _drvinfo.driver.offset
+
+
 class _ifreq(ctypes.Structure):
     _fields_ = [("ifr_name", ctypes.c_char * 16), ("ifr_data", ctypes.c_void_p), ("pad", ctypes.c_char * 16)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DrvInfo:
     driver: str | None
     version: str | None
@@ -51,13 +55,15 @@ def _s(b: bytes) -> str | None:
 
 
 class DrvInfoReader:
-    """Holds one socket for a batch of ioctls (one per device; no processes, no netlink trips)."""
+    """Holds one socket for a batch of ioctls (one per device; no processes, no netlink trips).
+    Devices answering the same bytes share one DrvInfo (frozen)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         # One request reused for every device: only the name changes (fewer ctypes objects per call)
         self._info = _drvinfo()
         self._req = _ifreq(ifr_data=ctypes.addressof(self._info))
+        self._seen: dict[bytes, DrvInfo] = {}   # devices of one driver answer alike: decoded once
 
     def read(self, ifname: str) -> DrvInfo | None:
         info = self._info
@@ -70,7 +76,10 @@ class DrvInfoReader:
             if e.errno in (errno.EOPNOTSUPP, errno.ENODEV, errno.ENOTSUP):
                 return None
             raise
-        return DrvInfo(_s(info.driver), _s(info.version), _s(info.fw_version), _s(info.bus_info))
+        raw = ctypes.string_at(ctypes.addressof(info) + _drvinfo.driver.offset, _TEXT)
+        if raw not in self._seen:
+            self._seen[raw] = DrvInfo(_s(info.driver), _s(info.version), _s(info.fw_version), _s(info.bus_info))
+        return self._seen[raw]
 
     def close(self) -> None:
         self.sock.close()

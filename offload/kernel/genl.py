@@ -3,14 +3,17 @@ family (XDP features), each read with one dump for every device of the namespace
 
 pyroute2's NlEthtool asks per device and re-resolves the family on every call, and decoding a
 thousand replies into its message objects is most of a probe's time; the dumps here go through
-`nlraw` (why, with numbers: its docstring and docs/benchmarks.md).
+`nlraw` (why, with numbers: its docstring and docs/benchmarks.md). Devices of one driver send the
+same bytes after the part naming the device (`by_device`): those are decoded once per dump.
 """
 
 from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from offload.kernel import nlraw
 from offload.kernel.nlraw import NetlinkError, get_str, get_u32, nest, nla
@@ -103,16 +106,54 @@ def bitset_bits(raw: bytes | None) -> set[int]:
     return mask_bits(bitset_mask(raw))
 
 
+T = TypeVar("T")
+_NLA, _U32 = struct.Struct("=HH"), struct.Struct("=I")
+
+
+def by_device(replies: Iterator[tuple[bytes, int, int]], ident: int, ifindex: Callable[[bytes], int | None],
+              decode: Callable[[dict[int, bytes]], T]) -> dict[int, T]:
+    """ifindex -> decode(attributes) of each reply of a dump (generic netlink: the genlmsghdr
+    skipped). The kernel puts the attribute naming the device (type `ident`, its index read from
+    the payload by `ifindex`) first; the bytes after it are the device's state, the same for
+    devices of one driver in the same state, so equal bytes are decoded once and their value
+    shared (read-only). A reply not led by `ident` is decoded on its own."""
+    out: dict[int, T] = {}
+    seen: dict[bytes, T] = {}
+    for buf, start, end in replies:
+        off = start + 4
+        ln, typ = _NLA.unpack_from(buf, off) if end - off >= 4 else (0, 0)
+        if ln < 4 or typ & nlraw.NLA_TYPE_MASK != ident:
+            a = nlraw.attrs(buf, off, end)
+            index = ifindex(a[ident]) if ident in a else None
+            if index is not None:
+                out[index] = decode(a)
+            continue
+        rest = buf[off + ((ln + 3) & -4):end]
+        if rest not in seen:
+            seen[rest] = decode(nlraw.attrs(rest))
+        index = ifindex(buf[off + 4:off + ln])
+        if index is not None:
+            out[index] = seen[rest]
+    return out
+
+
+def _u32(payload: bytes) -> int | None:
+    return _U32.unpack_from(payload)[0] if len(payload) >= 4 else None
+
+
+def _header_ifindex(payload: bytes) -> int | None:
+    # ethnl_fill_reply_header puts the index first: read it there, else walk the header
+    if len(payload) >= 8 and _NLA.unpack_from(payload)[1] & nlraw.NLA_TYPE_MASK == A_HEADER_DEV_INDEX:
+        return _U32.unpack_from(payload, 4)[0]
+    return get_u32(nlraw.attrs(payload), A_HEADER_DEV_INDEX)
+
+
 def _header(flags: int = 0, ifindex: int | None = None) -> bytes:
     # ethtool validates nests strictly: NLA_F_NESTED is set by nest()
     inner = [nla(A_HEADER_FLAGS, nlraw.u32(flags))]
     if ifindex is not None:
         inner.insert(0, nla(A_HEADER_DEV_INDEX, nlraw.u32(ifindex)))
     return nest(HEADER, *inner)
-
-
-def _ifindex(a: dict[int, bytes]) -> int | None:
-    return get_u32(nlraw.attrs(a[HEADER]), A_HEADER_DEV_INDEX) if HEADER in a else None
 
 
 def _bitset_value(raw: bytes | None) -> int:
@@ -155,23 +196,22 @@ class Ethtool(nlraw.Genl):
         """The names of a device's driver statistics, in the order ETHTOOL_GSTATS returns values."""
         return self._strings(ETH_SS_STATS, ifindex)
 
-    def features(self) -> dict[int, tuple[set[str], set[str]]]:
+    def _dump(self, cmd: int, decode: Callable[[dict[int, bytes]], T], flags: int = 0) -> dict[int, T]:
+        """ifindex -> decode(reply) over one dump of `cmd` (equal replies decoded once: by_device)."""
+        replies = self.request(self.family, nlraw.pack_genl(cmd) + _header(flags), dump=True)
+        return by_device(replies, HEADER, _header_ifindex, decode)
+
+    def features(self) -> dict[int, tuple[frozenset[str], frozenset[str]]]:
         """ifindex -> (active feature names, names that cannot be changed: `ethtool -k`'s [fixed])."""
         names = self.feature_names()
         everything = (1 << len(names)) - 1
-        out: dict[int, tuple[set[str], set[str]]] = {}
-        named: dict[int, set[str]] = {}   # mask -> names: devices of one driver share their masks
 
-        def names_of(mask: int) -> set[str]:
-            if mask not in named:
-                named[mask] = {names[b] for b in mask_bits(mask)}
-            return set(named[mask])
-        for a in self.genl(ETHTOOL_MSG_FEATURES_GET, _header(ETHTOOL_FLAG_COMPACT_BITSETS), dump=True):
+        def decode(a: dict[int, bytes]) -> tuple[frozenset[str], frozenset[str]]:
             active = _bitset_value(a.get(A_FEATURES_ACTIVE)) & everything
             fixed = (everything & ~_bitset_value(a.get(A_FEATURES_HW))) | (
                 _bitset_value(a.get(A_FEATURES_NOCHANGE)) & everything)
-            out[_ifindex(a)] = (names_of(active), names_of(fixed))
-        return out
+            return (frozenset(names[b] for b in mask_bits(active)), frozenset(names[b] for b in mask_bits(fixed)))
+        return self._dump(ETHTOOL_MSG_FEATURES_GET, decode, ETHTOOL_FLAG_COMPACT_BITSETS)
 
     def set_features(self, ifindex: int, wanted: dict[str, bool]) -> None:
         """Turn features on or off (like `ethtool -K`); the kernel's refusal comes back as NetlinkError."""
@@ -185,18 +225,18 @@ class Ethtool(nlraw.Genl):
             pass
 
     def channels(self) -> dict[int, Channels]:
-        out = {}
-        for a in self.genl(ETHTOOL_MSG_CHANNELS_GET, _header(), dump=True):
+        """ifindex -> channels (one object shared by devices reporting the same: read-only)."""
+        def decode(a: dict[int, bytes]) -> Channels:
             rx_max, tx_max, other_max, combined_max, rx, tx, other, combined = (get_u32(a, t) for t in A_CHANNELS)
-            out[_ifindex(a)] = Channels(rx, tx, other, combined, rx_max, tx_max, other_max, combined_max)
-        return out
+            return Channels(rx, tx, other, combined, rx_max, tx_max, other_max, combined_max)
+        return self._dump(ETHTOOL_MSG_CHANNELS_GET, decode)
 
     def rings(self) -> dict[int, Rings]:
-        out = {}
-        for a in self.genl(ETHTOOL_MSG_RINGS_GET, _header(), dump=True):
-            out[_ifindex(a)] = Rings(get_u32(a, A_RINGS_RX), get_u32(a, A_RINGS_TX), get_u32(a, A_RINGS_RX_MAX),
-                                     get_u32(a, A_RINGS_TX_MAX))
-        return out
+        """ifindex -> rings (one object shared by devices reporting the same: read-only)."""
+        def decode(a: dict[int, bytes]) -> Rings:
+            return Rings(get_u32(a, A_RINGS_RX), get_u32(a, A_RINGS_TX), get_u32(a, A_RINGS_RX_MAX),
+                         get_u32(a, A_RINGS_TX_MAX))
+        return self._dump(ETHTOOL_MSG_RINGS_GET, decode)
 
 
 def netdev_xdp() -> dict[int, NetdevXdp] | None:
@@ -207,10 +247,10 @@ def netdev_xdp() -> dict[int, NetdevXdp] | None:
         if e.code in (errno.ENOENT, errno.ENOTSUP, errno.EOPNOTSUPP):
             return None
         raise
+    def decode(a: dict[int, bytes]) -> NetdevXdp:
+        return NetdevXdp(xdp_feature_names(nlraw.get_u64(a, NETDEV_A_DEV_XDP_FEATURES) or 0),
+                         get_u32(a, NETDEV_A_DEV_XDP_ZC_MAX_SEGS))
     with sock:
-        return {
-            get_u32(a, NETDEV_A_DEV_IFINDEX): NetdevXdp(
-                xdp_feature_names(nlraw.get_u64(a, NETDEV_A_DEV_XDP_FEATURES) or 0),
-                get_u32(a, NETDEV_A_DEV_XDP_ZC_MAX_SEGS))
-            for a in sock.genl(NETDEV_CMD_DEV_GET, dump=True)
-        }
+        # the device's index leads each reply (netdev_nl_dev_fill)
+        replies = sock.request(sock.family, nlraw.pack_genl(NETDEV_CMD_DEV_GET), dump=True)
+        return by_device(replies, NETDEV_A_DEV_IFINDEX, _u32, decode)

@@ -72,6 +72,11 @@ def asciiz(s: str) -> bytes:
     return s.encode() + b"\0"
 
 
+def pack_genl(cmd: int, version: int = 1) -> bytes:
+    """A generic-netlink header (struct genlmsghdr)."""
+    return _GENL.pack(cmd, version, 0)
+
+
 # --- unpacking -----------------------------------------------------------------------------------
 
 def attrs(buf: bytes, off: int = 0, end: int | None = None, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
@@ -225,5 +230,5 @@ class Genl(Socket):
 
     def genl(self, cmd: int, body: bytes = b"", dump: bool = False, version: int = 1) -> Iterator[dict]:
         """Yield each reply's top-level attributes (type -> payload)."""
-        for buf, s, e in self.request(self.family, _GENL.pack(cmd, version, 0) + body, dump):
+        for buf, s, e in self.request(self.family, pack_genl(cmd, version) + body, dump):
             yield attrs(buf, s + 4, e)

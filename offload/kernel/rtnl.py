@@ -13,6 +13,7 @@ ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 RTM_GETLINK = 18
 _IFINFO = struct.Struct("=BxHiII")   # struct ifinfomsg: family, type, index, flags, change
+_NLA = struct.Struct("=HH")          # struct nlattr
 
 # include/uapi/linux/if_link.h: the IFLA_* attributes the probe reads, and nothing else
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO = 3, 4, 5, 10, 16, 18
@@ -56,8 +57,11 @@ _LINK_ATTRS = frozenset((
     IFLA_XDP))
 
 
+_NO_PROG = nlraw.nla(IFLA_XDP_ATTACHED, b"\0")   # IFLA_XDP of a link without programs: XDP_ATTACHED_NONE
+
+
 def _xdp_ids(raw: bytes | None) -> dict[str, int]:
-    if not raw:
+    if not raw or raw == _NO_PROG:
         return {}
     xdp = nlraw.attrs(raw)
     ids = {mode: nlraw.get_u32(xdp, attr) for mode, attr in XDP_MODE_ATTRS.items()}
@@ -70,16 +74,24 @@ def _xdp_ids(raw: bytes | None) -> dict[str, int]:
     return ids
 
 
+def _info_kind(info: bytes | None) -> str | None:
+    if not info:
+        return None
+    ln, typ = _NLA.unpack_from(info)   # rtnl_link_info_fill puts the kind first: read it there
+    if typ & nlraw.NLA_TYPE_MASK == IFLA_INFO_KIND and 4 < ln <= len(info):
+        return info[4:ln].split(b"\0", 1)[0].decode(errors="replace")
+    return nlraw.get_str(nlraw.attrs(info), IFLA_INFO_KIND)
+
+
 def link_from_buffer(buf: bytes, start: int, end: int) -> Link:
     """One RTM_NEWLINK message's payload (ifinfomsg + attributes) -> Link."""
     _, link_type, index, flags, _ = _IFINFO.unpack_from(buf, start)
     a = nlraw.attrs(buf, start + _IFINFO.size, end, _LINK_ATTRS)
-    info = a.get(IFLA_LINKINFO)
     oper = nlraw.get_u8(a, IFLA_OPERSTATE)
     return Link(
         name=nlraw.get_str(a, IFLA_IFNAME),
         ifindex=index,
-        kind=nlraw.get_str(nlraw.attrs(info), IFLA_INFO_KIND) if info else None,
+        kind=_info_kind(a.get(IFLA_LINKINFO)),
         link_type=link_type,
         admin_up=bool(flags & IFF_UP),
         oper_state=OPER_STATES[oper] if oper is not None and oper < len(OPER_STATES) else "UNKNOWN",
@@ -102,12 +114,57 @@ def _request(ifindex: int = 0) -> bytes:
                                                                          nlraw.u32(RTEXT_FILTER_SKIP_STATS))
 
 
-def dump_links(sock: nlraw.Socket | None = None) -> list[Link]:
-    """All links of the current network namespace, in one dump."""
-    if sock is not None:
-        return [link_from_buffer(*m) for m in sock.request(RTM_GETLINK, _request(), dump=True)]
-    with nlraw.Socket(nlraw.NETLINK_ROUTE) as own:
-        return dump_links(own)
+def _name(buf: bytes, start: int, end: int) -> str | None:
+    """A link message's name without walking it: rtnl_fill_ifinfo puts IFLA_IFNAME first (None
+    when it is not there: the caller then decodes the whole message)."""
+    off = start + _IFINFO.size
+    if end - off < 4:
+        return None
+    ln, typ = _NLA.unpack_from(buf, off)
+    if typ & nlraw.NLA_TYPE_MASK != IFLA_IFNAME or not 4 < ln <= end - off:
+        return None
+    return buf[off + 4:off + ln].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def dump_links(sock: nlraw.Socket | None = None, names: set[str] | None = None) -> list[Link]:
+    """All links of the current network namespace, in one dump; with `names`, only those links
+    and the links they name as IFLA_LINK (a veth's peer, a vlan's lower device) are decoded and
+    returned, in the dump's order: a look at a few links among thousands costs the dump, not the
+    decoding of every link."""
+    if sock is None:
+        with nlraw.Socket(nlraw.NETLINK_ROUTE) as own:
+            return dump_links(own, names)
+    replies = sock.request(RTM_GETLINK, _request(), dump=True)
+    if names is None:
+        return [link_from_buffer(*m) for m in replies]
+    order: list[int] = []
+    raw: dict[int, tuple[bytes, int, int]] = {}
+    got: dict[int, Link] = {}
+    for buf, start, end in replies:
+        index = _IFINFO.unpack_from(buf, start)[2]
+        order.append(index)
+        name = _name(buf, start, end)
+        if name is None or name in names:
+            got[index] = link_from_buffer(buf, start, end)
+        else:
+            raw[index] = (buf, start, end)
+    for link in list(got.values()):
+        if link.peer_ifindex in raw and link.peer_netnsid is None:
+            got[link.peer_ifindex] = link_from_buffer(*raw[link.peer_ifindex])
+    return [got[i] for i in order if i in got]
+
+
+def link_names(sock: nlraw.Socket | None = None) -> set[str]:
+    """The names of every link of the current network namespace: one dump, each message read up
+    to its first attribute."""
+    if sock is None:
+        with nlraw.Socket(nlraw.NETLINK_ROUTE) as own:
+            return link_names(own)
+    out = set()
+    for buf, start, end in sock.request(RTM_GETLINK, _request(), dump=True):
+        name = _name(buf, start, end)
+        out.add(name if name is not None else link_from_buffer(buf, start, end).name)
+    return out
 
 
 def get_link(ifindex: int) -> Link:

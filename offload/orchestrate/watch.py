@@ -275,4 +275,4 @@ def _signature(path: str) -> tuple[int, ...] | None:
 
 
 def _link_names() -> set[str]:
-    return {link.name for link in rtnl.dump_links()}
+    return rtnl.link_names()

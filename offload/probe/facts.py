@@ -13,7 +13,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 
-from offload.kernel import bpfsys, devlink, genl, nlraw, rtnl
+from offload.kernel import devlink, genl, nlraw, rtnl
 from offload.kernel.drvinfo import DrvInfoReader
 from offload.kernel.identity import pci_ids
 from offload.kernel.version import parse_version
@@ -86,6 +86,9 @@ class DeviceFacts:
 
 
 
+_NO_FEATURES: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
 def _kind(link: rtnl.Link) -> str:
     if link.link_type == rtnl.ARPHRD_LOOPBACK:
         return "loopback"
@@ -96,21 +99,27 @@ def _kind(link: rtnl.Link) -> str:
 
 def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]]:
     """Facts for the named interfaces (all when None) of the current network namespace."""
+    want = set(names) if names is not None else None
     with nlraw.Socket(nlraw.NETLINK_ROUTE) as sock:
-        links = rtnl.dump_links(sock)
+        links = rtnl.dump_links(sock, want)   # named: those and their peers decoded, no others
     by_index = {link.ifindex: link for link in links}
-    if names is not None:
-        want = set(names)
+    if want is not None:
         links = [link for link in links if link.name in want]
     features, channels, rings, xdp, dl = _genl_dumps()
     prog_names: dict[int, str | None] = {}   # one bpf() look-up per program, however many links run it
+    ordered: dict[frozenset[str], list[str]] = {}   # feature sets are shared by a driver's devices: sorted once
+
+    def by_name(names: frozenset[str]) -> list[str]:
+        if names not in ordered:
+            ordered[names] = sorted(names)
+        return list(ordered[names])
     host = HostFacts(kernel=platform.release(), netdev_family=xdp is not None, cpus=os.cpu_count() or 1)
 
     out: list[DeviceFacts] = []
     with DrvInfoReader() as drv:
         for link in links:
             info = drv.read(link.name)
-            active, fixed = features.get(link.ifindex, (set(), set()))
+            active, fixed = features.get(link.ifindex, _NO_FEATURES)
             f = DeviceFacts(
                 name=link.name,
                 ifindex=link.ifindex,
@@ -129,8 +138,8 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
                 # vars(), not asdict(): flat records of ints, and asdict's deep copy costs ~0.1 ms each
                 channels=dict(vars(channels[link.ifindex])) if link.ifindex in channels else None,
                 rings=dict(vars(rings[link.ifindex])) if link.ifindex in rings else None,
-                features_active=sorted(active),
-                features_fixed=sorted(fixed),
+                features_active=by_name(active),
+                features_fixed=by_name(fixed),
             )
             if link.peer_ifindex and link.peer_ifindex != link.ifindex:
                 same_ns = link.peer_netnsid is None
@@ -140,7 +149,7 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
                           "num_tx_queues": peer.num_tx_queues if peer else None}
             if xdp is not None:
                 x = xdp.get(link.ifindex)
-                f.xdp_features = x.features if x else []
+                f.xdp_features = list(x.features) if x else []   # the dump's list is shared
                 f.xdp_zc_max_segs = x.zc_max_segs if x else None
             if link.parent_bus:  # PCI ids sit above virtio, SR-IOV VFs, auxiliary devices
                 ids = pci_ids(link.name)
@@ -150,6 +159,8 @@ def gather(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts]
                 f.firmware_version = f.firmware_version or _devlink_fw(f.devlink)
             for mode, prog_id in link.xdp_prog_ids.items():
                 if prog_id not in prog_names:
+                    from offload.kernel import bpfsys  # here: ~8 ms of imports a probe without programs skips
+
                     p = bpfsys.prog_info(prog_id)
                     prog_names[prog_id] = p.name if p else None
                 f.attached.append({"mode": mode, "prog_id": prog_id, "name": prog_names[prog_id]})

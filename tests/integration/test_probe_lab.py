@@ -242,3 +242,45 @@ def test_bad_profile_is_a_warning_and_the_rest_works(env, tmp_path):
     assert iface["profile"] is None
     # the kernel's own answer still stands
     assert iface["modes"]["native"]["status"] == "supported" and iface["recommended"]["mode"] == "native"
+
+
+def test_devices_of_one_driver_keep_their_own_answers(env):
+    """Replies equal from device to device are decoded once (issue 24); devices of one driver that
+    answer differently keep their own: a tun and a tap (one driver, GDRVINFO's bus 'tun' / 'tap'),
+    veths at two MTUs, one of them down, against ethtool -i / -k and iproute2."""
+    need_tool("ethtool")
+    lab = env.make_lab(pairs=2, mtus=[1500, 9000])
+    for dev, mode in (("t24tun", "tun"), ("t24tap", "tap")):
+        env.cmd("ip", "tuntap", "add", dev, "mode", mode, netns=lab.netns)   # gone with the lab's namespace
+    env.cmd("ip", "link", "set", lab.pairs[1].a, "down", netns=lab.netns)
+    env.cmd("ethtool", "-K", lab.pairs[0].b, "gro", "on", netns=lab.netns)
+    report = by_name(probe_json(env, netns=lab.netns))
+    truth = {d["ifname"]: d for d in env.json_cmd("ip", "-d", "-j", "link", "show", netns=lab.netns)}
+    for name in ("t24tun", "t24tap", *(d for p in lab.pairs for d in (p.a, p.b))):
+        r = report[name]
+        info = dict(line.split(": ", 1) for line in env.cmd("ethtool", "-i", name, netns=lab.netns).stdout.splitlines()
+                    if ": " in line)
+        assert (r["driver"], r["driver_version"] or "", r["bus_info"] or "") == (
+            info["driver"], info.get("version", ""), info.get("bus-info", "")), name
+        gro = env.cmd("ethtool", "-k", name, netns=lab.netns).stdout
+        assert r["features"].get("rx-gro", {}).get("active", False) == ("generic-receive-offload: on" in gro), name
+        assert (r["mtu"], r["state"]["admin_up"]) == (truth[name]["mtu"], "UP" in truth[name]["flags"]), name
+    assert report["t24tun"]["bus_info"] == "tun" and report["t24tap"]["bus_info"] == "tap"
+
+
+def test_named_links_are_decoded_with_their_peers(env):
+    """A look at a few links among many (attach, watch's new links, `probe IFACE`) decodes those and
+    the links they point at, nothing else; the same records as the whole dump."""
+    from offload.kernel import netns, rtnl
+
+    lab = env.make_lab(pairs=3)
+    a, b = lab.pairs[1].a, lab.pairs[1].b
+    with netns.inside(lab.netns):
+        everything = rtnl.dump_links()
+        named = rtnl.dump_links(names={a})
+        names = rtnl.link_names()
+    assert [link.name for link in named] == [link.name for link in everything if link.name in (a, b)]
+    assert named == [link for link in everything if link.name in (a, b)]
+    assert names == {link.name for link in everything}
+    report = by_name(probe_json(env, a, netns=lab.netns))
+    assert list(report) == [a] and report[a]["peer"]["name"] == b

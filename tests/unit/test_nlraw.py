@@ -183,3 +183,28 @@ def test_links_of_this_namespace_match_socket_names():
     links = rtnl.dump_links()
     assert {link.name for link in links} == names
     assert {link.ifindex for link in links} == {i for i, _ in socket.if_nameindex()}
+
+
+def _link_message(*attrs: bytes, index: int = 5) -> tuple[bytes, int, int]:
+    data = struct.pack("=IHHII", 0, 16, 0, 0, 0) + rtnl._IFINFO.pack(0, 1, index, 0, 0) + b"".join(attrs)
+    return data, 16, len(data)
+
+
+def test_a_link_name_is_read_from_the_first_attribute_only():
+    named = _link_message(nlraw.nla(rtnl.IFLA_IFNAME, b"pod-veth7\0"), nlraw.nla(rtnl.IFLA_MTU, nlraw.u32(1500)))
+    assert rtnl._name(*named) == "pod-veth7"
+    # not first (no kernel sends that): unknown here, so the caller decodes the whole message
+    late = _link_message(nlraw.nla(rtnl.IFLA_MTU, nlraw.u32(1500)), nlraw.nla(rtnl.IFLA_IFNAME, b"late0\0"))
+    assert rtnl._name(*late) is None and rtnl.link_from_buffer(*late).name == "late0"
+    assert rtnl._name(*_link_message()) is None
+
+
+def test_named_links_and_names_match_the_whole_dump():
+    # read-only, this namespace: the named links (and what they point at) as the full dump has them
+    links = rtnl.dump_links()
+    assert rtnl.link_names() == {link.name for link in links}
+    first = links[0]
+    want = {first.name}
+    also = {first.peer_ifindex} if first.peer_ifindex and first.peer_netnsid is None else set()
+    assert rtnl.dump_links(names=want) == [link for link in links if link.name in want or link.ifindex in also]
+    assert rtnl.dump_links(names={"no-such-link"}) == []
