@@ -12,13 +12,14 @@ from offload.kernel.names import ifindex_of
 from offload.load import pins
 from offload.load.programs import ACTIONS
 
+_ENTRY = 16 * len(ACTIONS)   # struct offload_counters: packets and bytes per action, per CPU
 # The one action each library program's offloaded (hw) counter stands for.
 HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redirect": "redirect"}
 
 
 def read(iface: str) -> dict:
     """{'mode', 'program', 'packets': {action: n}, 'bytes': {action: n}} right now."""
-    ifindex_of(iface)  # a missing interface is bad input, before "nothing attached"
+    ifindex = ifindex_of(iface)  # a missing interface is bad input, before "nothing attached"
     slot = pins.Slot(netns.current_name(), iface)
     meta = slot.meta()
     if not meta:
@@ -29,15 +30,7 @@ def read(iface: str) -> dict:
     if "xdp_stats" in meta["maps"]:
         fd = slot.open_map("xdp_stats")
         try:
-            ncpu = bpfsys.possible_cpus()
-            per_cpu = [0] * ncpu
-            for i, action in enumerate(ACTIONS):
-                raw = bpfsys.map_lookup(fd, struct.pack("=I", i), 16 * ncpu)
-                for c in range(ncpu if raw else 0):
-                    p, b = struct.unpack_from("=QQ", raw, 16 * c)
-                    packets[action] += p
-                    nbytes[action] += b
-                    per_cpu[c] += p
+            packets, nbytes, per_cpu = counters(fd, ifindex)
         finally:
             os.close(fd)
     elif "xdp_stats_hw" in meta["maps"]:
@@ -53,6 +46,22 @@ def read(iface: str) -> dict:
     return {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
             "counters": "offload", "time": clock.rfc3339(), "packets": packets, "bytes": nbytes,
             "per_cpu_packets": per_cpu}
+
+
+def counters(fd: int, ifindex: int) -> tuple[dict[str, int], dict[str, int], list[int]]:
+    """A library program's counters for interface `ifindex` (bpf/offload_stats.h: one per-CPU
+    entry per receiving interface, so one program may serve many): packets and bytes per action,
+    and the packets each CPU counted. All zero before the interface's first frame."""
+    ncpu = bpfsys.possible_cpus()
+    raw = bpfsys.map_lookup(fd, struct.pack("=I", ifindex), _ENTRY * ncpu)
+    packets, nbytes, per_cpu = dict.fromkeys(ACTIONS, 0), dict.fromkeys(ACTIONS, 0), [0] * ncpu
+    for c in range(ncpu if raw else 0):
+        for i, action in enumerate(ACTIONS):
+            p, b = struct.unpack_from("=QQ", raw, _ENTRY * c + 16 * i)
+            packets[action] += p
+            nbytes[action] += b
+            per_cpu[c] += p
+    return packets, nbytes, per_cpu
 
 
 def _run_counts(iface: str, meta: dict) -> dict:

@@ -2,13 +2,14 @@
 bytes and counters. Needs root (loading BPF), not a device."""
 
 import os
+import socket
 import struct
 
 import pytest
 
 from offload.bench.frames import DST_MAC, SRC_MAC, eth, ipv4_udp, ipv6_udp
 from offload.kernel import bpfsys
-from offload.load import loader, programs
+from offload.load import loader, programs, stats
 from offload.load.filter import add_to_maps, parse_prefixes
 
 pytestmark = pytest.mark.root
@@ -32,12 +33,14 @@ def load():
         ld.close()
 
 
-def counters(ld, action: int) -> tuple[int, int]:
-    fd = ld.maps()["xdp_stats"]
-    ncpu = bpfsys.possible_cpus()
-    raw = bpfsys.map_lookup(fd, struct.pack("=I", action), 16 * ncpu)
-    pairs = [struct.unpack_from("=QQ", raw, 16 * c) for c in range(ncpu)]
-    return sum(p for p, _ in pairs), sum(b for _, b in pairs)
+LO = socket.if_nametoindex("lo")   # BPF_PROG_RUN runs XDP as if received on this namespace's loopback
+
+
+def counters(ld, action: int, ifindex: int = LO) -> tuple[int, int]:
+    """The program's packets and bytes for `action`, counted for interface `ifindex`."""
+    packets, nbytes, _ = stats.counters(ld.maps()["xdp_stats"], ifindex)
+    name = programs.ACTIONS[action]
+    return packets[name], nbytes[name]
 
 
 FRAME = ipv4_udp("198.51.100.7", "203.0.113.9")
