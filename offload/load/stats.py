@@ -8,11 +8,13 @@ import time
 
 from offload.errors import NotAttachedError
 from offload.kernel import bpfsys, clock, netns
+from offload.kernel.bpfnames import MAP_TYPES
 from offload.kernel.names import ifindex_of
 from offload.load import pins
 from offload.load.programs import ACTIONS
 
 _ENTRY = 16 * len(ACTIONS)   # struct offload_counters: packets and bytes per action, per CPU
+_PERCPU_HASH = MAP_TYPES.index("percpu_hash")
 # The one action each library program's offloaded (hw) counter stands for.
 HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redirect": "redirect"}
 
@@ -49,17 +51,27 @@ def read(iface: str) -> dict:
 
 
 def counters(fd: int, ifindex: int) -> tuple[dict[str, int], dict[str, int], list[int]]:
-    """A library program's counters for interface `ifindex` (bpf/offload_stats.h: one per-CPU
-    entry per receiving interface, so one program may serve many): packets and bytes per action,
-    and the packets each CPU counted. All zero before the interface's first frame."""
+    """The counters of interface `ifindex` in an `xdp_stats` map: packets and bytes per action,
+    and the packets each CPU counted (all zero before the interface's first frame). The library's
+    map (bpf/offload_stats.h) keeps a per-CPU entry per receiving interface, so one program may
+    serve many; a user's program may keep the older layout, a per-CPU array indexed by action."""
     ncpu = bpfsys.possible_cpus()
-    raw = bpfsys.map_lookup(fd, struct.pack("=I", ifindex), _ENTRY * ncpu)
     packets, nbytes, per_cpu = dict.fromkeys(ACTIONS, 0), dict.fromkeys(ACTIONS, 0), [0] * ncpu
-    for c in range(ncpu if raw else 0):
-        for i, action in enumerate(ACTIONS):
-            p, b = struct.unpack_from("=QQ", raw, _ENTRY * c + 16 * i)
-            packets[action] += p
-            nbytes[action] += b
+    info = bpfsys.map_info_fd(fd)
+    if info is not None and info.type == _PERCPU_HASH and info.value_size == _ENTRY:
+        raw = bpfsys.map_lookup(fd, struct.pack("=I", ifindex), _ENTRY * ncpu)
+        slots = [(c, i, _ENTRY * c + 16 * i) for c in range(ncpu if raw else 0) for i in range(len(ACTIONS))]
+        rows = [(raw, slots)]
+    else:
+        rows = []
+        for i in range(len(ACTIONS)):
+            raw = bpfsys.map_lookup(fd, struct.pack("=I", i), 16 * ncpu)
+            rows.append((raw, [(c, i, 16 * c) for c in range(ncpu if raw else 0)]))
+    for raw, slots in rows:
+        for c, i, off in slots:
+            p, b = struct.unpack_from("=QQ", raw, off)
+            packets[ACTIONS[i]] += p
+            nbytes[ACTIONS[i]] += b
             per_cpu[c] += p
     return packets, nbytes, per_cpu
 

@@ -142,3 +142,32 @@ def test_stderr_is_restored_after_a_load(tmp_path):
         loader.load(programs.resolve(str(src)))
     after = os.fstat(2)
     assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
+
+
+def test_counters_are_kept_per_receiving_interface(load):
+    """The library's counters map holds an entry per ingress ifindex, as many as a shared program
+    may serve (loader.SHARED_BY): BPF_PROG_RUN counts for the loopback, no other key."""
+    ld = load("count_pass")
+    fd = ld.maps()["xdp_stats"]
+    info = bpfsys.map_info_fd(fd)
+    assert info is not None and info.max_entries == loader.SHARED_BY and info.key_size == 4
+    bpfsys.prog_test_run(ld.fd, FRAME, repeat=2)
+    assert counters(ld, XDP_PASS) == (2, 2 * len(FRAME))
+    assert counters(ld, XDP_PASS, ifindex=LO + 100_000) == (0, 0)
+
+
+def test_a_batch_loads_a_shareable_program_once_and_another_past_its_size(monkeypatch):
+    monkeypatch.setattr(loader, "SHARED_BY", 2)
+    prog, filt = programs.resolve("count_drop"), programs.resolve("filter")
+    with loader.sharing():
+        ids = []
+        for _ in range(3):   # each as an attach uses it: loaded (or lent), then closed
+            ld = loader.load(prog)
+            ids.append(bpfsys.obj_info_id(ld.fd))
+            ld.close()       # a lent one stays open for the batch
+        own_ids = set()
+        for _ in range(2):   # filter's maps are an interface's own: never shared
+            ld = loader.load(filt)
+            own_ids.add(bpfsys.obj_info_id(ld.fd))
+            ld.close()
+    assert ids[0] == ids[1] != ids[2] and len(own_ids) == 2
