@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -26,9 +25,9 @@ from offload import lab  # noqa: E402
 from offload.bench import harness as bench  # noqa: E402
 from offload.bench.frames import udp_frame  # noqa: E402
 from offload.bench.generators import live_frames as livegen  # noqa: E402
-from offload.kernel import bpfsys, genl, netns, xdp  # noqa: E402
+from offload.kernel import genl, netns, xdp  # noqa: E402
 from offload.kernel.bpfobj import BpfObject  # noqa: E402
-from offload.load import programs  # noqa: E402
+from offload.load import programs, stats  # noqa: E402
 
 OFFLOAD = str(Path(sys.executable).parent / "offload")
 
@@ -49,11 +48,9 @@ def raw_rate(tx: str, rx: str, mode: str, duration: float, warmup: float) -> flo
         gen = livegen.LiveFrames(socket.if_nametoindex(tx), frame, [0],
                                  str(programs.generator_object("live_frames")))
         fd = obj.map_fds()["xdp_stats"]
-        ncpu = bpfsys.possible_cpus()
 
         def dropped() -> int:
-            raw = bpfsys.map_lookup(fd, struct.pack("=I", 1), 16 * ncpu)
-            return sum(struct.unpack_from("=Q", raw, 16 * c)[0] for c in range(ncpu))
+            return stats.counters(fd, rx_idx)[0]["drop"]
         gen.start()
         time.sleep(warmup)
         t0, c0 = time.monotonic(), dropped()

@@ -2,7 +2,7 @@
  *
  * The receive side of the benchmarks and the simplest sink. Offloadable: built with OFFLOAD_HW
  * (NAME.hw.o) it uses only a 2-entry plain array, which netdevsim and nfp accept.
- * Counters: xdp_stats[XDP_DROP] (native/generic), xdp_stats_hw (hw).
+ * Counters: xdp_stats[ifindex].action[XDP_DROP] (native/generic), xdp_stats_hw (hw).
  */
 #include "offload_stats.h"
 

@@ -1,7 +1,7 @@
 /* count_pass: count every frame, then hand it to the stack (XDP_PASS).
  *
  * Observes traffic without changing it. Offloadable like count_drop.
- * Counters: xdp_stats[XDP_PASS] (native/generic), xdp_stats_hw (hw).
+ * Counters: xdp_stats[ifindex].action[XDP_PASS] (native/generic), xdp_stats_hw (hw).
  */
 #include "offload_stats.h"
 

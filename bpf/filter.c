@@ -3,7 +3,7 @@
  * The blocklists are LPM tries keyed by prefix (offload filter add|del|list edits them in place).
  * Not offloadable: hardware offload refuses LPM tries (nfp, netdevsim), so in auto mode it falls
  * back to native with the kernel's reason. VLAN-tagged frames (one tag) are looked into.
- * Counters: xdp_stats[XDP_DROP] (blocked), xdp_stats[XDP_PASS] (everything else).
+ * Counters: xdp_stats[ifindex].action[XDP_DROP] (blocked), xdp_stats[ifindex].action[XDP_PASS] (everything else).
  */
 #include "offload_stats.h"
 #include <linux/if_ether.h>

@@ -1,7 +1,8 @@
 /* Per-action counters shared by offload's XDP programs (libbpf style: BTF-defined maps).
  *
- * Native and generic mode: a per-CPU array indexed by the XDP action (XDP_ABORTED=0, DROP=1,
- * PASS=2, TX=3, REDIRECT=4), packets and bytes: no atomics, no cache-line bouncing.
+ * Native and generic mode: per-CPU counters per receiving interface (a hash keyed by ifindex),
+ * each entry packets and bytes for every XDP action (XDP_ABORTED=0, DROP=1, PASS=2, TX=3,
+ * REDIRECT=4): no atomics, no cache-line bouncing.
  *
  * Hardware offload (the NAME.hw.o variant, built with -DOFFLOAD_HW): the device decides what it
  * takes, and offload-capable NICs refuse per-CPU maps (nfp, netdevsim) and netdevsim keeps at most
@@ -14,6 +15,9 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+#define OFFLOAD_ACTIONS 5          /* XDP_ABORTED .. XDP_REDIRECT */
+#define OFFLOAD_MAX_IFACES 1024    /* interfaces one loaded program counts for (load/loader.py: SHARED_BY) */
 
 #ifdef OFFLOAD_HW
 struct {
@@ -35,24 +39,38 @@ static __always_inline int count(struct xdp_md *ctx, int action)
     return action;
 }
 #else
+/* Keyed by the receiving interface (ctx->ingress_ifindex), so one loaded program serves many
+ * interfaces (offload apply and watch load a library program once per batch and attach it to
+ * each) and `offload stats IFACE` reads its own interface's entry. Allocated on an interface's
+ * first frame (BPF_F_NO_PREALLOC): a program on one interface holds one entry, not 1,024. */
 struct offload_datarec {
     __u64 packets;
     __u64 bytes;
 };
+struct offload_counters {
+    struct offload_datarec action[OFFLOAD_ACTIONS];
+};
 struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 5);
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, OFFLOAD_MAX_IFACES);
     __type(key, __u32);
-    __type(value, struct offload_datarec);
+    __type(value, struct offload_counters);
 } xdp_stats SEC(".maps");
 
 static __always_inline int count(struct xdp_md *ctx, int action)
 {
-    __u32 key = action;
-    struct offload_datarec *rec = bpf_map_lookup_elem(&xdp_stats, &key);
-    if (rec) {
-        rec->packets++;
-        rec->bytes += ctx->data_end - ctx->data;
+    __u32 key = ctx->ingress_ifindex;
+    struct offload_counters *rec = bpf_map_lookup_elem(&xdp_stats, &key);
+    if (!rec) {
+        struct offload_counters zero = {};
+        /* BPF_NOEXIST: another CPU may have made it first; then the lookup below finds theirs */
+        bpf_map_update_elem(&xdp_stats, &key, &zero, BPF_NOEXIST);
+        rec = bpf_map_lookup_elem(&xdp_stats, &key);
+    }
+    if (rec && action >= 0 && action < OFFLOAD_ACTIONS) {
+        rec->action[action].packets++;
+        rec->action[action].bytes += ctx->data_end - ctx->data;
     }
     return action;
 }

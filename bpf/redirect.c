@@ -2,7 +2,7 @@
  *
  * Parameter: target (offload attach ... --param target=IFNAME fills the devmap's one entry).
  * The target must accept redirected frames: a veth only does when its peer runs XDP or has GRO.
- * Counters: xdp_stats[XDP_REDIRECT] for frames handed to the devmap, xdp_stats[XDP_ABORTED] when
+ * Counters: xdp_stats[ifindex].action[XDP_REDIRECT] for frames handed to the devmap, xdp_stats[ifindex].action[XDP_ABORTED] when
  * the devmap has no entry.
  */
 #include "offload_stats.h"

@@ -1,7 +1,7 @@
 /* reflect: send every Ethernet frame back out of the interface it came in on, with source and
  * destination MAC swapped (XDP_TX). Frames too short for an Ethernet header are dropped.
  *
- * Counters: xdp_stats[XDP_TX] and xdp_stats[XDP_DROP].
+ * Counters: xdp_stats[ifindex].action[XDP_TX] and xdp_stats[ifindex].action[XDP_DROP].
  */
 #include "offload_stats.h"
 #include <linux/if_ether.h>

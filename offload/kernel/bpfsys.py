@@ -217,18 +217,25 @@ class MapInfo:
 
 def map_info_by_id(map_id: int) -> tuple[int, MapInfo] | None:
     """(an fd the caller closes, the map's info) for a map id; None if it is gone."""
-    lib = libbpf()
-    fd = lib.bpf_map_get_fd_by_id(map_id)
+    fd = libbpf().bpf_map_get_fd_by_id(map_id)
     if fd < 0:
         return None
-    buf = ctypes.create_string_buffer(88)   # struct bpf_map_info's head
-    n = ctypes.c_uint32(88)
-    if lib.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) != 0:
+    info = map_info_fd(fd)
+    if info is None:
         os.close(fd)
         return None
+    return fd, info
+
+
+def map_info_fd(fd: int) -> MapInfo | None:
+    """The info of the map `fd` holds (None if the kernel will not say)."""
+    buf = ctypes.create_string_buffer(88)   # struct bpf_map_info's head
+    n = ctypes.c_uint32(88)
+    if libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) != 0:
+        return None
     raw = buf.raw
-    return fd, MapInfo(id=_u32(raw, 4), type=_u32(raw, 0), key_size=_u32(raw, 8), value_size=_u32(raw, 12),
-                       max_entries=_u32(raw, 16), name=raw[24:40].split(b"\0", 1)[0].decode(errors="replace"))
+    return MapInfo(id=_u32(raw, 4), type=_u32(raw, 0), key_size=_u32(raw, 8), value_size=_u32(raw, 12),
+                   max_entries=_u32(raw, 16), name=raw[24:40].split(b"\0", 1)[0].decode(errors="replace"))
 
 
 @dataclass

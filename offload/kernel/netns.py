@@ -73,6 +73,32 @@ PROC_PID_INIT_INO = 0xEFFFFFFC
 PROC_NET_INIT_INO = 0xEFFFFFF9
 
 
+_names: dict[tuple[int, int], str] = {}   # a namespace's (dev, inode) -> the name it was last found by
+
+
+def _named(mine: os.stat_result) -> str | None:
+    """The name under /run/netns of namespace `mine`: the one it had last time if that still
+    names it (one stat, not a scan of every namespace on a node of hundreds of pods), else found
+    by a scan; a namespace deleted during the scan is passed over."""
+    key = (mine.st_dev, mine.st_ino)
+    for entry in ([_names[key]] if key in _names else []) + _listdir(NETNS_RUN_DIR):
+        try:
+            st = os.stat(os.path.join(NETNS_RUN_DIR, entry))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == key:
+            _names[key] = entry
+            return entry
+    return None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 def _identify() -> str | None:
     """The name `ip netns` knows this thread's namespace by, HOST for the initial one, or None for
     one that has no name (made by `unshare -n` or a container runtime, or /run/netns not mounted)."""
@@ -80,13 +106,9 @@ def _identify() -> str | None:
         mine = os.stat("/proc/thread-self/ns/net")   # this thread's: setns() is per thread
     except OSError:
         return HOST                                   # no /proc: nothing to tell namespaces apart by
-    try:
-        for entry in os.listdir(NETNS_RUN_DIR):
-            st = os.stat(os.path.join(NETNS_RUN_DIR, entry))
-            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
-                return entry
-    except OSError:
-        pass
+    named = _named(mine)
+    if named is not None:
+        return named
     if mine.st_ino == PROC_NET_INIT_INO:
         return HOST
     # In the initial PID namespace, kthreadd (PID 2) is a kernel thread, always in the initial

@@ -174,6 +174,18 @@ def get_link(ifindex: int) -> Link:
     return link
 
 
+def xdp_prog_ids(ifindex: int) -> dict[str, int]:
+    """mode -> program id attached on one link, its IFLA_XDP alone decoded (an attach reads it
+    back for every interface it changes)."""
+    with nlraw.Socket(nlraw.NETLINK_ROUTE) as sock:
+        (ids,) = [_xdp_ids(nlraw.attrs(buf, start + _IFINFO.size, end, _XDP_ONLY).get(IFLA_XDP))
+                  for buf, start, end in sock.request(RTM_GETLINK, _request(ifindex))]
+    return ids
+
+
+_XDP_ONLY = frozenset((IFLA_XDP,))
+
+
 # Routes and addresses, for the guard (include/uapi/linux/rtnetlink.h, if_addr.h)
 RTM_GETADDR, RTM_GETROUTE = 22, 26
 RTA_DST, RTA_OIF, RTA_MULTIPATH = 1, 4, 9

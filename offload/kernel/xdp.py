@@ -69,4 +69,4 @@ def clear_prog(ifindex: int, mode: str, expected_fd: int | None = None) -> None:
 
 def attached_progs(ifindex: int) -> dict[str, int]:
     """mode -> program id now attached on `ifindex`, as rtnetlink reports it."""
-    return rtnl.get_link(ifindex).xdp_prog_ids
+    return rtnl.xdp_prog_ids(ifindex)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -90,8 +93,64 @@ class LegacyObjectLoaded(Loaded):
         self.loaded.close()
 
 
+@dataclass
+class Borrowed(Loaded):
+    """A program a batch loaded once and lends to each attach (sharing()): close() leaves it to
+    the batch, which closes it at its end (by then the pins of every interface hold it)."""
+
+    of: Loaded
+
+    @property
+    def fd(self) -> int:     # type: ignore[override]
+        return self.of.fd
+
+    def maps(self) -> dict[str, int]:
+        return self.of.maps()
+
+    def close(self) -> None:
+        pass
+
+
+_shared = threading.local()   # the batch's loaded programs (sharing()): key -> [Loaded, interfaces lent to]
+# A shared program counts for at most this many interfaces (bpf/offload_stats.h's
+# OFFLOAD_MAX_IFACES, its counters map's size): past it, the batch loads another.
+SHARED_BY = 1024
+
+
+@contextmanager
+def sharing() -> Iterator[None]:
+    """For a batch of attaches (apply, watch's reconcile): a shareable program (Program.shareable,
+    never bound to a device) is loaded once, with the same parameters, and attached to every
+    interface the batch gives it; the kernel runs one program on many. Nested batches join."""
+    if getattr(_shared, "cache", None) is not None:
+        yield
+        return
+    _shared.cache = {}
+    try:
+        yield
+    finally:
+        cache, _shared.cache = _shared.cache, None
+        for loaded, _ in cache.values():
+            loaded.close()
+
+
 def load(prog: Program, hw: HwDevice | None = None) -> Loaded:
-    """Load `prog` (bound to the `hw` device for hardware offload)."""
+    """Load `prog` (bound to the `hw` device for hardware offload); within a batch (sharing()),
+    a shareable program is loaded once and lent (Borrowed) to every attach."""
+    cache = getattr(_shared, "cache", None)
+    if cache is None or hw is not None or not prog.shareable:
+        return _load(prog, hw)
+    key = (prog.name, prog.sha256, tuple(sorted(prog.params.items())))
+    held = cache.get(key)
+    if held is None or held[1] >= SHARED_BY:
+        if held is not None:
+            held[0].close()   # the interfaces it serves hold it (their pins)
+        held = cache[key] = [_load(prog, None), 0]
+    held[1] += 1
+    return Borrowed(held[0])
+
+
+def _load(prog: Program, hw: HwDevice | None) -> Loaded:
     if prog.kind == "bcc":
         return _load_bcc(prog, hw)
     if prog.legacy:

@@ -207,7 +207,8 @@ _RECORD: dict[str, tuple[tuple[type, ...], bool]] = {
 
 
 def _record_bytes(meta: dict) -> bytes:
-    return (json.dumps(meta, indent=2) + "\n").encode()
+    # one line: json's C encoder (indent= would take its pure Python one, for every interface)
+    return (json.dumps(meta) + "\n").encode()
 
 
 def check_record(meta: object) -> dict:

@@ -67,6 +67,13 @@ LIBRARY_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
 }
 
 
+# Library programs whose maps an operator edits per interface after the attach (`offload filter`):
+# never shared between interfaces. The others keep only counters, per receiving interface
+# (bpf/offload_stats.h), and their parameters (the redirect target) are the same for everyone
+# attaching the same program with the same parameters.
+PER_INTERFACE_MAPS = frozenset({"filter"})
+
+
 @dataclass
 class Program:
     name: str                      # library name, or the file's stem
@@ -84,6 +91,12 @@ class Program:
     @property
     def library(self) -> bool:
         return self.kind == "library"
+
+    @property
+    def shareable(self) -> bool:
+        """One load of it may serve many interfaces (in native and generic mode): its counters
+        are kept per interface and nothing else in its maps is an interface's own."""
+        return self.library and self.name not in PER_INTERFACE_MAPS
 
     def cflags(self, hw: bool) -> list[str]:
         """bcc: the offloadable variant's define, and params as macros."""

@@ -8,10 +8,13 @@ import time
 
 from offload.errors import NotAttachedError
 from offload.kernel import bpfsys, clock, netns
+from offload.kernel.bpfnames import MAP_TYPES
 from offload.kernel.names import ifindex_of
 from offload.load import pins
 from offload.load.programs import ACTIONS
 
+_ENTRY = 16 * len(ACTIONS)   # struct offload_counters: packets and bytes per action, per CPU
+_PERCPU_HASH = MAP_TYPES.index("percpu_hash")
 # The one action each library program's offloaded (hw) counter stands for.
 HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redirect": "redirect"}
 
@@ -19,7 +22,7 @@ HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redir
 def read(iface: str, member: str | None = None) -> dict:
     """{'mode', 'program', 'packets': {action: n}, 'bytes': {action: n}} right now, of offload's
     program on `iface`, or of the policy's chain member `member` there."""
-    ifindex_of(iface)  # a missing interface is bad input, before "nothing attached"
+    ifindex = ifindex_of(iface)  # a missing interface is bad input, before "nothing attached"
     slot = pins.Slot(netns.current_name(), iface, member)
     meta = slot.meta()
     if not meta:
@@ -33,15 +36,7 @@ def read(iface: str, member: str | None = None) -> dict:
     if "xdp_stats" in meta["maps"]:
         fd = slot.open_map("xdp_stats")
         try:
-            ncpu = bpfsys.possible_cpus()
-            per_cpu = [0] * ncpu
-            for i, action in enumerate(ACTIONS):
-                raw = bpfsys.map_lookup(fd, struct.pack("=I", i), 16 * ncpu)
-                for c in range(ncpu if raw else 0):
-                    p, b = struct.unpack_from("=QQ", raw, 16 * c)
-                    packets[action] += p
-                    nbytes[action] += b
-                    per_cpu[c] += p
+            packets, nbytes, per_cpu = counters(fd, ifindex)
         finally:
             os.close(fd)
     elif "xdp_stats_hw" in meta["maps"]:
@@ -57,6 +52,32 @@ def read(iface: str, member: str | None = None) -> dict:
     return {"interface": iface, "mode": meta["mode"], "program": meta["program"], "prog_id": meta["prog_id"],
             "counters": "offload", "time": clock.rfc3339(), "packets": packets, "bytes": nbytes,
             "per_cpu_packets": per_cpu}
+
+
+def counters(fd: int, ifindex: int) -> tuple[dict[str, int], dict[str, int], list[int]]:
+    """The counters of interface `ifindex` in an `xdp_stats` map: packets and bytes per action,
+    and the packets each CPU counted (all zero before the interface's first frame). The library's
+    map (bpf/offload_stats.h) keeps a per-CPU entry per receiving interface, so one program may
+    serve many; a user's program may keep the older layout, a per-CPU array indexed by action."""
+    ncpu = bpfsys.possible_cpus()
+    packets, nbytes, per_cpu = dict.fromkeys(ACTIONS, 0), dict.fromkeys(ACTIONS, 0), [0] * ncpu
+    info = bpfsys.map_info_fd(fd)
+    if info is not None and info.type == _PERCPU_HASH and info.value_size == _ENTRY:
+        raw = bpfsys.map_lookup(fd, struct.pack("=I", ifindex), _ENTRY * ncpu)
+        slots = [(c, i, _ENTRY * c + 16 * i) for c in range(ncpu if raw else 0) for i in range(len(ACTIONS))]
+        rows = [(raw, slots)]
+    else:
+        rows = []
+        for i in range(len(ACTIONS)):
+            raw = bpfsys.map_lookup(fd, struct.pack("=I", i), 16 * ncpu)
+            rows.append((raw, [(c, i, 16 * c) for c in range(ncpu if raw else 0)]))
+    for raw, slots in rows:
+        for c, i, off in slots:
+            p, b = struct.unpack_from("=QQ", raw, off)
+            packets[ACTIONS[i]] += p
+            nbytes[ACTIONS[i]] += b
+            per_cpu[c] += p
+    return packets, nbytes, per_cpu
 
 
 def _run_counts(iface: str, meta: dict) -> dict:

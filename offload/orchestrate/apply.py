@@ -20,6 +20,7 @@ from offload.errors import EnvironmentProblem, NoModeError, OffloadError, Refuse
 from offload.kernel import bpfsys, clock, durable, fs, netns, xdp
 from offload.load import attach as attach_mod
 from offload.load import chain, dispatcher, guard, pins
+from offload.load.batch import batch
 from offload.load.ownership import ownership
 from offload.orchestrate import plan as plan_mod
 from offload.orchestrate.policy import Policy
@@ -93,11 +94,6 @@ def compute_plan(pol: Policy, only: list[str] | None = None) -> list[plan_mod.It
 def plan_document(policy_file: str) -> dict:
     """`offload plan`: the policy file as given and what apply would do, per interface."""
     return {"policy": policy_file, "plan": [i.to_dict() for i in compute_plan(load_policy(policy_file))]}
-
-
-def apply_lock(timeout: float):
-    # In offload's verified state tree, never through a link.
-    return pins.state_lock(timeout, "wait for it, or raise --lock-timeout")
 
 
 class JournalError(OffloadError):
@@ -286,7 +282,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
     attach_mod.require_privileges("applying a policy")
     pins.require_bpffs()
     j = Journal(journal or DEFAULT_JOURNAL)
-    with apply_lock(lock_timeout), _batch(j) as group:
+    with _batch(j, lock_timeout) as group:
         items = compute_plan(pol, only)
         warnings = []
         if j.interrupted:
@@ -342,11 +338,11 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
 
 
 @contextmanager
-def _batch(j: Journal) -> Iterator[durable.Group]:
-    """One run as one batch: its writes durable together (durable.group), the verified state
-    directories opened once (pins.held_dirs), the journal open for the run and closed after it."""
+def _batch(j: Journal, lock_timeout: float) -> Iterator[durable.Group]:
+    """One run as one batch (load.batch: the lock, group commit, the state directories, each
+    program loaded once), the journal open for the run and closed after it."""
     try:
-        with durable.group() as group, pins.held_dirs():
+        with batch(lock_timeout, "wait for it, or raise --lock-timeout") as group:
             yield group
     finally:
         j.close()

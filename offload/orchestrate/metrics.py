@@ -46,12 +46,14 @@ class Health:
     last_ok: bool | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, ok: bool, attached: int) -> None:
+    def record(self, ok: bool, attached: int | None) -> None:
+        """A reconcile's outcome; `attached` None (it failed before counting) keeps the last count."""
         with self._lock:
             self.reconciles += 1
             self.errors += 0 if ok else 1
             self.last_reconcile = time.time()
-            self.attached = attached
+            if attached is not None:
+                self.attached = attached
             self.last_ok = ok
 
     def report(self, max_age: float, now: float | None = None) -> tuple[bool, dict]:

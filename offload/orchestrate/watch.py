@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.errors import OffloadError
-from offload.kernel import durable, netns, rtnl
+from offload.kernel import netns, rtnl
 from offload.kernel.linkevents import Kind, LinkEvent, LinkEvents
 from offload.load import attach as attach_mod
 from offload.load import gc, pins
+from offload.load.batch import batch
 from offload.orchestrate.apply import apply
 from offload.orchestrate.policy import Policy
 from offload.orchestrate.policy import load as load_policy
@@ -157,32 +158,37 @@ class Watcher:
     def reconcile(self, why: str, only: list[str] | None = None) -> None:
         """Apply the policy to every link, or to the links named in `only` (a burst's new ones:
         nothing else changed, and the periodic reconcile still looks at all of them)."""
-        ok = self._apply(why, only)
+        ok, attached = self._apply(why, only)
         if self.health is None:
             return
-        self.health.record(ok, self._attached_count())
+        self.health.record(ok, attached)
         if self.textfile is not None:
             self._write_textfile()
 
-    def _apply(self, why: str, only: list[str] | None = None) -> bool:
-        """One reconcile, logged; False when any of it failed. A watcher under systemd's Restart=
-        must not crash-loop on one bad interface or record: the next event or period tries again."""
+    def _apply(self, why: str, only: list[str] | None = None) -> tuple[bool, int | None]:
+        """One reconcile, logged: whether all of it succeeded, and the programs offload holds here
+        after it (None when it failed before counting). A watcher under systemd's Restart= must
+        not crash-loop on one bad interface or record: the next event or period tries again."""
+        attached = None
         try:
-            # gc and apply as one step (no command slips in between), durable as one batch. A
-            # burst of new links needs no gc (one that went had its records dropped on its event):
-            # gc reads every record, a cost per attached interface that a pod's start must not pay.
-            # A reconcile of every link (start, period, policy, lost events) collects.
-            with pins.state_lock(), durable.group(), pins.held_dirs():
+            # gc, apply and the count as one batch (no command slips in between; durable together;
+            # each program loaded once). A burst of new links needs no gc (one that went had its
+            # records dropped on its event): gc reads every record, a cost per attached interface
+            # that a pod's start must not pay. A reconcile of every link (start, period, policy,
+            # lost events) collects.
+            with batch():
                 freed = gc.collect(only=self.ns)["freed"] if only is None else []
                 for f in freed:
                     self.log(f"offload-watch: reconcile={why} gc iface={f['interface']} reason={f['reason']!r}")
                 res = apply(self.pol, best_effort=True, journal=self.journal, only=only)
+                if self.health is not None:
+                    attached = self._attached_count()
         except OffloadError as e:
             self.log(f"offload-watch: reconcile={why} error={e.message!r}")
-            return False
+            return False, attached
         except Exception as e:  # noqa: BLE001 - logged; the watcher lives on
             self.log(f"offload-watch: reconcile={why} error={type(e).__name__}: {e}")
-            return False
+            return False, attached
         for s in res["steps"]:
             if s["status"] == "done":
                 self.log(f"offload-watch: reconcile={why} iface={s['interface']} action={s['action']} "
@@ -190,7 +196,7 @@ class Watcher:
         for s in res["failed"]:
             self.log(f"offload-watch: reconcile={why} iface={s['interface']} action={s['action']} "
                      f"error={s['error']!r}")
-        return not res["failed"]
+        return not res["failed"], attached
 
     def _write_textfile(self) -> None:
         from offload.orchestrate import exports

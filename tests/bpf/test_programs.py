@@ -2,13 +2,14 @@
 bytes and counters. Needs root (loading BPF), not a device."""
 
 import os
+import socket
 import struct
 
 import pytest
 
 from offload.bench.frames import DST_MAC, SRC_MAC, eth, ipv4_udp, ipv6_udp
 from offload.kernel import bpfsys
-from offload.load import loader, programs
+from offload.load import loader, programs, stats
 from offload.load.filter import add_to_maps, parse_prefixes
 
 pytestmark = pytest.mark.root
@@ -32,12 +33,14 @@ def load():
         ld.close()
 
 
-def counters(ld, action: int) -> tuple[int, int]:
-    fd = ld.maps()["xdp_stats"]
-    ncpu = bpfsys.possible_cpus()
-    raw = bpfsys.map_lookup(fd, struct.pack("=I", action), 16 * ncpu)
-    pairs = [struct.unpack_from("=QQ", raw, 16 * c) for c in range(ncpu)]
-    return sum(p for p, _ in pairs), sum(b for _, b in pairs)
+LO = socket.if_nametoindex("lo")   # BPF_PROG_RUN runs XDP as if received on this namespace's loopback
+
+
+def counters(ld, action: int, ifindex: int = LO) -> tuple[int, int]:
+    """The program's packets and bytes for `action`, counted for interface `ifindex`."""
+    packets, nbytes, _ = stats.counters(ld.maps()["xdp_stats"], ifindex)
+    name = programs.ACTIONS[action]
+    return packets[name], nbytes[name]
 
 
 FRAME = ipv4_udp("198.51.100.7", "203.0.113.9")
@@ -139,3 +142,32 @@ def test_stderr_is_restored_after_a_load(tmp_path):
         loader.load(programs.resolve(str(src)))
     after = os.fstat(2)
     assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
+
+
+def test_counters_are_kept_per_receiving_interface(load):
+    """The library's counters map holds an entry per ingress ifindex, as many as a shared program
+    may serve (loader.SHARED_BY): BPF_PROG_RUN counts for the loopback, no other key."""
+    ld = load("count_pass")
+    fd = ld.maps()["xdp_stats"]
+    info = bpfsys.map_info_fd(fd)
+    assert info is not None and info.max_entries == loader.SHARED_BY and info.key_size == 4
+    bpfsys.prog_test_run(ld.fd, FRAME, repeat=2)
+    assert counters(ld, XDP_PASS) == (2, 2 * len(FRAME))
+    assert counters(ld, XDP_PASS, ifindex=LO + 100_000) == (0, 0)
+
+
+def test_a_batch_loads_a_shareable_program_once_and_another_past_its_size(monkeypatch):
+    monkeypatch.setattr(loader, "SHARED_BY", 2)
+    prog, filt = programs.resolve("count_drop"), programs.resolve("filter")
+    with loader.sharing():
+        ids = []
+        for _ in range(3):   # each as an attach uses it: loaded (or lent), then closed
+            ld = loader.load(prog)
+            ids.append(bpfsys.obj_info_id(ld.fd))
+            ld.close()       # a lent one stays open for the batch
+        own_ids = set()
+        for _ in range(2):   # filter's maps are an interface's own: never shared
+            ld = loader.load(filt)
+            own_ids.add(bpfsys.obj_info_id(ld.fd))
+            ld.close()
+    assert ids[0] == ids[1] != ids[2] and len(own_ids) == 2

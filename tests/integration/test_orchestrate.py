@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -12,6 +13,9 @@ import pytest
 from lib.cli import OFFLOAD
 from lib.helpers import PIN_ROOT, ROOT, kube_validate, valid_manifest, write_bcc_crasher
 from lib.kernel import xdp_ids
+
+from offload.bench.frames import ipv4_udp
+from offload.kernel import netns as netns_mod
 
 pytestmark = pytest.mark.root
 
@@ -317,3 +321,42 @@ def test_apply_says_a_summary_and_every_row_with_verbose(env, tmp_path):
     assert all(d in verbose.stdout for d in devs) and "-v lists" not in verbose.stdout
     doc = env.offload_json("apply", "-f", str(pol), *journal, netns=lab.netns)
     assert sorted(s["interface"] for s in doc["steps"] if s["status"] == "kept") == devs
+
+
+def test_apply_loads_a_library_program_once_and_each_interface_keeps_its_own(env, policy):
+    """One program for every interface of a run (loaded once), yet counters, status, detach and
+    pins stay per interface: detaching one leaves the others attached and counting."""
+    lab = env.make_lab(pairs=3)
+    a0, a1, a2 = (p.a for p in lab.pairs)
+    b0, _, b2 = (p.b for p in lab.pairs)
+    doc = env.offload_json("apply", "-f", policy(lab.name), netns=lab.netns)
+    assert doc["outcome"] == "ok" and doc["changed"] == 3
+    ids = xdp_ids(lab.netns)
+    assert set(ids) == {a0, a1, a2} and len(set(ids.values())) == 1    # one program on three interfaces
+    frame = ipv4_udp("198.51.100.1", "198.51.100.2")
+    send(lab.netns, b0, [frame] * 7)                                    # arrives at a0 only
+    counts = {a: env.offload_json("stats", a, netns=lab.netns)["packets"]["drop"] for a in (a0, a1, a2)}
+    assert counts == {a0: 7, a1: 0, a2: 0}
+    env.offload_json("detach", a1, netns=lab.netns)
+    assert xdp_ids(lab.netns) == {a0: ids[a0], a2: ids[a2]}            # the others keep the program
+    send(lab.netns, b2, [frame] * 3)
+    assert env.offload_json("stats", a0, netns=lab.netns)["packets"]["drop"] == 7
+    assert env.offload_json("stats", a2, netns=lab.netns)["packets"]["drop"] == 3
+    st = env.offload_json("status", netns=lab.netns)["attachments"]
+    assert sorted((r["interface"], r["prog_id"], r["ours"]) for r in st) == [(a0, ids[a0], True), (a2, ids[a2], True)]
+    assert not (PIN_ROOT / lab.netns / a1).exists()
+    freed = env.offload_json("gc", netns=None)["freed"]
+    assert [f for f in freed if f["interface"] in (a0, a1, a2)] == []   # nothing orphaned by the shared program
+    for a in (a0, a2):
+        env.offload_json("detach", a, netns=lab.netns)
+    assert xdp_ids(lab.netns) == {} and not (PIN_ROOT / lab.netns).exists()
+
+
+def send(ns: str, dev: str, frames: list[bytes]) -> None:
+    """Frames out of `dev` in namespace `ns`: they arrive at its veth peer, through its XDP."""
+    with netns_mod.inside(ns):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with s:
+        s.bind((dev, 0))
+        for f in frames:
+            s.send(f)

@@ -64,16 +64,19 @@ def agree(env) -> list[dict]:
 
 
 def packets(prog_id: int, action: int) -> int:
-    """A library program's xdp_stats[action].packets summed over CPUs, read by bpftool."""
+    """A library program's packets for `action`, summed over CPUs and over the interfaces it
+    counted for (bpf/offload_stats.h: an entry per ingress ifindex), read by bpftool."""
     bpftool = need_tool("bpftool")
     info = json.loads(subprocess.run([bpftool, "prog", "show", "id", str(prog_id), "-j"], capture_output=True,
                                      text=True, check=True).stdout)
     (map_id,) = [m for m in info["map_ids"]
                  if json.loads(subprocess.run([bpftool, "map", "show", "id", str(m), "-j"], capture_output=True,
                                               text=True, check=True).stdout)["name"] == "xdp_stats"]
-    dump = json.loads(subprocess.run([bpftool, "map", "lookup", "id", str(map_id), "key", str(action), "0", "0", "0",
-                                      "-j"], capture_output=True, text=True, check=True).stdout)
-    return sum(int.from_bytes(bytes(int(b, 16) for b in v["value"][:8]), "little") for v in dump["values"])
+    dump = json.loads(subprocess.run([bpftool, "map", "dump", "id", str(map_id), "-j"], capture_output=True,
+                                     text=True, check=True).stdout)
+    at = 16 * action   # struct offload_counters: packets and bytes per action
+    return sum(int.from_bytes(bytes(int(b, 16) for b in v["value"][at:at + 8]), "little")
+               for entry in dump for v in entry["values"])
 
 
 def send(env, n: int = N) -> None:
