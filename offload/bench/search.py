@@ -62,6 +62,11 @@ class SearchSpec:
     frames: list[trial.Frames]
     width: float = DEFAULT_WIDTH
     max_seconds: float = 1200.0   # per search: MLRsearch gives up after this
+    # MLRsearch's goal knobs as CSIT sets them: a load is classified over `duration_sum` seconds
+    # of final trials (None: one final trial), of which at most `exceed_ratio` may lose more than
+    # the goal allows (0: every trial must pass, RFC 2544's reading)
+    duration_sum: float | None = None
+    exceed_ratio: float = 0.0
 
 
 @dataclass
@@ -90,9 +95,10 @@ def _config(spec: SearchSpec, duration: float, max_load: float, max_seconds: flo
     from MLRsearch import Config, SearchGoal
 
     cfg = Config()
-    cfg.goals = [SearchGoal(loss_ratio=g.loss_ratio, exceed_ratio=0.0, relative_width=spec.width,
+    cfg.goals = [SearchGoal(loss_ratio=g.loss_ratio, exceed_ratio=spec.exceed_ratio, relative_width=spec.width,
                             initial_trial_duration=min(INITIAL_TRIAL_S, duration), final_trial_duration=duration,
-                            duration_sum=duration, preceding_targets=2, expansion_coefficient=2, fail_fast=False)
+                            duration_sum=max(spec.duration_sum or duration, duration), preceding_targets=2,
+                            expansion_coefficient=2, fail_fast=False)
                  for g in spec.goals]
     cfg.max_load = max_load
     cfg.min_load = min(MIN_LOAD, max_load / 10)

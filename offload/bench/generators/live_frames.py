@@ -38,6 +38,7 @@ class GenThread:
     ended: float | None = None          # when the last call returned
     sent_by_frame: list[int] = field(default_factory=list)   # per frame of the mix
     lag: float = 0.0                    # paced: the latest a call started against its schedule
+    tid: int | None = None              # the thread's id, for its CPU-time clock
 
 
 def check_kernel() -> None:
@@ -70,6 +71,7 @@ class LiveFrames:
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
+        self._ksoftirqd = {c: sched.ksoftirqd(c) for c in cpus}
 
     def _send(self, t: GenThread, n: int) -> None:
         """One call: with a mix, the frame furthest behind its share, for its share of `n` (so a
@@ -86,6 +88,7 @@ class LiveFrames:
     def _run(self, t: GenThread, count: int | None, rate: float | None) -> None:
         try:
             os.sched_setaffinity(0, {t.cpu})   # this thread only
+            t.tid = threading.get_native_id()
             t.sent_by_frame = [0] * len(self.mix)
             t.began = time.monotonic()
             t.samples.append((t.began, 0))
@@ -162,6 +165,16 @@ class LiveFrames:
 
     def errors(self) -> list[str]:
         return [f"cpu {t.cpu}: {t.error}" for t in self.threads if t.error]
+
+    def cpu_ns(self) -> int | None:
+        """CPU time spent so far on the generator's CPUs by its threads and by those CPUs'
+        ksoftirqd (softirq work the threads raised, moved there when it ran long): on a veth the
+        receiver's XDP too, which runs in the sending CPU's softirq. None when a thread has ended."""
+        own = [sched.thread_cpu_ns(t.tid) if t.tid is not None else None for t in self.threads]
+        if any(v is None for v in own):
+            return None
+        soft = [sched.process_cpu_ns(p) for p in self._ksoftirqd.values() if p is not None]
+        return sum(own) + sum(v for v in soft if v is not None)
 
     def close(self) -> None:
         self.stop()
