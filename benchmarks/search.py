@@ -42,7 +42,7 @@ def sweep(s: harness.Session, max_load: float, duration: float) -> dict:
     started, trials = time.monotonic(), []
     try:
         for k in range(1, round(1 / STEP) + 1):
-            trials.append(trial.run(s, gen, max_load * k * STEP, duration))
+            trials.append(trial.run_undisturbed(s, gen, max_load * k * STEP, duration)[-1])
     finally:
         gen.stop()
         gen.close()
@@ -77,7 +77,7 @@ def main() -> int:
             try:
                 harness.prepare_mode(s, args.mode)
                 first = one_search(s, args.mode, args)
-                max_load = first["generator_ceiling_pps"] * search.HEADROOM
+                max_load = search.max_load(first["generator_ceiling_pps"], first["generator_capacity_pps"])
                 swept = sweep(s, max_load, args.duration)
                 more = [one_search(s, args.mode, args) for _ in range(args.repeat - 1)]
             finally:

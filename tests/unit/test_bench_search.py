@@ -104,3 +104,24 @@ def test_a_generator_below_the_device_bounds_the_search_as_the_generators():
 
 def test_limited_by_without_an_upper_bound_is_max_load():
     assert search.limited_by(search.Goal("ndr", 0.0), None, []) == "max_load"
+
+
+def test_a_late_generator_that_had_cpu_to_spare_was_disturbed():
+    # 1M frames in 0.4 s of its own CPU time: it could send 2.5M/s, so falling behind 2M/s was
+    # other work's doing
+    t = trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=0.4)
+    assert t["generator_short"] and t["disturbed"] and t["generator_capacity_pps"] == 2_500_000
+    # the same lag with 0.53 s of CPU time (1.9M frames per CPU-second): the generator's own ceiling
+    t = trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=0.5263)
+    assert t["generator_short"] and not t["disturbed"]
+    on_time = trial.account(2_000_000, 1.0, 2_000_000, 2_000_000, 2_000_000, 1.0, 0.0, 1.2, cpu_s=0.4)
+    assert not on_time["disturbed"]
+    assert not trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3)["disturbed"]  # no clock
+
+
+def test_a_disturbed_trial_is_run_again_at_most_retries_times(monkeypatch):
+    outcomes = iter([True, True, False])
+    monkeypatch.setattr(trial, "run", lambda s, gen, load, d: {"disturbed": next(outcomes)})
+    assert [r["disturbed"] for r in trial.run_undisturbed(None, None, 1e6, 1.0)] == [True, True, False]
+    monkeypatch.setattr(trial, "run", lambda s, gen, load, d: {"disturbed": True})
+    assert len(trial.run_undisturbed(None, None, 1e6, 1.0)) == 1 + trial.RETRIES
