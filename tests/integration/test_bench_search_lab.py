@@ -75,7 +75,8 @@ def test_sigterm_mid_search_keeps_its_trials_and_leaves_nothing():
 
 def test_search_bad_input_is_exit_2_before_any_lab():
     for args in (["--search", "ndr,foo"], ["--pkt-size", "60,128"], ["--imix"], ["--search", "ndr", "--count", "9"],
-                 ["--pkt-size", "60,,128", "--search", "ndr"]):
+                 ["--pkt-size", "60,,128", "--search", "ndr"], ["--exceed-ratio", "0.5"], ["--duration-sum", "3"],
+                 ["--search", "ndr", "--exceed-ratio", "1"]):
         res = offload("bench", "--lab", *args, check=False)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr)
 

@@ -125,3 +125,18 @@ def test_a_disturbed_trial_is_run_again_at_most_retries_times(monkeypatch):
     assert [r["disturbed"] for r in trial.run_undisturbed(None, None, 1e6, 1.0)] == [True, True, False]
     monkeypatch.setattr(trial, "run", lambda s, gen, load, d: {"disturbed": True})
     assert len(trial.run_undisturbed(None, None, 1e6, 1.0)) == 1 + trial.RETRIES
+
+
+def test_a_load_is_judged_over_three_final_trials_at_csits_exceed_ratio_by_default():
+    spec = search.SearchSpec([search.Goal("ndr", 0.0)], [trial.single(60)])
+    (goal,) = search._config(spec, 2.0, 1e7, 60).goals
+    assert (goal.exceed_ratio, goal.duration_sum, goal.final_trial_duration) == (0.5, 6.0, 2.0)
+    strict = search.SearchSpec([search.Goal("ndr", 0.0)], [trial.single(60)], duration_sum=0.5, exceed_ratio=0.0)
+    (goal,) = search._config(strict, 2.0, 1e7, 60).goals
+    assert (goal.exceed_ratio, goal.duration_sum) == (0.0, 2.0)    # never less than one final trial
+
+
+def test_the_searchs_top_is_above_the_ceiling_or_the_capacity_other_work_held_it_under():
+    assert search.max_load(2e6, None) == pytest.approx(2.4e6)
+    assert search.max_load(2e6, 3_000_000) == pytest.approx(3.6e6)
+    assert search.max_load(2e6, 1_000_000) == pytest.approx(2.4e6)
