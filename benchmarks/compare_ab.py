@@ -32,7 +32,7 @@ def compare(tx: str, rx: str, ns: str, a: str, b: str, args, extra: list[str]) -
     if res.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr or res.stdout}")
     doc = json.loads(res.stdout)
-    return {k: doc[k] for k in ("ratio", "interval", "verdict")}
+    return {k: doc[k] for k in ("ratio", "interval", "verdict", "metric")}
 
 
 def main() -> int:
@@ -55,6 +55,9 @@ def main() -> int:
            "duration_s": args.duration, "same": same,
            "same_no_difference": sum(r["verdict"] == "no significant difference" for r in same),
            "burn_loops": args.loops, "burn": burn, "burn_slower": sum(r["verdict"] == "slower" for r in burn)}
+    # the targets: false positives at most 1 in 20, the burn program detected in every run
+    out["targets"] = {"false positives <= 1/20": out["same_no_difference"] >= args.runs - args.runs // 20,
+                      "slowdown detected in every run": out["burn_slower"] == args.burn_runs}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -65,6 +68,9 @@ def main() -> int:
         print(f"count_drop vs burn loops={args.loops}: {out['burn_slower']}/{args.burn_runs} slower")
         for r in burn:
             print(f"  {r['ratio']:.3f} [{r['interval'][0]:.3f}, {r['interval'][1]:.3f}] {r['verdict']}")
+        print(f"compared: {same[0]['metric'] if same else burn[0]['metric'] if burn else '-'}")
+        for name, met in out["targets"].items():
+            print(f"target {name}: {'MET' if met else 'MISSED'}")
     return 0
 
 

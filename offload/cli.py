@@ -566,6 +566,11 @@ class SizeList(click.ParamType):
 @click.option("--search", "search_goals", metavar="GOALS",
               help="Search each mode's zero-loss rate (ndr) and partial-drop rate (pdr, loss <= 0.005, or "
                    "pdr=RATIO) with MLRsearch; --duration is the final trial's length.")
+@click.option("--exceed-ratio", type=Bounded(float, 0, 0.99), metavar="R",
+              help="With --search: the share of a load's trial time that may lose more than the goal allows "
+                   "(MLRsearch's exceed ratio; default 0.5, CSIT's; 0: every trial must pass).")
+@click.option("--duration-sum", type=Bounded(float, 0, HOUR, lo_open=True), metavar="S",
+              help="With --search: seconds of final trials a load is judged over (default 3 x --duration).")
 @click.option("--threads", default=1, show_default=True, type=Bounded(int, 1, 1024),
               help="Generator threads, each pinned to a CPU of its own (--lab: as many veth queues).")
 @click.option("--repeat", default=3, show_default=True, type=REPEAT, help="Runs per mode (median reported).")
@@ -577,8 +582,8 @@ class SizeList(click.ParamType):
 @click.pass_context
 @handles_errors
 @in_netns
-def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, imix, search_goals, threads,
-          repeat, count, as_json, csv_path, plot_path, force) -> None:
+def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pkt_size, imix, search_goals,
+          exceed_ratio, duration_sum, threads, repeat, count, as_json, csv_path, plot_path, force) -> None:
     """Packets per second through each XDP mode, side by side (the kernel generates and counts);
     with --search, each mode's NDR and PDR per frame size."""
     if ctx.invoked_subcommand is not None:
@@ -588,6 +593,8 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     _bench_devices(use_lab, tx, rx)
     if not search_goals and (len(pkt_size) > 1 or imix):
         raise UsageError("a list of --pkt-size and --imix go with --search (a plain bench measures one size)")
+    if not search_goals and (exceed_ratio is not None or duration_sum is not None):
+        raise UsageError("--exceed-ratio and --duration-sum go with --search (they judge a searched load)")
     if csv_path:                             # before the run, not after minutes of it
         files.check_output(csv_path, "--csv")
     if plot_path:
@@ -595,7 +602,8 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
     spec = harness.Spec(tx or "", rx or "", [m.strip() for m in modes_.split(",") if m.strip()], program,
                         generator, duration, warmup, pkt_size[0], threads, repeat, count, force)
     if search_goals:
-        _bench_search(harness, spec, search_goals, pkt_size, imix, use_lab, as_json, csv_path, plot_path)
+        knobs = {"duration_sum": duration_sum, **({"exceed_ratio": exceed_ratio} if exceed_ratio is not None else {})}
+        _bench_search(harness, spec, search_goals, pkt_size, imix, knobs, use_lab, as_json, csv_path, plot_path)
         return
     # SIGTERM while the lab is built or torn down cleans up too.
     with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
@@ -617,14 +625,14 @@ def _bench_devices(use_lab: bool, tx: str | None, rx: str | None) -> None:
         raise UsageError("--tx and --rx go together")
 
 
-def _bench_search(harness, spec, goals: str, sizes: list[int], imix: bool, use_lab: bool, as_json: bool,
+def _bench_search(harness, spec, goals: str, sizes: list[int], imix: bool, knobs: dict, use_lab: bool, as_json: bool,
                   csv_path: str | None, plot_path: str | None) -> None:
     from offload.bench import files, search, trial
 
     if spec.count is not None:
         raise UsageError("--count and --search do not go together: the search chooses each trial's count")
     frames = [trial.single(n) for n in sizes] + ([trial.imix()] if imix else [])
-    sspec = search.SearchSpec(search.parse_goals(goals), frames)
+    sspec = search.SearchSpec(search.parse_goals(goals), frames, **knobs)
     spec.pkt_size = max(size for f in frames for size, _ in f.sizes)   # the MTU check takes the largest
     with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
         run = functools.partial(search.run, spec=sspec)

@@ -2,6 +2,11 @@
 program with two parameter sets, measured on the same devices in interleaved trials (A B B A
 ...), each a window of the generator flat out; the answer is the ratio of the medians of the
 received rates with a bootstrap confidence interval and a verdict (offload.bench.confidence).
+
+On a veth lab with live frames the compared figure is the rate per second of the sending CPU's
+time (`rx_per_cpu_s`, offload.bench.harness.cpu_rate): the receiver runs in that CPU's softirq, so
+a window in which other work took the CPU for a while gives a lower rate but the same rate per
+CPU-second, and a comparison on a busy machine keeps its power. Elsewhere it is the rate.
 """
 
 from __future__ import annotations
@@ -58,8 +63,18 @@ def _trial(s: harness.Session, gen: harness._Generator, arm: Arm) -> dict:
     # a program without offload's counters: the interface's own receive count
     counted = bool(run["rx_packets"])
     rate = run["rx_pps"] if counted else round(run["iface_rx_packets"] / run["window_s"])
+    cpu_s = run["generator_cpu_s"]
+    per_cpu = run["rx_per_cpu_s"] if counted else round(run["iface_rx_packets"] / cpu_s) if cpu_s else None
     return {"rx_pps": rate, "counted_by": "program" if counted else "interface", "tx_pps": run["tx_pps"],
-            "window_s": run["window_s"], "loss": run["loss"]}
+            "window_s": run["window_s"], "loss": run["loss"], "generator_cpu_s": run["generator_cpu_s"],
+            "rx_per_cpu_s": per_cpu}
+
+
+def metric_for(generator: str, rx_kind: str | None) -> str:
+    """The figure compared (pure): per CPU-second where the receiver runs in the generator's CPU
+    (a veth fed live frames), the received rate elsewhere (pktgen's threads are not measured, and a
+    NIC's receiver runs on CPUs of its own)."""
+    return "rx_per_cpu_s" if generator == "live-frames" and rx_kind == "veth" else "rx_pps"
 
 
 def run(bspec: harness.Spec, spec: CompareSpec, progress: Callable[[str], None] = lambda m: None) -> dict:
@@ -71,6 +86,7 @@ def run(bspec: harness.Spec, spec: CompareSpec, progress: Callable[[str], None] 
         if missing:
             why = "; ".join(f"{x['mode']}: {x['reason']}" for x in s.out.skipped)
             raise UsageError(f"{bspec.rx} cannot run {', '.join(missing)} here: {why}")
+        metric = metric_for(s.gen_name, s.facts[bspec.rx].kind)
         gen = s.generator()
         try:
             for i, name in enumerate(confidence.order(spec.pairs)):
@@ -86,29 +102,37 @@ def run(bspec: harness.Spec, spec: CompareSpec, progress: Callable[[str], None] 
         finally:
             gen.stop()
             gen.close()
-    return {"a": spec.a.describe(), "b": spec.b.describe(), **summary(trials, spec), "trials": trials,
+    return {"a": spec.a.describe(), "b": spec.b.describe(), **summary(trials, spec, metric), "trials": trials,
             "host": harness.host_info(), "config": {**s.config(), "pairs": spec.pairs, "level": spec.level,
                                                     "fail_if_slower_pct": spec.fail_if_slower,
                                                     "resamples": confidence.RESAMPLES, "seed": confidence.SEED},
             "notes": s.out.notes, "partial": s.out.partial}
 
 
-def summary(trials: list[dict], spec: CompareSpec) -> dict:
-    """The medians, their ratio (B/A), its interval and the verdict (pure). Only whole pairs count:
-    a comparison cut short keeps its trials but concludes on the pairs it finished."""
-    a = [t["rx_pps"] for t in trials if t["arm"] == "A"]
-    b = [t["rx_pps"] for t in trials if t["arm"] == "B"]
+def summary(trials: list[dict], spec: CompareSpec, metric: str = "rx_pps") -> dict:
+    """The medians, their ratio (B/A) of `metric`, its interval and the verdict (pure). Only whole
+    pairs count: a comparison cut short keeps its trials but concludes on the pairs it finished.
+    A trial without the metric (its CPU time unreadable) makes the comparison fall back to rates."""
+    if any(t.get(metric) is None for t in trials):
+        metric = "rx_pps"
+    rates = {arm: [t["rx_pps"] for t in trials if t["arm"] == arm] for arm in "AB"}
+    a = [t[metric] for t in trials if t["arm"] == "A"]
+    b = [t[metric] for t in trials if t["arm"] == "B"]
     n = min(len(a), len(b))
     a, b = a[:n], b[:n]
+    out = {"median_a_pps": _median(rates["A"]), "median_b_pps": _median(rates["B"]), "metric": metric,
+           "median_a": _median(a), "median_b": _median(b)}
     if n < 2 or min(a + b) <= 0:
-        return {"median_a_pps": statistics.median(a) if a else None, "median_b_pps": statistics.median(b) if b else None,
-                "ratio": None, "interval": None, "verdict": None, "slower_than_allowed": None}
+        return {**out, "ratio": None, "interval": None, "verdict": None, "slower_than_allowed": None}
     ratio = confidence.ratio_of_medians(a, b)
     lo, hi = confidence.bootstrap_interval(a, b, spec.level)
     slow = confidence.slower_beyond(ratio, hi, spec.fail_if_slower) if spec.fail_if_slower is not None else None
-    return {"median_a_pps": statistics.median(a), "median_b_pps": statistics.median(b), "ratio": round(ratio, 4),
-            "interval": [round(lo, 4), round(hi, 4)], "verdict": confidence.verdict(lo, hi),
-            "slower_than_allowed": slow}
+    return {**out, "ratio": round(ratio, 4), "interval": [round(lo, 4), round(hi, 4)],
+            "verdict": confidence.verdict(lo, hi), "slower_than_allowed": slow}
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def failure(doc: dict) -> str | None:

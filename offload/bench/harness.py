@@ -68,6 +68,7 @@ class CounterSample:
     per_cpu: list[int] | None = None            # the program's count per CPU
     tx_stats: dict[str, int] = field(default_factory=dict)   # the drivers' own statistics
     rx_stats: dict[str, int] = field(default_factory=dict)
+    gen_cpu_ns: int | None = None               # the generator's CPU time (live frames: its threads')
 
 
 @dataclass
@@ -120,6 +121,7 @@ class _Generator:
     def wait(self) -> None: ...
     def close(self) -> None: ...
     def errors(self) -> list[str]: return []
+    def cpu_ns(self) -> int | None: return None
 
 
 class _Live(_Generator):
@@ -164,6 +166,9 @@ class _Live(_Generator):
 
     def errors(self):
         return self.g.errors()
+
+    def cpu_ns(self) -> int | None:
+        return self.g.cpu_ns()
 
     def cpus(self) -> list[dict]:
         return [{"pinned": t.cpu, "ran_on": sorted(t.ran_on)} for t in self.g.threads]
@@ -306,9 +311,9 @@ def _sample(dev: Devices, gen: _Generator) -> CounterSample:
     tx_stats = dev.ethstats.read(dev.tx)
     counted, per_cpu = _counted(dev.rx)
     iface = _iface_rx_packets(dev.ipr, dev.rx_idx)
-    t, sent, ru = time.monotonic(), gen.sent(), resource.getrusage(resource.RUSAGE_SELF)
+    t, sent, ru, cpu = time.monotonic(), gen.sent(), resource.getrusage(resource.RUSAGE_SELF), gen.cpu_ns()
     return CounterSample(t, counted, iface, sent, ru.ru_utime, ru.ru_stime, per_cpu, tx_stats,
-                         dev.ethstats.read(dev.rx))
+                         dev.ethstats.read(dev.rx), cpu)
 
 
 def where(a: CounterSample, b: CounterSample, gen_sent: int, received: int, exact: bool = False,
@@ -344,7 +349,19 @@ def _window(a: CounterSample, b: CounterSample, xdp_xmit: bool = True) -> dict:
             "accounting_diff": round(abs(rx - iface) / iface, 5) if iface else None,
             # Python's own CPU (user time, all threads) vs. the generator working in the kernel (sys time)
             "harness_cpu_pct": round(100 * (b.utime - a.utime) / dt, 2),
-            "kernel_generator_cpu_pct": round(100 * (b.stime - a.stime) / dt, 1), **placed}
+            "kernel_generator_cpu_pct": round(100 * (b.stime - a.stime) / dt, 1),
+            **cpu_rate(rx, a.gen_cpu_ns, b.gen_cpu_ns), **placed}
+
+
+def cpu_rate(rx: int, before_ns: int | None, after_ns: int | None) -> dict:
+    """Frames received per second of the generator's CPU time (pure). On a veth the receiver's
+    XDP runs in the sending CPU's softirq, charged to the sending thread (or that CPU's
+    ksoftirqd): this rate is 1 / (generator's + program's cost per frame), whatever share of the
+    CPU other work took from the window; the hypervisor's steal is not charged either."""
+    if before_ns is None or after_ns is None or after_ns <= before_ns:
+        return {"generator_cpu_s": None, "rx_per_cpu_s": None}
+    cpu_s = (after_ns - before_ns) / 1e9
+    return {"generator_cpu_s": round(cpu_s, 4), "rx_per_cpu_s": round(rx / cpu_s)}
 
 
 def _median(runs: list[dict], key: str):

@@ -175,7 +175,8 @@ def compare_result(doc: dict, console: Console) -> None:
         style = {"faster": "green", "slower": "red"}.get(doc["verdict"], "")
         verdict = f"[{style}]{doc['verdict']}[/]" if style else doc["verdict"]
         said = f"B is {verdict}" if doc["verdict"] != "no significant difference" else verdict
-        say(console, f"B/A {doc['ratio']:.3f} ({cfg['level']:.0%} interval {lo:.3f}-{hi:.3f}): {said}")
+        of = " of the rates per CPU-second" if doc.get("metric") == "rx_per_cpu_s" else ""
+        say(console, f"B/A{of} {doc['ratio']:.3f} ({cfg['level']:.0%} interval {lo:.3f}-{hi:.3f}): {said}")
     notes = Notes()
     for n in doc["notes"]:
         notes.ref(n)

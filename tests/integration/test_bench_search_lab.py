@@ -75,7 +75,8 @@ def test_sigterm_mid_search_keeps_its_trials_and_leaves_nothing():
 
 def test_search_bad_input_is_exit_2_before_any_lab():
     for args in (["--search", "ndr,foo"], ["--pkt-size", "60,128"], ["--imix"], ["--search", "ndr", "--count", "9"],
-                 ["--pkt-size", "60,,128", "--search", "ndr"]):
+                 ["--pkt-size", "60,,128", "--search", "ndr"], ["--exceed-ratio", "0.5"], ["--duration-sum", "3"],
+                 ["--search", "ndr", "--exceed-ratio", "1"]):
         res = offload("bench", "--lab", *args, check=False)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr)
 
@@ -86,6 +87,9 @@ def test_compare_says_same_or_not_and_gates(tmp_path):
     doc = validate(json.loads(res.stdout), "bench-compare")
     assert [t["arm"] for t in doc["trials"]] == list("ABBAAB")
     assert all(t["counted_by"] == "program" and t["rx_pps"] > 0 for t in doc["trials"])
+    # a veth fed live frames: compared per second of the sending CPU's time, which the window had
+    assert doc["metric"] == "rx_per_cpu_s" and doc["median_a"] > 0 and doc["median_b"] > 0
+    assert all(0 < t["generator_cpu_s"] <= t["window_s"] * 1.05 for t in doc["trials"])
     assert doc["interval"][0] <= doc["ratio"] <= doc["interval"][1]
     # the same program is never 50% slower than itself: the gate passes
     assert res.returncode == 0 and not doc["slower_than_allowed"], res.stderr

@@ -11,7 +11,7 @@ import pytest
 from lib.schemas import validate
 
 from offload import jsondoc
-from offload.bench import compare, confidence
+from offload.bench import compare, confidence, harness
 from offload.bench import render as bench_render
 from offload.errors import UsageError
 
@@ -94,6 +94,33 @@ def test_a_comparison_cut_short_concludes_on_whole_pairs_only():
     assert compare.summary(trials, spec)["verdict"] is None
     cut = _trials([1.0, 1.0, 9.0], [2.0, 2.0, 2.0])[:5]      # A B B A A: 3 A, 2 B: the two whole pairs only
     assert compare.summary(cut, spec)["verdict"] == confidence.FASTER
+
+
+def test_the_rate_per_cpu_second_leaves_out_what_other_work_took():
+    # 1M frames in a window where the sending CPU ran ours for 0.25 s: 4M per CPU-second
+    assert harness.cpu_rate(1_000_000, 10**9, 10**9 + 250_000_000) == {"generator_cpu_s": 0.25,
+                                                                       "rx_per_cpu_s": 4_000_000}
+    assert harness.cpu_rate(1_000_000, None, 10**9)["rx_per_cpu_s"] is None     # a thread had ended
+    assert harness.cpu_rate(1_000_000, 10**9, 10**9)["rx_per_cpu_s"] is None    # no CPU time: no rate
+
+
+def test_the_compared_figure_is_per_cpu_second_only_where_the_receiver_shares_the_generators_cpu():
+    assert compare.metric_for("live-frames", "veth") == "rx_per_cpu_s"
+    assert compare.metric_for("live-frames", "device") == "rx_pps"
+    assert compare.metric_for("pktgen", "veth") == "rx_pps"
+
+
+def test_the_verdict_follows_the_metric_and_falls_back_to_rates_without_it():
+    spec = compare.CompareSpec(compare.Arm("a"), compare.Arm("b"), 4)
+    # B's rates fell (a busy CPU) while its rate per CPU-second held: no difference per CPU-second
+    trials = [{**t, "rx_per_cpu_s": 8e6, "rx_pps": 4e6 if t["arm"] == "A" else 2e6}
+              for t in _trials([4e6] * 4, [2e6] * 4)]
+    per_cpu = compare.summary(trials, spec, "rx_per_cpu_s")
+    assert (per_cpu["metric"], per_cpu["ratio"], per_cpu["verdict"]) == ("rx_per_cpu_s", 1.0, confidence.SAME)
+    assert (per_cpu["median_a_pps"], per_cpu["median_b_pps"]) == (4e6, 2e6)     # the rates still reported
+    trials[0]["rx_per_cpu_s"] = None
+    rates = compare.summary(trials, spec, "rx_per_cpu_s")
+    assert (rates["metric"], rates["verdict"]) == ("rx_pps", confidence.SLOWER)
 
 
 @pytest.mark.parametrize("bad", [dict(pairs=1), dict(level=0.3), dict(level=1.0)])

@@ -104,3 +104,39 @@ def test_a_generator_below_the_device_bounds_the_search_as_the_generators():
 
 def test_limited_by_without_an_upper_bound_is_max_load():
     assert search.limited_by(search.Goal("ndr", 0.0), None, []) == "max_load"
+
+
+def test_a_late_generator_that_had_cpu_to_spare_was_disturbed():
+    # 1M frames in 0.4 s of its own CPU time: it could send 2.5M/s, so falling behind 2M/s was
+    # other work's doing
+    t = trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=0.4)
+    assert t["generator_short"] and t["disturbed"] and t["generator_capacity_pps"] == 2_500_000
+    # the same lag with 0.53 s of CPU time (1.9M frames per CPU-second): the generator's own ceiling
+    t = trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=0.5263)
+    assert t["generator_short"] and not t["disturbed"]
+    on_time = trial.account(2_000_000, 1.0, 2_000_000, 2_000_000, 2_000_000, 1.0, 0.0, 1.2, cpu_s=0.4)
+    assert not on_time["disturbed"]
+    assert not trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3)["disturbed"]  # no clock
+
+
+def test_a_disturbed_trial_is_run_again_at_most_retries_times(monkeypatch):
+    outcomes = iter([True, True, False])
+    monkeypatch.setattr(trial, "run", lambda s, gen, load, d: {"disturbed": next(outcomes)})
+    assert [r["disturbed"] for r in trial.run_undisturbed(None, None, 1e6, 1.0)] == [True, True, False]
+    monkeypatch.setattr(trial, "run", lambda s, gen, load, d: {"disturbed": True})
+    assert len(trial.run_undisturbed(None, None, 1e6, 1.0)) == 1 + trial.RETRIES
+
+
+def test_a_load_is_judged_over_three_final_trials_at_csits_exceed_ratio_by_default():
+    spec = search.SearchSpec([search.Goal("ndr", 0.0)], [trial.single(60)])
+    (goal,) = search._config(spec, 2.0, 1e7, 60).goals
+    assert (goal.exceed_ratio, goal.duration_sum, goal.final_trial_duration) == (0.5, 6.0, 2.0)
+    strict = search.SearchSpec([search.Goal("ndr", 0.0)], [trial.single(60)], duration_sum=0.5, exceed_ratio=0.0)
+    (goal,) = search._config(strict, 2.0, 1e7, 60).goals
+    assert (goal.exceed_ratio, goal.duration_sum) == (0.0, 2.0)    # never less than one final trial
+
+
+def test_the_searchs_top_is_above_the_ceiling_or_the_capacity_other_work_held_it_under():
+    assert search.max_load(2e6, None) == pytest.approx(2.4e6)
+    assert search.max_load(2e6, 3_000_000) == pytest.approx(3.6e6)
+    assert search.max_load(2e6, 1_000_000) == pytest.approx(2.4e6)

@@ -38,6 +38,9 @@ class GenThread:
     ended: float | None = None          # when the last call returned
     sent_by_frame: list[int] = field(default_factory=list)   # per frame of the mix
     lag: float = 0.0                    # paced: the latest a call started against its schedule
+    tid: int | None = None              # the thread's id, for its CPU-time clock
+    cpu0: int | None = None             # its CPU time (ns) when it started, and when it ended
+    cpu_end: int | None = None
 
 
 def check_kernel() -> None:
@@ -70,6 +73,8 @@ class LiveFrames:
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
+        self._ksoftirqd = {c: sched.ksoftirqd(c) for c in cpus}
+        self._done_ns = 0   # CPU time of the threads of runs before this one
 
     def _send(self, t: GenThread, n: int) -> None:
         """One call: with a mix, the frame furthest behind its share, for its share of `n` (so a
@@ -86,6 +91,7 @@ class LiveFrames:
     def _run(self, t: GenThread, count: int | None, rate: float | None) -> None:
         try:
             os.sched_setaffinity(0, {t.cpu})   # this thread only
+            t.tid, t.cpu0 = threading.get_native_id(), time.thread_time_ns()
             t.sent_by_frame = [0] * len(self.mix)
             t.began = time.monotonic()
             t.samples.append((t.began, 0))
@@ -96,6 +102,7 @@ class LiveFrames:
         except OSError as e:
             t.error = str(e)
         finally:
+            t.cpu_end = time.thread_time_ns()
             t.ended = time.monotonic()
 
     def _flat_out(self, t: GenThread, count: int | None) -> None:
@@ -134,6 +141,7 @@ class LiveFrames:
         """Send until stopped or `count_per_thread` from each thread; at `rate_per_thread` frames
         per second each when given, else as fast as the kernel takes them."""
         self._stop.clear()
+        self._done_ns += sum(self._own_ns(t) or 0 for t in self.threads)
         self.threads = [GenThread(t.cpu) for t in self.threads]   # each run counts from zero
         self._workers = [threading.Thread(target=self._run, args=(t, count_per_thread, rate_per_thread),
                                           daemon=True)
@@ -162,6 +170,25 @@ class LiveFrames:
 
     def errors(self) -> list[str]:
         return [f"cpu {t.cpu}: {t.error}" for t in self.threads if t.error]
+
+    def cpu_ns(self) -> int | None:
+        """CPU time spent on the generator's CPUs by its threads, over all its runs, and by those
+        CPUs' ksoftirqd (softirq work the threads raised, moved there when it ran long): on a veth
+        the receiver's XDP too, which runs in the sending CPU's softirq. None when unreadable."""
+        own = [self._own_ns(t) for t in self.threads]
+        if any(v is None for v in own):
+            return None
+        soft = [sched.process_cpu_ns(p) for p in self._ksoftirqd.values() if p is not None]
+        return self._done_ns + sum(v or 0 for v in own) + sum(v for v in soft if v is not None)
+
+    @staticmethod
+    def _own_ns(t: GenThread) -> int | None:
+        if t.cpu0 is None or t.tid is None:   # not started (yet)
+            return 0
+        end = t.cpu_end if t.cpu_end is not None else sched.thread_cpu_ns(t.tid)
+        if end is None:   # ended between the two reads: its own final reading
+            end = t.cpu_end
+        return None if end is None else end - t.cpu0
 
     def close(self) -> None:
         self.stop()

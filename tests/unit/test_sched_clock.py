@@ -1,0 +1,34 @@
+"""The CPU-time clocks of offload.kernel.sched, read against the running system."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from offload.kernel import sched
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_a_threads_clock_counts_its_own_cpu_time_only():
+    tid = threading.get_native_id()
+    before = sched.thread_cpu_ns(tid)
+    _spin(0.05)
+    after = sched.thread_cpu_ns(tid)
+    assert before is not None and after is not None and after - before >= 50_000_000
+    assert sched.thread_cpu_ns(2**22 + 12345) is None        # no such thread
+
+
+def test_ksoftirqd_is_found_per_cpu_and_its_clock_read():
+    cpu = min(os.sched_getaffinity(0))
+    pid = sched.ksoftirqd(cpu)
+    assert pid is not None
+    with open(f"/proc/{pid}/comm") as f:
+        assert f.read().strip() == f"ksoftirqd/{cpu}"
+    assert sched.process_cpu_ns(pid) is not None
+    assert sched.ksoftirqd(10**6) is None
