@@ -40,6 +40,12 @@ class GenThread:
     lag: float = 0.0                    # paced: the latest a call started against its schedule
 
 
+def next_chunk(frames: int, took: float, call_seconds: float) -> int:
+    """A flat-out call's size: the frames that take `call_seconds` at the rate the last call ran
+    (`frames` in `took` seconds), within CHUNK_MIN..CHUNK_MAX."""
+    return min(max(int(frames / max(took, 1e-6) * call_seconds), CHUNK_MIN), CHUNK_MAX)
+
+
 def check_kernel() -> None:
     import platform
 
@@ -52,10 +58,10 @@ class LiveFrames:
     """Generate `frame` out of `tx_ifindex` from `cpus` threads, for a count or until stopped."""
 
     def __init__(self, tx_ifindex: int, frame: bytes, cpus: list[int], obj_path: str,
-                 mix: list[tuple[bytes, int]] | None = None) -> None:
+                 mix: list[tuple[bytes, int]] | None = None, call_seconds: float = CALL_SECONDS) -> None:
         """`obj_path`: the compiled bpf/generators/live_frames.c (the caller finds it). `mix`:
         frames and their weights (IMIX) sent in those proportions, one frame per call, instead of
-        `frame` alone."""
+        `frame` alone. `call_seconds`: how long a flat-out call should take."""
         check_kernel()
         self.obj = BpfObject(obj_path)
         try:
@@ -67,6 +73,7 @@ class LiveFrames:
             raise
         self.fd = self.obj.prog_fd("live_frames")
         self.mix = mix or [(frame, 1)]
+        self.call_seconds = call_seconds
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -109,7 +116,7 @@ class LiveFrames:
             t.samples.append((began + took, t.sent))
             if (cpu := sched.current_cpu()) is not None:
                 t.ran_on.add(cpu)
-            chunk = min(max(int((t.sent - before) / max(took, 1e-6) * CALL_SECONDS), CHUNK_MIN), CHUNK_MAX)
+            chunk = next_chunk(t.sent - before, took, self.call_seconds)
 
     def _paced(self, t: GenThread, count: int | None, rate: float) -> None:
         """Frame i is due at began + i / rate; a late thread catches up in larger calls, so the
