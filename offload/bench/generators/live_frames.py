@@ -16,11 +16,15 @@ from offload.kernel.bpfobj import BpfObject
 from offload.kernel.version import parse_version
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-# Frames per syscall. Each BPF_PROG_RUN call sets up and tears down a page pool, which costs
-# milliseconds: at 65536 frames per call that halves the rate. So each thread sizes its calls to
-# take about CALL_SECONDS at the rate it measures, within these bounds.
+# Frames per syscall. Each BPF_PROG_RUN call sets up and tears down the kernel's test-run state
+# (a page pool among it), a fixed cost of milliseconds, during which nothing is sent: at 65536
+# frames per call that halves the rate. So each thread sizes its calls to take about
+# `call_seconds` at the rate it measures, within these bounds: CALL_SECONDS for short windows
+# (a stop waits for the call in flight), longer for long ones (call_seconds_for).
 CHUNK_MIN, CHUNK_MAX = 65_536, 1 << 24
 CALL_SECONDS = 0.25
+CALL_SHARE = 0.4          # of a measured window: a 5 s window gets 2 s calls
+CALL_SECONDS_MAX = 2.0    # xdp-trafficgen's 1<<20 frames take ~1.5 s at generic mode's rate here
 # Paced sending (an offered load): one call per PACE_PERIOD's worth of frames, sent when due by
 # the schedule (frame i at i / rate). The per-call cost rules out a frame at a time, so the load
 # is exact over each period and bursty within it (frames leave at the generator's full speed).
@@ -38,6 +42,13 @@ class GenThread:
     ended: float | None = None          # when the last call returned
     sent_by_frame: list[int] = field(default_factory=list)   # per frame of the mix
     lag: float = 0.0                    # paced: the latest a call started against its schedule
+
+
+def call_seconds_for(window_s: float) -> float:
+    """How long a flat-out call should take when the rate is measured over `window_s`: the fixed
+    cost of a call is spread over as many frames as the window allows, and a stop, which waits
+    for the call in flight, never takes longer than CALL_SECONDS_MAX."""
+    return min(max(window_s * CALL_SHARE, CALL_SECONDS), CALL_SECONDS_MAX)
 
 
 def next_chunk(frames: int, took: float, call_seconds: float) -> int:
