@@ -4,7 +4,7 @@
 Both offload's generator and xdp-trafficgen send with BPF_PROG_RUN in live-frames mode
 (BPF_F_TEST_XDP_LIVE_FRAMES, batches of 64), redirecting every frame out of the tx veth; they
 differ in how many frames one call asks for. Every call sets up and tears down the kernel's
-test-run state (a page pool among it), which costs the same however many frames follow. So:
+test-run state (a page pool among it). Is that a fixed cost, or does the loss lie elsewhere?
 
 1. the fixed cost: the wall time of `--calls` calls of one frame each, from a thread pinned to
    CPU 0, with the receiver attached (median and 90th percentile);
@@ -13,7 +13,7 @@ test-run state (a page pool among it), which costs the same however many frames 
    names a built xdp-tools, all into the same receiver (offload's count_drop, in each of
    `--modes`), one generator thread on CPU 0, on one veth pair of a lab of its own, `--rounds`
    rounds with the generators alternating; the rate is the rx veth's stats64 rx_packets over the
-   window. The calls per second times the fixed cost is the share of time that is not sending.
+   window. The calls per second times the fixed cost is the share of time it explains.
 Run as root, alone on the machine (flock /tmp/offload-host.lock ...):
     .venv/bin/python benchmarks/generator_calls.py [--xdp-tools /tmp/xdp-tools] [--modes generic,native]
         [--call-seconds 0.25,1,2] [--duration 5] [--rounds 3] [--json]

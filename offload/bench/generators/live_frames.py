@@ -16,15 +16,16 @@ from offload.kernel.bpfobj import BpfObject
 from offload.kernel.version import parse_version
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-# Frames per syscall. Each BPF_PROG_RUN call sets up and tears down the kernel's test-run state
-# (a page pool among it), a fixed cost of milliseconds, during which nothing is sent: at 65536
-# frames per call that halves the rate. So each thread sizes its calls to take about
-# `call_seconds` at the rate it measures, within these bounds: CALL_SECONDS for short windows
-# (a stop waits for the call in flight), longer for long ones (call_seconds_for).
+# Frames per syscall. Short calls cost rate: at 65536 frames per call it halves, and 0.25 s calls
+# ran at about 0.8x the rate of 1-2 s calls on a veth lab, in both modes, though a one-frame
+# call takes only ~0.02 ms (benchmarks/generator_calls.py: the loss is in each call's course,
+# every call with a page pool of its own, not a set-up to amortise). So each thread sizes its
+# calls to take about `call_seconds` at the rate it measures, within these bounds: CALL_SECONDS
+# for short windows (a stop waits for the call in flight), longer for long ones (call_seconds_for).
 CHUNK_MIN, CHUNK_MAX = 65_536, 1 << 24
 CALL_SECONDS = 0.25
 CALL_SHARE = 0.4          # of a measured window: a 5 s window gets 2 s calls
-CALL_SECONDS_MAX = 2.0    # xdp-trafficgen's 1<<20 frames take ~1.5 s at generic mode's rate here
+CALL_SECONDS_MAX = 2.0    # the rate gains nothing beyond ~1 s calls; a stop waits no longer
 # Paced sending (an offered load): one call per PACE_PERIOD's worth of frames, sent when due by
 # the schedule (frame i at i / rate). The per-call cost rules out a frame at a time, so the load
 # is exact over each period and bursty within it (frames leave at the generator's full speed).
