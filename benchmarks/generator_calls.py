@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generic_gap import Receiver, mac  # noqa: E402
-from xdp_tools_peer import WARMUP_S, missing_peer, trafficgen, window  # noqa: E402
+from xdp_tools_peer import WARMUP_S, libxdp_dir_removed, missing_peer, trafficgen, window  # noqa: E402
 
 from offload import lab  # noqa: E402
 from offload.bench.frames import udp_frame  # noqa: E402
@@ -139,7 +139,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     load0 = os.getloadavg()[0]
     out = []
-    with lab.temporary("gcall", pairs=1) as made, netns.inside(made.netns):
+    with libxdp_dir_removed(), lab.temporary("gcall", pairs=1) as made, netns.inside(made.netns):
         with genl.Ethtool() as eth:   # a veth takes redirected frames under a generic program only so
             eth.set_features(socket.if_nametoindex(made.pairs[0].b), {"rx-gro": True})
         out = [measure_mode(m, made, args) for m in args.modes.split(",")]

@@ -47,6 +47,7 @@ OFFLOAD = str(Path(sys.executable).parent / "offload")
 CASES = (("native", 1), ("native", 2), ("generic", 1))
 WARMUP_S = 1.0
 PEER_MODE = {"native": "native", "generic": "skb"}   # xdp-bench's word for each mode
+LIBXDP_DIR = Path("/sys/fs/bpf/xdp")
 
 
 def order(round_no: int) -> tuple[str, str]:
@@ -68,6 +69,21 @@ def missing_peer(tools: Path) -> str | None:
         if not os.access(tools / tool / tool, os.X_OK):
             return f"{tools / tool / tool} is not an executable (build xdp-tools v1.6.3 there first)"
     return None
+
+
+@contextmanager
+def libxdp_dir_removed() -> Iterator[None]:
+    """libxdp makes /sys/fs/bpf/xdp (its lock directory) on first use and leaves it: removed after
+    the block when it was not there before and is empty."""
+    made = not LIBXDP_DIR.exists()
+    try:
+        yield
+    finally:
+        if made:
+            try:
+                LIBXDP_DIR.rmdir()
+            except OSError:   # gone already, or something of another tool's is in it
+                pass
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -179,7 +195,8 @@ def main() -> int:
         print(json.dumps({"skipped": why}) if args.json else f"skipped: no peer: {why}")
         return 0
     signal.signal(signal.SIGTERM, _interrupt)
-    cases = [run_case(args.xdp_tools, m, t, args.rounds, args.duration) for m, t in CASES]
+    with libxdp_dir_removed():
+        cases = [run_case(args.xdp_tools, m, t, args.rounds, args.duration) for m, t in CASES]
     doc = {"kernel": os.uname().release, "cpus": os.cpu_count(), "duration_s": args.duration,
            "warmup_s": WARMUP_S, "rounds": args.rounds, "cases": cases}
     if args.json:
