@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
 """`offload bench` side by side with xdp-tools (xdp-trafficgen into xdp-bench drop), when present.
 
-The peer: xdp-tools built from source with its bundled libbpf (Debian 12's 1.3.1 binaries fail
-on recent kernels: xdp-trafficgen looks for a tracepoint that is gone), e.g.
-    git clone --branch v1.6.3 https://github.com/xdp-project/xdp-tools /tmp/xdp-tools
-    make -C /tmp/xdp-tools FORCE_SUBDIR_LIBBPF=1
-then `--xdp-tools /tmp/xdp-tools` (its xdp-bench/ and xdp-trafficgen/ directories are used).
-Per mode and thread count, `--rounds` interleaved rounds on the same veth lab shape (N queues
-for N threads): the peer's pair measured by the rx veth's stats64 rx_packets over the window,
-then `offload bench --repeat 1` (its rx_pps: the program's count, which equals stats64 on a
-veth). Prints the ratio offload/peer per case (median of the rounds). Run as root:
-    .venv/bin/python benchmarks/xdp_tools_peer.py --xdp-tools DIR [--duration 5] [--rounds 3] [--json]
+The peer: xdp-tools v1.6.3 built from source with its bundled libbpf (`make FORCE_SUBDIR_LIBBPF=1`;
+Debian 12's 1.3 binaries do not start on Linux 6.18: they load a tracepoint program on
+`xdp_redirect_map_err`, which is gone); `--xdp-tools DIR` is that built tree (its xdp-bench/ and
+xdp-trafficgen/ directories are used). Without it the script says why and exits 0 (skipped).
+
+Per case (mode, generator threads) one veth lab of its own (one pair, MTU 1500, one queue per
+thread, in its own namespace; rx-gro on in generic mode, which a veth needs to take redirected
+frames when its program is not native: offload bench turns it on itself, the peer gets the same),
+and `--rounds` interleaved rounds on it, the order alternating (peer, offload; offload, peer; ...)
+so a drift of the machine's load hits both alike:
+  - the peer: `xdp-bench drop -m native|skb` on the rx veth, `xdp-trafficgen udp -t N` from the tx
+    veth (its threads on CPUs 0..N-1, as offload's);
+  - offload: `offload bench --modes M --threads N --repeat 1` (live frames, count_drop).
+The yardstick is the same for both: the rx veth's rtnetlink stats64 rx_packets over a window of
+`--duration` after 1 s of warm-up (offload's own count, `rx_pps`, is reported beside). The ratio
+per case is offload's median over the peer's median; the load average is read before and after
+each case. Run as root, alone on the machine (flock /tmp/offload-host.lock ...):
+    .venv/bin/python benchmarks/xdp_tools_peer.py --xdp-tools /tmp/xdp-tools [--duration 5] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,90 +41,175 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generic_gap import mac, rx_packets  # noqa: E402
 
 from offload import lab  # noqa: E402
-from offload.kernel import xdp  # noqa: E402
+from offload.kernel import genl, netns, xdp  # noqa: E402
 
 OFFLOAD = str(Path(sys.executable).parent / "offload")
 CASES = (("native", 1), ("native", 2), ("generic", 1))
+WARMUP_S = 1.0
+PEER_MODE = {"native": "native", "generic": "skb"}   # xdp-bench's word for each mode
+LIBXDP_DIR = Path("/sys/fs/bpf/xdp")
+
+
+def order(round_no: int) -> tuple[str, str]:
+    """Who goes first in a round: alternating, so neither always follows the other."""
+    return ("peer", "offload") if round_no % 2 == 0 else ("offload", "peer")
+
+
+def case_result(mode: str, threads: int, peer: list[float], ours: list[float], ours_counted: list[float],
+                load: tuple[float, float]) -> dict:
+    """One case's rates (the same yardstick for both: rx stats64) and the ratio of medians."""
+    return {"mode": mode, "threads": threads, "peer_pps": [round(p) for p in peer],
+            "offload_pps": [round(o) for o in ours], "offload_counted_pps": [round(o) for o in ours_counted],
+            "ratio": round(statistics.median(ours) / statistics.median(peer), 3),
+            "loadavg_before": round(load[0], 2), "loadavg_after": round(load[1], 2)}
+
+
+def missing_peer(tools: Path) -> str | None:
+    for tool in ("xdp-bench", "xdp-trafficgen"):
+        if not os.access(tools / tool / tool, os.X_OK):
+            return f"{tools / tool / tool} is not an executable (build xdp-tools v1.6.3 there first)"
+    return None
+
+
+@contextmanager
+def libxdp_dir_removed() -> Iterator[None]:
+    """libxdp makes /sys/fs/bpf/xdp (its lock directory) on first use and leaves it: removed after
+    the block when it was not there before and is empty."""
+    made = not LIBXDP_DIR.exists()
+    try:
+        yield
+    finally:
+        if made:
+            try:
+                LIBXDP_DIR.rmdir()
+            except OSError:   # gone already, or something of another tool's is in it
+                pass
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
+    """SIGINT (both tools detach and exit on it), then kill; the lab's removal clears what is left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def xdp_bench_drop(tools: Path, rx: str, ns: str, mode: str) -> Iterator[None]:
+    """`xdp-bench drop` on rx in `mode` for the block, checked attached in that mode."""
+    idx = socket.if_nametoindex(rx)
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", str(tools / "xdp-bench" / "xdp-bench"), "drop",
+                             "-m", PEER_MODE[mode], "-i", "60", rx], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        deadline = time.monotonic() + 10
+        while mode not in xdp.attached_progs(idx) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        if mode not in xdp.attached_progs(idx):   # never measure the bare stack under the peer's name
+            _stop(proc)
+            raise RuntimeError(f"xdp-bench attached nothing in {mode} mode on {rx}: "
+                               + proc.stderr.read().decode(errors="replace")[-500:])
+        yield
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def trafficgen(tools: Path, tx: str, rx: str, ns: str, threads: int) -> Iterator[None]:
+    """`xdp-trafficgen udp -t N` from tx to rx's MAC for the block (its threads on CPUs 0..N-1),
+    checked still running after the warm-up."""
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", str(tools / "xdp-trafficgen" / "xdp-trafficgen"),
+                             "udp", "-t", str(threads), "-m", mac(rx), "-M", mac(tx), tx],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(WARMUP_S)
+        if proc.poll() is not None:
+            raise RuntimeError("xdp-trafficgen exited: " + proc.stderr.read().decode(errors="replace")[-500:])
+        yield
+    finally:
+        _stop(proc)
+
+
+def window(idx: int, duration: float) -> float:
+    """The rx device's stats64 rx_packets per second over `duration`."""
+    t0, c0 = time.monotonic(), rx_packets(idx)
+    time.sleep(duration)
+    t1, c1 = time.monotonic(), rx_packets(idx)
+    return (c1 - c0) / (t1 - t0)
 
 
 def peer_rate(tools: Path, tx: str, rx: str, ns: str, mode: str, threads: int, duration: float) -> float:
     """xdp-bench drop on rx, xdp-trafficgen udp from tx with `threads` threads: rx frames/s."""
-    enter = ["nsenter", f"--net=/run/netns/{ns}"]
-    bench = subprocess.Popen([*enter, str(tools / "xdp-bench" / "xdp-bench"), "drop", "-m",
-                              "skb" if mode == "generic" else "native", "-i", "60", rx],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        idx = socket.if_nametoindex(rx)
-        deadline = time.monotonic() + 10
-        while not xdp.attached_progs(idx) and time.monotonic() < deadline and bench.poll() is None:
-            time.sleep(0.05)
-        if not xdp.attached_progs(idx):   # never measure the bare stack under the peer's name
-            raise RuntimeError("xdp-bench attached nothing: " + bench.stderr.read1(2000).decode(errors="replace"))
-        gen = subprocess.Popen([*enter, str(tools / "xdp-trafficgen" / "xdp-trafficgen"), "udp", "-t", str(threads),
-                                "-m", mac(rx), "-M", mac(tx), tx], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            time.sleep(1.0)    # warm-up, as offload bench's
-            t0, c0 = time.monotonic(), rx_packets(idx)
-            time.sleep(duration)
-            t1, c1 = time.monotonic(), rx_packets(idx)
-        finally:
-            _stop(gen)
-    finally:
-        _stop(bench)
-    return (c1 - c0) / (t1 - t0)
+    with xdp_bench_drop(tools, rx, ns, mode), trafficgen(tools, tx, rx, ns, threads):
+        return window(socket.if_nametoindex(rx), duration)
 
 
-def offload_rate(tx: str, rx: str, ns: str, mode: str, threads: int, duration: float) -> float:
-    res = subprocess.run([OFFLOAD, "bench", "--tx", tx, "--rx", rx, "--netns", ns, "--modes", mode, "--threads",
-                          str(threads), "--duration", str(duration), "--warmup", "1", "--repeat", "1", "--json"],
+def offload_rate(tx: str, rx: str, ns: str, mode: str, threads: int, duration: float) -> tuple[float, float]:
+    """`offload bench` on the same pair: (rx stats64 frames/s, the program's own count/s)."""
+    res = subprocess.run([OFFLOAD, "bench", "--tx", tx, "--rx", rx, "--netns", ns, "--modes", mode,
+                          "--generator", "live-frames", "--threads", str(threads), "--duration", str(duration),
+                          "--warmup", str(WARMUP_S), "--repeat", "1", "--json"],
                          capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
         raise RuntimeError(f"offload bench failed ({res.returncode}): {res.stderr or res.stdout}")
-    return json.loads(res.stdout)["results"][0]["rx_pps"]
+    (run,) = json.loads(res.stdout)["results"][0]["runs"]
+    return run["iface_rx_packets"] / run["window_s"], run["rx_pps"]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: the peer's processes stopped, the lab removed."""
+    raise KeyboardInterrupt
+
+
+def run_case(tools: Path, mode: str, threads: int, rounds: int, duration: float) -> dict:
+    load0 = os.getloadavg()[0]
+    with lab.temporary("peer", pairs=1, mtu=1500, queues=threads) as made, netns.inside(made.netns):
+        tx, rx, ns = made.pairs[0].a, made.pairs[0].b, made.netns
+        if mode == "generic":   # as offload bench does: the veth takes redirected frames only so
+            with genl.Ethtool() as eth:
+                eth.set_features(socket.if_nametoindex(rx), {"rx-gro": True})
+        peer: list[float] = []
+        ours: list[float] = []
+        counted: list[float] = []
+        for r in range(rounds):
+            for who in order(r):
+                if who == "peer":
+                    peer.append(peer_rate(tools, tx, rx, ns, mode, threads, duration))
+                else:
+                    stats64, own = offload_rate(tx, rx, ns, mode, threads, duration)
+                    ours.append(stats64)
+                    counted.append(own)
+    return case_result(mode, threads, peer, ours, counted, (load0, os.getloadavg()[0]))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--xdp-tools", required=True, type=Path, help="an xdp-tools source tree, built")
+    ap.add_argument("--xdp-tools", required=True, type=Path, help="an xdp-tools v1.6.3 source tree, built")
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    for tool in ("xdp-bench", "xdp-trafficgen"):
-        if not os.access(args.xdp_tools / tool / tool, os.X_OK):
-            print(f"no peer: {args.xdp_tools / tool / tool} is not an executable (build xdp-tools first)",
-                  file=sys.stderr)
-            return 2
-    load_before = os.getloadavg()
-    out = []
-    for mode, threads in CASES:
-        with lab.temporary("peer", pairs=1, mtu=1500, queues=threads) as made:
-            tx, rx, ns = made.pairs[0].a, made.pairs[0].b, made.netns
-            peer, ours = [], []
-            for _ in range(args.rounds):   # interleaved: a drift of the machine's load hits both
-                peer.append(peer_rate(args.xdp_tools, tx, rx, ns, mode, threads, args.duration))
-                ours.append(offload_rate(tx, rx, ns, mode, threads, args.duration))
-        out.append({"mode": mode, "threads": threads, "peer_pps": [round(p) for p in peer],
-                    "offload_pps": [round(o) for o in ours],
-                    "ratio": round(statistics.median(ours) / statistics.median(peer), 3)})
-    doc = {"loadavg_before": load_before, "loadavg_after": os.getloadavg(), "duration_s": args.duration,
-           "rounds": args.rounds, "cases": out}
+    if why := missing_peer(args.xdp_tools):
+        print(json.dumps({"skipped": why}) if args.json else f"skipped: no peer: {why}")
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    with libxdp_dir_removed():
+        cases = [run_case(args.xdp_tools, m, t, args.rounds, args.duration) for m, t in CASES]
+    doc = {"kernel": os.uname().release, "cpus": os.cpu_count(), "duration_s": args.duration,
+           "warmup_s": WARMUP_S, "rounds": args.rounds, "cases": cases}
     if args.json:
         print(json.dumps(doc, indent=2))
-    else:
-        print(f"load average before {load_before[0]:.1f}, after {doc['loadavg_after'][0]:.1f}")
-        for c in out:
-            print(f"{c['mode']:8} {c['threads']} thread(s): offload/peer {c['ratio']:.2f}x "
-                  f"(offload {c['offload_pps']}, peer {c['peer_pps']})")
+        return 0
+    print(f"Linux {doc['kernel']}, {doc['cpus']} CPUs; {args.rounds} interleaved rounds of {args.duration:g} s "
+          f"(after {WARMUP_S:g} s warm-up); rx stats64 of the rx veth for both\n")
+    print("| mode | threads | offload/peer | offload Mpps (rounds) | peer Mpps (rounds) | load average |")
+    print("| --- | ---: | ---: | --- | --- | --- |")
+    for c in cases:
+        fmt = lambda xs: ", ".join(f"{x / 1e6:.2f}" for x in xs)   # noqa: E731
+        print(f"| {c['mode']} | {c['threads']} | {c['ratio']:.2f}x | {fmt(c['offload_pps'])} | {fmt(c['peer_pps'])} "
+              f"| {c['loadavg_before']:.1f} → {c['loadavg_after']:.1f} |")
     return 0
 
 

@@ -77,8 +77,8 @@ def up(name: str = "demo", pairs: int = 1, mtu: int = 1500, mtus: list[int] | No
     ns = netns_name(name)
     if netns.exists(ns):
         raise UsageError(f"lab {name!r} exists (namespace {ns})", hint=f"remove it with `offload lab down {name}`")
-    pr_netns.create(ns)
-    try:
+    try:   # pyroute2 may give up waiting on its helper with the namespace made: down() all the same
+        pr_netns.create(ns)
         made = []
         with netns.inside(ns), IPRoute() as ipr:
             # Quiet links: no IPv6 autoconfiguration chatter, so a counter sees only what a test

@@ -127,9 +127,11 @@ class _Generator:
 class _Live(_Generator):
     name = "live-frames"
 
-    def __init__(self, tx: str, frame: bytes, cpus: list[int], mix: list[tuple[bytes, int]] | None = None) -> None:
+    def __init__(self, tx: str, frame: bytes, cpus: list[int], mix: list[tuple[bytes, int]] | None = None,
+                 window_s: float = 0.0) -> None:
         self.g = livegen.LiveFrames(socket.if_nametoindex(tx), frame, cpus,
-                                    str(programs.generator_object("live_frames")), mix)
+                                    str(programs.generator_object("live_frames")), mix,
+                                    call_seconds=livegen.call_seconds_for(window_s))
 
     def start(self, count_per_thread, rate_per_thread=None):
         self.g.start(count_per_thread, rate_per_thread)
@@ -422,7 +424,7 @@ class Session:
         spec = self.spec
         if self.gen_name == "live-frames":
             return _Live(spec.tx, frames[0][0] if frames else udp_frame(spec.pkt_size, _mac(spec.tx), _mac(spec.rx)),
-                         self.cpus, frames)
+                         self.cpus, frames, spec.duration)
         return _Pktgen(spec.tx, _mac(spec.tx), _mac(spec.rx), spec.pkt_size, self.cpus, imix)
 
 

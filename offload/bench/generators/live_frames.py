@@ -16,11 +16,16 @@ from offload.kernel.bpfobj import BpfObject
 from offload.kernel.version import parse_version
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-# Frames per syscall. Each BPF_PROG_RUN call sets up and tears down a page pool, which costs
-# milliseconds: at 65536 frames per call that halves the rate. So each thread sizes its calls to
-# take about CALL_SECONDS at the rate it measures, within these bounds.
+# Frames per syscall. Short calls cost rate: at 65536 frames per call it halves, and 0.25 s calls
+# ran at about 0.8x the rate of 1-2 s calls on a veth lab, in both modes, though a one-frame
+# call takes only ~0.02 ms (benchmarks/generator_calls.py: the loss is in each call's course,
+# every call with a page pool of its own, not a set-up to amortise). So each thread sizes its
+# calls to take about `call_seconds` at the rate it measures, within these bounds: CALL_SECONDS
+# for short windows (a stop waits for the call in flight), longer for long ones (call_seconds_for).
 CHUNK_MIN, CHUNK_MAX = 65_536, 1 << 24
 CALL_SECONDS = 0.25
+CALL_SHARE = 0.4          # of a measured window: a 5 s window gets 2 s calls
+CALL_SECONDS_MAX = 2.0    # the rate gains nothing beyond ~1 s calls; a stop waits no longer
 # Paced sending (an offered load): one call per PACE_PERIOD's worth of frames, sent when due by
 # the schedule (frame i at i / rate). The per-call cost rules out a frame at a time, so the load
 # is exact over each period and bursty within it (frames leave at the generator's full speed).
@@ -43,6 +48,19 @@ class GenThread:
     cpu_end: int | None = None
 
 
+def call_seconds_for(window_s: float) -> float:
+    """How long a flat-out call should take when the rate is measured over `window_s`: the fixed
+    cost of a call is spread over as many frames as the window allows, and a stop, which waits
+    for the call in flight, never takes longer than CALL_SECONDS_MAX."""
+    return min(max(window_s * CALL_SHARE, CALL_SECONDS), CALL_SECONDS_MAX)
+
+
+def next_chunk(frames: int, took: float, call_seconds: float) -> int:
+    """A flat-out call's size: the frames that take `call_seconds` at the rate the last call ran
+    (`frames` in `took` seconds), within CHUNK_MIN..CHUNK_MAX."""
+    return min(max(int(frames / max(took, 1e-6) * call_seconds), CHUNK_MIN), CHUNK_MAX)
+
+
 def check_kernel() -> None:
     import platform
 
@@ -55,10 +73,10 @@ class LiveFrames:
     """Generate `frame` out of `tx_ifindex` from `cpus` threads, for a count or until stopped."""
 
     def __init__(self, tx_ifindex: int, frame: bytes, cpus: list[int], obj_path: str,
-                 mix: list[tuple[bytes, int]] | None = None) -> None:
+                 mix: list[tuple[bytes, int]] | None = None, call_seconds: float = CALL_SECONDS) -> None:
         """`obj_path`: the compiled bpf/generators/live_frames.c (the caller finds it). `mix`:
         frames and their weights (IMIX) sent in those proportions, one frame per call, instead of
-        `frame` alone."""
+        `frame` alone. `call_seconds`: how long a flat-out call should take."""
         check_kernel()
         self.obj = BpfObject(obj_path)
         try:
@@ -70,6 +88,7 @@ class LiveFrames:
             raise
         self.fd = self.obj.prog_fd("live_frames")
         self.mix = mix or [(frame, 1)]
+        self.call_seconds = call_seconds
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -116,7 +135,7 @@ class LiveFrames:
             t.samples.append((began + took, t.sent))
             if (cpu := sched.current_cpu()) is not None:
                 t.ran_on.add(cpu)
-            chunk = min(max(int((t.sent - before) / max(took, 1e-6) * CALL_SECONDS), CHUNK_MIN), CHUNK_MAX)
+            chunk = next_chunk(t.sent - before, took, self.call_seconds)
 
     def _paced(self, t: GenThread, count: int | None, rate: float) -> None:
         """Frame i is due at began + i / rate; a late thread catches up in larger calls, so the
