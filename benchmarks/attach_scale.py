@@ -16,7 +16,7 @@ offload's state lives in a bpffs instance and a run directory of the script's ow
 namespace (with every veth in it), the mount and the directory are removed on every exit path.
 
 Usage: .venv/bin/python benchmarks/attach_scale.py [N ...] [--hotplug M] [--repeat R]
-       [--plot FILE.png] [--json]
+       [--plot FILE.png] [--json] [--ip-shared]
 """
 
 from __future__ import annotations
@@ -96,6 +96,15 @@ class Lab:
     def ip_attach(self, devs: list[str]) -> float:
         return batch(self.ns, self.tmp / "attach", [f"link set dev {d} xdpdrv obj {self.obj} sec xdp\n" for d in devs])
 
+    def ip_attach_shared(self, devs: list[str]) -> float:
+        """`ip -batch` attaching one program, loaded once (by bpftool, pinned in the run's bpffs),
+        to every veth: the kernel's own attach cost with no load per interface, as offload's shared
+        program has it."""
+        pinned = self.tmp / "bpf" / "shared_count_drop"
+        if not pinned.exists():
+            subprocess.run(["bpftool", "prog", "load", str(self.obj), str(pinned), "type", "xdp"], check=True)
+        return batch(self.ns, self.tmp / "attach", [f"link set dev {d} xdpdrv pinned {pinned}\n" for d in devs])
+
     def clear(self, devs: list[str]) -> None:
         """Everything off: one `ip -batch`, then `offload gc` frees the pins and records of what it
         took off (this run's own state only)."""
@@ -106,9 +115,10 @@ class Lab:
         return timed([OFFLOAD, "apply", "-f", str(self.policy), "--netns", self.ns, "--journal", str(self.journal)])
 
 
-def side_by_side(lab: Lab, repeat: int) -> dict:
-    """apply and ip -batch over the lab's a-side veths, alternating, median of `repeat`."""
-    devs, apply_s, ip_s = lab.devs(), [], []
+def side_by_side(lab: Lab, repeat: int, ip_shared: bool = False) -> dict:
+    """apply and ip -batch over the lab's a-side veths, alternating, median of `repeat`; with
+    `ip_shared`, also ip -batch attaching one program loaded once (the kernel's attach alone)."""
+    devs, apply_s, ip_s, shared_s = lab.devs(), [], [], []
     for _ in range(repeat):
         apply_s.append(lab.apply())
         assert xdp_count(lab.ns, "a") == lab.n, "apply left veths without the program"
@@ -116,10 +126,18 @@ def side_by_side(lab: Lab, repeat: int) -> dict:
         ip_s.append(lab.ip_attach(devs))
         assert xdp_count(lab.ns, "a") == lab.n
         lab.clear(devs)
+        if ip_shared:
+            shared_s.append(lab.ip_attach_shared(devs))
+            assert xdp_count(lab.ns, "a") == lab.n
+            lab.clear(devs)
     a, i = statistics.median(apply_s), statistics.median(ip_s)
-    return {"n": lab.n, "apply_s": round(a, 3), "ip_batch_s": round(i, 3), "apply_over_ip": round(a / i, 2),
-            "apply_s_per_iface": a / lab.n, "ip_s_per_iface": i / lab.n, "apply_runs": apply_s, "ip_runs": ip_s,
-            "load": round(os.getloadavg()[0], 2)}
+    row = {"n": lab.n, "apply_s": round(a, 3), "ip_batch_s": round(i, 3), "apply_over_ip": round(a / i, 2),
+           "apply_s_per_iface": a / lab.n, "ip_s_per_iface": i / lab.n, "apply_runs": apply_s, "ip_runs": ip_s,
+           "load": round(os.getloadavg()[0], 2)}
+    if shared_s:
+        sh = statistics.median(shared_s)
+        row.update(ip_shared_s=round(sh, 3), ip_shared_s_per_iface=sh / lab.n, ip_shared_runs=shared_s)
+    return row
 
 
 def one_attach(lab: Lab, repeat: int) -> dict:
@@ -236,6 +254,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--plot", metavar="FILE.png", help="seconds per interface against interfaces, as a plot")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--ip-shared", action="store_true",
+                    help="also ip -batch attaching one program loaded once by bpftool (the kernel's attach alone)")
     args = ap.parse_args()
 
     byte_compile()   # as a wheel install would be
@@ -247,9 +267,10 @@ def main() -> int:
         lab = Lab(stack, tmp)
         for n in sorted(set(args.sizes)):
             lab.grow(n)
-            out["sizes"].append(side_by_side(lab, args.repeat))
-            print(f"{n}: apply {out['sizes'][-1]['apply_s']} s, ip -batch {out['sizes'][-1]['ip_batch_s']} s",
-                  file=sys.stderr)
+            out["sizes"].append(side_by_side(lab, args.repeat, args.ip_shared))
+            row = out["sizes"][-1]
+            shared = f", ip -batch one program loaded once {row['ip_shared_s']} s" if "ip_shared_s" in row else ""
+            print(f"{n}: apply {row['apply_s']} s, ip -batch {row['ip_batch_s']} s{shared}", file=sys.stderr)
         out.update(one_attach(lab, args.repeat))
         if args.hotplug:
             out.update(hotplug(lab, args.hotplug))
