@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from offload.kernel.bpfnames import OFFLOAD_NEUTRAL
-from offload.kernel.bpfsys import BPF_PROG_TYPE_XDP, libbpf, strerror
+from offload.kernel.bpfsys import BPF_PROG_TYPE_EXT, BPF_PROG_TYPE_XDP, libbpf, strerror
 
 BTF_KIND_INT, BTF_KIND_ARRAY, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 1, 3, 8, 9, 10
 BTF_KIND_ENUM, BTF_KIND_RESTRICT, BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_TYPE_TAG = 6, 11, 14, 15, 18
@@ -66,6 +66,9 @@ def _lib() -> ctypes.CDLL:
         "bpf_map__inner_map": (vp, [vp]),
         "bpf_map__pin_path": (cp, [vp]),
         "bpf_program__flags": (u32, [vp]),
+        "bpf_program__set_type": (i, [vp, i]),
+        "bpf_program__set_expected_attach_type": (i, [vp, i]),
+        "bpf_program__set_attach_target": (i, [vp, i, cp]),
         "btf__find_by_name_kind": (i, [vp, cp, u32]),
         "btf__type_by_id": (ctypes.POINTER(_btf_type), [vp, u32]),
         "btf__name_by_offset": (cp, [vp, u32]),
@@ -225,6 +228,16 @@ class BpfObject:
                 log = ctypes.create_string_buffer(LOG_SIZE)
                 self._logs[name] = log
                 lib.bpf_program__set_log_buf(p, log, LOG_SIZE)
+
+    def as_extension(self, name: str, target_fd: int, target: str) -> None:
+        """Load program `name` as an extension (freplace, BPF_PROG_TYPE_EXT) of function `target`
+        of the loaded program `target_fd`; raises OSError with libbpf's errno."""
+        lib = _lib()
+        p = next(p for p, info in self._programs() if info.name == name)
+        lib.bpf_program__set_type(p, BPF_PROG_TYPE_EXT)
+        lib.bpf_program__set_expected_attach_type(p, 0)
+        if (ret := lib.bpf_program__set_attach_target(p, target_fd, target.encode())) < 0:
+            raise OSError(-ret, os.strerror(-ret))
 
     def set_ifindex(self, ifindex: int) -> None:
         """Bind programs and maps to a device, for hardware offload. A perf event array stays on

@@ -27,6 +27,7 @@ _NR_MAP_IDS_OFF, _MAP_IDS_OFF = 52, 56
 _BTF_ID_OFF = 128
 _RUN_TIME_OFF, _RUN_CNT_OFF = 192, 200     # since Linux 5.1; zero unless kernel.bpf_stats_enabled
 BPF_PROG_TYPE_XDP = 6
+BPF_PROG_TYPE_EXT = 28   # freplace: an extension replacing a function of a loaded program
 
 
 class BpfError(OSError):

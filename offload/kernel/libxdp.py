@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
+from offload.kernel import bpfsys
+
 
 # enum xdp_attach_mode (libxdp.h)
 MODE_NATIVE, MODE_SKB, MODE_HW = 1, 2, 3
@@ -29,7 +31,6 @@ DEFAULT_PRIORITY = 50                                     # libxdp's XDP_DEFAULT
 MAX_PROGS = 10
 _DISPATCHER_OBJ = "xdp-dispatcher.o"
 _OBJ_DIRS = ("/usr/lib/x86_64-linux-gnu/bpf", "/usr/lib/bpf", "/usr/local/lib/bpf")
-BPF_PROG_TYPE_EXT = 28
 
 _LIBXDP_INFO = 1        # enum libxdp_print_level: WARN 0, INFO 1, DEBUG 2
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -201,18 +202,18 @@ class Program:
 
     def attach(self, ifindex: int, mode: str) -> list[str]:
         """Add to the interface's dispatcher (made when there is none): libxdp's log lines."""
-        with _logged() as log:
-            ret = lib().xdp_program__attach(self._ptr, ifindex, MODES[mode], 0)
-        if ret:
-            raise LibxdpError(-ret, f"libxdp could not attach {self.name} to ifindex {ifindex} ({mode})", log)
-        return log
+        return self._call(lib().xdp_program__attach, ifindex, mode, f"attach {self.name} to")
 
     def detach(self, ifindex: int, mode: str) -> list[str]:
         """Take this program (and only it) out of the interface's dispatcher."""
+        return self._call(lib().xdp_program__detach, ifindex, mode, f"detach program {self.id} from")
+
+    def _call(self, fn, ifindex: int, mode: str, what: str) -> list[str]:
+        """One libxdp attach or detach call: its log lines, or LibxdpError with them."""
         with _logged() as log:
-            ret = lib().xdp_program__detach(self._ptr, ifindex, MODES[mode], 0)
+            ret = fn(self._ptr, ifindex, MODES[mode], 0)
         if ret:
-            raise LibxdpError(-ret, f"libxdp could not detach program {self.id} from ifindex {ifindex}", log)
+            raise LibxdpError(-ret, f"libxdp could not {what} ifindex {ifindex} ({mode})", log)
         return log
 
     @property
@@ -267,22 +268,20 @@ def freplace_refusal() -> str | None:
     program, as libxdp's dispatcher needs; else the kernel's reason. The same test libxdp runs
     before it falls back to a lone program: its xdp-dispatcher.o's `xdp_pass` loaded as XDP, and
     again as an extension replacing it. libbpf writes its diagnostics to stderr."""
-    from offload.kernel.bpfobj import BpfObject, ObjectError, _lib as _obj_lib
+    from offload.kernel.bpfobj import BpfObject, ObjectError
 
     path = dispatcher_object()
     if path is None:
         return f"libxdp's {_DISPATCHER_OBJ} is missing (Debian: apt-get install libxdp1)"
-    so = _ext_api(_obj_lib())
     try:
         with BpfObject(path) as target, BpfObject(path) as ext:
             target.select("xdp_pass")
             target.load()
             ext.select("xdp_pass")
-            prog = next(p for p, info in ext._programs() if info.name == "xdp_pass")
-            so.bpf_program__set_type(prog, BPF_PROG_TYPE_EXT)
-            so.bpf_program__set_expected_attach_type(prog, 0)
-            if (ret := so.bpf_program__set_attach_target(prog, target.prog_fd("xdp_pass"), b"xdp_pass")) < 0:
-                return f"libbpf could not aim an extension at an XDP program: {os.strerror(-ret)}"
+            try:
+                ext.as_extension("xdp_pass", target.prog_fd("xdp_pass"), "xdp_pass")
+            except OSError as e:
+                return f"libbpf could not aim an extension at an XDP program: {e.strerror}"
             try:
                 ext.load()
             except ObjectError as e:
@@ -291,7 +290,7 @@ def freplace_refusal() -> str | None:
                         + (f" (verifier: {said[-1].strip()})" if said else "")
                         + (" (they need CONFIG_BPF_JIT and the kernel's BTF, CONFIG_DEBUG_INFO_BTF)"
                            if e.errno == errno.EINVAL else ""))
-            link = so.bpf_raw_tracepoint_open(None, ext.prog_fd("xdp_pass"))
+            link = _raw_tracepoint_open(ext.prog_fd("xdp_pass"))
             if link < 0:
                 code = ctypes.get_errno() or -link
                 return f"the kernel refuses to attach freplace programs: {os.strerror(code)}"
@@ -301,11 +300,9 @@ def freplace_refusal() -> str | None:
     return None
 
 
-def _ext_api(so: ctypes.CDLL) -> ctypes.CDLL:
-    vp, i = ctypes.c_void_p, ctypes.c_int
-    for name, res, args in (("bpf_program__set_type", i, [vp, i]),
-                            ("bpf_program__set_expected_attach_type", i, [vp, i]),
-                            ("bpf_program__set_attach_target", i, [vp, i, ctypes.c_char_p]),
-                            ("bpf_raw_tracepoint_open", i, [ctypes.c_char_p, i])):
-        getattr(so, name).restype, getattr(so, name).argtypes = res, args
-    return so
+def _raw_tracepoint_open(prog_fd: int) -> int:
+    """libbpf's bpf_raw_tracepoint_open(NULL, fd): how libxdp attaches an extension to its target."""
+    so = bpfsys.libbpf()
+    fn = so.bpf_raw_tracepoint_open
+    fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_int]
+    return fn(None, prog_fd)
