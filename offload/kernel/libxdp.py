@@ -26,6 +26,7 @@ from offload.kernel import bpfsys
 # enum xdp_attach_mode (libxdp.h)
 MODE_NATIVE, MODE_SKB, MODE_HW = 1, 2, 3
 MODES = {"native": MODE_NATIVE, "generic": MODE_SKB, "hw": MODE_HW}
+_MODE_NAMES = {v: k for k, v in MODES.items()}
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")   # XDP_ABORTED.. XDP_REDIRECT = 0..4
 DEFAULT_PRIORITY = 50                                     # libxdp's XDP_DEFAULT_RUN_PRIO
 MAX_PROGS = 10
@@ -242,14 +243,14 @@ def chain(ifindex: int) -> Chain:
     if code:
         return Chain(None, None, False, ())
     try:
-        mode = {v: k for k, v in MODES.items()}.get(so.xdp_multiprog__attach_mode(mp))
+        mode = _MODE_NAMES.get(so.xdp_multiprog__attach_mode(mp))
         main = so.xdp_multiprog__main_prog(mp)
         main_id = so.xdp_program__id(main) if main else None
         if so.xdp_multiprog__is_legacy(mp):
             return Chain(mode, main_id, True, ())
         members, p = [], None
         while p := so.xdp_multiprog__next_prog(p, mp):
-            members.append(Member(so.xdp_program__id(p), (so.xdp_program__name(p) or b"?").decode(),
+            members.append(Member(so.xdp_program__id(p), (so.xdp_program__name(p) or b"?").decode(errors="replace"),
                                   so.xdp_program__run_prio(p),
                                   tuple(a for n, a in enumerate(ACTIONS) if so.xdp_program__chain_call_enabled(p, n))))
         return Chain(mode, main_id, False, tuple(members))

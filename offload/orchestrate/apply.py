@@ -49,9 +49,11 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
         if meta is not None:
             meta = {**meta, "mode": own.mine.mode}
         cur = plan_mod.Current(meta, own.foreign)
-        for mode, prog_id in attached.items():
-            info = bpfsys.prog_info(prog_id)
-            doc = dispatcher.read(d.ifindex, info) if info is not None and info.name == dispatcher.NAME else None
+        for a in d.attached:   # the probe named each program: only a dispatcher is looked up again
+            if a.get("name") != dispatcher.NAME:
+                continue
+            mode, info = a["mode"], bpfsys.prog_info(a["prog_id"])
+            doc = dispatcher.read(d.ifindex, info) if info is not None else None
             if doc is not None:
                 if slots is None:
                     slots = {}
