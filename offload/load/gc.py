@@ -119,7 +119,9 @@ def _judge(slot: pins.Slot) -> Judgement | None:
     if pinned is None:
         return Judgement(Verdict.FREE, "no pinned program (a run was killed before pinning)")
     attached = xdp.attached_progs(ifindex)
-    if ownership(slot, attached, dispatcher.members(ifindex, attached)).mine is None:
+    # the dispatcher's members are read only when the slot's program is not attached directly
+    if ownership(slot, attached).mine is None and ownership(slot, attached,
+                                                             dispatcher.members(ifindex, attached)).mine is None:
         return Judgement(Verdict.FREE, f"its program (id {pinned}) is no longer attached")
     if meta is not None and meta["prog_id"] == pinned:
         return _staged_record_left(slot)
