@@ -107,7 +107,7 @@ def bitset_bits(raw: bytes | None) -> set[int]:
 
 
 T = TypeVar("T")
-_NLA, _U32 = struct.Struct("=HH"), struct.Struct("=I")
+_U32 = struct.Struct("=I")
 
 
 def by_device(replies: Iterator[tuple[bytes, int, int]], ident: int, ifindex: Callable[[bytes], int | None],
@@ -120,18 +120,17 @@ def by_device(replies: Iterator[tuple[bytes, int, int]], ident: int, ifindex: Ca
     out: dict[int, T] = {}
     seen: dict[bytes, T] = {}
     for buf, start, end in replies:
-        off = start + 4
-        ln, typ = _NLA.unpack_from(buf, off) if end - off >= 4 else (0, 0)
-        if ln < 4 or typ & nlraw.NLA_TYPE_MASK != ident:
-            a = nlraw.attrs(buf, off, end)
+        led = nlraw.first(buf, ident, start + 4, end)
+        if led is None:
+            a = nlraw.attrs(buf, start + 4, end)
             index = ifindex(a[ident]) if ident in a else None
             if index is not None:
                 out[index] = decode(a)
             continue
-        rest = buf[off + ((ln + 3) & -4):end]
+        rest = buf[led[1]:end]
         if rest not in seen:
             seen[rest] = decode(nlraw.attrs(rest))
-        index = ifindex(buf[off + 4:off + ln])
+        index = ifindex(led[0])
         if index is not None:
             out[index] = seen[rest]
     return out
@@ -143,9 +142,8 @@ def _u32(payload: bytes) -> int | None:
 
 def _header_ifindex(payload: bytes) -> int | None:
     # ethnl_fill_reply_header puts the index first: read it there, else walk the header
-    if len(payload) >= 8 and _NLA.unpack_from(payload)[1] & nlraw.NLA_TYPE_MASK == A_HEADER_DEV_INDEX:
-        return _U32.unpack_from(payload, 4)[0]
-    return get_u32(nlraw.attrs(payload), A_HEADER_DEV_INDEX)
+    index = nlraw.first(payload, A_HEADER_DEV_INDEX)
+    return _u32(index[0]) if index else get_u32(nlraw.attrs(payload), A_HEADER_DEV_INDEX)
 
 
 def _header(flags: int = 0, ifindex: int | None = None) -> bytes:

@@ -95,6 +95,25 @@ def attrs(buf: bytes, off: int = 0, end: int | None = None, wanted: frozenset[in
     return out
 
 
+def first(buf: bytes, typ: int, off: int = 0, end: int | None = None) -> tuple[bytes, int] | None:
+    """(payload, offset of the next attribute) of the attribute at buf[off] when it is of type
+    `typ` and not empty, else None. The kernel puts the attribute that names the object first
+    (a link's IFLA_IFNAME, a reply header's device index): the hot paths read it there and walk
+    the whole message (`attrs`) only when it is not."""
+    end = len(buf) if end is None else end
+    if end - off < 4:
+        return None
+    ln, t = _NLA.unpack_from(buf, off)
+    if t & NLA_TYPE_MASK != typ or not 4 < ln <= end - off:
+        return None
+    return buf[off + 4:off + ln], off + ((ln + 3) & -4)
+
+
+def cstr(payload: bytes) -> str:
+    """A NUL-terminated string attribute's text."""
+    return payload.split(b"\0", 1)[0].decode(errors="replace")
+
+
 def messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
     """(type, flags, seq, payload start, payload end) of each message in one receive buffer."""
     off = 0
@@ -145,7 +164,7 @@ def get_u64(a: dict[int, bytes], t: int) -> int | None:
 
 def get_str(a: dict[int, bytes], t: int) -> str | None:
     v = a.get(t)
-    return v.split(b"\0", 1)[0].decode(errors="replace") if v is not None else None
+    return cstr(v) if v is not None else None
 
 
 # --- the socket ----------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 RTM_GETLINK = 18
 _IFINFO = struct.Struct("=BxHiII")   # struct ifinfomsg: family, type, index, flags, change
-_NLA = struct.Struct("=HH")          # struct nlattr
 
 # include/uapi/linux/if_link.h: the IFLA_* attributes the probe reads, and nothing else
 IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO = 3, 4, 5, 10, 16, 18
@@ -77,10 +76,8 @@ def _xdp_ids(raw: bytes | None) -> dict[str, int]:
 def _info_kind(info: bytes | None) -> str | None:
     if not info:
         return None
-    ln, typ = _NLA.unpack_from(info)   # rtnl_link_info_fill puts the kind first: read it there
-    if typ & nlraw.NLA_TYPE_MASK == IFLA_INFO_KIND and 4 < ln <= len(info):
-        return info[4:ln].split(b"\0", 1)[0].decode(errors="replace")
-    return nlraw.get_str(nlraw.attrs(info), IFLA_INFO_KIND)
+    kind = nlraw.first(info, IFLA_INFO_KIND)   # rtnl_link_info_fill puts the kind first: read it there
+    return nlraw.cstr(kind[0]) if kind else nlraw.get_str(nlraw.attrs(info), IFLA_INFO_KIND)
 
 
 def link_from_buffer(buf: bytes, start: int, end: int) -> Link:
@@ -117,13 +114,8 @@ def _request(ifindex: int = 0) -> bytes:
 def _name(buf: bytes, start: int, end: int) -> str | None:
     """A link message's name without walking it: rtnl_fill_ifinfo puts IFLA_IFNAME first (None
     when it is not there: the caller then decodes the whole message)."""
-    off = start + _IFINFO.size
-    if end - off < 4:
-        return None
-    ln, typ = _NLA.unpack_from(buf, off)
-    if typ & nlraw.NLA_TYPE_MASK != IFLA_IFNAME or not 4 < ln <= end - off:
-        return None
-    return buf[off + 4:off + ln].split(b"\0", 1)[0].decode(errors="replace")
+    name = nlraw.first(buf, IFLA_IFNAME, start + _IFINFO.size, end)
+    return nlraw.cstr(name[0]) if name else None
 
 
 def dump_links(sock: nlraw.Socket | None = None, names: set[str] | None = None) -> list[Link]:

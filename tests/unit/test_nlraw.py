@@ -190,6 +190,17 @@ def _link_message(*attrs: bytes, index: int = 5) -> tuple[bytes, int, int]:
     return data, 16, len(data)
 
 
+def test_first_reads_the_leading_attribute_of_its_type_only():
+    buf = b"xx" + nlraw.nla(7, b"abc\0") + nlraw.nla(8, nlraw.u32(9))
+    payload, nxt = nlraw.first(buf, 7, 2)
+    assert (payload, nxt) == (b"abc\0", 2 + 8) and nlraw.cstr(payload) == "abc"
+    assert nlraw.first(buf, 8, nxt) == (nlraw.u32(9), len(buf))
+    assert nlraw.first(buf, 8, 2) is None                        # another type leads
+    assert nlraw.first(buf, 7, 2, 2 + 6) is None                 # the attribute runs past the end
+    assert nlraw.first(nlraw.nla(7, b""), 7) is None              # empty: nothing to read there
+    assert nlraw.first(nlraw.nla(7 | nlraw.NLA_F_NESTED, b"1234"), 7) == (b"1234", 8)
+
+
 def test_a_link_name_is_read_from_the_first_attribute_only():
     named = _link_message(nlraw.nla(rtnl.IFLA_IFNAME, b"pod-veth7\0"), nlraw.nla(rtnl.IFLA_MTU, nlraw.u32(1500)))
     assert rtnl._name(*named) == "pod-veth7"
