@@ -7,15 +7,13 @@ behind: the lab's namespace, and with it every pin and record under it, goes in 
 from __future__ import annotations
 
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from offload import lab
 from offload.bench import files, harness
 from offload.errors import OffloadError
-from offload.kernel import netns
+from offload.kernel import netns, signals
 from offload.load import attach as attach_mod
 from offload.probe.report import probe
 
@@ -37,7 +35,7 @@ def run(plot_path: str | None = None, progress: Callable[[str], None] = lambda m
         files.check_plot(plot_path)      # an unwritable plot fails now, before the lab
     name = f"demo{os.getpid() % 10_000}"
     theirs = netns.exists(lab.netns_name(name))   # then lab.up refuses, and the finally leaves it be
-    with harness.sigterm_as_interrupt():
+    with signals.sigterm_as_interrupt():
         try:
             progress(f"building lab {name}: veth pairs at MTU {' and '.join(map(str, MTUS))}")
             made = lab.up(name, pairs=len(MTUS), mtus=MTUS)
@@ -52,7 +50,7 @@ def run(plot_path: str | None = None, progress: Callable[[str], None] = lambda m
                 raise KeyboardInterrupt
         finally:
             if not theirs:
-                with _signals_held():   # a second Ctrl-C must not cut the clean-up short
+                with signals.interrupts_deferred():   # a second Ctrl-C must not cut the clean-up short
                     lab.down(name)
     progress(f"lab {name} removed" + (f"; drawing {plot_path}" if plot_path else ""))
     plot = None
@@ -76,14 +74,3 @@ def _attach_each(ifaces: list[str], progress: Callable[[str], None]) -> list[dic
         if "error" not in r:
             attach_mod.detach(r["interface"])
     return out
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (they are delivered after it)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)

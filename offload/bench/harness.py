@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import signal
 import socket
 import statistics
 import threading
@@ -30,6 +29,7 @@ from offload.bench.generators import pktgen
 from offload.errors import EnvironmentProblem, NoModeError, OffloadError, UsageError
 from offload.kernel import genl
 from offload.kernel.ethstats import EthStats
+from offload.kernel.signals import interrupts_deferred, sigterm_as_interrupt   # cli's too
 from offload.load import attach as attach_mod
 from offload.load import programs, stats
 from offload.probe.mode import AUTO, MODES
@@ -589,41 +589,6 @@ def _quiet_detach(rx: str) -> None:
         attach_mod.detach(rx)
     except OffloadError:
         pass
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a benchmark like Ctrl-C: stop, clean up, report what was measured. (Signal
-    handlers can only be set from the main thread; elsewhere this does nothing.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block is done, then interrupt as usual (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if got:
-        raise KeyboardInterrupt
 
 
 def prog_cost(program: str, repeat: int = 5, pkt_size: int = 64, iterations: int = 1_000_000) -> dict:

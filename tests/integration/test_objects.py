@@ -11,6 +11,7 @@ import pytest
 from lib.helpers import PIN_ROOT
 from lib.helpers import clang_object as compile_c
 from lib.kernel import kernel_xdp
+from lib.objects import HEAD, TAIL, counter
 
 from offload.bench.frames import ipv4_udp
 from offload.kernel import bpfsys
@@ -20,26 +21,7 @@ pytestmark = pytest.mark.root
 LIBXDP = Path("/usr/lib/x86_64-linux-gnu/bpf")
 XDP_PASS, XDP_DROP = 2, 1
 
-HEAD = "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
-TAIL = 'char _license[] SEC("license") = "GPL";\n'
-COUNTER = HEAD + """
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} seen SEC(".maps");
-
-SEC("xdp")
-int xdp_count(struct xdp_md *ctx)
-{
-    __u32 k = 0;
-    __u64 *v = bpf_map_lookup_elem(&seen, &k);
-    if (v)
-        __sync_fetch_and_add(v, 1);
-    return XDP_PASS;
-}
-""" + TAIL
+COUNTER = counter("BPF_MAP_TYPE_ARRAY", entries=1, map_name="seen", func="xdp_count")
 VERDICT = HEAD + """
 const volatile __u32 verdict = XDP_PASS;
 const volatile char label[8] = "none";

@@ -12,38 +12,6 @@ from pathlib import Path
 
 XDP_PASS = Path(__file__).resolve().parents[1] / "integration" / "xdp_pass.c"
 
-# One map of two entries, updated atomically: the form netdevsim offloads when MAP_TYPE is ARRAY.
-HITS = """#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-struct {
-    __uint(type, MAP_TYPE);
-    __uint(max_entries, 2);
-    __type(key, __u32);
-    __type(value, __u64);
-} hits SEC(".maps");
-
-SEC("xdp")
-int xdp_hits(struct xdp_md *ctx)
-{
-    __u32 k = 0;
-    __u64 *v = bpf_map_lookup_elem(&hits, &k);
-    if (v)
-        __sync_fetch_and_add(v, 1);
-    return XDP_PASS;
-}
-char _license[] SEC("license") = "GPL";
-"""
-HITS_MAP_TYPES = ("BPF_MAP_TYPE_ARRAY", "BPF_MAP_TYPE_PERCPU_ARRAY")
-# The same program with its map as a legacy `struct bpf_map_def SEC("maps")` (libbpf 1.x refuses
-# it; offload's own loader takes it, also for hardware offload).
-LEGACY_HITS = HITS.replace("""struct {
-    __uint(type, MAP_TYPE);
-    __uint(max_entries, 2);
-    __type(key, __u32);
-    __type(value, __u64);
-} hits SEC(".maps");""", """struct bpf_map_def { unsigned int type, key_size, value_size, max_entries, map_flags; };
-struct bpf_map_def SEC("maps") hits = { .type = MAP_TYPE, .key_size = 4, .value_size = 8, .max_entries = 2 };""")
-
 
 def hits_object(workdir: Path, map_type: str, legacy: bool = False) -> Path:
     """HITS with `map_type` (as a legacy map definition with `legacy`), compiled (or taken from
@@ -60,10 +28,10 @@ def hits_object(workdir: Path, map_type: str, legacy: bool = False) -> Path:
 # Programs the advisor judges and netdevsim's hw attach settles (tests/vm/test_advisor_corpus.py;
 # docs/advisor.md publishes the table). One for each kind of refusal the kernel and netdevsim make,
 # and several that offload; each a whole libbpf-style C file.
-_HEAD = """#include <linux/bpf.h>
+HEAD = """#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 """
-_TAIL = 'char _license[] SEC("license") = "GPL";\n'
+TAIL = 'char _license[] SEC("license") = "GPL";\n'
 
 
 def _map(name: str, type_: str, entries: int = 2, flags: str = "", key: str = "__u32", value: str = "__u64") -> str:
@@ -73,10 +41,10 @@ def _map(name: str, type_: str, entries: int = 2, flags: str = "", key: str = "_
 
 
 _COUNT = """SEC("SECTION")
-int xdp_prog(struct xdp_md *ctx)
+int FUNC(struct xdp_md *ctx)
 {
     __u32 k = 0;
-    __u64 *v = bpf_map_lookup_elem(&hits, &k);
+    __u64 *v = bpf_map_lookup_elem(&MAP, &k);
     if (v)
         __sync_fetch_and_add(v, 1);
     return XDP_PASS;
@@ -84,16 +52,29 @@ int xdp_prog(struct xdp_md *ctx)
 """
 
 
-def _count(type_: str, entries: int = 2, flags: str = "", section: str = "xdp") -> str:
-    return _HEAD + _map("hits", type_, entries, flags) + _COUNT.replace("SECTION", section) + _TAIL
+def counter(type_: str, entries: int = 2, flags: str = "", section: str = "xdp", map_name: str = "hits",
+            func: str = "xdp_prog") -> str:
+    """A program that counts its packets in entry 0 of a map (added atomically)."""
+    body = _COUNT.replace("SECTION", section).replace("FUNC", func).replace("MAP", map_name)
+    return HEAD + _map(map_name, type_, entries, flags) + body + TAIL
+
+
+# One map of two entries, updated atomically: the form netdevsim offloads when MAP_TYPE is ARRAY.
+HITS = counter("MAP_TYPE", func="xdp_hits")
+HITS_MAP_TYPES = ("BPF_MAP_TYPE_ARRAY", "BPF_MAP_TYPE_PERCPU_ARRAY")
+# The same program with its map as a legacy `struct bpf_map_def SEC("maps")` (libbpf 1.x refuses
+# it; offload's own loader takes it, also for hardware offload).
+LEGACY_HITS = HITS.replace(_map("hits", "MAP_TYPE"), """struct bpf_map_def { unsigned int type, key_size, value_size, max_entries, map_flags; };
+struct bpf_map_def SEC("maps") hits = { .type = MAP_TYPE, .key_size = 4, .value_size = 8, .max_entries = 2 };
+""")
 
 
 CORPUS: dict[str, str] = {
     # offloads on netdevsim
-    "pass": _HEAD + 'SEC("xdp")\nint xdp_prog(struct xdp_md *ctx)\n{\n    return XDP_PASS;\n}\n' + _TAIL,
-    "array": _count("BPF_MAP_TYPE_ARRAY"),
-    "hash": _count("BPF_MAP_TYPE_HASH"),
-    "bpf-to-bpf-call": _HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
+    "pass": HEAD + 'SEC("xdp")\nint xdp_prog(struct xdp_md *ctx)\n{\n    return XDP_PASS;\n}\n' + TAIL,
+    "array": counter("BPF_MAP_TYPE_ARRAY"),
+    "hash": counter("BPF_MAP_TYPE_HASH"),
+    "bpf-to-bpf-call": HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
 static __attribute__((noinline)) int bump(__u32 k)
 {
     __u64 *v = bpf_map_lookup_elem(&hits, &k);
@@ -107,8 +88,8 @@ int xdp_prog(struct xdp_md *ctx)
 {
     return bump(ctx->rx_queue_index & 1);
 }
-""" + _TAIL,
-    "helper-ktime": _HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
+""" + TAIL,
+    "helper-ktime": HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
 {
@@ -117,15 +98,15 @@ int xdp_prog(struct xdp_md *ctx)
     bpf_map_update_elem(&hits, &k, &now, BPF_ANY);
     return XDP_PASS;
 }
-""" + _TAIL,
-    "redirect-helper": _HEAD + """
+""" + TAIL,
+    "redirect-helper": HEAD + """
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
 {
     return bpf_redirect(ctx->ingress_ifindex, 0);
 }
-""" + _TAIL,
-    "adjust-head-tx": _HEAD + """
+""" + TAIL,
+    "adjust-head-tx": HEAD + """
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
 {
@@ -133,8 +114,8 @@ int xdp_prog(struct xdp_md *ctx)
         return XDP_ABORTED;
     return XDP_TX;
 }
-""" + _TAIL,
-    "perf-event-output": _HEAD + """struct {
+""" + TAIL,
+    "perf-event-output": HEAD + """struct {
     __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
     __uint(key_size, sizeof(__u32));
     __uint(value_size, sizeof(__u32));
@@ -147,8 +128,8 @@ int xdp_prog(struct xdp_md *ctx)
     bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &len, sizeof(len));
     return XDP_PASS;
 }
-""" + _TAIL,
-    "atomic-fetch-add": _HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
+""" + TAIL,
+    "atomic-fetch-add": HEAD + _map("hits", "BPF_MAP_TYPE_ARRAY") + """
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
 {
@@ -158,12 +139,12 @@ int xdp_prog(struct xdp_md *ctx)
         return XDP_DROP;
     return XDP_PASS;
 }
-""" + _TAIL,
+""" + TAIL,
     # refused by the kernel's rules for device-bound maps and programs
-    "percpu-array": _count("BPF_MAP_TYPE_PERCPU_ARRAY"),
-    "percpu-hash": _count("BPF_MAP_TYPE_PERCPU_HASH"),
-    "lru-hash": _count("BPF_MAP_TYPE_LRU_HASH"),
-    "lpm-trie": _HEAD + """struct key4 { __u32 prefixlen; __u32 addr; };
+    "percpu-array": counter("BPF_MAP_TYPE_PERCPU_ARRAY"),
+    "percpu-hash": counter("BPF_MAP_TYPE_PERCPU_HASH"),
+    "lru-hash": counter("BPF_MAP_TYPE_LRU_HASH"),
+    "lpm-trie": HEAD + """struct key4 { __u32 prefixlen; __u32 addr; };
 """ + _map("hits", "BPF_MAP_TYPE_LPM_TRIE", 2, "BPF_F_NO_PREALLOC", "struct key4") + """
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
@@ -174,15 +155,15 @@ int xdp_prog(struct xdp_md *ctx)
         __sync_fetch_and_add(v, 1);
     return XDP_PASS;
 }
-""" + _TAIL,
-    "devmap-redirect": _HEAD + _map("ports", "BPF_MAP_TYPE_DEVMAP", 2, "", "__u32", "__u32") + """
+""" + TAIL,
+    "devmap-redirect": HEAD + _map("ports", "BPF_MAP_TYPE_DEVMAP", 2, "", "__u32", "__u32") + """
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
 {
     return bpf_redirect_map(&ports, 0, XDP_PASS);
 }
-""" + _TAIL,
-    "tail-call": _HEAD + """struct {
+""" + TAIL,
+    "tail-call": HEAD + """struct {
     __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
     __uint(max_entries, 2);
     __type(key, __u32);
@@ -195,12 +176,12 @@ int xdp_prog(struct xdp_md *ctx)
     bpf_tail_call(ctx, &jumps, 0);
     return XDP_PASS;
 }
-""" + _TAIL,
-    "frags": _count("BPF_MAP_TYPE_ARRAY", section="xdp.frags"),
+""" + TAIL,
+    "frags": counter("BPF_MAP_TYPE_ARRAY", section="xdp.frags"),
     # refused by netdevsim's own rules
-    "too-many-entries": _count("BPF_MAP_TYPE_ARRAY", entries=3),
-    "map-flags": _count("BPF_MAP_TYPE_HASH", flags="BPF_F_NO_PREALLOC"),
-    "global-bss": _HEAD + """__u64 seen;
+    "too-many-entries": counter("BPF_MAP_TYPE_ARRAY", entries=3),
+    "map-flags": counter("BPF_MAP_TYPE_HASH", flags="BPF_F_NO_PREALLOC"),
+    "global-bss": HEAD + """__u64 seen;
 
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
@@ -208,28 +189,28 @@ int xdp_prog(struct xdp_md *ctx)
     seen++;
     return XDP_PASS;
 }
-""" + _TAIL,
-    "global-rodata": _HEAD + """const volatile __u32 verdict = XDP_PASS;
+""" + TAIL,
+    "global-rodata": HEAD + """const volatile __u32 verdict = XDP_PASS;
 
 SEC("xdp")
 int xdp_prog(struct xdp_md *ctx)
 {
     return verdict;
 }
-""" + _TAIL,
+""" + TAIL,
 }
 
 
 # A program the verifier refuses (a packet read with no bounds check): a chain member that cannot
 # join, for the VM lane's roll-back of a policy's chain (tests/vm/test_chain.py).
-UNCHECKED = _HEAD + """
+UNCHECKED = HEAD + """
 SEC("xdp")
 int xdp_unchecked(struct xdp_md *ctx)
 {
     unsigned char *data = (void *)(long)ctx->data;
     return data[12] == 0x88 ? XDP_DROP : XDP_PASS;
 }
-""" + _TAIL
+""" + TAIL
 
 
 def unchecked_object(workdir: Path) -> Path:

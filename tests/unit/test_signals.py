@@ -1,0 +1,33 @@
+"""kernel.signals: a signal in a deferred block waits for the block's end, then interrupts."""
+
+import os
+import signal
+
+import pytest
+
+from offload.kernel import signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_a_deferred_block_interrupts_after_it(sig: int) -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals.interrupts_deferred():
+            os.kill(os.getpid(), sig)
+            done.append("rest of the block")
+    assert done == ["rest of the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handlers put back
+
+
+def test_a_quiet_deferred_block_ends_as_usual() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with signals.interrupts_deferred():
+        pass
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_is_taken_as_ctrl_c_and_its_handler_put_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), signals.sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
