@@ -391,7 +391,7 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
         raise UsageError("--chain and --allow-single go with --priority (a program in libxdp's dispatcher)")
     if priority is not None and try_hw:
         raise UsageError("--try-hw and --priority do not go together: a dispatcher's chain is never offloaded")
-    prog = programs.resolve(program, programs.parse_params(list(params)), prog_name, section, dialect)
+    prog = programs.resolve_for(iface, program, programs.parse_params(list(params)), prog_name, section, dialect)
     if priority is None:
         res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json),
                                 try_hw=try_hw)

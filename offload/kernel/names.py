@@ -35,8 +35,9 @@ def ifindex_of(iface: str) -> int:
     try:
         return socket.if_nametoindex(check_ifname(iface))
     except OSError:
-        raise UsageError(f"no such interface in this network namespace: {iface}",
-                         hint="list them with `offload probe`") from None
+        from offload.kernel import netns   # it imports this module
+
+        raise netns.no_such_interface(iface) from None
 
 
 def check_netns(name: str) -> str:

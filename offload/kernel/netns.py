@@ -124,6 +124,16 @@ def _identify() -> str | None:
     return HOST
 
 
+def no_such_interface(*ifaces: str) -> UsageError:
+    """The error for interfaces this namespace does not hold: which namespace that is, and how to
+    list what it holds."""
+    name = _identify()
+    where = {None: "this network namespace", HOST: "the host's network namespace"}.get(name, f"network namespace {name}")
+    listing = "offload probe" + (f" --netns {name}" if name not in (None, HOST) else "")
+    return UsageError(f"{', '.join(ifaces)}: no such interface in {where}",
+                      hint=f"list them with `{listing}`; another namespace's with `offload probe --netns NS`")
+
+
 def current_name() -> str:
     """Name of the namespace we are in (as `ip netns` knows it), or 'host' for the initial one.
 

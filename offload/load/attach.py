@@ -115,7 +115,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
         raise UsageError(f"bad --mode {mode}: use {', '.join(verdicts.CHOICES)}")
     if min_mode and min_mode not in verdicts.MODES:
         raise UsageError(f"bad --min-mode {min_mode}: use {', '.join(verdicts.MODES)}")
-    prog = spec if isinstance(spec, programs.Program) else programs.resolve(spec, params)
+    prog = spec if isinstance(spec, programs.Program) else programs.resolve_for(iface, spec, params)
     ifindex = ifindex_of(iface)
     _check_params(prog)   # before anything is loaded or swapped
     require_privileges(f"attaching XDP to {iface}")
@@ -309,8 +309,7 @@ def detach(iface: str, mode: str | None = None) -> dict:
             if slot.exists():
                 slot.remove()
                 return {"interface": iface, "detached": None, "removed_stale_pins": True}
-            raise UsageError(f"no such interface in this network namespace: {iface}",
-                             hint="list them with `offload probe`") from None
+            raise netns.no_such_interface(iface) from None
         attached = xdp.attached_progs(ifindex)
         members = dispatcher.members(ifindex, attached)
         chained = [s for s in pins.interface_slots(slot.netns, iface) if s.member is not None]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.data import LIBRARY, data_dir, owned_cache
-from offload.errors import CompileError, EnvironmentProblem, UsageError, excerpt
+from offload.errors import CompileError, EnvironmentProblem, OffloadError, UsageError, excerpt
 from offload.kernel import bpfsys, fs
 from offload.kernel.bpfobj import BpfObject, GlobalVar, ObjectError
 from offload.load import compile as compile_mod
@@ -272,9 +272,8 @@ def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = 
             raise UsageError(f"--prog and --section choose inside an object file; {spec} is a library program")
         return _library_program(spec, params)
     path = Path(spec)
-    if not os.path.lexists(path):
-        raise UsageError(f"program not found: {spec}",
-                         hint=f"use a library program ({', '.join(library())}), a BPF object (.o) or a C file")
+    if not path.exists():   # a link to nothing is missing too
+        raise _not_found(spec, path)
     data = fs.read_regular(path, MAX_FILE, "program")
     if data.startswith(b"\x7fELF"):
         if dialect != "auto":
@@ -289,6 +288,31 @@ def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = 
     obj = compile_c(path.resolve(), hint="fix the C above (compiled as libbpf-style C: clang -O2 -g -target bpf); "
                                          "for bcc's dialect use --dialect bcc")
     return _object_program(obj, fs.read_regular(obj, MAX_FILE, "object"), params, prog, section, "libbpf", path)
+
+
+def resolve_for(iface: str, spec: str, params: dict[str, str] | None = None, prog: str | None = None,
+                section: str | None = None, dialect: str = "auto") -> Program:
+    """`resolve` for an attach to `iface`: an error says which device the program was for."""
+    try:
+        return resolve(spec, params, prog, section, dialect)
+    except OffloadError as e:
+        e.message = f"{iface}: nothing attached: {e.message}"
+        raise
+
+
+def _not_found(spec: str, path: Path) -> UsageError:
+    """A PROGRAM that is neither a library program nor a file: where it was looked for, and what to give."""
+    choices = f"a library program ({', '.join(library())}), a BPF object (.o) or a C file"
+    if _LIBRARY_NAME.match(spec):
+        return UsageError(f"program not found: {spec}: no library program of that name, and no such file in the "
+                          "current directory",
+                          hint=f"use {choices}")
+    if os.path.islink(path):
+        what = f"a link to {excerpt(os.readlink(path), 200)}, which does not exist"
+    else:
+        what = "no such file" + ("" if path.is_absolute() else f" (looked for {excerpt(str(path.resolve()), 200)})")
+    return UsageError(f"program not found: {spec}: {what}",
+                      hint=f"use {choices}; a relative path is taken from the current directory")
 
 
 def detect_dialect(text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from offload.errors import UsageError
+from offload.kernel import netns
 from offload.probe import facts as facts_mod
 from offload.probe import profiles, verdicts
 from offload.probe.facts import RELEVANT_FEATURES, DeviceFacts, HostFacts
@@ -73,9 +73,7 @@ def collect(names: list[str] | None = None) -> tuple[HostFacts, list[DeviceFacts
         found = {d.name for d in devices}
         missing = [n for n in names if n not in found]
         if missing:
-            raise UsageError(f"no such interface in this network namespace: {', '.join(missing)}",
-                             hint="list interfaces with `offload probe`; for another namespace use "
-                                  "`ip netns exec NS offload probe`")
+            raise netns.no_such_interface(*missing)
         order = {n: i for i, n in enumerate(names)}
         devices.sort(key=lambda d: order[d.name])
     return host, devices

@@ -20,8 +20,9 @@ def test_missing_interface_is_bad_input(env):
     for args in MISSING:   # one lab for all: building one is the slow part
         res = env.offload(*args, check=False)
         assert res.returncode == 2, (args, res.returncode, res.stderr)
-        assert "no such interface in this network namespace: nosuch0" in res.stderr
-        assert "hint:" in res.stderr and "Traceback" not in res.stderr
+        where = f"network namespace {env.netns}" if env.netns else "the host's network namespace"
+        assert f"nosuch0: no such interface in {where}" in res.stderr, res.stderr
+        assert "hint: list them with `offload probe" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_existing_interface_without_ours_is_not_attached(env):

@@ -1,0 +1,55 @@
+"""The errors a user meets first when naming a program or an interface: what was looked for and
+where, on which device, and what to give instead."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from offload.errors import UsageError
+from offload.kernel import names
+from offload.load import programs
+
+
+def refused(spec: str) -> UsageError:
+    with pytest.raises(UsageError) as e:
+        programs.resolve(spec)
+    return e.value
+
+
+def test_a_name_that_is_neither_a_library_program_nor_a_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    e = refused("nosuch")
+    assert e.message == ("program not found: nosuch: no library program of that name, and no such file in the "
+                         "current directory")
+    assert "count_drop" in e.hint and "C file" in e.hint
+
+
+def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    e = refused("../x/../prog.o")
+    assert e.message == f"program not found: ../x/../prog.o: no such file (looked for {str(tmp_path / 'prog.o')!r})"
+    assert "relative path is taken from the current directory" in e.hint
+    assert refused("/nonexistent/prog.o").message == "program not found: /nonexistent/prog.o: no such file"
+
+
+def test_a_link_to_nothing_is_named_with_its_target(tmp_path: Path) -> None:
+    link = tmp_path / "prog.o"
+    os.symlink(tmp_path / "gone.o", link)
+    assert refused(str(link)).message == (f"program not found: {link}: a link to {str(tmp_path / 'gone.o')!r}, "
+                                          "which does not exist")
+
+
+def test_an_attach_names_the_device_it_was_for(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as e:
+        programs.resolve_for("lab-a0", str(tmp_path))
+    assert e.value.message == f"lab-a0: nothing attached: program {tmp_path} is not a regular file (a directory)"
+
+
+def test_a_missing_interface_names_the_namespace_and_how_to_list_it() -> None:
+    with pytest.raises(UsageError) as e:
+        names.ifindex_of("nosuch0")
+    assert e.value.message in ("nosuch0: no such interface in the host's network namespace",
+                               "nosuch0: no such interface in this network namespace")
+    assert e.value.hint.startswith("list them with `offload probe`")
