@@ -91,7 +91,8 @@ def explain_denied(e: OSError) -> OffloadError:
                                            "CacheDirectory=) in a systemd unit, a writable volume in a container")
         where, st = _nearest(path)
         owner = f" (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)})" if st else ""
-        kind = next((k for k, m in (("write", os.W_OK), ("read", os.R_OK)) if st and not os.access(where, m)), "")
+        # every permission it lacks there: a read-only command refused a 0700 directory lacks read
+        kind = " and ".join(k for k, m in (("read", os.R_OK), ("write", os.W_OK)) if st and not os.access(where, m))
         who = f"uid {os.geteuid()}" + (", without CAP_DAC_OVERRIDE" if lacking((CAP_DAC_OVERRIDE,)) else "")
         return PrivilegeError(f"{path}: {what}: this process ({who}) lacks {kind or 'the'} permission on {where}{owner}",
                               hint=f"give uid {os.geteuid()} {kind or 'that'} access to {where}, or run offload as its owner")

@@ -20,6 +20,13 @@ def test_denied_file_names_the_nearest_existing_path_its_owner_and_mode(tmp_path
     assert f"lacks write permission on {tmp_path} (owner uid {os.stat(tmp_path).st_uid}, mode drwx" in e.message
 
 
+def test_denied_file_names_every_permission_lacking(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    e = privileges.explain_denied(PermissionError(errno.EACCES, "Permission denied", str(tmp_path)))
+    assert f"lacks read and write permission on {tmp_path} (owner" in e.message
+    assert e.hint.startswith(f"give uid {os.geteuid()} read and write access to {tmp_path}")
+
+
 def test_kernel_refusal_names_the_capabilities_this_process_lacks(monkeypatch):
     monkeypatch.setattr(privileges, "effective", lambda: 1 << privileges.CAP_NET_ADMIN | 1 << privileges.CAP_BPF)
     e = privileges.explain_denied(OSError(errno.EPERM, "BPF_PROG_GET_FD_BY_ID 7: Operation not permitted"))
