@@ -853,7 +853,10 @@ def _textfile(path: str | None, directory: str | None) -> str:
     from offload.orchestrate import exports
 
     target = exports.prometheus_path(path, directory)
-    os.close(fs.open_dir(os.path.dirname(os.path.abspath(target)), create=True))
+    try:
+        os.close(fs.open_dir(os.path.dirname(os.path.abspath(target)), create=True))
+    except OffloadError as e:   # same kind (bad input, refused), naming the file
+        raise type(e)(f"textfile {target}: {e.message}", hint=e.hint) from None
     return os.path.abspath(target)
 
 

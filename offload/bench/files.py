@@ -11,7 +11,7 @@ import importlib.util
 import io
 import os
 
-from offload.errors import EnvironmentProblem, UsageError
+from offload.errors import EnvironmentProblem, OffloadError, UsageError
 from offload.kernel import fs
 
 # matplotlib (with numpy and pillow: over half of the image) serves only --plot: an extra.
@@ -37,7 +37,10 @@ def _where(path: str, what: str) -> tuple[int, str]:
     directory, name = os.path.split(full)
     if not name:
         raise UsageError(f"{what} {path!r}: a file name is needed")
-    return fs.open_dir(directory), name
+    try:
+        return fs.open_dir(directory), name
+    except OffloadError as e:   # same kind (bad input, refused), naming the option
+        raise type(e)(f"{what} {path!r}: {e.message}", hint=e.hint) from None
 
 
 def check_output(path: str, what: str) -> None:
@@ -50,7 +53,9 @@ def check_output(path: str, what: str) -> None:
         except FileNotFoundError:
             st = None
         if st is not None and not (st.st_mode & 0o170000 == 0o100000):
-            raise UsageError(f"{what} {path!r}: exists and is not a regular file")
+            raise UsageError(f"{what} {path!r}: exists and is not a regular file",
+                             hint="remove it (offload does not write through links or over devices), or give "
+                                  "another file name")
         probe = f".{name}.{os.getpid()}.check"
         try:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))

@@ -60,7 +60,8 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                 continue
             if part == "..":
                 if not from_link:   # in an argument, a climb is how paths are smuggled out
-                    raise UsageError(f"{path}: '..' is not allowed in this path")
+                    raise UsageError(f"{path}: '..' is not allowed in this path",
+                                     hint="give the path without '..' (the real directory it means)")
                 walked = walked[:-1]   # in a root-owned link (lib -> ../usr/lib): walk again from /
                 todo[:0] = [(p, False) for p in walked]
                 walked = []
@@ -72,7 +73,8 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 if not create:
-                    raise UsageError(f"{path}: no such directory ({part} is missing)") from None
+                    raise UsageError(f"{path}: no such directory ({part} is missing)",
+                                     hint="make the directory first, or give a path in one that exists") from None
                 os.mkdir(part, mode, dir_fd=fd)
                 made = True
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
@@ -95,7 +97,8 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                 nxt = os.open(part, _DIR, dir_fd=fd)
             except OSError as e:
                 if e.errno in (errno.ENOTDIR, errno.ELOOP):   # a file, or a link swapped in meanwhile
-                    raise UsageError(f"{path}: {part} is not a directory") from None
+                    raise UsageError(f"{path}: {part} is not a directory",
+                                     hint="give a path whose every part is a directory") from None
                 raise
             os.close(fd)
             fd = nxt

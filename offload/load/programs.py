@@ -312,7 +312,8 @@ def _not_found(spec: str, path: Path) -> UsageError:
     else:
         what = "no such file" + ("" if path.is_absolute() else f" (looked for {excerpt(str(path.resolve()), 200)})")
     return UsageError(f"program not found: {spec}: {what}",
-                      hint=f"use {choices}; a relative path is taken from the current directory")
+                      hint=f"use {choices}" + ("" if path.is_absolute() else
+                                                "; a relative path is taken from the current directory"))
 
 
 def detect_dialect(text: str) -> str:

@@ -104,6 +104,7 @@ def test_unwritable_outputs_are_refused_before_any_work(command, tmp_path):
             continue
         res = offload(*command, opt, str(path), check=False)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert f"{opt} {str(path)!r}" in res.stderr and "hint:" in res.stderr, res.stderr   # the option, what to do
     made = {n for n in netns_list() - before if n.startswith(("offload-lab-demo", "offload-lab-bench"))}
     assert not made and target.read_text() == "keep me\n"
 

@@ -106,8 +106,9 @@ def test_open_dir_refuses_dotdot_and_files(tmp_path):
         fs.open_dir(str(tmp_path / ".." / tmp_path.name))
     with pytest.raises(UsageError, match="not a directory"):
         fs.open_dir(str(tmp_path / "f"))
-    with pytest.raises(UsageError, match="no such directory"):
+    with pytest.raises(UsageError, match="no such directory") as e:
         fs.open_dir(str(tmp_path / "missing"))
+    assert e.value.hint == "make the directory first, or give a path in one that exists"
 
 
 def test_cli_start_up_does_not_import_prometheus_client():
