@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pyroute2 import config as pr_config
 from pyroute2 import netns as pr_netns  # the submodule only (see offload/__init__.py)
 from pyroute2.iproute import IPRoute
 
-from offload.errors import UsageError
+from offload.errors import EnvironmentProblem, UsageError
 from offload.kernel import netns
 from offload.kernel.privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, require
 from offload.load import pins
@@ -78,7 +79,7 @@ def up(name: str = "demo", pairs: int = 1, mtu: int = 1500, mtus: list[int] | No
     if netns.exists(ns):
         raise UsageError(f"lab {name!r} exists (namespace {ns})", hint=f"remove it with `offload lab down {name}`")
     try:   # pyroute2 may give up waiting on its helper with the namespace made: down() all the same
-        pr_netns.create(ns)
+        _create_netns(ns)
         made = []
         with netns.inside(ns), IPRoute() as ipr:
             # Quiet links: no IPv6 autoconfiguration chatter, so a counter sees only what a test
@@ -98,6 +99,23 @@ def up(name: str = "demo", pairs: int = 1, mtu: int = 1500, mtus: list[int] | No
     except BaseException:
         down(name)
         raise
+
+
+# pyroute2 makes a namespace in a forked helper and waits 2 s for its answer by default; on this
+# project's 2-core VM at load average 8 the helper took longer, and `lab up` died (exit 70).
+_CREATE_WAIT_S = 60
+
+
+def _create_netns(ns: str) -> None:
+    before, pr_config.default_communicate_timeout = pr_config.default_communicate_timeout, _CREATE_WAIT_S
+    try:
+        pr_netns.create(ns)
+    except TimeoutError:
+        raise EnvironmentProblem(f"creating network namespace {ns}: the helper process did not answer within "
+                                 f"{_CREATE_WAIT_S} s", hint="the host is overloaded or stuck: try again when it is "
+                                                            "not") from None
+    finally:
+        pr_config.default_communicate_timeout = before
 
 
 def down(name: str) -> bool:
