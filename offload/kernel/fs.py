@@ -202,6 +202,11 @@ def read_regular(path: str | os.PathLike, limit: int, what: str, error: type[Usa
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        full = os.path.realpath(path)   # where it was looked for: `..` and links resolved
+        raise error(f"cannot read {what} {path}: {e.strerror}" + ("" if full == str(path) else f" ({full})"),
+                    hint="check the path" + ("" if os.path.isabs(path) else " (relative paths are taken from the "
+                                                 "current directory)")) from None
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
     try:

@@ -52,8 +52,18 @@ def test_not_utf8_names_file_and_byte_offset(tmp_path):
 
 
 def test_missing_file():
-    with pytest.raises(PolicyError, match="cannot read policy /nonexistent/p.yaml: No such file"):
+    with pytest.raises(PolicyError, match="cannot read policy /nonexistent/p.yaml: No such file") as e:
         load("/nonexistent/p.yaml")
+    assert e.value.hint == "check the path"
+
+
+def test_missing_relative_file_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    with pytest.raises(PolicyError) as e:
+        load("../p.yaml")
+    assert e.value.message == f"cannot read policy ../p.yaml: No such file or directory ({tmp_path / 'p.yaml'})"
+    assert "relative paths are taken from the current directory" in e.value.hint
 
 
 def test_alias_bomb_is_refused_at_once():
