@@ -855,8 +855,8 @@ def _textfile(path: str | None, directory: str | None) -> str:
     target = exports.prometheus_path(path, directory)
     try:
         os.close(fs.open_dir(os.path.dirname(os.path.abspath(target)), create=True))
-    except OffloadError as e:   # same kind (bad input, refused), naming the file
-        raise type(e)(f"textfile {target}: {e.message}", hint=e.hint) from None
+    except OffloadError as e:
+        raise e.within(f"textfile {target}") from None
     return os.path.abspath(target)
 
 

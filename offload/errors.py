@@ -42,6 +42,11 @@ class OffloadError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def within(self, context: str) -> OffloadError:
+        """The same error (kind, exit code, hint) said of `context`: the device, option or file it
+        came from, which the code that raised it did not know."""
+        return type(self)(f"{context}: {self.message}", hint=self.hint)
+
 
 class UsageError(OffloadError):
     exit_code = Exit.USAGE

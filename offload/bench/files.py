@@ -39,8 +39,8 @@ def _where(path: str, what: str) -> tuple[int, str]:
         raise UsageError(f"{what} {path!r}: a file name is needed")
     try:
         return fs.open_dir(directory), name
-    except OffloadError as e:   # same kind (bad input, refused), naming the option
-        raise type(e)(f"{what} {path!r}: {e.message}", hint=e.hint) from None
+    except OffloadError as e:
+        raise e.within(f"{what} {path!r}") from None
 
 
 def check_output(path: str, what: str) -> None:

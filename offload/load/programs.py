@@ -296,8 +296,7 @@ def resolve_for(iface: str, spec: str, params: dict[str, str] | None = None, pro
     try:
         return resolve(spec, params, prog, section, dialect)
     except OffloadError as e:
-        e.message = f"{iface}: nothing attached: {e.message}"
-        raise
+        raise e.within(f"{iface}: nothing attached") from None
 
 
 def _not_found(spec: str, path: Path) -> UsageError:

@@ -55,3 +55,11 @@ def test_a_missing_interface_names_the_namespace_and_how_to_list_it() -> None:
     assert e.value.message in ("nosuch0: no such interface in the host's network namespace",
                                "nosuch0: no such interface in this network namespace")
     assert e.value.hint.startswith("list them with `offload probe`")
+
+
+def test_an_error_said_within_its_context_keeps_its_kind_and_hint() -> None:
+    from offload.errors import Exit, RefusedError
+
+    e = RefusedError("a link of uid 7", hint="remove it").within("--csv 'x.csv'")
+    assert (type(e), e.exit_code, e.message, e.hint) == (RefusedError, Exit.REFUSED, "--csv 'x.csv': a link of uid 7",
+                                                         "remove it")
