@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from offload.errors import OffloadError, UsageError
-from offload.kernel import clock, fs
+from offload.kernel import clock, fs, privileges
 from offload.probe import verdicts
 from offload.probe.facts import DeviceFacts
 
@@ -40,6 +40,10 @@ def write_file(path: str, text: str, what: str) -> None:
     try:
         fs.replace_path(path, text.encode(), create_dirs=True)
     except OSError as e:   # a full disk, a read-only or kernel file system: said, never a traceback
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):   # exit 3 (4 read-only), naming what is lacking
+            # a name made relative to the directory's fd (the temporary file, renamed after): joined to it
+            e.filename = os.path.join(directory, os.fsdecode(e.filename)) if e.filename else directory
+            raise privileges.explain_denied(e).within(f"{what} {path}") from None
         raise OffloadError(f"{what} {path}: cannot write it: {e.strerror} ({errno.errorcode.get(e.errno, e.errno)})"
                            ) from None
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lib.helpers import load_fixture
 
-from offload.errors import UsageError
+from offload.errors import OffloadError, UsageError
 from offload.kernel import fs
 from offload.orchestrate import exports
 from offload.orchestrate.metrics import parse_address
@@ -142,3 +142,19 @@ def test_nfd_expiry_is_three_rounds_of_a_labeller_unless_asked():
     assert exports.nfd_expiry(300, None) == 900
     assert exports.nfd_expiry(300, 60) == 60
     assert exports.nfd_expiry(None, None) is None and exports.nfd_expiry(None, 120) == 120
+
+
+def test_an_export_refused_its_directory_names_it_and_exits_3(tmp_path, monkeypatch):
+    import errno
+
+    from offload.errors import Exit
+
+    def denied(path, data, create_dirs=False):
+        raise PermissionError(errno.EACCES, "Permission denied", ".offload.prom.1.tmp")   # made at the dir's fd
+
+    monkeypatch.setattr(fs, "replace_path", denied)
+    with pytest.raises(OffloadError) as e:
+        exports.write_file(str(tmp_path / "offload.prom"), "x\n", "--path")
+    assert e.value.exit_code == Exit.PRIVILEGE
+    assert e.value.message.startswith(f"--path {tmp_path}/offload.prom: {tmp_path}/.offload.prom.1.tmp: Permission "
+                                      "denied: this process")
