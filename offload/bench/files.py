@@ -48,14 +48,7 @@ def check_output(path: str, what: str) -> None:
     someone else's, a directory where the file should be, a read-only file system)."""
     fd, name = _where(path, what)
     try:
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            st = None
-        if st is not None and not (st.st_mode & 0o170000 == 0o100000):
-            raise UsageError(f"{what} {path!r}: exists and is not a regular file",
-                             hint="remove it (offload does not write through links or over devices), or give "
-                                  "another file name")
+        fs.require_regular_or_absent(fd, name, f"{what} {path!r}")
         probe = f".{name}.{os.getpid()}.check"
         try:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))

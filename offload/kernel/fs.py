@@ -244,14 +244,19 @@ def kernel_fs(fd: int) -> str | None:
     return _KERNEL_FS.get(ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF)
 
 
+def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    """`name` in directory `dir_fd` as it is (a link not followed), or None when it is not there."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 def require_regular_or_absent(dir_fd: int, name: str, path: str) -> None:
     """Refuse (bad input) to replace `name` when it is not a regular file: a directory someone
     planted, a device, a link (replacing it would silently drop whatever it pointed to)."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(st.st_mode):
+    st = lstat_at(dir_fd, name)
+    if st is not None and not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{path} exists and is not a regular file ({file_kind(st.st_mode)})",
                          hint="remove it, or choose another path")
 

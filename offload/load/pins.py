@@ -234,9 +234,8 @@ def check_record(meta: object) -> dict:
 
 def _rmtree_at(dir_fd: int, name: str) -> None:
     """Remove `name` (a directory tree, or a file) inside `dir_fd`, never leaving it."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
+    st = fs.lstat_at(dir_fd, name)
+    if st is None:
         return
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(name, dir_fd=dir_fd)   # fd-based on Linux: symlinks inside are removed, not followed
@@ -245,20 +244,13 @@ def _rmtree_at(dir_fd: int, name: str) -> None:
 
 
 def _clear_unless_file(dir_fd: int, name: str) -> None:
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(st.st_mode):
+    st = fs.lstat_at(dir_fd, name)
+    if st is not None and not stat.S_ISREG(st.st_mode):
         _rmtree_at(dir_fd, name)
 
 
 def _exists_at(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        return True
-    except FileNotFoundError:
-        return False
+    return fs.lstat_at(dir_fd, name) is not None
 
 
 def _rmdir_quiet(dir_fd: int | None, name: str) -> bool:
