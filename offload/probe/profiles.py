@@ -114,7 +114,7 @@ def load(directory: Path | None = None, drivers: set[str] | None = None, recheck
     profiles: dict[str, Profile] = {}
     problems: list[ProfileProblem] = []
     if not d.is_dir():
-        return profiles, [ProfileProblem(str(d), "(directory)", "no such directory; set OFFLOAD_PROFILES")]
+        return profiles, [ProfileProblem(str(d), "(directory)", "no such directory: point --profiles or OFFLOAD_PROFILES at the driver profiles")]
     if drivers is None and not any(d.glob("*.yaml")):
         return profiles, [ProfileProblem(str(d), "(directory)", "holds no driver profiles (*.yaml)")]
     known = {} if recheck else _validated()
