@@ -35,7 +35,7 @@ def run(plot_path: str | None = None, progress: Callable[[str], None] = lambda m
         files.check_plot(plot_path)      # an unwritable plot fails now, before the lab
     name = f"demo{os.getpid() % 10_000}"
     theirs = netns.exists(lab.netns_name(name))   # then lab.up refuses, and the finally leaves it be
-    with signals.sigterm_as_interrupt():
+    with signals.sigterm_as_interrupt() as interrupted:
         try:
             progress(f"building lab {name}: veth pairs at MTU {' and '.join(map(str, MTUS))}")
             made = lab.up(name, pairs=len(MTUS), mtus=MTUS)
@@ -46,7 +46,7 @@ def run(plot_path: str | None = None, progress: Callable[[str], None] = lambda m
                 progress(f"bench: native vs generic, {made.pairs[0].a} -> {made.pairs[0].b}")
                 spec = harness.Spec(made.pairs[0].a, made.pairs[0].b, ["native", "generic"], PROGRAM, **BENCH)
                 doc = harness.run(spec, progress)
-            if doc["partial"] == "interrupted":   # the harness reports an interrupt; the demo stops on it
+            if interrupted():   # the bench reports one as partial results; the demo stops on it
                 raise KeyboardInterrupt
         finally:
             if not theirs:

@@ -31,3 +31,24 @@ def test_sigterm_is_taken_as_ctrl_c_and_its_handler_put_back() -> None:
     with pytest.raises(KeyboardInterrupt), signals.sigterm_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_someone_caught_is_still_known(sig: int) -> None:
+    with signals.sigterm_as_interrupt() as interrupted:
+        assert not interrupted()
+        try:   # as the bench does: the interrupt becomes partial results
+            os.kill(os.getpid(), sig)
+        except KeyboardInterrupt:
+            pass
+        assert interrupted()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_interrupt_held_in_a_deferred_block_is_known_outside_it() -> None:
+    with signals.sigterm_as_interrupt() as interrupted:
+        with pytest.raises(KeyboardInterrupt), signals.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupted()
+    with signals.sigterm_as_interrupt() as later:
+        assert not later()   # counted from the block's start
