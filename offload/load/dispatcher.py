@@ -148,13 +148,16 @@ def read(ifindex: int, info: bpfsys.LoadedProg) -> dict | None:
 
 def members(ifindex: int, attached: dict[str, int]) -> dict[int, str]:
     """prog id -> mode of the programs in the dispatchers attached to `ifindex` (none: empty)."""
-    out: dict[int, str] = {}
+    return {p["prog_id"]: mode for mode, p in programs(ifindex, attached) if p["prog_id"] is not None}
+
+
+def programs(ifindex: int, attached: dict[str, int]) -> list[tuple[str, dict]]:
+    """(mode, program as `read` lists it) of the dispatchers attached to `ifindex`, in run order."""
+    out = []
     for mode, prog_id in attached.items():
         info = bpfsys.prog_info(prog_id)
         doc = read(ifindex, info) if info is not None and info.name == NAME else None
-        for p in (doc or {}).get("programs", []):
-            if p["prog_id"] is not None:
-                out[p["prog_id"]] = mode
+        out += [(mode, p) for p in (doc or {}).get("programs", [])]
     return out
 
 
