@@ -298,8 +298,9 @@ def _apply_params(prog: programs.Program, loaded: loader.Loaded) -> None:
         add_to_maps(m["blocklist_v4"], m["blocklist_v6"], parse_prefixes(prog.params["prefixes"].split(",")))
 
 
-def detach(iface: str, mode: str | None = None) -> dict:
-    """Remove our program from `iface` (in `mode`, or wherever it is) and its pins."""
+def detach(iface: str, mode: str | None = None, group: list[pins.Slot] | None = None) -> dict:
+    """Remove our program from `iface` (in `mode`, or wherever it is) and its pins. `group`: the
+    interface's slots, when the caller listed every interface's once already (watch's exit)."""
     slot = pins.Slot(netns.current_name(), iface)   # validates the name before anything else
     require_privileges(f"detaching XDP from {iface}")
     with pins.state_lock():   # not under an attach or a gc in progress
@@ -312,7 +313,7 @@ def detach(iface: str, mode: str | None = None) -> dict:
             raise UsageError(f"no such interface in this network namespace: {iface}",
                              hint="list them with `offload probe`") from None
         attached = xdp.attached_progs(ifindex)
-        group = pins.interface_slots(slot.netns, iface)
+        group = pins.interface_slots(slot.netns, iface) if group is None else group
         gone = _leftovers_out(iface, ifindex, attached, group)
         if gone:   # libxdp rebuilt the dispatcher: read again
             attached = xdp.attached_progs(ifindex)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from offload.errors import EnvironmentProblem, LoadError, NoModeError, OffloadError, RefusedError, UsageError
-from offload.kernel import libxdp, netns, xdp
+from offload.kernel import bpfsys, libxdp, netns, xdp
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.load import attach as single
 from offload.load import dispatcher, guard, pins, programs
@@ -311,6 +311,7 @@ class Built:
     leaving: list[Leave] = field(default_factory=list)
     undo: ExitStack = field(default_factory=ExitStack)
     fds: list[int] = field(default_factory=list)
+    retire: int | None = None   # the dispatcher a lone program replaced (make_way): off, its pins gone at the end
 
     def roll_back(self) -> None:
         self.undo.close()
@@ -333,8 +334,22 @@ class Built:
                 warnings.append(f"{self.iface}: offload's program {prog_id} stays in the dispatcher "
                                 f"({e.strerror or e}): xdp-loader unload -i {prog_id} {self.iface} removes it")
         self.leaving.clear()
+        if self.retire is not None:
+            warnings += self._retire()
         self.undo.pop_all()
         return warnings
+
+    def _retire(self) -> list[str]:
+        """The dispatcher a lone program replaced: off the interface (still there when the program
+        went in beside it, in hw) and libxdp's pins of it removed, so its links let go."""
+        try:
+            if xdp.attached_progs(self.ifindex).get(self.mode or "") == self.retire:
+                single.clear_prog_id(self.ifindex, self.mode or "native", self.retire)
+            dispatcher.forget(self.ifindex, self.retire)
+            return []
+        except OSError as e:
+            return [f"{self.iface}: libxdp's pins of dispatcher {self.retire} stay ({e.strerror or e}): "
+                    f"xdp-loader clean {self.iface} removes them"]
 
     def close(self) -> None:
         for fd in self.fds:
@@ -393,6 +408,48 @@ def clear_leftovers(iface: str, ifindex: int, attached: dict[str, int], group: l
         _clear_leftover(iface, ifindex, Leave(prog_id, left.slot, left.stage), lambda msg: None)
     return [{"member": left.slot.member, "mode": modes[i], "prog_id": i, "leftover": left.why}
             for i, left in found.items()]
+
+
+def make_way(iface: str, put_on: Callable[[], single.Result], members: list[Leave]) -> tuple[Built, single.Result]:
+    """offload's chain on `iface` (a dispatcher holding offload's `members` only) gives way to one
+    program alone, as one transaction: `put_on` attaches it (in the dispatcher's mode atomically in
+    its place, in hw beside it); the members' pins, the dispatcher and libxdp's pins of it leave in
+    `Built.finish`, once the run stands. `roll_back` swaps the dispatcher back: its freplace links
+    stayed pinned all along, so the chain runs again as it was, ids and all."""
+    ifindex = single.ifindex_of(iface)
+    now = libxdp.chain(ifindex)
+    if now.main_prog_id is None or now.mode is None or now.legacy:
+        raise RefusedError(f"{iface}: libxdp's dispatcher is no longer there: nothing to make way",
+                           hint="`offload plan` again shows what is attached now")
+    others = {m.prog_id for m in now.members} - {leave.prog_id for leave in members}
+    if others:
+        raise RefusedError(f"{iface}: another tool's program ({', '.join(map(str, sorted(others)))}) joined the "
+                           "dispatcher since the plan: offload's program alone would take it off; left alone",
+                           hint="unload it with its tool, or keep `programs:` in the rule")
+    fd = bpfsys.prog_fd_by_id(now.main_prog_id)
+    built = Built(iface, ifindex, now.mode, fds=[fd], retire=now.main_prog_id)
+    try:
+        res = put_on()
+    except BaseException:
+        built.close()
+        raise
+    built.undo.callback(_dispatcher_back, iface, ifindex, now.mode, fd, res)
+    built.leaving += members
+    return built, res
+
+
+def _dispatcher_back(iface: str, ifindex: int, mode: str, fd: int, res: single.Result) -> None:
+    """Undo make_way: the dispatcher back in its mode (in place of the lone program where that
+    took its place), the lone program off, its pins gone."""
+    if res.mode == mode:
+        old = bpfsys.prog_fd_by_id(res.prog_id)
+        try:
+            xdp.set_prog(ifindex, fd, mode, expected_fd=old)
+        finally:
+            os.close(old)
+    else:
+        single.clear_prog_id(ifindex, res.mode, res.prog_id)
+    pins.Slot(netns.current_name(), iface).remove()
 
 
 def _clear_leftover(iface: str, ifindex: int, gone: Leave, progress: Callable[[str], None]) -> None:

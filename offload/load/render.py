@@ -146,7 +146,8 @@ def status_all(res: dict, out: Console, err: Console) -> None:
     if not any(ns["attachments"] for ns in res["namespaces"]):
         out.print("no XDP program attached in any namespace")
     gc_result({"dry_run": True, "freed": res["orphans"], "renamed": res["renamed"], "recovered": res["recovered"],
-               "leftovers": res.get("leftovers", []), "warnings": []}, out, err, heading="orphans (offload gc frees them)")
+               "leftovers": res.get("leftovers", []), "warnings": []}, out, err,
+              heading="orphans (offload gc frees them)")
 
 
 def gc_result(res: dict, out: Console, err: Console, heading: str | None = None) -> None:

@@ -372,7 +372,10 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
     built = None
     try:
         progress(f"{item.interface}: {item.action} {item.program or ''}".rstrip())
-        if item.chain is not None:
+        if item.chain is not None and item.chain.alone:
+            built, r = _make_way(item, protected)
+            res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks, "built": built.to_dict()}
+        elif item.chain is not None:
             built = _build_chain(item, snap, protected, progress)
             res = {"mode": built.mode, "built": built.to_dict()}
         elif item.action == "detach":
@@ -427,6 +430,18 @@ def _build_chain(item: plan_mod.Item, snap: Saved | None, protected: dict[str, s
         if snap is not None:
             put_back(snap)
         raise
+
+
+def _make_way(item: plan_mod.Item, protected: dict[str, str]) -> tuple[chain.Built, attach_mod.Result]:
+    """A rule that became `program:`: its program alone in the place of offload's chain, one
+    transaction (load.chain.make_way: the members leave only once the run stands)."""
+    iface, ns = item.interface, netns.current_name()
+    attach_mod.refuse_protected(iface, False, protected)
+    members = [chain.Leave(r["prog_id"], pins.Slot(ns, iface, r["member"]) if r["member"] else None,
+                           bool(r.get("leftover"))) for r in item.chain.remove]
+    return chain.make_way(iface, lambda: attach_mod.attach(
+        iface, item.resolved or item.program, mode=item.prefer, min_mode=item.min, params=item.params,
+        managed_by=item.rule, assessed=item.device, protected=protected, force=True), members)
 
 
 def _roll_back_all(done: list, j: Journal, progress: Callable[[str], None]) -> list[str]:

@@ -64,9 +64,10 @@ class ChainPlan:
     add: list[tuple[Member, programs.Program]] = field(default_factory=list)
     remove: list[dict] = field(default_factory=list)   # offload's to take out: Running.removal()
     refused: str | None = None          # the kernel cannot run libxdp's dispatcher: why
+    alone: bool = False                 # the chain gives way to the rule's one program alone
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "members": self.members, "refused": self.refused}
+        return {"mode": self.mode, "members": self.members, "refused": self.refused, "alone": self.alone}
 
 
 @dataclass
@@ -177,6 +178,14 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
     want_mode, why = exp.mode, exp.why + alone
     base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,
                 params=rule.params, resolved=prog, fallback=exp.fallback, not_tried=exp.passed)
+    giving = _gives_way(cur) if cur.foreign and not mine else None
+    if giving is not None:   # a chain rule became `program:`: offload's chain makes way for it
+        plan = ChainPlan(cur.dispatcher, [], [r.to_dict("remove") for r in giving],
+                         remove=[r.removal() for r in giving], alone=True)
+        keys = ", ".join(r.ours.get("member") or str(r.prog_id) for r in giving)
+        return Item(f.name, "replace", mode=want_mode, chain=plan, reason=f"{first}; {prog.name} alone takes the "
+                    f"place of offload's chain (members {keys} leave once it runs); expected mode: "
+                    f"{want_mode or 'none'} ({why})", **base)
     if cur.foreign and not mine:
         desc = ", ".join(f"{m} prog {i}" for m, i in cur.foreign.items())
         held = [r.ours.get("member") or r.ours.get("program") for r in cur.chain if r.ours]
@@ -195,6 +204,18 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
                     f"{want_mode or 'none'} ({why})", **base)
     return Item(f.name, "attach", mode=want_mode, reason=f"{first}; expected mode: {want_mode or 'none'} ({why})",
                 **base)
+
+
+def _gives_way(cur: Current) -> list[Running] | None:
+    """offload's chain members, when the dispatcher holds nothing else and nothing sits beside it:
+    they can make way for one program alone (None: another tool's program, or `attach
+    --priority`'s member in the interface's own slot, is there)."""
+    lone = {m for m in cur.foreign if m != cur.dispatcher}
+    if cur.dispatcher is None or lone or not cur.chain:
+        return None
+    if any(r.ours is None or not (r.ours.get("member") or r.leftover) for r in cur.chain):
+        return None
+    return cur.chain
 
 
 def chain_expected(rule: Rule, judged: dict[str, verdicts.ModeVerdict], now: str | None) -> Expected:

@@ -75,3 +75,23 @@ def test_a_leftover_goes_when_no_rule_matches():
     assert item.action == "detach" and item.chain.remove == [{"member": "count_pass", "prog_id": 61,
                                                               "leftover": True, "stage_only": False}]
     assert "a killed run left" in item.reason
+
+
+# -- a rule changed from `programs:` to `program:`: offload's chain makes way for its one program -----
+SINGLE = "rules:\n  - name: shared\n    match: {interfaces: [\"ens*\"]}\n    program: count_drop\n"
+
+
+def test_a_chain_gives_way_to_the_rule_s_one_program_when_it_holds_only_offload_s():
+    item = plan_of(SINGLE, on_dispatcher(ours("count_pass", 61, 10), ours("filter", 62, 20)))
+    assert (item.action, item.program, item.mode, item.chain.alone) == ("replace", "count_drop", "native", True)
+    assert item.chain.remove == [{"member": "count_pass", "prog_id": 61}, {"member": "filter", "prog_id": 62}]
+    assert rows(item) == [("remove", "count_pass", 10), ("remove", "filter", 20)]
+    assert "count_drop alone takes the place of offload's chain" in item.reason
+
+
+def test_a_chain_with_another_tool_s_program_or_a_hand_attached_member_stays_a_conflict():
+    theirs = Running(77, "xdp_firewall", 15, ["pass"])
+    item = plan_of(SINGLE, on_dispatcher(ours("count_pass", 61, 10), theirs))
+    assert item.action == "conflict" and item.chain is None and "offload detach" in item.reason
+    by_hand = Running(63, "count_pass", 10, ["pass"], {"program": "count_pass", "member": None})
+    assert plan_of(SINGLE, on_dispatcher(by_hand)).action == "conflict"

@@ -184,6 +184,23 @@ def chain_ids(env) -> list[tuple[int, int, bool]]:
     return [(p["priority"], p["prog_id"], p["ours"]) for p in agree(env)]
 
 
+def scraped(env, member: str, action: str) -> float:
+    """offload_xdp_packets_total of chain member `member` as /metrics exports it (the collector,
+    scraped in this process)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from offload.orchestrate.metrics import OffloadCollector
+
+    reg = CollectorRegistry()
+    reg.register(OffloadCollector())
+    with netns_mod.inside(env.netns):
+        text = generate_latest(reg).decode()
+    (got,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "offload_xdp_packets_total" and s.labels["member"] == member and s.labels["action"] == action]
+    return got
+
+
 def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_path):
     from lib.objects import unchecked_object
 
@@ -211,7 +228,8 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     send(env)
     dt = packets(theirs["prog_id"], XDP_PASS) - t0
     assert dt >= N and packets(pass_id, XDP_PASS) - p0 == dt and packets(drop_id, XDP_DROP) - d0 == dt
-    assert offload_json("stats", env.ifname, "--member", "count_drop", netns=env.netns)["packets"]["drop"] - s0 == dt
+    s1 = offload_json("stats", env.ifname, "--member", "count_drop", netns=env.netns)["packets"]["drop"]
+    assert s1 - s0 == dt and scraped(env, "count_drop", "drop") == s1   # /metrics: the member's own counter
     assert offload_json("apply", "-f", pol, "--journal", journal, netns=env.netns)["changed"] == 0
     assert chain_ids(env) == built
 
@@ -255,3 +273,123 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 1
     assert [i for _, i, _ in chain_ids(env)] == [theirs["prog_id"]]
     assert not_collected(env)
+
+
+# -- a SIGKILL while apply replaces a member: the next apply finds offload's leftover, never foreign ---
+def killed_apply(env, pol: str, journal: str, at: str, fail: bool = False) -> None:
+    """apply in a child forked from this process, SIGKILLed by itself at `at`: right after libxdp
+    added the new member (`attached`), after its pins were staged (`staged`), or after they were
+    committed, before the member it replaces left (`committed`). With `fail`, an error is raised
+    there instead (apply then rolls the whole run back)."""
+    import signal
+
+    from offload.kernel import libxdp
+    from offload.load import chain as chain_mod
+    from offload.load import pins
+    from offload.orchestrate import apply as apply_mod
+    from offload.orchestrate.policy import load as load_policy
+
+    def die(*args, **kwargs):
+        if fail:
+            raise RuntimeError("injected failure")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def attach_then_die(self, *args, **kwargs):
+        real_attach(self, *args, **kwargs)
+        die()
+
+    real_attach = libxdp.Program.attach
+    pid = os.fork()
+    if pid == 0:   # the child: patched, never returns
+        try:
+            if at == "attached":
+                libxdp.Program.attach = attach_then_die
+            elif at == "staged":
+                pins.Slot.commit = die
+            else:
+                chain_mod.Built.finish = die
+            with netns_mod.inside(env.netns):
+                apply_mod.apply(load_policy(pol), journal=Path(journal))
+        finally:
+            os._exit(3)   # not killed: the test fails below
+    _, status = os.waitpid(pid, 0)
+    if fail:
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3, f"{at}: child status {status:#x}"
+    else:
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"{at}: child status {status:#x}"
+
+
+def nothing_staged(env) -> bool:
+    """No staging directory or staged record of offload's left in the lab's namespace."""
+    from offload.load import pins
+
+    where = [pins.BPFFS / "offload" / env.netns, pins.RUN / "attachments" / env.netns]
+    return not [n for d in where if d.is_dir() for n in os.listdir(d) if "%new" in n or n.endswith(".tmp")]
+
+
+def test_a_member_replacement_killed_anywhere_is_finished_by_the_next_apply(env, tmp_path):
+    env.defer(loader, env, "unload", "--all", env.ifname, check=False)
+    loader(env, "load", "-m", "native", "--prio", "15", env.ifname, str(library_object("count_pass", False)))
+    (theirs,) = agree(env)
+    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
+    journal = str(tmp_path / "journal.jsonl")
+    policies = {prio: write_policy(tmp_path / f"p{prio}.yaml", env,
+                                   MEMBERS.replace("priority: 20", f"priority: {prio}")) for prio in (20, 25)}
+    offload_json("apply", "-f", policies[20], "--journal", journal, netns=env.netns)
+    pass_id = chain_ids(env)[0][1]
+    for at, prio in (("attached", 25), ("staged", 20), ("committed", 25)):
+        killed_apply(env, policies[prio], journal, at)
+        progs = offload_chain(env)   # the killed run's program is offload's (a leftover), never foreign
+        assert [p["ours"] for p in progs if p["prog_id"] != theirs["prog_id"]] == [True] * (len(progs) - 1), at
+        assert [p["prog_id"] for p in progs if p.get("leftover")], (at, progs)
+        if at == "attached":
+            (left,) = offload_json("gc", "--dry-run")["leftovers"]
+            assert (left["netns"], left["member"]) == (env.netns, "count_drop")
+        done = offload_json("apply", "-f", policies[prio], "--journal", journal, netns=env.netns)
+        assert done["outcome"] == "ok", (at, done)
+        now = chain_ids(env)   # exactly the rule's members, the foreign one untouched
+        assert [(p, o) for p, _, o in now] == [(10, True), (15, False), (prio, True)], (at, now)
+        assert now[0][1] == pass_id and now[1][1] == theirs["prog_id"], at
+        assert nothing_staged(env), at
+    assert not_collected(env) and not [x for x in offload_json("gc", "--dry-run")["leftovers"]
+                                       if x["netns"] == env.netns]
+
+
+# -- a rule changed from `programs:` to `program:` and back: one transaction each way ----------------
+def test_a_rule_switches_between_a_chain_and_one_program_as_one_transaction(env, tmp_path):
+    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
+    journal = str(tmp_path / "journal.jsonl")
+    chained = write_policy(tmp_path / "chain.yaml", env, MEMBERS)
+    single = tmp_path / "single.yaml"
+    single.write_text(POLICY.format(iface=env.ifname, members="").replace("    programs:\n",
+                                                                          "    program: count_drop\n"))
+    offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
+    before = chain_ids(env)
+    assert [(p, o) for p, _, o in before] == [(10, True), (20, True)]
+
+    (item,) = [i for i in offload_json("plan", "-f", str(single), netns=env.netns)["plan"]
+               if i["interface"] == env.ifname]
+    assert (item["action"], item["program"], item["chain"]["alone"]) == ("replace", "count_drop", True)
+    assert [m["state"] for m in item["chain"]["members"]] == ["remove", "remove"]
+    # the run fails once the program stands alone: the dispatcher comes back, its members' ids and all
+    killed_apply(env, str(single), journal, "committed", fail=True)
+    assert chain_ids(env) == before and nothing_staged(env)
+
+    done = offload_json("apply", "-f", str(single), "--journal", journal, netns=env.netns)
+    (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
+    assert done["outcome"] == "ok" and sorted(step["built"]["removed"]) == sorted(i for _, i, _ in before)
+    assert kernel_xdp(env.ifname, env.netns) == {"native": step["prog_id"]}   # alone: no dispatcher
+    ifindex = json.loads(subprocess.run(["ip", "-n", env.netns, "-j", "link", "show", env.ifname],
+                                        capture_output=True, text=True, check=True).stdout)[0]["ifindex"]
+    assert not [d for d in os.listdir("/sys/fs/bpf/xdp") if d.startswith(f"dispatch-{ifindex}-")]
+    assert not_collected(env)
+    d0 = ours_packets(env, "drop")
+    send(env)
+    assert ours_packets(env, "drop") - d0 >= N
+
+    # and back: the lone program makes way for the chain
+    (item,) = [i for i in offload_json("plan", "-f", chained, netns=env.netns)["plan"] if i["interface"] == env.ifname]
+    assert item["action"] == "replace" and [m["state"] for m in item["chain"]["members"]] == ["add", "add"]
+    assert offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)["outcome"] == "ok"
+    assert [(p, o) for p, _, o in chain_ids(env)] == [(10, True), (20, True)]
+    assert not_collected(env) and nothing_staged(env)
