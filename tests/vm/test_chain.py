@@ -197,7 +197,7 @@ def scraped(env, member: str, action: str) -> float:
     with netns_mod.inside(env.netns):
         text = generate_latest(reg).decode()
     (got,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples
-              if s.name == "offload_xdp_packets_total" and s.labels["member"] == member and s.labels["action"] == action]
+              if s.name == "offload_xdp_packets_total" and (s.labels["member"], s.labels["action"]) == (member, action)]
     return got
 
 
@@ -269,18 +269,75 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     assert done["outcome"] == "ok" and step["built"]["removed"] == [repaired[2][1]]
     assert chain_ids(env) == repaired[:2]
 
+    # SIGKILLs while apply replaces members: the next apply finds the killed run's programs offload's
+    # (leftovers, taken out by id), never foreign. Two members change in each run; the kill comes at
+    # the second, so one kill covers two windows: 1) the first member committed (the one it replaces
+    # still runs), the second added by libxdp and not yet staged; 2) the first committed, the second
+    # staged and not committed
+    moved = write_policy(tmp_path / "moved.yaml", env, MEMBERS.replace("priority: 10", "priority: 11")
+                         .replace("priority: 20", "priority: 25"))
+    for target, at, prios in ((moved, "attached", (11, 25)), (pol, "staged", (10, 20))):
+        killed_apply(env, target, journal, at, nth=2)
+        progs = offload_chain(env)
+        assert [p["ours"] for p in progs] == [p["prog_id"] != theirs["prog_id"] for p in progs], (at, progs)
+        stale = sorted(p["prog_id"] for p in progs if p["leftover"])
+        assert len(stale) == 2, (at, progs)
+        if at == "attached":
+            named = offload_json("gc", "--dry-run")["leftovers"]
+            assert sorted(x["prog_id"] for x in named if x["netns"] == env.netns) == stale
+        assert offload_json("apply", "-f", target, "--journal", journal, netns=env.netns)["outcome"] == "ok"
+        now = chain_ids(env)   # exactly the rule's members; the foreign one kept its id
+        assert [(p, o) for p, _, o in now] == [(prios[0], True), (15, False), (prios[1], True)], (at, now)
+        assert now[1][1] == theirs["prog_id"] and not set(stale) & {i for _, i, _ in now} and nothing_staged(env)
+    assert not_collected(env)
+
     # detach: offload's members leave, xdp-loader's runs on alone
-    assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 1
+    assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 2
     assert [i for _, i, _ in chain_ids(env)] == [theirs["prog_id"]]
     assert not_collected(env)
 
 
+def test_a_rule_switches_between_a_chain_and_one_program_as_one_transaction(env, tmp_path):
+    """`programs:` -> `program:` and back, each a replace in one transaction: the lone program in
+    the dispatcher's place (a failed run swaps the dispatcher back, ids and all), then the chain."""
+    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
+    journal = str(tmp_path / "journal.jsonl")
+    chained = write_policy(tmp_path / "chain.yaml", env, MEMBERS)
+    single = write_policy(tmp_path / "single.yaml", env, "")
+    Path(single).write_text(Path(single).read_text().replace("    programs:\n", "    program: count_drop\n"))
+    offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
+    before = [(p["priority"], p["prog_id"], p["ours"]) for p in offload_chain(env)]
+    assert [(p, o) for p, _, o in before] == [(10, True), (20, True)]
+
+    # the run fails once the program stands alone: the dispatcher comes back with its members
+    killed_apply(env, single, journal, "committed", fail=True)
+    assert [(p["priority"], p["prog_id"], p["ours"]) for p in offload_chain(env)] == before and nothing_staged(env)
+
+    done = offload_json("apply", "-f", single, "--journal", journal, netns=env.netns)
+    (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
+    assert (done["outcome"], step["action"], step["chain"]["alone"]) == ("ok", "replace", True)
+    assert [m["state"] for m in step["chain"]["members"]] == ["remove", "remove"]
+    assert sorted(step["built"]["removed"]) == sorted(i for _, i, _ in before)
+    assert kernel_xdp(env.ifname, env.netns) == {"native": step["prog_id"]}   # alone: no dispatcher
+    ifindex = json.loads(subprocess.run(["ip", "-n", env.netns, "-j", "link", "show", env.ifname],
+                                        capture_output=True, text=True, check=True).stdout)[0]["ifindex"]
+    assert not [d for d in os.listdir("/sys/fs/bpf/xdp") if d.startswith(f"dispatch-{ifindex}-")]
+    assert not_collected(env)
+
+    # and back: the lone program makes way for the chain
+    done = offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
+    (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
+    assert (step["action"], [m["state"] for m in step["chain"]["members"]]) == ("replace", ["add", "add"])
+    assert [(p["priority"], p["ours"]) for p in offload_chain(env)] == [(10, True), (20, True)]
+    assert not_collected(env) and nothing_staged(env)
+
+
 # -- a SIGKILL while apply replaces a member: the next apply finds offload's leftover, never foreign ---
-def killed_apply(env, pol: str, journal: str, at: str, fail: bool = False) -> None:
-    """apply in a child forked from this process, SIGKILLed by itself at `at`: right after libxdp
-    added the new member (`attached`), after its pins were staged (`staged`), or after they were
-    committed, before the member it replaces left (`committed`). With `fail`, an error is raised
-    there instead (apply then rolls the whole run back)."""
+def killed_apply(env, pol: str, journal: str, at: str, nth: int = 1, fail: bool = False) -> None:
+    """apply in a child forked from this process, SIGKILLed by itself at `at`, the `nth` time it
+    gets there: right after libxdp added a member (`attached`), after a member's pins were staged,
+    before their commit (`staged`), or once all are committed, before the members they replace
+    leave (`committed`). With `fail`, an error is raised there instead (apply rolls back)."""
     import signal
 
     from offload.kernel import libxdp
@@ -289,7 +346,12 @@ def killed_apply(env, pol: str, journal: str, at: str, fail: bool = False) -> No
     from offload.orchestrate import apply as apply_mod
     from offload.orchestrate.policy import load as load_policy
 
+    seen = [0]
+
     def die(*args, **kwargs):
+        seen[0] += 1
+        if seen[0] < nth:
+            return real_commit(*args, **kwargs) if at == "staged" else None
         if fail:
             raise RuntimeError("injected failure")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -298,7 +360,7 @@ def killed_apply(env, pol: str, journal: str, at: str, fail: bool = False) -> No
         real_attach(self, *args, **kwargs)
         die()
 
-    real_attach = libxdp.Program.attach
+    real_attach, real_commit = libxdp.Program.attach, pins.Slot.commit
     pid = os.fork()
     if pid == 0:   # the child: patched, never returns
         try:
@@ -325,71 +387,3 @@ def nothing_staged(env) -> bool:
 
     where = [pins.BPFFS / "offload" / env.netns, pins.RUN / "attachments" / env.netns]
     return not [n for d in where if d.is_dir() for n in os.listdir(d) if "%new" in n or n.endswith(".tmp")]
-
-
-def test_a_member_replacement_killed_anywhere_is_finished_by_the_next_apply(env, tmp_path):
-    env.defer(loader, env, "unload", "--all", env.ifname, check=False)
-    loader(env, "load", "-m", "native", "--prio", "15", env.ifname, str(library_object("count_pass", False)))
-    (theirs,) = agree(env)
-    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
-    journal = str(tmp_path / "journal.jsonl")
-    policies = {prio: write_policy(tmp_path / f"p{prio}.yaml", env,
-                                   MEMBERS.replace("priority: 20", f"priority: {prio}")) for prio in (20, 25)}
-    offload_json("apply", "-f", policies[20], "--journal", journal, netns=env.netns)
-    pass_id = chain_ids(env)[0][1]
-    for at, prio in (("attached", 25), ("staged", 20), ("committed", 25)):
-        killed_apply(env, policies[prio], journal, at)
-        progs = offload_chain(env)   # the killed run's program is offload's (a leftover), never foreign
-        assert [p["ours"] for p in progs if p["prog_id"] != theirs["prog_id"]] == [True] * (len(progs) - 1), at
-        assert [p["prog_id"] for p in progs if p.get("leftover")], (at, progs)
-        if at == "attached":
-            (left,) = offload_json("gc", "--dry-run")["leftovers"]
-            assert (left["netns"], left["member"]) == (env.netns, "count_drop")
-        done = offload_json("apply", "-f", policies[prio], "--journal", journal, netns=env.netns)
-        assert done["outcome"] == "ok", (at, done)
-        now = chain_ids(env)   # exactly the rule's members, the foreign one untouched
-        assert [(p, o) for p, _, o in now] == [(10, True), (15, False), (prio, True)], (at, now)
-        assert now[0][1] == pass_id and now[1][1] == theirs["prog_id"], at
-        assert nothing_staged(env), at
-    assert not_collected(env) and not [x for x in offload_json("gc", "--dry-run")["leftovers"]
-                                       if x["netns"] == env.netns]
-
-
-# -- a rule changed from `programs:` to `program:` and back: one transaction each way ----------------
-def test_a_rule_switches_between_a_chain_and_one_program_as_one_transaction(env, tmp_path):
-    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
-    journal = str(tmp_path / "journal.jsonl")
-    chained = write_policy(tmp_path / "chain.yaml", env, MEMBERS)
-    single = tmp_path / "single.yaml"
-    single.write_text(POLICY.format(iface=env.ifname, members="").replace("    programs:\n",
-                                                                          "    program: count_drop\n"))
-    offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
-    before = chain_ids(env)
-    assert [(p, o) for p, _, o in before] == [(10, True), (20, True)]
-
-    (item,) = [i for i in offload_json("plan", "-f", str(single), netns=env.netns)["plan"]
-               if i["interface"] == env.ifname]
-    assert (item["action"], item["program"], item["chain"]["alone"]) == ("replace", "count_drop", True)
-    assert [m["state"] for m in item["chain"]["members"]] == ["remove", "remove"]
-    # the run fails once the program stands alone: the dispatcher comes back, its members' ids and all
-    killed_apply(env, str(single), journal, "committed", fail=True)
-    assert chain_ids(env) == before and nothing_staged(env)
-
-    done = offload_json("apply", "-f", str(single), "--journal", journal, netns=env.netns)
-    (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
-    assert done["outcome"] == "ok" and sorted(step["built"]["removed"]) == sorted(i for _, i, _ in before)
-    assert kernel_xdp(env.ifname, env.netns) == {"native": step["prog_id"]}   # alone: no dispatcher
-    ifindex = json.loads(subprocess.run(["ip", "-n", env.netns, "-j", "link", "show", env.ifname],
-                                        capture_output=True, text=True, check=True).stdout)[0]["ifindex"]
-    assert not [d for d in os.listdir("/sys/fs/bpf/xdp") if d.startswith(f"dispatch-{ifindex}-")]
-    assert not_collected(env)
-    d0 = ours_packets(env, "drop")
-    send(env)
-    assert ours_packets(env, "drop") - d0 >= N
-
-    # and back: the lone program makes way for the chain
-    (item,) = [i for i in offload_json("plan", "-f", chained, netns=env.netns)["plan"] if i["interface"] == env.ifname]
-    assert item["action"] == "replace" and [m["state"] for m in item["chain"]["members"]] == ["add", "add"]
-    assert offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)["outcome"] == "ok"
-    assert [(p, o) for p, _, o in chain_ids(env)] == [(10, True), (20, True)]
-    assert not_collected(env) and nothing_staged(env)
