@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from offload.kernel import clock
 from offload.load import pins
 
 
@@ -93,9 +94,17 @@ def leftovers(programs: list[dict], views: list[SlotView]) -> dict[int, Leftover
     return out
 
 
+# how long after its write-ahead a program libxdp added may have been loaded (libxdp's attach takes
+# seconds under an emulator): a program loaded later, alike or not, is another's
+PENDING_FOR = 300.0
+
+
 def _as_intended(p: dict, intent: dict) -> bool:
-    """Program `p` has the priority, chain actions and kernel name a write-ahead recorded."""
+    """Program `p` has the priority, chain actions and kernel name a write-ahead recorded, and
+    was loaded in the moments after it was written."""
     want = intent.get("chain") or {}
     name = (intent.get("pending") or {}).get("name")
+    written, loaded = clock.seconds(intent.get("attached_at")), clock.seconds(p.get("loaded_at"))
     return (p["priority"] == want.get("priority") and (name is None or p.get("name") == name)
-            and sorted(p["chain_call_actions"]) == sorted(want.get("chain_call_actions", [])))
+            and sorted(p["chain_call_actions"]) == sorted(want.get("chain_call_actions", []))
+            and (written is None or loaded is None or -5.0 <= loaded - written <= PENDING_FOR))

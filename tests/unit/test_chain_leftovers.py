@@ -42,6 +42,11 @@ def test_a_program_libxdp_added_before_its_pins_is_found_by_the_write_ahead():
     assert leftovers([prog(61), THEIRS, prog(62, name="other")], views) == {}
     # two new alike: which is ours is unknown, so neither is touched
     assert leftovers([prog(61), THEIRS, prog(62), prog(63)], views) == {}
+    # one loaded long after the write-ahead (a kill before libxdp added ours left it stale) is another's
+    stamped = [SlotView(K, 61, None, record(61), {**intent, "attached_at": "2026-12-02T14:00:00.000000Z"})]
+    soon, late = ({**prog(62), "loaded_at": f"2026-12-02T14:{m}:00.000000Z"} for m in ("00", "30"))
+    assert list(leftovers([prog(61), THEIRS, soon], stamped)) == [62]
+    assert leftovers([prog(61), THEIRS, late], stamped) == {}
 
 
 def test_pinned_programs_and_foreign_ones_are_never_leftovers():
