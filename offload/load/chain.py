@@ -367,8 +367,8 @@ def build(iface: str, add: list[Want], drop: list[Leave], modes: list[str],
     of `modes` libxdp takes (a dispatcher there decides it), each in its own slot: one transaction.
     If member k fails, members 1..k-1 are taken out again and the pins they replaced put back,
     then the error is raised. Nothing leaves the dispatcher here: the members the new ones replace
-    and `drop` leave in `Built.finish`. Programs of other tools are
-    never touched. The caller holds the state lock and knows the kernel runs freplace (the plan).
+    and `drop` leave in `Built.finish`. Programs of other tools are never touched. The caller
+    holds the state lock and knows the kernel runs freplace (the plan).
     `leftovers` (a killed run's programs of offload's, no member of any chain) leave first, for
     good: a roll-back has no use for them, and could no longer tell them from another tool's."""
     ifindex = single.ifindex_of(iface)
@@ -471,8 +471,8 @@ def _add(built: Built, want: Want, modes: list[str], managed_by: str | None, pro
     slot = pins.Slot(netns.current_name(), built.iface, want.key)
     earlier = _hold(slot, built)
     old = earlier[2]["prog_id"] if earlier else None
-    m, (new_id, _), _ = _join_first(slot, built.ifindex, want.prog, modes, want.priority, want.chain_call, managed_by,
-                               old, progress)
+    m, (new_id, _), _ = _join_first(slot, built.ifindex, want.prog, modes, want.priority, want.chain_call,
+                                    managed_by, old, progress)
     built.mode = m
     built.undo.callback(_unjoin, slot, built.ifindex, m, new_id, earlier)
     if old is not None:
