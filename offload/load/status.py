@@ -35,12 +35,17 @@ def status() -> dict:
             continue
         # ours: a slot's pinned program, or the staged one of a run killed mid-attach (gc finishes
         # it); the interface's own slot, and one per member of a policy's chain
-        views = [ownership.view(s) for s in slots.get(link.name, [])]
-        own: dict[int, pins.Slot] = {pid: v.slot for v in views for pid in (v.staged, v.pinned) if pid is not None}
+        own: dict[int, pins.Slot] = {}
+        for slot in slots.get(link.name, []):
+            for pid in (slot.staged_prog_id(), slot.pinned_prog_id()):
+                if pid is not None:
+                    own[pid] = slot
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
             disp = dispatcher.read(link.ifindex, info) if info else None
-            stale = ownership.leftovers(disp["programs"], views) if disp else {}
+            # records read only beside a dispatcher (a killed run's leftovers), not per lone program
+            stale = ownership.leftovers(disp["programs"], [ownership.view(s) for s in slots.get(link.name, [])]) \
+                if disp and have_pins else {}
             for p in (disp or {}).get("programs", []):   # which of libxdp's programs are offload's
                 left = stale.get(p["prog_id"])
                 p["ours"] = (p["prog_id"] in own or left is not None) if have_pins else None
