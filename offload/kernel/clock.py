@@ -26,6 +26,13 @@ def normalise(stamp: object) -> str | None:
     return None
 
 
+def seconds(stamp: object) -> float | None:
+    """A stamp offload wrote (RFC 3339) as seconds since the epoch; None when it is none."""
+    got = normalise(stamp)
+    return None if got is None else datetime.strptime(got, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc).timestamp()
+
+
 def from_boottime_ns(ns: int) -> str | None:
     """A CLOCK_BOOTTIME stamp in ns (bpf_prog_info.load_time) as wall clock, the way bpftool
     converts it: now minus time since boot. 0 (not reported) is None."""

@@ -298,8 +298,9 @@ def _apply_params(prog: programs.Program, loaded: loader.Loaded) -> None:
         add_to_maps(m["blocklist_v4"], m["blocklist_v6"], parse_prefixes(prog.params["prefixes"].split(",")))
 
 
-def detach(iface: str, mode: str | None = None) -> dict:
-    """Remove our program from `iface` (in `mode`, or wherever it is) and its pins."""
+def detach(iface: str, mode: str | None = None, group: list[pins.Slot] | None = None) -> dict:
+    """Remove our program from `iface` (in `mode`, or wherever it is) and its pins. `group`: the
+    interface's slots, when the caller listed every interface's once already (watch's exit)."""
     slot = pins.Slot(netns.current_name(), iface)   # validates the name before anything else
     require_privileges(f"detaching XDP from {iface}")
     with pins.state_lock():   # not under an attach or a gc in progress
@@ -311,10 +312,14 @@ def detach(iface: str, mode: str | None = None) -> dict:
                 return {"interface": iface, "detached": None, "removed_stale_pins": True}
             raise netns.no_such_interface(iface) from None
         attached = xdp.attached_progs(ifindex)
+        group = pins.interface_slots(slot.netns, iface) if group is None else group
+        gone = _leftovers_out(iface, ifindex, attached, group)
+        if gone:   # libxdp rebuilt the dispatcher: read again
+            attached = xdp.attached_progs(ifindex)
         members = dispatcher.members(ifindex, attached)
-        chained = [s for s in pins.interface_slots(slot.netns, iface) if s.member is not None]
-        if chained:   # a policy's chain members (each its own slot): all of offload's leave, no other
-            return _detach_members(slot, chained, ifindex, attached, members, mode)
+        chained = [s for s in group if s.member is not None]
+        if chained or gone:   # a policy's chain members (each its own slot): all of offload's leave, no other
+            return _detach_members(slot, chained, ifindex, attached, members, mode, gone)
         mine = ownership(slot, attached, members).mine
         if mine is None:
             stale = slot.exists()
@@ -335,13 +340,22 @@ def detach(iface: str, mode: str | None = None) -> dict:
         return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False}
 
 
+def _leftovers_out(iface: str, ifindex: int, attached: dict[str, int], group: list[pins.Slot]) -> list[dict]:
+    """A killed run's leftovers in the dispatcher (offload's, no slot's member) leave first."""
+    if not group or not attached:
+        return []
+    from offload.load import chain
+
+    return chain.clear_leftovers(iface, ifindex, attached, group)
+
+
 def _detach_members(slot: pins.Slot, chained: list[pins.Slot], ifindex: int, attached: dict[str, int],
-                    members: dict[int, str], mode: str | None) -> dict:
+                    members: dict[int, str], mode: str | None, gone: list[dict]) -> dict:
     """Every program of offload's on the interface: its own slot's and each chain member's (by
     id, through libxdp); the other tools' programs stay in the dispatcher."""
     from offload.load import chain
 
-    out: list[dict] = []
+    out: list[dict] = list(gone)
     stale = False
     for s in [slot, *chained]:
         mine = ownership(s, attached, members).mine

@@ -16,13 +16,14 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from offload.errors import EnvironmentProblem, LoadError, NoModeError, OffloadError, RefusedError, UsageError
-from offload.kernel import libxdp, netns, xdp
+from offload.kernel import bpfsys, libxdp, netns, xdp
 from offload.kernel.bpfobj import BpfObject, ObjectError
 from offload.load import attach as single
-from offload.load import guard, pins, programs
-from offload.load.ownership import Held, ownership
+from offload.load import dispatcher, guard, pins, programs
+from offload.load.ownership import Held, leftovers, ownership, view
 from offload.load.stderr import captured_stderr
 from offload.probe import verdicts
 
@@ -102,7 +103,7 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
     check_priority(priority)
     prog = spec if isinstance(spec, programs.Program) else programs.resolve(spec, params)
     chain_modes(mode, None, min_mode)   # bad input refused before anything is probed or loaded
-    path = _object_of(prog)
+    _object_of(prog)
     ifindex = single.ifindex_of(iface)
     single.require_privileges(f"attaching XDP to {iface}")
     pins.require_bpffs()
@@ -120,21 +121,31 @@ def attach(iface: str, spec: str | programs.Program, priority: int, chain_call: 
             raise RefusedError(f"{iface}: libxdp's dispatcher is full ({libxdp.MAX_PROGS} programs)")
         # libxdp's read of the dispatcher names its members: no second read through the pins
         mine = ownership(slot, attached, {m.prog_id: now.mode for m in now.members if now.mode}).mine
-        fallbacks: list[dict] = []
-        for m in chain_modes(mode, now.mode, min_mode):
-            progress(f"{iface}: adding {prog.name} to the dispatcher ({m}, priority {priority})")
-            try:
-                new_id = _join(slot, ifindex, prog, path, m, priority, chain_call, managed_by)
-            except LoadError as e:
-                fallbacks.append({"mode": m, "reason": e.message})
-                continue
-            warnings = guarded + (_replace_earlier(iface, ifindex, mine, mine.prog_id in attached.values())
-                                  if mine is not None else [])
-            return single.Result(iface, m, new_id, prog.name, fallbacks, replaced=mine.prog_id if mine else None,
-                                 warnings=warnings, chain=_chain_doc(ifindex, priority, chain_call))
-        listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)
-        raise NoModeError(f"{iface}: libxdp could not add {prog.name} to a dispatcher: {listed}",
-                          hint="nothing was attached or pinned; `offload status` shows the chain")
+        m, (new_id, after), fallbacks = _join_first(slot, ifindex, prog, chain_modes(mode, now.mode, min_mode),
+                                                    priority, chain_call, managed_by, mine.prog_id if mine else None,
+                                                    progress)
+        warnings = guarded + (_replace_earlier(iface, ifindex, mine, mine.prog_id in attached.values())
+                              if mine is not None else [])
+        return single.Result(iface, m, new_id, prog.name, fallbacks, replaced=mine.prog_id if mine else None,
+                             warnings=warnings, chain=_chain_doc(after, priority, chain_call))
+
+
+def _join_first(slot: pins.Slot, ifindex: int, prog: programs.Program, modes: list[str], priority: int,
+                chain_call: tuple[str, ...], managed_by: str | None, replaces: int | None,
+                progress: Callable[[str], None]) -> tuple[str, tuple[int, libxdp.Chain], list[dict]]:
+    """`prog` into the dispatcher in the first of `modes` libxdp takes: (mode, what _join returns,
+    the modes refused before it, recorded as fallbacks). NoModeError when none took it."""
+    path, fallbacks = _object_of(prog), []
+    for m in modes:
+        progress(f"{slot.iface}: adding {prog.name} to the dispatcher ({m}, priority {priority})")
+        try:
+            return m, _join(slot, ifindex, prog, path, m, priority, chain_call, managed_by, fallbacks, replaces), \
+                fallbacks
+        except LoadError as e:
+            fallbacks.append({"mode": m, "reason": e.message})
+    listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)
+    raise NoModeError(f"{slot.iface}: libxdp could not add {prog.name} to a dispatcher: {listed}",
+                      hint="nothing was attached or pinned; `offload status` shows the chain")
 
 
 def _replace_earlier(iface: str, ifindex: int, mine: Held, alone: bool) -> list[str]:
@@ -178,12 +189,23 @@ def _alone(iface: str, prog: programs.Program, mode: str, refusal: str, allow_si
 
 
 def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode: str, priority: int,
-          chain_call: tuple[str, ...], managed_by: str | None, fallbacks: list[dict] | None = None) -> int:
+          chain_call: tuple[str, ...], managed_by: str | None, fallbacks: list[dict] | None = None,
+          replaces: int | None = None) -> tuple[int, libxdp.Chain]:
     """One libxdp attach as a transaction: libxdp loads, links and pins; offload pins the same
-    program and records it; any failure after the attach takes it out again."""
+    program and records it; any failure after the attach takes it out again. Write-ahead: before
+    libxdp adds it, the slot's staged record says what is coming (the members there before, its
+    priority, actions and name) and which member it `replaces`, so that a run killed anywhere on
+    the way leaves offload's program recognisable (load.ownership.leftovers), never foreign.
+    Returns the new program's id and the chain as libxdp reads it back after the attach."""
+    chained = {"priority": priority, "chain_call_actions": list(chain_call)}
+    meta = single.record(slot, ifindex, prog, mode, 0, [], fallbacks or [], managed_by, chain=chained,
+                         member=slot.member, replaces=replaces)
     with _opened(path, prog) as obj, libxdp.Program.from_object(obj.handle, prog.entry or "", path) as handle, \
             ExitStack() as undo:
         handle.configure(priority, chain_call)
+        before = [m.prog_id for m in libxdp.chain(ifindex).members]
+        undo.callback(slot.discard_stage)
+        slot.stage_record({**meta, "pending": {"before": before, "name": _kernel_name(prog.entry)}})
         try:
             with captured_stderr():
                 handle.attach(ifindex, mode)
@@ -194,15 +216,18 @@ def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode
         new_id = handle.id
         undo.callback(_leave, ifindex, mode, new_id)
         maps = obj.map_fds()
-        undo.callback(slot.discard_stage)
-        chained = {"priority": priority, "chain_call_actions": list(chain_call)}
-        slot.stage(handle.fd, maps, single.record(slot, ifindex, prog, mode, new_id, sorted(maps), fallbacks or [],
-                                                  managed_by, chain=chained, member=slot.member))
-        if new_id not in {m.prog_id for m in libxdp.chain(ifindex).members}:
+        slot.stage(handle.fd, maps, {**meta, "prog_id": new_id, "maps": sorted(maps)})
+        after = libxdp.chain(ifindex)
+        if new_id not in {m.prog_id for m in after.members}:
             raise RuntimeError(f"{slot.iface}: libxdp reported success but program {new_id} is not in the dispatcher")
         slot.commit()
         undo.pop_all()
-        return new_id
+        return new_id, after
+
+
+def _kernel_name(entry: str | None) -> str | None:
+    """The name the kernel gives the program: its function's, cut to BPF_OBJ_NAME_LEN - 1."""
+    return entry[:15] if entry else None
 
 
 @contextmanager
@@ -222,9 +247,8 @@ def _opened(path: str, prog: programs.Program) -> Iterator[BpfObject]:
         yield obj
 
 
-def _chain_doc(ifindex: int, priority: int, chain_call: tuple[str, ...]) -> dict:
-    """The chain as libxdp reads it back after the attach, in run order."""
-    now = libxdp.chain(ifindex)
+def _chain_doc(now: libxdp.Chain, priority: int, chain_call: tuple[str, ...]) -> dict:
+    """The chain as libxdp read it back after the attach, in run order."""
     return {"priority": priority, "chain_call_actions": list(chain_call), "dispatcher_id": now.main_prog_id,
             "members": [{"prog_id": m.prog_id, "name": m.name, "priority": m.priority,
                          "chain_call_actions": list(m.chain_call_actions)} for m in now.members]}
@@ -264,6 +288,16 @@ class Want:
     chain_call: tuple[str, ...] = DEFAULT_CHAIN
 
 
+class Leave(NamedTuple):
+    """A program of offload's that leaves the dispatcher once a run stands, by id: with `slot`, its
+    pins and record go too; `stage_only`: only the slot's staging debris (a killed run's leftover
+    beside the slot's live member, whose pins stay)."""
+
+    prog_id: int
+    slot: pins.Slot | None = None
+    stage_only: bool = False
+
+
 @dataclass
 class Built:
     """A chain a policy built on one interface, not yet final: `roll_back` takes out every member
@@ -274,9 +308,10 @@ class Built:
     ifindex: int
     mode: str | None = None
     added: list[dict] = field(default_factory=list)
-    leaving: list[tuple[pins.Slot | None, int]] = field(default_factory=list)   # (slot to remove, prog id)
+    leaving: list[Leave] = field(default_factory=list)
     undo: ExitStack = field(default_factory=ExitStack)
     fds: list[int] = field(default_factory=list)
+    retire: int | None = None   # the dispatcher a lone program replaced (make_way): off, its pins gone at the end
 
     def roll_back(self) -> None:
         self.undo.close()
@@ -287,18 +322,34 @@ class Built:
         that would not (a member someone else took out already is simply gone)."""
         warnings = []
         members = {m.prog_id for m in libxdp.chain(self.ifindex).members}
-        for slot, prog_id in self.leaving:
+        for prog_id, slot, stage_only in self.leaving:
             try:
                 if prog_id in members:
                     _leave(self.ifindex, self.mode or "native", prog_id)
-                if slot is not None:
+                if slot is not None and stage_only:
+                    slot.discard_stage()
+                elif slot is not None:
                     slot.remove()
             except (libxdp.LibxdpError, OSError) as e:
                 warnings.append(f"{self.iface}: offload's program {prog_id} stays in the dispatcher "
                                 f"({e.strerror or e}): xdp-loader unload -i {prog_id} {self.iface} removes it")
         self.leaving.clear()
+        if self.retire is not None:
+            warnings += self._retire()
         self.undo.pop_all()
         return warnings
+
+    def _retire(self) -> list[str]:
+        """The dispatcher a lone program replaced: off the interface (still there when the program
+        went in beside it, in hw) and libxdp's pins of it removed, so its links let go."""
+        try:
+            if xdp.attached_progs(self.ifindex).get(self.mode or "") == self.retire:
+                single.clear_prog_id(self.ifindex, self.mode or "native", self.retire)
+            dispatcher.forget(self.ifindex, self.retire)
+            return []
+        except OSError as e:
+            return [f"{self.iface}: libxdp's pins of dispatcher {self.retire} stay ({e.strerror or e}): "
+                    f"xdp-loader clean {self.iface} removes them"]
 
     def close(self) -> None:
         for fd in self.fds:
@@ -306,18 +357,23 @@ class Built:
         self.fds.clear()
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "added": self.added, "removed": [i for _, i in self.leaving]}
+        return {"mode": self.mode, "added": self.added, "removed": [leave.prog_id for leave in self.leaving]}
 
 
-def build(iface: str, add: list[Want], drop: list[tuple[pins.Slot, int]], modes: list[str],
-          managed_by: str | None, progress: Callable[[str], None] = lambda msg: None) -> Built:
+def build(iface: str, add: list[Want], drop: list[Leave], modes: list[str],
+          managed_by: str | None, progress: Callable[[str], None] = lambda msg: None,
+          leftovers: tuple[Leave, ...] = ()) -> Built:
     """Add `add` to `iface`'s dispatcher (made when there is none), in their order, in the first
     of `modes` libxdp takes (a dispatcher there decides it), each in its own slot: one transaction.
     If member k fails, members 1..k-1 are taken out again and the pins they replaced put back,
     then the error is raised. Nothing leaves the dispatcher here: the members the new ones replace
-    and `drop` (offload's slot, prog id) leave in `Built.finish`. Programs of other tools are
-    never touched. The caller holds the state lock and knows the kernel runs freplace (the plan)."""
+    and `drop` leave in `Built.finish`. Programs of other tools are never touched. The caller
+    holds the state lock and knows the kernel runs freplace (the plan).
+    `leftovers` (a killed run's programs of offload's, no member of any chain) leave first, for
+    good: a roll-back has no use for them, and could no longer tell them from another tool's."""
     ifindex = single.ifindex_of(iface)
+    for gone in leftovers:
+        _clear_leftover(iface, ifindex, gone, progress)
     now = libxdp.chain(ifindex)
     attached = xdp.attached_progs(ifindex)
     if now.legacy or (attached and now.mode is None):
@@ -342,29 +398,87 @@ def build(iface: str, add: list[Want], drop: list[tuple[pins.Slot, int]], modes:
         raise
 
 
+def clear_leftovers(iface: str, ifindex: int, attached: dict[str, int], group: list[pins.Slot]) -> list[dict]:
+    """Take out every leftover a killed run left in `iface`'s dispatcher (load.ownership.leftovers,
+    over the interface's slots `group`): what `offload detach IFACE` does first."""
+    progs = dispatcher.programs(ifindex, attached)
+    found = leftovers([p for _, p in progs], [view(s) for s in group])
+    modes = {p["prog_id"]: m for m, p in progs}
+    for prog_id, left in found.items():
+        _clear_leftover(iface, ifindex, Leave(prog_id, left.slot, left.stage), lambda msg: None)
+    return [{"member": left.slot.member, "mode": modes[i], "prog_id": i, "leftover": left.why}
+            for i, left in found.items()]
+
+
+def make_way(iface: str, put_on: Callable[[], single.Result], members: list[Leave]) -> tuple[Built, single.Result]:
+    """offload's chain on `iface` (a dispatcher holding offload's `members` only) gives way to one
+    program alone, as one transaction: `put_on` attaches it (in the dispatcher's mode atomically in
+    its place, in hw beside it); the members' pins, the dispatcher and libxdp's pins of it leave in
+    `Built.finish`, once the run stands. `roll_back` swaps the dispatcher back: its freplace links
+    stayed pinned all along, so the chain runs again as it was, ids and all."""
+    ifindex = single.ifindex_of(iface)
+    now = libxdp.chain(ifindex)
+    if now.main_prog_id is None or now.mode is None or now.legacy:
+        raise RefusedError(f"{iface}: libxdp's dispatcher is no longer there: nothing to make way",
+                           hint="`offload plan` again shows what is attached now")
+    others = {m.prog_id for m in now.members} - {leave.prog_id for leave in members}
+    if others:
+        raise RefusedError(f"{iface}: another tool's program ({', '.join(map(str, sorted(others)))}) joined the "
+                           "dispatcher since the plan: offload's program alone would take it off; left alone",
+                           hint="unload it with its tool, or keep `programs:` in the rule")
+    fd = bpfsys.prog_fd_by_id(now.main_prog_id)
+    built = Built(iface, ifindex, now.mode, fds=[fd], retire=now.main_prog_id)
+    try:
+        res = put_on()
+    except BaseException:
+        built.close()
+        raise
+    built.undo.callback(_dispatcher_back, iface, ifindex, now.mode, fd, res)
+    built.leaving += members
+    return built, res
+
+
+def _dispatcher_back(iface: str, ifindex: int, mode: str, fd: int, res: single.Result) -> None:
+    """Undo make_way: the dispatcher back in its mode (in place of the lone program where that
+    took its place), the lone program off, its pins gone."""
+    if res.mode == mode:
+        old = bpfsys.prog_fd_by_id(res.prog_id)
+        try:
+            xdp.set_prog(ifindex, fd, mode, expected_fd=old)
+        finally:
+            os.close(old)
+    else:
+        single.clear_prog_id(ifindex, res.mode, res.prog_id)
+    pins.Slot(netns.current_name(), iface).remove()
+
+
+def _clear_leftover(iface: str, ifindex: int, gone: Leave, progress: Callable[[str], None]) -> None:
+    progress(f"{iface}: taking out program {gone.prog_id}, left by a killed run")
+    now = libxdp.chain(ifindex)
+    try:
+        if now.mode is not None and gone.prog_id in {m.prog_id for m in now.members}:
+            _leave(ifindex, now.mode, gone.prog_id)
+    except libxdp.LibxdpError as e:
+        raise RefusedError(f"{iface}: libxdp could not take out program {gone.prog_id}, offload's, left by a killed "
+                           f"run: {e.strerror}; libxdp: {_said(e.log)}",
+                           hint=f"xdp-loader unload -i {gone.prog_id} {iface} removes it") from None
+    if gone.slot is not None and gone.stage_only:
+        gone.slot.discard_stage()
+
+
 def _add(built: Built, want: Want, modes: list[str], managed_by: str | None, progress: Callable[[str], None]) -> None:
     """One member in its slot, with its undo registered (out again, the slot's earlier pins back)."""
     slot = pins.Slot(netns.current_name(), built.iface, want.key)
     earlier = _hold(slot, built)
-    path, fallbacks = _object_of(want.prog), []
-    for m in modes:
-        progress(f"{built.iface}: adding {want.prog.name} to the dispatcher ({m}, priority {want.priority})")
-        try:
-            new_id = _join(slot, built.ifindex, want.prog, path, m, want.priority, want.chain_call, managed_by,
-                           fallbacks)
-        except LoadError as e:
-            fallbacks.append({"mode": m, "reason": e.message})
-            continue
-        built.mode = m
-        built.undo.callback(_unjoin, slot, built.ifindex, m, new_id, earlier)
-        if earlier is not None:
-            built.leaving.append((None, earlier[2]["prog_id"]))
-        built.added.append({"member": want.key, "program": want.prog.name, "prog_id": new_id,
-                            "priority": want.priority, "chain_call_actions": list(want.chain_call),
-                            "replaced": earlier[2]["prog_id"] if earlier else None})
-        return
-    listed = "; ".join(f"{f['mode']}: {f['reason']}" for f in fallbacks)
-    raise NoModeError(f"libxdp could not add it in any acceptable mode: {listed}")
+    old = earlier[2]["prog_id"] if earlier else None
+    m, (new_id, _), _ = _join_first(slot, built.ifindex, want.prog, modes, want.priority, want.chain_call,
+                                    managed_by, old, progress)
+    built.mode = m
+    built.undo.callback(_unjoin, slot, built.ifindex, m, new_id, earlier)
+    if old is not None:
+        built.leaving.append(Leave(old))
+    built.added.append({"member": want.key, "program": want.prog.name, "prog_id": new_id,
+                        "priority": want.priority, "chain_call_actions": list(want.chain_call), "replaced": old})
 
 
 def _hold(slot: pins.Slot, built: Built) -> tuple[int, dict[str, int], dict] | None:

@@ -146,15 +146,46 @@ def read(ifindex: int, info: bpfsys.LoadedProg) -> dict | None:
     return doc
 
 
+def forget(ifindex: int, prog_id: int) -> None:
+    """Remove libxdp's pins of dispatcher `prog_id` once it is off `ifindex` (its freplace links:
+    unpinned, they let go of the members), under libxdp's own lock (flock of its xdp directory).
+    Only that one directory: libxdp_clean_references would judge every `dispatch-IFINDEX-*` by an
+    ifindex of this namespace, and ifindexes repeat across namespaces."""
+    import fcntl
+
+    try:
+        xdp_fd = _open_trusted(None, f"{bpffs_root()}/xdp")
+    except OSError:
+        return   # no pins of libxdp's at all
+    try:
+        fcntl.flock(xdp_fd, fcntl.LOCK_EX)
+        name = f"dispatch-{ifindex}-{prog_id}"
+        try:
+            dir_fd = _open_trusted(xdp_fd, name)
+        except OSError:
+            return
+        try:
+            for entry in os.listdir(dir_fd):
+                os.unlink(entry, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        os.rmdir(name, dir_fd=xdp_fd)
+    finally:
+        os.close(xdp_fd)   # the lock goes with it
+
+
 def members(ifindex: int, attached: dict[str, int]) -> dict[int, str]:
     """prog id -> mode of the programs in the dispatchers attached to `ifindex` (none: empty)."""
-    out: dict[int, str] = {}
+    return {p["prog_id"]: mode for mode, p in programs(ifindex, attached) if p["prog_id"] is not None}
+
+
+def programs(ifindex: int, attached: dict[str, int]) -> list[tuple[str, dict]]:
+    """(mode, program as `read` lists it) of the dispatchers attached to `ifindex`, in run order."""
+    out = []
     for mode, prog_id in attached.items():
         info = bpfsys.prog_info(prog_id)
         doc = read(ifindex, info) if info is not None and info.name == NAME else None
-        for p in (doc or {}).get("programs", []):
-            if p["prog_id"] is not None:
-                out[p["prog_id"]] = mode
+        out += [(mode, p) for p in (doc or {}).get("programs", [])]
     return out
 
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from offload.errors import OffloadError
 from offload.kernel import netns, xdp
 from offload.load import dispatcher, pins
-from offload.load.ownership import ownership
+from offload.load.ownership import leftovers, ownership, view
 
 
 class Verdict(Enum):
@@ -43,7 +43,7 @@ def collect(dry_run: bool = False, only: str | None = None) -> dict:
 
 
 def _collect(dry_run: bool, only: str | None) -> dict:
-    out: dict = {"dry_run": dry_run, "freed": [], "renamed": [], "recovered": [], "warnings": []}
+    out: dict = {"dry_run": dry_run, "freed": [], "renamed": [], "recovered": [], "leftovers": [], "warnings": []}
     for ns in pins.namespaces():
         if only is not None and ns != only:
             continue
@@ -55,12 +55,34 @@ def _collect(dry_run: bool, only: str | None) -> dict:
                 pins.remove_namespace(ns)
             continue
         with netns.inside(ns):
-            for slot in pins.slots(ns):
-                try:
-                    _collect_slot(slot, dry_run, out)
-                except (OffloadError, OSError) as e:
-                    out["warnings"].append(f"{ns}/{slot.iface}: {getattr(e, 'message', None) or e}")
+            for iface, group in pins.by_interface(ns).items():
+                evidence = _name_leftovers(ns, iface, group, out)
+                for slot in group:
+                    if slot in evidence:   # its staging names a leftover: the next apply or detach clears both
+                        continue
+                    try:
+                        _collect_slot(slot, dry_run, out)
+                    except (OffloadError, OSError) as e:
+                        out["warnings"].append(f"{ns}/{slot.iface}: {getattr(e, 'message', None) or e}")
     return out
+
+
+def _name_leftovers(ns: str, iface: str, group: list[pins.Slot], out: dict) -> set[pins.Slot]:
+    """offload's programs a killed run left in `iface`'s dispatcher (load.ownership.leftovers):
+    named, never freed here (they run; `offload apply` or `offload detach IFACE` takes them out).
+    Returns the slots whose staging is the evidence, which gc must keep."""
+    try:
+        ifindex = socket.if_nametoindex(iface)
+        progs = [p for _, p in dispatcher.programs(ifindex, xdp.attached_progs(ifindex))]
+    except OSError:
+        return set()
+    if not progs:
+        return set()
+    found = leftovers(progs, [view(s) for s in group])
+    for prog_id, left in found.items():
+        out["leftovers"].append({"netns": ns, "interface": iface, "member": left.slot.member, "prog_id": prog_id,
+                                 "reason": left.why})
+    return {left.slot for left in found.values() if left.stage}
 
 
 def _collect_slot(slot: pins.Slot, dry_run: bool, out: dict) -> None:

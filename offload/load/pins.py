@@ -203,6 +203,9 @@ _RECORD: dict[str, tuple[tuple[type, ...], bool]] = {
     "managed_by": ((str, type(None)), False), "recovered": ((bool,), False),
     "chain": ((dict, type(None)), False),   # in libxdp's dispatcher: {"priority", "chain_call_actions"}
     "member": ((str, type(None)), False),   # a policy's chain member: its key (the slot IFACE:MEMBER)
+    # a chain member's write-ahead (load.chain._join): the member it replaces, and while libxdp adds
+    # it (prog_id 0: not known yet) the dispatcher's member ids before, to know it after a kill
+    "replaces": ((int, type(None)), False), "pending": ((dict, type(None)), False),
 }
 
 
@@ -223,7 +226,7 @@ def check_record(meta: object) -> dict:
         value = meta[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ValueError(f"'{key}' is {type(value).__name__}")
-    if meta["prog_id"] <= 0 or not all(isinstance(m, str) for m in meta["maps"]):
+    if meta["prog_id"] < (0 if meta.get("pending") else 1) or not all(isinstance(m, str) for m in meta["maps"]):
         raise ValueError("a bad prog_id or map name")
     if meta["mode"] not in MODES:
         raise ValueError(f"unknown mode {meta['mode'][:20]!r}")
@@ -420,8 +423,7 @@ class Slot:
         program that is attached), and recorded, so the next command knows exactly what it is."""
         require_bpffs()
         if meta is not None:
-            with self._meta_dir(create=True) as d:
-                fs.replace_file(d, f"{self.name}.json%new", _record_bytes(meta), 0o600)
+            self.stage_record(meta)
         with _tree(BPFFS, ["offload", _escape(self.netns)], create=True) as ns:
             staging = self.name + "%new"
             _rmtree_at(ns, staging)
@@ -448,6 +450,11 @@ class Slot:
             if st is None:
                 return []
             return sorted(_unescape(n[4:]) for n in os.listdir(st) if n.startswith("map_"))
+
+    def stage_record(self, meta: dict) -> None:
+        """Write the staged record alone (NAME.json%new): a write-ahead, before the kernel change."""
+        with self._meta_dir(create=True) as d:
+            fs.replace_file(d, f"{self.name}.json%new", _record_bytes(meta), 0o600)
 
     def put_record(self, meta: dict | None = None) -> None:
         """Write the record (`meta`), or put the staged one in its place (None), for pins that
@@ -637,7 +644,15 @@ def slots(netns: str) -> list[Slot]:
 
 def interface_slots(netns: str, iface: str) -> list[Slot]:
     """Every slot offload holds for `iface`: its own and its chain members'."""
-    return [s for s in slots(netns) if s.iface == iface]
+    return by_interface(netns).get(iface, [])
+
+
+def by_interface(netns: str) -> dict[str, list[Slot]]:
+    """Every slot of namespace `netns`, listed once and grouped by interface."""
+    out: dict[str, list[Slot]] = {}
+    for s in slots(netns):
+        out.setdefault(s.iface, []).append(s)
+    return out
 
 
 def remove_namespace(netns: str) -> None:

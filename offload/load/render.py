@@ -74,7 +74,8 @@ def status(res: dict, out: Console, err: Console) -> None:
                 rows.append(["", Text(f" └ {c['slot']}", style="dim"), str(c["prog_id"] or "?"), c["name"] or "?",
                              {True: "yes", False: "no", None: "?"}[c.get("ours")],
                              f"{c.get('program') + ', ' if c.get('program') else ''}prio {c['priority']}, "
-                             f"on {chain} next", _since(c["loaded_at"]), *_prog_cells(c)])
+                             f"on {chain} next" + (f" (leftover: {c['leftover']})" if c.get("leftover") else ""),
+                             _since(c["loaded_at"]), *_prog_cells(c)])
         out.print(fit(out, [Col("interface"), Col("mode"), Col("prog id", "right"), Col("name", drop=2),
                             Col("ours"), Col("program"), Col("since", drop=1), Col("tag", drop=3),
                             Col("jited", "right", drop=4), Col("maps", drop=5), Col("btf", "right", drop=6)], rows))
@@ -145,12 +146,13 @@ def status_all(res: dict, out: Console, err: Console) -> None:
     if not any(ns["attachments"] for ns in res["namespaces"]):
         out.print("no XDP program attached in any namespace")
     gc_result({"dry_run": True, "freed": res["orphans"], "renamed": res["renamed"], "recovered": res["recovered"],
-               "warnings": []}, out, err, heading="orphans (offload gc frees them)")
+               "leftovers": res.get("leftovers", []), "warnings": []}, out, err,
+              heading="orphans (offload gc frees them)")
 
 
 def gc_result(res: dict, out: Console, err: Console, heading: str | None = None) -> None:
     verb = "would free" if res["dry_run"] else "freed"
-    if heading and (res["freed"] or res["renamed"] or res["recovered"]):
+    if heading and (res["freed"] or res["renamed"] or res["recovered"] or res.get("leftovers")):
         out.print(heading)
     for f in res["freed"]:
         where = f"{escape(f['netns'])}/{escape(f['interface'] or '*')}"
@@ -161,7 +163,12 @@ def gc_result(res: dict, out: Console, err: Console, heading: str | None = None)
     for r in res["recovered"]:
         say(out, f"{'would recover' if res['dry_run'] else 'recovered'} {escape(r['netns'])}/{escape(r['interface'])}: "
                  f"{escape(r['reason'])}")
-    if not heading and not res["freed"] and not res["renamed"] and not res["recovered"]:
+    for r in res.get("leftovers", []):
+        member = f" (chain member {r['member']})" if r["member"] else ""
+        say(out, f"{escape(r['netns'])}/{escape(r['interface'])}: offload's program {r['prog_id']}{escape(member)} "
+                 f"is left in the dispatcher: {escape(r['reason'])}; the next apply, or offload detach "
+                 f"{escape(r['interface'])}, takes it out")
+    if not heading and not res["freed"] and not res["renamed"] and not res["recovered"] and not res.get("leftovers"):
         out.print("nothing to free")
     for w in res["warnings"]:
         say(err, f"[yellow]warning:[/] {escape(w)}")

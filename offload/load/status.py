@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from offload.errors import EnvironmentProblem, UsageError
 from offload.kernel import bpfsys, clock, netns, rtnl
-from offload.load import dispatcher, pins
+from offload.load import dispatcher, ownership, pins
 from offload.probe.mode import Mode
 
 
@@ -29,27 +29,30 @@ def status() -> dict:
     except EnvironmentProblem as e:  # still list what is attached; only "ours" is unknown
         have_pins = False
         warnings.append(f"{e.message}: cannot tell which programs are offload's")
-    slots: dict[str, list[pins.Slot]] = {}
-    for s in pins.slots(ns) if have_pins else []:
-        slots.setdefault(s.iface, []).append(s)
+    slots = pins.by_interface(ns) if have_pins else {}
     for link in rtnl.dump_links():
         if not link.xdp_prog_ids:
             continue
         # ours: a slot's pinned program, or the staged one of a run killed mid-attach (gc finishes
         # it); the interface's own slot, and one per member of a policy's chain
         own: dict[int, pins.Slot] = {}
-        for slot in slots.get(link.name, []) if have_pins else []:
-            for pid in (slot.pinned_prog_id(), slot.staged_prog_id()):
+        for slot in slots.get(link.name, []):
+            for pid in (slot.staged_prog_id(), slot.pinned_prog_id()):
                 if pid is not None:
                     own[pid] = slot
         for m, pid in sorted(link.xdp_prog_ids.items(), key=lambda kv: -Mode(kv[0]).rank):
             info = bpfsys.prog_info(pid)
             disp = dispatcher.read(link.ifindex, info) if info else None
+            # records read only beside a dispatcher (a killed run's leftovers), not per lone program
+            stale = ownership.leftovers(disp["programs"], [ownership.view(s) for s in slots.get(link.name, [])]) \
+                if disp and have_pins else {}
             for p in (disp or {}).get("programs", []):   # which of libxdp's programs are offload's
-                p["ours"] = p["prog_id"] in own if have_pins else None
-                meta = _record(own[p["prog_id"]], [p["prog_id"]], warnings) if p["ours"] else None
+                left = stale.get(p["prog_id"])
+                p["ours"] = (p["prog_id"] in own or left is not None) if have_pins else None
+                meta = _record(own[p["prog_id"]], [p["prog_id"]], warnings) if p["ours"] and not left else None
                 p["program"] = (meta or {}).get("program") if p["ours"] else None
-                p["member"] = own[p["prog_id"]].member if p["ours"] else None
+                p["member"] = (left.slot if left else own[p["prog_id"]]).member if p["ours"] else None
+                p["leftover"] = left.why if left else None
             mine = pid in own
             meta = _record(own[pid], [pid], warnings) if mine else None
             attached_at = (meta or {}).get("attached_at") if mine else None
@@ -81,4 +84,4 @@ def status_all() -> dict:
                            "warnings": [getattr(e, "message", None) or str(e)]})
     orphans = gc.collect(dry_run=True)
     return {"namespaces": per_ns, "orphans": orphans["freed"], "renamed": orphans["renamed"],
-            "recovered": orphans["recovered"]}
+            "recovered": orphans["recovered"], "leftovers": orphans["leftovers"]}

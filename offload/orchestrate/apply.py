@@ -21,6 +21,7 @@ from offload.kernel import bpfsys, clock, durable, fs, netns, xdp
 from offload.load import attach as attach_mod
 from offload.load import chain, dispatcher, guard, pins
 from offload.load.batch import batch
+from offload.load import ownership as ownership_mod
 from offload.load.ownership import ownership
 from offload.orchestrate import plan as plan_mod
 from offload.orchestrate.policy import Policy
@@ -37,7 +38,7 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
     of a libxdp dispatcher there (offload's by their slots' pins)."""
     out = {}
     ns = netns.current_name()
-    slots: dict[str, list[pins.Slot]] | None = None   # listed once, when a device carries anything
+    slots: dict[str, list[pins.Slot]] | None = None   # listed once, when a device carries a dispatcher
     for d in devices:
         slot = pins.Slot(ns, d.name)
         attached = {a["mode"]: a["prog_id"] for a in d.attached}
@@ -56,33 +57,37 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
             doc = dispatcher.read(d.ifindex, info) if info is not None else None
             if doc is not None:
                 if slots is None:
-                    slots = {}
-                    for s in pins.slots(ns):
-                        slots.setdefault(s.iface, []).append(s)
+                    slots = pins.by_interface(ns)
                 cur.dispatcher, cur.chain = mode, _running(doc, slots.get(d.name, []))
         out[d.name] = cur
     return out
 
 
 def _running(doc: dict, slots: list[pins.Slot]) -> list[plan_mod.Running]:
-    """A dispatcher's programs in run order, each with offload's record when a slot pins it."""
-    held = {}
-    for s in slots:
-        pid = s.pinned_prog_id()
-        if pid is not None:
-            held[pid] = s
+    """A dispatcher's programs in run order, each with offload's record when a slot pins it; a
+    killed run's leftover (load.ownership.leftovers) is offload's too, marked `leftover`."""
+    views = [ownership_mod.view(s) for s in slots]
+    held = {v.pinned: v for v in views if v.pinned is not None}
+    stale = ownership_mod.leftovers(doc["programs"], views)
     out = []
     for p in doc["programs"]:
-        slot = held.get(p["prog_id"])
-        ours = None
-        if slot is not None:
-            try:
-                ours = slot.verified_meta(p["prog_id"])
-            except pins.StateError:   # ours by its pin; its record is no use: the plan replaces it
-                ours = None
-            ours = {**(ours or {"program": p["name"], "sha256": None}), "member": slot.member}
+        v, ours = held.get(p["prog_id"]), None
+        if v is not None:
+            meta = v.record if (v.record or {}).get("prog_id") == p["prog_id"] else _verified(v.slot, p["prog_id"])
+            ours = {**(meta or {"program": p["name"], "sha256": None}), "member": v.slot.member}
+        elif p["prog_id"] in stale:
+            left = stale[p["prog_id"]]
+            ours = {"program": p["name"], "sha256": None, "member": left.slot.member, "leftover": left.why,
+                    "stage_only": left.stage}
         out.append(plan_mod.Running(p["prog_id"], p["name"], p["priority"], p["chain_call_actions"], ours))
     return out
+
+
+def _verified(slot: pins.Slot, prog_id: int) -> dict | None:
+    try:
+        return slot.verified_meta(prog_id)
+    except pins.StateError:   # ours by its pin; its record is no use: the plan replaces it
+        return None
 
 
 def compute_plan(pol: Policy, only: list[str] | None = None) -> list[plan_mod.Item]:
@@ -367,7 +372,10 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
     built = None
     try:
         progress(f"{item.interface}: {item.action} {item.program or ''}".rstrip())
-        if item.chain is not None:
+        if item.chain is not None and item.chain.alone:
+            built, r = _make_way(item, protected)
+            res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks, "built": built.to_dict()}
+        elif item.chain is not None:
             built = _build_chain(item, snap, protected, progress)
             res = {"mode": built.mode, "built": built.to_dict()}
         elif item.action == "detach":
@@ -409,16 +417,31 @@ def _build_chain(item: plan_mod.Item, snap: Saved | None, protected: dict[str, s
             raise NoModeError(f"{iface}: {item.reason}")
     adds = [chain.Want(m.key, prog, m.priority, m.chain) for m, prog in plan.add]
     ns = netns.current_name()
-    drops = [(pins.Slot(ns, iface, r["member"]), r["prog_id"]) for r in plan.remove]
+    drops = [chain.Leave(r["prog_id"], pins.Slot(ns, iface, r["member"])) for r in plan.remove
+             if not r.get("leftover")]
+    stale = tuple(chain.Leave(r["prog_id"], pins.Slot(ns, iface, r["member"]) if r.get("stage_only") else None,
+                              True) for r in plan.remove if r.get("leftover"))
     if snap is not None:   # offload's lone program: off, so that libxdp can build a dispatcher
         attach_mod.clear_prog_id(attach_mod.ifindex_of(iface), snap.mode, snap.meta["prog_id"])
         snap.slot.remove()
     try:
-        return chain.build(iface, adds, drops, plan.modes, item.rule, progress)
+        return chain.build(iface, adds, drops, plan.modes, item.rule, progress, stale)
     except BaseException:
         if snap is not None:
             put_back(snap)
         raise
+
+
+def _make_way(item: plan_mod.Item, protected: dict[str, str]) -> tuple[chain.Built, attach_mod.Result]:
+    """A rule that became `program:`: its program alone in the place of offload's chain, one
+    transaction (load.chain.make_way: the members leave only once the run stands)."""
+    iface, ns = item.interface, netns.current_name()
+    attach_mod.refuse_protected(iface, False, protected)
+    members = [chain.Leave(r["prog_id"], pins.Slot(ns, iface, r["member"]) if r["member"] else None,
+                           bool(r.get("leftover"))) for r in item.chain.remove]
+    return chain.make_way(iface, lambda: attach_mod.attach(
+        iface, item.resolved or item.program, mode=item.prefer, min_mode=item.min, params=item.params,
+        managed_by=item.rule, assessed=item.device, protected=protected, force=True), members)
 
 
 def _roll_back_all(done: list, j: Journal, progress: Callable[[str], None]) -> list[str]:

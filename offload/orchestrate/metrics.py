@@ -87,13 +87,16 @@ class OffloadCollector:
         build.add_metric([build_version()], {})
         yield build
         ns = netns.current_name()
-        info = InfoMetricFamily("offload_xdp_program", "An XDP program attached to a device: who attached "
-                                "it (owner: offload or foreign), in which mode, its id and tag.",
-                                labels=["device", "netns", "mode", "program", "prog_id", "tag", "owner"])
-        pkts = CounterMetricFamily("offload_xdp_packets", "Packets offload's program saw, by XDP action.",
-                                   labels=["device", "netns", "program", "action"])
-        nbytes = CounterMetricFamily("offload_xdp_bytes", "Bytes offload's program saw, by XDP action.",
-                                     labels=["device", "netns", "program", "action"])
+        info = InfoMetricFamily("offload_xdp_program", "An XDP program attached to a device, or run by libxdp's "
+                                "dispatcher there (member: offload's chain member key): who attached it (owner: "
+                                "offload or foreign), in which mode, its id and tag.",
+                                labels=["device", "netns", "mode", "program", "prog_id", "tag", "owner", "member"])
+        pkts = CounterMetricFamily("offload_xdp_packets", "Packets offload's program saw, by XDP action (member: "
+                                   "a policy's chain member, by its key).",
+                                   labels=["device", "netns", "program", "action", "member"])
+        nbytes = CounterMetricFamily("offload_xdp_bytes", "Bytes offload's program saw, by XDP action (member: "
+                                     "a policy's chain member, by its key).",
+                                     labels=["device", "netns", "program", "action", "member"])
         runs = CounterMetricFamily("offload_xdp_program_runs", "Runs of an attached program as the kernel "
                                    "counts them (only while kernel.bpf_stats_enabled is 1).",
                                    labels=["device", "netns", "mode", "prog_id"])
@@ -105,27 +108,21 @@ class OffloadCollector:
         n_err = 0
         bpf_stats = bpfsys.stats_enabled()
         for row in status_mod.status()["attachments"]:
-            dev, mode, pid = row["interface"], str(row["mode"]), row["prog_id"]
-            owner = {True: "offload", False: "foreign", None: "unknown"}[row["ours"]]
-            info.add_metric([dev, ns, mode, row["program"] or row["name"] or "", str(pid),
-                             row["tag"] or "", owner], {})
-            # status() read the program's info already; only the run counters need a fresh read
-            p = bpfsys.prog_info(pid) if bpf_stats else None
-            if p:
-                runs.add_metric([dev, ns, mode, str(pid)], p.run_cnt)
-                run_s.add_metric([dev, ns, mode, str(pid)], p.run_time_ns / 1e9)
-            if not row["ours"]:
-                continue
-            try:
-                s = stats_mod.read(dev)
-            except (OffloadError, OSError):
-                n_err += 1
-                continue
-            if s["counters"] != "offload":   # a user's object: the kernel's run counts above are all there is
-                continue
-            for action in ACTIONS:
-                pkts.add_metric([dev, ns, s["program"], action], s["packets"][action])
-                nbytes.add_metric([dev, ns, s["program"], action], s["bytes"][action])
+            dev, mode = row["interface"], str(row["mode"])
+            # the attached program, then those libxdp's dispatcher runs (offload's members by their key)
+            members = [(row, None)] + [(p, p.get("member") or "") for p in (row["dispatcher"] or {}).get("programs", [])
+                                       if p["prog_id"] is not None and not p.get("leftover")]
+            for r, member in members:
+                owner = {True: "offload", False: "foreign", None: "unknown"}[r["ours"]]
+                info.add_metric([dev, ns, mode, r["program"] or r["name"] or "", str(r["prog_id"]), r["tag"] or "",
+                                 owner, member or ""], {})
+                # status() read the program's info already; only the run counters need a fresh read
+                p = bpfsys.prog_info(r["prog_id"]) if bpf_stats else None
+                if p:
+                    runs.add_metric([dev, ns, mode, str(r["prog_id"])], p.run_cnt)
+                    run_s.add_metric([dev, ns, mode, str(r["prog_id"])], p.run_time_ns / 1e9)
+                if r["ours"]:
+                    n_err += not _counters(pkts, nbytes, dev, ns, member or None)
         errors.add_metric([], n_err)
         yield from (info, pkts, nbytes, errors)
         if bpf_stats:   # off: the kernel counts nothing, and an empty family would read as "no programs"
@@ -134,6 +131,20 @@ class OffloadCollector:
             yield from _health_metrics(self.health)
         if self.bench is not None:
             yield _bench_metric(self.bench)
+
+
+def _counters(pkts: CounterMetricFamily, nbytes: CounterMetricFamily, dev: str, ns: str, member: str | None) -> bool:
+    """offload's per-action counters of the program on `dev` (or of its chain member `member`);
+    False when they could not be read."""
+    try:
+        s = stats_mod.read(dev, member)
+    except (OffloadError, OSError):
+        return False
+    if s["counters"] == "offload":   # a user's object: the kernel's run counts are all there is
+        for action in ACTIONS:
+            pkts.add_metric([dev, ns, s["program"], action, member or ""], s["packets"][action])
+            nbytes.add_metric([dev, ns, s["program"], action, member or ""], s["bytes"][action])
+    return True
 
 
 def _health_metrics(h: Health):

@@ -29,7 +29,18 @@ class Running:
     def to_dict(self, state: str) -> dict:
         return {"state": state, "member": (self.ours or {}).get("member"), "program": self.name if not self.ours
                 else self.ours.get("program"), "prog_id": self.prog_id, "priority": self.priority,
-                "chain_call_actions": self.chain_call_actions, "ours": self.ours is not None}
+                "chain_call_actions": self.chain_call_actions, "ours": self.ours is not None,
+                **({"leftover": self.leftover} if self.leftover else {})}
+
+    @property
+    def leftover(self) -> str | None:
+        """Why this program of offload's is no member (a killed run left it), or None."""
+        return (self.ours or {}).get("leftover")
+
+    def removal(self) -> dict:
+        """How apply takes it out: by id; a leftover's slot keeps its pins (only its staging goes)."""
+        return {"member": (self.ours or {}).get("member"), "prog_id": self.prog_id,
+                **({"leftover": True, "stage_only": bool(self.ours.get("stage_only"))} if self.leftover else {})}
 
 
 @dataclass
@@ -51,11 +62,12 @@ class ChainPlan:
     modes: list[str]                    # the acceptable ones, best first (a new dispatcher's)
     members: list[dict]                 # run order
     add: list[tuple[Member, programs.Program]] = field(default_factory=list)
-    remove: list[dict] = field(default_factory=list)   # offload's to take out: {"member", "prog_id"}
+    remove: list[dict] = field(default_factory=list)   # offload's to take out: Running.removal()
     refused: str | None = None          # the kernel cannot run libxdp's dispatcher: why
+    alone: bool = False                 # the chain gives way to the rule's one program alone
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "members": self.members, "refused": self.refused}
+        return {"mode": self.mode, "members": self.members, "refused": self.refused, "alone": self.alone}
 
 
 @dataclass
@@ -166,6 +178,14 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
     want_mode, why = exp.mode, exp.why + alone
     base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,
                 params=rule.params, resolved=prog, fallback=exp.fallback, not_tried=exp.passed)
+    giving = _gives_way(cur) if cur.foreign and not mine else None
+    if giving is not None:   # a chain rule became `program:`: offload's chain makes way for it
+        plan = ChainPlan(cur.dispatcher, [], [r.to_dict("remove") for r in giving],
+                         remove=[r.removal() for r in giving], alone=True)
+        keys = ", ".join(r.ours.get("member") or str(r.prog_id) for r in giving)
+        return Item(f.name, "replace", mode=want_mode, chain=plan, reason=f"{first}; {prog.name} alone takes the "
+                    f"place of offload's chain (members {keys} leave once it runs); expected mode: "
+                    f"{want_mode or 'none'} ({why})", **base)
     if cur.foreign and not mine:
         desc = ", ".join(f"{m} prog {i}" for m, i in cur.foreign.items())
         held = [r.ours.get("member") or r.ours.get("program") for r in cur.chain if r.ours]
@@ -184,6 +204,18 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
                     f"{want_mode or 'none'} ({why})", **base)
     return Item(f.name, "attach", mode=want_mode, reason=f"{first}; expected mode: {want_mode or 'none'} ({why})",
                 **base)
+
+
+def _gives_way(cur: Current) -> list[Running] | None:
+    """offload's chain members, when the dispatcher holds nothing else and nothing sits beside it:
+    they can make way for one program alone (None: another tool's program, or `attach
+    --priority`'s member in the interface's own slot, is there)."""
+    lone = {m for m in cur.foreign if m != cur.dispatcher}
+    if cur.dispatcher is None or lone or not cur.chain:
+        return None
+    if any(r.ours is None or not (r.ours.get("member") or r.leftover) for r in cur.chain):
+        return None
+    return cur.chain
 
 
 def chain_expected(rule: Rule, judged: dict[str, verdicts.ModeVerdict], now: str | None) -> Expected:
@@ -225,9 +257,10 @@ def plan_chain(rule: Rule, others: list[str], first: str, f: DeviceFacts, judged
     exp = chain_expected(rule, judged, cur.dispatcher)
     base = dict(rule=rule.name, program=",".join(m.key for m in rule.members), also_matched=others,
                 prefer=rule.prefer, min=rule.min, fallback=exp.fallback, not_tried=exp.passed)
-    ours = {r.ours.get("member"): r for r in cur.chain if r.ours is not None and r.ours.get("member")}
+    ours = {r.ours.get("member"): r for r in cur.chain if r.ours is not None and r.ours.get("member")
+            and not r.leftover}
     keys = {m.key for m in rule.members}
-    strays = [r for r in cur.chain if r.ours is not None and r.ours.get("member") not in keys]
+    strays = [r for r in cur.chain if r.ours is not None and (r.leftover or r.ours.get("member") not in keys)]
     rows, plan = [], ChainPlan(exp.mode, [m for m in CHAIN_MODES if m == exp.mode or m == exp.fallback], [])
     for order, (m, prog) in enumerate(zip(rule.members, progs)):
         r = ours.get(m.key)
@@ -240,7 +273,7 @@ def plan_chain(rule: Rule, others: list[str], first: str, f: DeviceFacts, judged
     for order, r in enumerate(cur.chain):
         if r.ours is None or r in strays:
             rows.append(((r.priority, 0, order), r.to_dict("foreign" if r.ours is None else "remove")))
-    plan.remove = [{"member": r.ours.get("member"), "prog_id": r.prog_id} for r in strays]
+    plan.remove = [r.removal() for r in strays]
     plan.members = [row for _, row in sorted(rows, key=lambda kv: kv[0])]
     lone = {m: i for m, i in cur.foreign.items() if m != cur.dispatcher}
     if lone and not cur.ours:
@@ -270,16 +303,17 @@ def plan_chain(rule: Rule, others: list[str], first: str, f: DeviceFacts, judged
 
 def _unchain(iface: str, cur: Current) -> Item | None:
     """No rule matches: the chain members a policy put there leave; other tools' stay."""
-    gone = [r for r in cur.chain if r.ours is not None and r.ours.get("managed_by")]
+    gone = [r for r in cur.chain if r.ours is not None and (r.ours.get("managed_by") or r.leftover)]
     if not gone:
         return None
-    rule = gone[0].ours["managed_by"]
+    rule = next((r.ours["managed_by"] for r in gone if r.ours.get("managed_by")), None)
     plan = ChainPlan(cur.dispatcher, [], [r.to_dict("remove" if r in gone else "foreign" if r.ours is None
                                                     else "running") for r in cur.chain],
-                     remove=[{"member": r.ours.get("member"), "prog_id": r.prog_id} for r in gone])
+                     remove=[r.removal() for r in gone])
+    who = f"rule {rule!r} put offload's members in its chain" if rule else "a killed run left offload's programs"
     return Item(iface, "detach", rule, ",".join(r.ours.get("member") or r.ours.get("program", "?") for r in gone),
-                cur.dispatcher, f"no rule matches {iface} any more; rule {rule!r} put offload's members in its "
-                "chain: they leave, other tools' programs stay", chain=plan)
+                cur.dispatcher, f"no rule matches {iface} any more; {who}: they leave, other tools' programs stay",
+                chain=plan)
 
 
 def make_plan(pol: Policy, devices: list[Assessed], current: dict[str, Current], refusal: str | None = None

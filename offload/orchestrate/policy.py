@@ -100,8 +100,21 @@ def _quote(value) -> str:
     return excerpt(value) if isinstance(value, str) else _clip(repr(value), 40)
 
 
+class _Names:
+    """What a rule, or a member of its chain, names: PROGRAM, its parameters, and which program of
+    an object (like --prog / --section)."""
+
+    program: str
+    params: dict[str, str]
+    prog: str | None
+    section: str | None
+
+    def resolve(self) -> "programs.Program":
+        return programs.resolve(self.program, self.params, self.prog, self.section)
+
+
 @dataclass(frozen=True)
-class Member:
+class Member(_Names):
     """One program of a chain rule (`programs:`): a member of libxdp's dispatcher. `key` is its
     resolved name, unique in the rule: offload's record slot of it on each interface."""
 
@@ -113,12 +126,9 @@ class Member:
     prog: str | None = None
     section: str | None = None
 
-    def resolve(self) -> "programs.Program":
-        return programs.resolve(self.program, self.params, self.prog, self.section)
-
 
 @dataclass(frozen=True)
-class Rule:
+class Rule(_Names):
     name: str
     match: dict
     exclude: dict
@@ -130,9 +140,6 @@ class Rule:
     section: str | None = None     # or the XDP program of this ELF section (like --section)
     members: tuple[Member, ...] = ()   # a chain in libxdp's dispatcher, in policy order
     allow_single: bool = False     # a chain of one: alone where the kernel cannot run a dispatcher
-
-    def resolve(self) -> "programs.Program":
-        return programs.resolve(self.program, self.params, self.prog, self.section)
 
 
 @dataclass

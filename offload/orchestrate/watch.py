@@ -215,18 +215,15 @@ class Watcher:
 
     def _detach_ours(self) -> None:
         """Detach every program a policy attached here (its record says managed_by): the one alone
-        on an interface, or offload's members of its chain (one detach takes them all)."""
-        done: set[str] = set()
-        for slot in pins.slots(self.ns):
-            try:
-                meta = slot.meta() or {}
-            except pins.StateError:
-                continue
-            if meta.get("managed_by") and slot.iface not in done:
-                done.add(slot.iface)
+        on an interface, or offload's members of its chain (one detach takes them all). The slots
+        are listed once, and each detach is handed its interface's (no listing per interface)."""
+        with pins.state_lock():
+            for iface, group in pins.by_interface(self.ns).items():
+                if not any(_managed(s) for s in group):
+                    continue
                 try:
-                    attach_mod.detach(slot.iface)
-                    self.log(f"offload-watch: exit iface={slot.iface} action=detach")
+                    attach_mod.detach(iface, group=group)
+                    self.log(f"offload-watch: exit iface={iface} action=detach")
                 except OffloadError:
                     pass
 
@@ -249,6 +246,14 @@ class Watcher:
                     slot.remove()
         except OffloadError as e:
             self.log(f"offload-watch: event=remove iface={iface} error={e.message!r}")
+
+
+def _managed(slot: pins.Slot) -> bool:
+    """A policy attached the slot's program (its record says so; a damaged one does not count)."""
+    try:
+        return bool((slot.meta() or {}).get("managed_by"))
+    except pins.StateError:
+        return False
 
 
 def healthy_within(interval: float) -> float:

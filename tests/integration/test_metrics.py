@@ -129,7 +129,7 @@ def test_metrics_endpoint_counts_live_traffic_and_shows_foreign_programs(env, tm
                                     text=True, check=True).stdout)["tag"]
     info = {(i["device"], i["owner"]): i for i in labels_of(after, "offload_xdp_program_info")}
     assert info[(env.ifname, "offload")] == {**dev, "mode": mode, "program": "count_drop", "prog_id": str(prog_id),
-                                             "tag": tag, "owner": "offload"}
+                                             "tag": tag, "owner": "offload", "member": ""}
     assert info[(env.peer, "foreign")]["prog_id"] == str(theirs) and info[(env.peer, "foreign")]["mode"] == "generic"
     assert not [lbl for lbl in labels_of(after, "offload_xdp_packets_total") if lbl["device"] == env.peer]
     assert value(after, "offload_watch_reconciles_total") >= 1

@@ -176,9 +176,9 @@ def test_no_rule_matches_any_more_only_offload_s_members_leave():
     assert (item.action, item.rule) == ("detach", "shared")
     assert item.chain.remove == [{"member": "count_pass", "prog_id": 61}]
     assert rows(item) == [("remove", "count_pass", 10), ("foreign", "xdp_firewall", 15)]
-    # a single-program rule does not take over an interface holding offload's chain members
+    # a single-program rule does not take over a dispatcher where another tool's program runs too
     single = "rules:\n  - name: y\n    match: {interfaces: [ens*]}\n    program: count_drop\n"
-    conf = plan_of(single, on_dispatcher(ours("count_pass", 61, 10)))
+    conf = plan_of(single, on_dispatcher(ours("count_pass", 61, 10), theirs))
     assert conf.action == "conflict" and "offload detach ens2f0" in conf.reason
 
 

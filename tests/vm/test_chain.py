@@ -184,6 +184,23 @@ def chain_ids(env) -> list[tuple[int, int, bool]]:
     return [(p["priority"], p["prog_id"], p["ours"]) for p in agree(env)]
 
 
+def scraped(env, member: str, action: str) -> float:
+    """offload_xdp_packets_total of chain member `member` as /metrics exports it (the collector,
+    scraped in this process)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from offload.orchestrate.metrics import OffloadCollector
+
+    reg = CollectorRegistry()
+    reg.register(OffloadCollector())
+    with netns_mod.inside(env.netns):
+        text = generate_latest(reg).decode()
+    (got,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "offload_xdp_packets_total" and (s.labels["member"], s.labels["action"]) == (member, action)]
+    return got
+
+
 def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_path):
     from lib.objects import unchecked_object
 
@@ -211,7 +228,8 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     send(env)
     dt = packets(theirs["prog_id"], XDP_PASS) - t0
     assert dt >= N and packets(pass_id, XDP_PASS) - p0 == dt and packets(drop_id, XDP_DROP) - d0 == dt
-    assert offload_json("stats", env.ifname, "--member", "count_drop", netns=env.netns)["packets"]["drop"] - s0 == dt
+    s1 = offload_json("stats", env.ifname, "--member", "count_drop", netns=env.netns)["packets"]["drop"]
+    assert s1 - s0 == dt and scraped(env, "count_drop", "drop") == s1   # /metrics: the member's own counter
     assert offload_json("apply", "-f", pol, "--journal", journal, netns=env.netns)["changed"] == 0
     assert chain_ids(env) == built
 
@@ -251,7 +269,121 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     assert done["outcome"] == "ok" and step["built"]["removed"] == [repaired[2][1]]
     assert chain_ids(env) == repaired[:2]
 
+    # SIGKILLs while apply replaces members: the next apply finds the killed run's programs offload's
+    # (leftovers, taken out by id), never foreign. Two members change in each run; the kill comes at
+    # the second, so one kill covers two windows: 1) the first member committed (the one it replaces
+    # still runs), the second added by libxdp and not yet staged; 2) the first committed, the second
+    # staged and not committed
+    moved = write_policy(tmp_path / "moved.yaml", env, MEMBERS.replace("priority: 10", "priority: 11")
+                         .replace("priority: 20", "priority: 25"))
+    for target, at, prios in ((moved, "attached", (11, 25)), (pol, "staged", (10, 20))):
+        killed_apply(env, target, journal, at, nth=2)
+        progs = offload_chain(env)
+        assert [p["ours"] for p in progs] == [p["prog_id"] != theirs["prog_id"] for p in progs], (at, progs)
+        stale = sorted(p["prog_id"] for p in progs if p["leftover"])
+        assert len(stale) == 2, (at, progs)
+        if at == "attached":
+            named = offload_json("gc", "--dry-run")["leftovers"]
+            assert sorted(x["prog_id"] for x in named if x["netns"] == env.netns) == stale
+        assert offload_json("apply", "-f", target, "--journal", journal, netns=env.netns)["outcome"] == "ok"
+        now = chain_ids(env)   # exactly the rule's members; the foreign one kept its id
+        assert [(p, o) for p, _, o in now] == [(prios[0], True), (15, False), (prios[1], True)], (at, now)
+        assert now[1][1] == theirs["prog_id"] and not set(stale) & {i for _, i, _ in now} and nothing_staged(env)
+    assert not_collected(env)
+
     # detach: offload's members leave, xdp-loader's runs on alone
-    assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 1
+    assert len(offload_json("detach", env.ifname, netns=env.netns)["members"]) == 2
     assert [i for _, i, _ in chain_ids(env)] == [theirs["prog_id"]]
     assert not_collected(env)
+
+
+def test_a_rule_switches_between_a_chain_and_one_program_as_one_transaction(env, tmp_path):
+    """`programs:` -> `program:` and back, each a replace in one transaction: the lone program in
+    the dispatcher's place (a failed run swaps the dispatcher back, ids and all), then the chain."""
+    env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
+    journal = str(tmp_path / "journal.jsonl")
+    chained = write_policy(tmp_path / "chain.yaml", env, MEMBERS)
+    single = write_policy(tmp_path / "single.yaml", env, "")
+    Path(single).write_text(Path(single).read_text().replace("    programs:\n", "    program: count_drop\n"))
+    offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
+    before = [(p["priority"], p["prog_id"], p["ours"]) for p in offload_chain(env)]
+    assert [(p, o) for p, _, o in before] == [(10, True), (20, True)]
+
+    # the run fails once the program stands alone: the dispatcher comes back with its members
+    killed_apply(env, single, journal, "committed", fail=True)
+    assert [(p["priority"], p["prog_id"], p["ours"]) for p in offload_chain(env)] == before and nothing_staged(env)
+
+    done = offload_json("apply", "-f", single, "--journal", journal, netns=env.netns)
+    (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
+    assert (done["outcome"], step["action"], step["chain"]["alone"]) == ("ok", "replace", True)
+    assert [m["state"] for m in step["chain"]["members"]] == ["remove", "remove"]
+    assert sorted(step["built"]["removed"]) == sorted(i for _, i, _ in before)
+    assert kernel_xdp(env.ifname, env.netns) == {"native": step["prog_id"]}   # alone: no dispatcher
+    ifindex = json.loads(subprocess.run(["ip", "-n", env.netns, "-j", "link", "show", env.ifname],
+                                        capture_output=True, text=True, check=True).stdout)[0]["ifindex"]
+    assert not [d for d in os.listdir("/sys/fs/bpf/xdp") if d.startswith(f"dispatch-{ifindex}-")]
+    assert not_collected(env)
+
+    # and back: the lone program makes way for the chain
+    done = offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
+    (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
+    assert (step["action"], [m["state"] for m in step["chain"]["members"]]) == ("replace", ["add", "add"])
+    assert [(p["priority"], p["ours"]) for p in offload_chain(env)] == [(10, True), (20, True)]
+    assert not_collected(env) and nothing_staged(env)
+
+
+# -- a SIGKILL while apply replaces a member: the next apply finds offload's leftover, never foreign ---
+def killed_apply(env, pol: str, journal: str, at: str, nth: int = 1, fail: bool = False) -> None:
+    """apply in a child forked from this process, SIGKILLed by itself at `at`, the `nth` time it
+    gets there: right after libxdp added a member (`attached`), after a member's pins were staged,
+    before their commit (`staged`), or once all are committed, before the members they replace
+    leave (`committed`). With `fail`, an error is raised there instead (apply rolls back)."""
+    import signal
+
+    from offload.kernel import libxdp
+    from offload.load import chain as chain_mod
+    from offload.load import pins
+    from offload.orchestrate import apply as apply_mod
+    from offload.orchestrate.policy import load as load_policy
+
+    seen = [0]
+
+    def die(*args, **kwargs):
+        seen[0] += 1
+        if seen[0] < nth:
+            return real_commit(*args, **kwargs) if at == "staged" else None
+        if fail:
+            raise RuntimeError("injected failure")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def attach_then_die(self, *args, **kwargs):
+        real_attach(self, *args, **kwargs)
+        die()
+
+    real_attach, real_commit = libxdp.Program.attach, pins.Slot.commit
+    pid = os.fork()
+    if pid == 0:   # the child: patched, never returns
+        try:
+            if at == "attached":
+                libxdp.Program.attach = attach_then_die
+            elif at == "staged":
+                pins.Slot.commit = die
+            else:
+                chain_mod.Built.finish = die
+            with netns_mod.inside(env.netns):
+                apply_mod.apply(load_policy(pol), journal=Path(journal))
+        finally:
+            os._exit(3)   # not killed: the test fails below
+    _, status = os.waitpid(pid, 0)
+    if fail:
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3, f"{at}: child status {status:#x}"
+    else:
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"{at}: child status {status:#x}"
+
+
+def nothing_staged(env) -> bool:
+    """No staging directory or staged record of offload's left in the lab's namespace."""
+    from offload.load import pins
+
+    where = [pins.BPFFS / "offload" / env.netns, pins.RUN / "attachments" / env.netns]
+    return not [n for d in where if d.is_dir() for n in os.listdir(d) if "%new" in n or n.endswith(".tmp")]
