@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from offload.bench import harness
+from offload.bench import harness, queues
 from offload.bench.frames import udp_frame
 
 # CSIT's IMIX_v4_1: 28 x 64 B, 16 x 570 B, 4 x 1518 B, sizes on the wire with the FCS. offload's
@@ -95,20 +95,15 @@ def run(s: harness.Session, gen: harness._Generator, load: float, duration: floa
     gen.wait()
     time.sleep(harness.DRAIN_S)
     b = harness._sample(s.dev, gen)
-    cpu_s = cpu_seconds(a.gen_cpu_ns, b.gen_cpu_ns)
+    cpu_s = queues.cpu_seconds(a.gen_cpu_ns, b.gen_cpu_ns)
     return account(load, duration, per_thread * threads, int(gen.sent()), b.counted - a.counted,
-                   gen.offered_seconds(), gen.lag(load / threads), time.monotonic() - began, gen.errors(), cpu_s)
-
-
-def cpu_seconds(before_ns: int | None, after_ns: int | None) -> float | None:
-    return (after_ns - before_ns) / 1e9 if before_ns is not None and after_ns is not None else None
+                   gen.offered_seconds(), gen.lag(), time.monotonic() - began, gen.errors(), cpu_s)
 
 
 def capacity(sent: int, before_ns: int | None, after_ns: int | None) -> int | None:
     """Frames per second of the generator's own CPU time (pure): what it sends with its CPU to
     itself (on a veth, the receiver's work included)."""
-    cpu_s = cpu_seconds(before_ns, after_ns)
-    return round(sent / cpu_s) if cpu_s and sent else None
+    return queues.per_cpu_second(sent, queues.cpu_seconds(before_ns, after_ns))
 
 
 def run_undisturbed(s: harness.Session, gen: harness._Generator, load: float, duration: float) -> list[dict]:
@@ -129,7 +124,7 @@ def account(load: float, duration: float, intended: int, sent: int, received: in
     generator's CPU time (live frames), whence its capacity: frames per CPU-second."""
     took = max(offered_s or 0.0, duration)
     short = lag_s > tolerated_lag(duration) or sent < intended
-    cap = round(sent / cpu_s) if cpu_s and sent else None
+    cap = queues.per_cpu_second(sent, cpu_s)
     lost = max(0, sent - received)   # a stray frame of the lab's own (IPv6 ND) is not negative loss
     return {"intended_load_pps": round(load), "duration_s": duration, "intended_count": intended,
             "tx_packets": sent, "rx_packets": received, "loss_packets": lost,

@@ -119,6 +119,20 @@ def test_a_late_generator_that_had_cpu_to_spare_was_disturbed():
     assert not trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3)["disturbed"]  # no clock
 
 
+def test_disturbed_needs_capacity_capacity_margin_above_the_load():
+    load, margin = 2_000_000, trial.CAPACITY_MARGIN
+    assert 0 < margin < 0.5      # a margin of noise in the CPU clock, not a second ceiling
+    assert trial.disturbed(True, load, load * (1 + margin))
+    assert not trial.disturbed(True, load, load * (1 + margin) - 1)   # within the margin: its own ceiling
+    assert not trial.disturbed(False, load, load * 10)                # on schedule: never disturbed
+    assert not trial.disturbed(True, load, None)                      # no clock: not known
+    # account() judges with the same margin, from the frames sent and the CPU time
+    cpu_s = 1_000_000 / (load * (1 + margin) + 1000)
+    assert trial.account(load, 1.0, load, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=cpu_s)["disturbed"]
+    cpu_s = 1_000_000 / (load * (1 + margin) - 1000)
+    assert not trial.account(load, 1.0, load, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=cpu_s)["disturbed"]
+
+
 def test_a_disturbed_trial_is_run_again_at_most_retries_times(monkeypatch):
     outcomes = iter([True, True, False])
     monkeypatch.setattr(trial, "run", lambda s, gen, load, d: {"disturbed": next(outcomes)})
@@ -140,3 +154,17 @@ def test_the_searchs_top_is_above_the_ceiling_or_the_capacity_other_work_held_it
     assert search.max_load(2e6, None) == pytest.approx(2.4e6)
     assert search.max_load(2e6, 3_000_000) == pytest.approx(3.6e6)
     assert search.max_load(2e6, 1_000_000) == pytest.approx(2.4e6)
+
+
+def test_pktgens_lag_is_against_the_rate_it_was_started_at():
+    from offload.bench import harness
+    from offload.bench.generators import pktgen
+
+    g = object.__new__(harness._Pktgen)
+    g.cfg, g.final, g.rate_per_thread = pktgen.PktgenConfig(device="x", threads=[0], count=100_000), [], 100_000.0
+    g.final = [pktgen.PktgenResult(device="x", ok=True, packets=100_000, usec=1_250_000, errors=0)]
+    assert g.lag() == pytest.approx(0.25)            # 100k frames at 100k/s took 1.25 s
+    g.final = [pktgen.PktgenResult(device="x", ok=True, packets=100_000, usec=900_000, errors=0)]
+    assert g.lag() == 0.0                            # ahead of the schedule is no lag
+    g.rate_per_thread = None
+    assert g.lag() == 0.0                            # flat out: no schedule
