@@ -12,6 +12,7 @@ the load, never against the device: a load that was not offered cannot be a lowe
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ SHORT_SLACK_S = 0.05
 # kept, marked `disturbed`, and run again, at most RETRIES times.
 CAPACITY_MARGIN = 0.05
 RETRIES = 2
+# The warm-up before a search: the generator flat out until its figure stops moving (its median
+# over WARMUP_K windows against the WARMUP_K before, within WARMUP_TOLERANCE), so a search never
+# starts on a lab still settling and its maximum load is not one window's luck.
+WARMUP_K = 3
+WARMUP_TOLERANCE = 0.05
 
 
 def tolerated_lag(duration: float) -> float:
@@ -83,6 +89,44 @@ def calibrate(s: harness.Session, gen: harness._Generator, seconds: float) -> fl
         gen.stop()
     took = gen.offered_seconds()
     return gen.sent() / took if took else 0.0
+
+
+def warm_up(s: harness.Session, gen: harness._Generator, window_s: float, max_s: float) -> dict:
+    """The generator flat out in windows of `window_s` until its ceiling has settled (settled():
+    no trend between the last WARMUP_K windows and the WARMUP_K before them), at most `max_s`:
+    every window's ceiling (frames/s) and capacity (frames per CPU-second) for the record, and the
+    median of the last WARMUP_K of each as the generator's ceiling and capacity."""
+    ceilings: list[float] = []
+    capacities: list[int | None] = []
+    began = time.monotonic()
+    while True:
+        cpu0 = gen.cpu_ns()
+        ceilings.append(calibrate(s, gen, window_s))
+        capacities.append(capacity(int(gen.sent()), cpu0, gen.cpu_ns()))
+        done = settled(steady_figures(ceilings, capacities))
+        if done or time.monotonic() - began + window_s > max_s:
+            break
+    known = [c for c in capacities[-WARMUP_K:] if c is not None]
+    return {"window_s": window_s, "seconds": round(time.monotonic() - began, 2), "settled": done,
+            "ceilings_pps": [round(c) for c in ceilings], "capacities_pps": capacities,
+            "ceiling_pps": round(statistics.median(ceilings[-WARMUP_K:])),
+            "capacity_pps": round(statistics.median(known)) if known else None}
+
+
+def steady_figures(ceilings: list[float], capacities: list[int | None]) -> list[float]:
+    """What settling is judged on (pure): the capacity per CPU-second where every window has one
+    (other work on the CPU moves the rate, not the cost per frame), else the ceiling."""
+    return [float(c) for c in capacities] if capacities and None not in capacities else ceilings
+
+
+def settled(figures: list[float], k: int | None = None, tolerance: float = WARMUP_TOLERANCE) -> bool:
+    """No trend left (pure): the median of the last `k` windows within `tolerance` of the median
+    of the `k` before them."""
+    k = k or WARMUP_K
+    if len(figures) < 2 * k:
+        return False
+    before, last = statistics.median(figures[-2 * k:-k]), statistics.median(figures[-k:])
+    return before > 0 and abs(last / before - 1) <= tolerance
 
 
 def run(s: harness.Session, gen: harness._Generator, load: float, duration: float) -> dict:

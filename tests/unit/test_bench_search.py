@@ -168,3 +168,43 @@ def test_pktgens_lag_is_against_the_rate_it_was_started_at():
     assert g.lag() == 0.0                            # ahead of the schedule is no lag
     g.rate_per_thread = None
     assert g.lag() == 0.0                            # flat out: no schedule
+
+
+def test_the_warm_up_settles_when_the_last_windows_show_no_trend():
+    k, tol = trial.WARMUP_K, trial.WARMUP_TOLERANCE
+    assert not trial.settled([10.0] * (2 * k - 1))                    # too few windows to see a trend
+    assert trial.settled([10.0] * k + [10.0 * (1 + tol * 0.9)] * k)   # a rise within the tolerance
+    assert not trial.settled([8.0] * k + [10.0] * k)                  # still rising: not settled
+    assert trial.settled([5.0, 8.0, 9.0, 10.5, 9.7, 10.1, 10.2, 9.9])  # the climb is over, noise stays
+    # judged per CPU-second where every window has it, on the rate otherwise
+    assert trial.steady_figures([1.0, 2.0], [10, 20]) == [10.0, 20.0]
+    assert trial.steady_figures([1.0, 2.0], [10, None]) == [1.0, 2.0]
+
+
+class _FlatOut:
+    """A generator whose flat-out windows send `rates` frames/s in turn, 1 CPU-second each."""
+
+    def __init__(self, rates):
+        self.rates, self.i, self.cpu = list(rates), -1, 0
+
+    def cpu_ns(self):
+        return self.cpu
+
+
+def test_the_warm_up_runs_until_settled_and_reports_every_window(monkeypatch):
+    gen = _FlatOut([4e6, 6e6, 8e6, 9e6, 10e6, 10e6, 10.2e6, 9.9e6, 10e6, 10.1e6])
+
+    def window(s, g, seconds):
+        g.i += 1
+        g.cpu += 10**9
+        g.sent = lambda: g.rates[g.i]
+        return g.rates[g.i]
+
+    monkeypatch.setattr(trial, "calibrate", window)
+    w = trial.warm_up(None, gen, 0.0, 60.0)
+    assert w["settled"] and w["ceilings_pps"] == [4e6, 6e6, 8e6, 9e6, 10e6, 10e6, 10.2e6, 9.9e6, 10e6]
+    assert w["ceiling_pps"] == 10_000_000 and w["capacity_pps"] == 10_000_000   # the last 3's median
+    gen = _FlatOut([1e6 * (i + 1) for i in range(100)])               # never settles: the limit ends it
+    monkeypatch.setattr(trial.time, "monotonic", iter(range(0, 1000, 1)).__next__)
+    w = trial.warm_up(None, gen, 1.0, 10.0)
+    assert not w["settled"] and len(w["ceilings_pps"]) <= 10          # 1 s windows within 10 s
