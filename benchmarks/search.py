@@ -3,7 +3,8 @@
 
 In one run, on one lab with `count_drop` attached natively: the generator's ceiling; the NDR
 search (offload.bench.search, MLRsearch; its warm-up included) with its wall time; a brute-force
-sweep of counted trials of the same duration at every 2% of the search's maximum load, judged as
+sweep of counted trials of the same duration at every 2% of the search's maximum load (in passes
+over all loads, each pass shuffled, so the lab's drift is not read as a fall at the top), judged as
 the search's goal judges a load (as many trials as --duration-sum holds, at most --exceed-ratio of
 them lost or late), its bounds as MLRsearch's relevant ones (the lowest load that failed, and the
 highest that passed below it: the sweep's NDR); then N more searches for the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -30,6 +32,7 @@ from offload.kernel import netns  # noqa: E402
 from offload.load import attach  # noqa: E402
 
 STEP = 0.02
+SEED = 22
 
 
 def knobs(args) -> search.SearchSpec:
@@ -43,31 +46,41 @@ def one_search(s: harness.Session, mode: str, args) -> dict:
 
 
 def sweep(s: harness.Session, max_load: float, args) -> dict:
-    """Counted trials at every STEP of max_load, lowest first, as many per load as the search's
-    goal sums (duration sum / duration); a load passes the goal when at most the exceed ratio of
-    its trials lost frames or were not offered on schedule. The sweep's NDR is the highest load
-    that passed."""
+    """Counted trials at every STEP of max_load, as many per load as the search's goal sums
+    (duration sum / duration), in passes over all loads, each pass in its own shuffled order
+    (passes()): a drift of the lab during the sweep's minutes then spreads over every load instead
+    of falling on the highest ones, which an ascending sweep tries last. A load passes the goal
+    when at most the exceed ratio of its trials lost frames or were not offered on schedule."""
     gen = trial.generator_for(s, trial.single(60))
     per_load = round(search.duration_sum(knobs(args), args.duration) / args.duration)
-    started, verdicts, runs_done, disturbed = time.monotonic(), [], 0, 0
+    loads = [round(max_load * k * STEP) for k in range(1, round(1 / STEP) + 1)]
+    results: dict[int, list[dict]] = {load: [] for load in loads}
+    started, runs_done, disturbed = time.monotonic(), 0, 0
     try:
-        for k in range(1, round(1 / STEP) + 1):
-            load = max_load * k * STEP
-            results = []
-            for _ in range(per_load):
-                runs = trial.run_undisturbed(s, gen, load, args.duration)
-                results.append(runs[-1])
-                runs_done, disturbed = runs_done + len(runs), disturbed + sum(r["disturbed"] for r in runs)
-            verdicts.append((round(load), passes(results, args.exceed_ratio)))
+        for load in schedule(loads, per_load):
+            runs = trial.run_undisturbed(s, gen, load, args.duration)
+            results[load].append(runs[-1])
+            runs_done, disturbed = runs_done + len(runs), disturbed + sum(r["disturbed"] for r in runs)
     finally:
         gen.stop()
         gen.close()
+    verdicts = [(load, passes(results[load], args.exceed_ratio)) for load in loads]
     lower, upper = bounds(verdicts)
     return {"ndr_pps": lower, "first_fail_pps": upper,
             "highest_pass_pps": max((load for load, ok in verdicts if ok), default=None),
             "passed": [ok for _, ok in verdicts], "loads": round(1 / STEP), "trials_per_load": per_load,
             "runs": runs_done, "disturbed_runs": disturbed, "wall_s": round(time.monotonic() - started, 1),
             "step_pps": round(max_load * STEP)}
+
+
+def schedule(loads: list[int], per_load: int, seed: int = SEED) -> list[int]:
+    """The sweep's order (pure): `per_load` passes over `loads`, each shuffled (a fixed seed: the
+    same sweep every run)."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    for _ in range(per_load):
+        order += rng.sample(loads, len(loads))
+    return order
 
 
 def bounds(verdicts: list[tuple[int, bool]]) -> tuple[int | None, int | None]:
