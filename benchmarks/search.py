@@ -2,10 +2,12 @@
 """The NDR search against a brute-force sweep, and its repeatability, on one veth lab.
 
 In one run, on one lab with `count_drop` attached natively: the generator's ceiling; the NDR
-search (offload.bench.search, MLRsearch) with its wall time; a brute-force sweep of counted
-trials of the same duration at every 2% of the search's maximum load, judged as the search's
-goal judges a load (as many trials as --duration-sum holds, at most --exceed-ratio of them lost
-or late; the highest load that passed is the sweep's NDR); then N more searches for the
+search (offload.bench.search, MLRsearch; its warm-up included) with its wall time; a brute-force
+sweep of counted trials of the same duration at every 2% of the search's maximum load (in passes
+over all loads, each pass shuffled, so the lab's drift is not read as a fall at the top), judged as
+the search's goal judges a load (as many trials as --duration-sum holds, at most --exceed-ratio of
+them lost or late), its bounds as MLRsearch's relevant ones (the lowest load that failed, and the
+highest that passed below it: the sweep's NDR); then N more searches for the
 coefficient of variation of the NDR's lower bound. Checks: the sweep's NDR lies within one step of the search's bracket; the
 search takes at most 1/3 of the sweep's time; CV <= 5% (on an idle machine). Run as root:
     .venv/bin/python benchmarks/search.py [--duration 1] [--repeat 5] [--mode native]
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -29,6 +32,7 @@ from offload.kernel import netns  # noqa: E402
 from offload.load import attach  # noqa: E402
 
 STEP = 0.02
+SEED = 22
 
 
 def knobs(args) -> search.SearchSpec:
@@ -42,35 +46,62 @@ def one_search(s: harness.Session, mode: str, args) -> dict:
 
 
 def sweep(s: harness.Session, max_load: float, args) -> dict:
-    """Counted trials at every STEP of max_load, lowest first, as many per load as the search's
-    goal sums (duration sum / duration); a load passes the goal when at most the exceed ratio of
-    its trials lost frames or were not offered on schedule. The sweep's NDR is the highest load
-    that passed."""
+    """Counted trials at every STEP of max_load, as many per load as the search's goal sums
+    (duration sum / duration), in passes over all loads, each pass in its own shuffled order
+    (passes()): a drift of the lab during the sweep's minutes then spreads over every load instead
+    of falling on the highest ones, which an ascending sweep tries last. A load passes the goal
+    when at most the exceed ratio of its trials lost frames or were not offered on schedule."""
     gen = trial.generator_for(s, trial.single(60))
     per_load = round(search.duration_sum(knobs(args), args.duration) / args.duration)
-    started, passed, runs_done, disturbed = time.monotonic(), [], 0, 0
+    loads = [round(max_load * k * STEP) for k in range(1, round(1 / STEP) + 1)]
+    results: dict[int, list[dict]] = {load: [] for load in loads}
+    started, runs_done, disturbed = time.monotonic(), 0, 0
     try:
-        for k in range(1, round(1 / STEP) + 1):
-            load = max_load * k * STEP
-            results = []
-            for _ in range(per_load):
-                runs = trial.run_undisturbed(s, gen, load, args.duration)
-                results.append(runs[-1])
-                runs_done, disturbed = runs_done + len(runs), disturbed + sum(r["disturbed"] for r in runs)
-            if passes(results, args.exceed_ratio):
-                passed.append(round(load))
+        for load in schedule(loads, per_load):
+            runs = trial.run_undisturbed(s, gen, load, args.duration)
+            results[load].append(runs[-1])
+            runs_done, disturbed = runs_done + len(runs), disturbed + sum(r["disturbed"] for r in runs)
     finally:
         gen.stop()
         gen.close()
-    return {"ndr_pps": max(passed) if passed else None, "loads": round(1 / STEP), "trials_per_load": per_load,
+    verdicts = [(load, passes(results[load], args.exceed_ratio)) for load in loads]
+    lower, upper = bounds(verdicts)
+    return {"ndr_pps": lower, "first_fail_pps": upper,
+            "highest_pass_pps": max((load for load, ok in verdicts if ok), default=None),
+            "passed": [ok for _, ok in verdicts], "loads": round(1 / STEP), "trials_per_load": per_load,
             "runs": runs_done, "disturbed_runs": disturbed, "wall_s": round(time.monotonic() - started, 1),
             "step_pps": round(max_load * STEP)}
+
+
+def schedule(loads: list[int], per_load: int, seed: int = SEED) -> list[int]:
+    """The sweep's order (pure): `per_load` passes over `loads`, each shuffled (a fixed seed: the
+    same sweep every run)."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    for _ in range(per_load):
+        order += rng.sample(loads, len(loads))
+    return order
+
+
+def bounds(verdicts: list[tuple[int, bool]]) -> tuple[int | None, int | None]:
+    """The sweep's bounds as MLRsearch defines its relevant ones (pure): the upper bound is the
+    lowest load that failed, the lower bound the highest load below it that passed. A pass above
+    a failure (a lucky trial on a noisy lab) is no NDR: the search would not count it either."""
+    upper = min((load for load, ok in verdicts if not ok), default=None)
+    lower = max((load for load, ok in verdicts if ok and (upper is None or load < upper)), default=None)
+    return lower, upper
 
 
 def passes(trials: list[dict], exceed_ratio: float) -> bool:
     """At most `exceed_ratio` of the trials lost a frame or fell behind their schedule."""
     failed = sum(t["loss_packets"] > 0 or t["generator_short"] for t in trials)
     return failed <= exceed_ratio * len(trials)
+
+
+def agrees(goal: dict, swept: dict, max_load: float) -> bool:
+    """The sweep's NDR within one step of a search's bracket."""
+    ndr, step = swept["ndr_pps"], swept["step_pps"]
+    return ndr is not None and goal["lower_bound_pps"] - step <= ndr <= (goal["upper_bound_pps"] or max_load) + step
 
 
 def targets(out: dict) -> dict[str, bool | None]:
@@ -102,23 +133,26 @@ def main() -> int:
                 harness.prepare_mode(s, args.mode)
                 first = one_search(s, args.mode, args)
                 max_load = search.max_load(first["generator_ceiling_pps"], first["generator_capacity_pps"])
-                swept = sweep(s, max_load, args)
+                swept = sweep(s, max_load, args)   # right after the first search and before the second
                 more = [one_search(s, args.mode, args) for _ in range(args.repeat - 1)]
             finally:
                 attach.detach(spec.rx)
     searches = [first, *more]
     lows = [r["goals"][0]["lower_bound_pps"] for r in searches]
     g = first["goals"][0]
-    within = swept["ndr_pps"] is not None and \
-        g["lower_bound_pps"] - swept["step_pps"] <= swept["ndr_pps"] <= (g["upper_bound_pps"] or max_load) + swept["step_pps"]
+    within = agrees(g, swept, max_load)
+    after = agrees(more[0]["goals"][0], swept, max_load) if more else None
     out = {"mode": args.mode, "duration_s": args.duration, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
            "search": {"lower_pps": g["lower_bound_pps"], "upper_pps": g["upper_bound_pps"], "limited_by": g["limited_by"],
                       "trials": first["trials_run"], "wall_s": first["wall_s"]},
-           "sweep": swept, "sweep_within_one_step": within,
+           "sweep": swept, "sweep_within_one_step": within, "sweep_within_one_step_of_the_next_search": after,
            "time_ratio": round(first["wall_s"] / swept["wall_s"], 3),
            "repeat_lower_pps": lows,
            "searches": [{"lower_pps": r["goals"][0]["lower_bound_pps"], "upper_pps": r["goals"][0]["upper_bound_pps"],
                          "ceiling_pps": r["generator_ceiling_pps"], "capacity_pps": r["generator_capacity_pps"],
+                         "warmup_s": r["warmup"]["seconds"], "warmup_settled": r["warmup"]["settled"],
+                         "warmup_ceilings_pps": r["warmup"]["ceilings_pps"],
+                         "warmup_capacities_pps": r["warmup"]["capacities_pps"],
                          "trials": r["trials_run"], "disturbed": r["disturbed_trials"], "wall_s": r["wall_s"]}
                         for r in searches],
            "cv": round(statistics.stdev(lows) / statistics.mean(lows), 4) if len(lows) > 1 else None,
@@ -132,8 +166,13 @@ def main() -> int:
               f"{out['duration_sum_s']:g} s of {args.duration:g} s trials, exceed ratio {args.exceed_ratio:g}")
         print(f"search: NDR {srch['lower_pps']:,}-{srch['upper_pps'] or 0:,} pps ({srch['limited_by']}), "
               f"{srch['trials']} trials, {srch['wall_s']} s")
-        print(f"sweep:  NDR {swept['ndr_pps'] or 0:,} pps, {swept['runs']} trials, {swept['wall_s']} s, "
-              f"step {swept['step_pps']:,} pps; within one step of the bracket: {within}")
+        print(f"sweep:  NDR {swept['ndr_pps'] or 0:,} pps (first failure {swept['first_fail_pps'] or 0:,}, highest "
+              f"pass {swept['highest_pass_pps'] or 0:,}), {swept['runs']} trials, {swept['wall_s']} s, step "
+              f"{swept['step_pps']:,} pps; within one step of the bracket: {within} (of the next search's: {after})")
+        for i, r in enumerate(out["searches"], 1):
+            print(f"search {i}: warm-up {r['warmup_s']} s ({'settled' if r['warmup_settled'] else 'NOT settled'}), "
+                  f"Mpps per window {[round(c / 1e6, 2) for c in r['warmup_ceilings_pps']]}; "
+                  f"NDR {r['lower_pps']:,}-{r['upper_pps'] or 0:,}, {r['trials']} trials ({r['disturbed']} disturbed)")
         print(f"search/sweep time {out['time_ratio']}; {len(lows)} searches: lower bounds {lows}, CV {out['cv']}")
         for name, met in out["targets"].items():
             print(f"target {name}: {'MET' if met else 'MISSED' if met is not None else 'not measured'}")

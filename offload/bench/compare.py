@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from offload.bench import confidence, harness
+from offload.bench import confidence, harness, queues
 from offload.errors import OffloadError, UsageError
 from offload.load import attach as attach_mod
 from offload.probe.mode import MODES
@@ -63,8 +63,7 @@ def _trial(s: harness.Session, gen: harness._Generator, arm: Arm) -> dict:
     # a program without offload's counters: the interface's own receive count
     counted = bool(run["rx_packets"])
     rate = run["rx_pps"] if counted else round(run["iface_rx_packets"] / run["window_s"])
-    cpu_s = run["generator_cpu_s"]
-    per_cpu = run["rx_per_cpu_s"] if counted else round(run["iface_rx_packets"] / cpu_s) if cpu_s else None
+    per_cpu = run["rx_per_cpu_s"] if counted else queues.per_cpu_second(run["iface_rx_packets"], run["generator_cpu_s"])
     return {"rx_pps": rate, "counted_by": "program" if counted else "interface", "tx_pps": run["tx_pps"],
             "window_s": run["window_s"], "loss": run["loss"], "generator_cpu_s": run["generator_cpu_s"],
             "rx_per_cpu_s": per_cpu}

@@ -116,7 +116,7 @@ class _Generator:
     def start(self, count_per_thread: int | None, rate_per_thread: float | None = None) -> None: ...
     def sent(self) -> float: ...
     def offered_seconds(self) -> float | None: ...
-    def lag(self, rate_per_thread: float) -> float: ...
+    def lag(self) -> float: ...
     def stop(self) -> None: ...
     def wait(self) -> None: ...
     def close(self) -> None: ...
@@ -141,7 +141,7 @@ class _Live(_Generator):
         ts = [(t.began, t.ended) for t in self.g.threads if t.began is not None and t.ended is not None]
         return max(e for _, e in ts) - min(b for b, _ in ts) if ts else None
 
-    def lag(self, rate_per_thread):
+    def lag(self):
         return self.g.lag()
 
     def sent(self) -> float:
@@ -186,10 +186,12 @@ class _Pktgen(_Generator):
         self.pg = pktgen.Pktgen(self.cfg)
         self.thread: threading.Thread | None = None
         self.final: list[pktgen.PktgenResult] = []
+        self.rate_per_thread: float | None = None
 
     def start(self, count_per_thread, rate_per_thread=None):
         self.cfg.count = count_per_thread or 0
         self.cfg.rate_pps = max(1, round(rate_per_thread)) if rate_per_thread else None
+        self.rate_per_thread = rate_per_thread   # unrounded: the schedule lag() measures against
         self.pg.setup()
         self.thread = threading.Thread(target=lambda: setattr(self, "final", self.pg.run()), daemon=True)
         self.thread.start()
@@ -206,10 +208,10 @@ class _Pktgen(_Generator):
         usec = [r.usec for r in self.final if r.usec]
         return max(usec) / 1e6 if usec else None
 
-    def lag(self, rate_per_thread):
+    def lag(self):
         """pktgen spaces every frame (ratep): what its slowest thread took beyond the schedule."""
-        took = self.offered_seconds()
-        return max(0.0, took - self.cfg.count / rate_per_thread) if took and self.cfg.count else 0.0
+        took, rate = self.offered_seconds(), self.rate_per_thread
+        return max(0.0, took - self.cfg.count / rate) if took and self.cfg.count and rate else 0.0
 
     def wait(self):
         if self.thread:
@@ -360,10 +362,8 @@ def cpu_rate(rx: int, before_ns: int | None, after_ns: int | None) -> dict:
     XDP runs in the sending CPU's softirq, charged to the sending thread (or that CPU's
     ksoftirqd): this rate is 1 / (generator's + program's cost per frame), whatever share of the
     CPU other work took from the window; the hypervisor's steal is not charged either."""
-    if before_ns is None or after_ns is None or after_ns <= before_ns:
-        return {"generator_cpu_s": None, "rx_per_cpu_s": None}
-    cpu_s = (after_ns - before_ns) / 1e9
-    return {"generator_cpu_s": round(cpu_s, 4), "rx_per_cpu_s": round(rx / cpu_s)}
+    cpu_s = queues.cpu_seconds(before_ns, after_ns)
+    return {"generator_cpu_s": round(cpu_s, 4) if cpu_s else None, "rx_per_cpu_s": queues.per_cpu_second(rx, cpu_s)}
 
 
 def _median(runs: list[dict], key: str):

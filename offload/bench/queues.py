@@ -29,6 +29,18 @@ def ratio(part: int | None, whole: int | None) -> float | None:
     return round(part / whole, 6) if part is not None and whole else None
 
 
+def cpu_seconds(before_ns: int | None, after_ns: int | None) -> float | None:
+    """CPU time between two readings of a CPU-time clock (ns), or None when either is missing or
+    the clock did not advance (a thread had ended: no rate can be made of it)."""
+    return (after_ns - before_ns) / 1e9 if before_ns is not None and after_ns is not None \
+        and after_ns > before_ns else None
+
+
+def per_cpu_second(frames: float, cpu_s: float | None) -> int | None:
+    """Frames per second of CPU time: the one rate trial, harness and compare all report."""
+    return round(frames / cpu_s) if cpu_s else None
+
+
 def queue_view(tx_delta: dict[str, int], rx_delta: dict[str, int]) -> dict:
     """Per-queue counts over a run: the tx device's transmit queues, the rx device's receive queues.
 

@@ -28,7 +28,8 @@ DEFAULT_EXCEED = 0.5          # CSIT's goal exceed ratio
 DURATION_SUMS = 3             # final trials' worth of time per load (CSIT: 21 of 1 s)
 MIN_LOAD = 10_000.0           # frames/s: below it the lab measures scheduling, not XDP
 INITIAL_TRIAL_S = 1.0
-CALIBRATE_S = 1.0
+CALIBRATE_S = 1.0             # one warm-up window
+WARMUP_MAX_S = 20.0           # the warm-up's limit: a lab that never settles is searched anyway, marked
 HEADROOM = 1.2              # max load over the calibrated ceiling: the ceiling itself is measured on a busy machine
 
 
@@ -108,7 +109,7 @@ def _config(spec: SearchSpec, duration: float, max_load: float, max_seconds: flo
     cfg.max_load = max_load
     cfg.min_load = min(MIN_LOAD, max_load / 10)
     cfg.search_duration_max = max_seconds
-    cfg.warmup_duration = None   # calibration ran the generator flat out just before
+    cfg.warmup_duration = None   # the warm-up ran the generator flat out just before
     return cfg
 
 
@@ -149,8 +150,8 @@ def limited_by(goal: Goal, upper: float | None, trials: list[dict]) -> str:
 
 def search_one(s: harness.Session, mode: str, frames: trial.Frames, spec: SearchSpec,
                progress: Callable[[str], None]) -> dict:
-    """The search for one mode and one frame size: calibrate the generator's ceiling, then search
-    up to it. Cut short (Ctrl-C, SIGTERM, a device gone), the document so far, its trials kept and
+    """The search for one mode and one frame size: warm up until the generator's ceiling settles,
+    then search up to it. Cut short (Ctrl-C, SIGTERM, a device gone), the document so far, its trials kept and
     `error` saying why, rides on the exception (`.search_doc`)."""
     from MLRsearch import MultipleLossRatioSearch
 
@@ -158,14 +159,13 @@ def search_one(s: harness.Session, mode: str, frames: trial.Frames, spec: Search
     gen = trial.generator_for(s, frames)
     try:
         started = time.monotonic()
-        progress(f"{label}: the generator's ceiling ({CALIBRATE_S:g} s flat out)")
-        cpu0 = gen.cpu_ns()
-        ceiling = trial.calibrate(s, gen, CALIBRATE_S)
-        capacity = trial.capacity(int(gen.sent()), cpu0, gen.cpu_ns())
+        progress(f"{label}: warm-up, the generator flat out until its ceiling settles (at most {WARMUP_MAX_S:g} s)")
+        warm = trial.warm_up(s, gen, CALIBRATE_S, WARMUP_MAX_S)
+        ceiling, capacity = warm["ceiling_pps"], warm["capacity_pps"]
         m = _Measurer(s, gen, progress, label)
         doc = {"mode": mode, "frame": frames.label, "mean_frame_bytes": round(frames.mean_bytes, 2),
-               "generator": s.gen_name, "generator_ceiling_pps": round(ceiling), "generator_capacity_pps": capacity,
-               "goals": [], "trials": m.trials}
+               "generator": s.gen_name, "generator_ceiling_pps": ceiling, "generator_capacity_pps": capacity,
+               "warmup": warm, "goals": [], "trials": m.trials}
         cfg = _config(spec, s.spec.duration, max_load(ceiling, capacity), spec.max_seconds)
         try:
             found = MultipleLossRatioSearch(cfg).search(m, debug=lambda msg: None)

@@ -12,10 +12,11 @@ the load, never against the device: a load that was not offered cannot be a lowe
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
-from offload.bench import harness
+from offload.bench import harness, queues
 from offload.bench.frames import udp_frame
 
 # CSIT's IMIX_v4_1: 28 x 64 B, 16 x 570 B, 4 x 1518 B, sizes on the wire with the FCS. offload's
@@ -32,6 +33,11 @@ SHORT_SLACK_S = 0.05
 # kept, marked `disturbed`, and run again, at most RETRIES times.
 CAPACITY_MARGIN = 0.05
 RETRIES = 2
+# The warm-up before a search: the generator flat out until its figure stops moving (its median
+# over WARMUP_K windows against the WARMUP_K before, within WARMUP_TOLERANCE), so a search never
+# starts on a lab still settling and its maximum load is not one window's luck.
+WARMUP_K = 3
+WARMUP_TOLERANCE = 0.05
 
 
 def tolerated_lag(duration: float) -> float:
@@ -85,6 +91,44 @@ def calibrate(s: harness.Session, gen: harness._Generator, seconds: float) -> fl
     return gen.sent() / took if took else 0.0
 
 
+def warm_up(s: harness.Session, gen: harness._Generator, window_s: float, max_s: float) -> dict:
+    """The generator flat out in windows of `window_s` until its ceiling has settled (settled():
+    no trend between the last WARMUP_K windows and the WARMUP_K before them), at most `max_s`:
+    every window's ceiling (frames/s) and capacity (frames per CPU-second) for the record, and the
+    median of the last WARMUP_K of each as the generator's ceiling and capacity."""
+    ceilings: list[float] = []
+    capacities: list[int | None] = []
+    began = time.monotonic()
+    while True:
+        cpu0 = gen.cpu_ns()
+        ceilings.append(calibrate(s, gen, window_s))
+        capacities.append(capacity(int(gen.sent()), cpu0, gen.cpu_ns()))
+        done = settled(steady_figures(ceilings, capacities))
+        if done or time.monotonic() - began + window_s > max_s:
+            break
+    known = [c for c in capacities[-WARMUP_K:] if c is not None]
+    return {"window_s": window_s, "seconds": round(time.monotonic() - began, 2), "settled": done,
+            "ceilings_pps": [round(c) for c in ceilings], "capacities_pps": capacities,
+            "ceiling_pps": round(statistics.median(ceilings[-WARMUP_K:])),
+            "capacity_pps": round(statistics.median(known)) if known else None}
+
+
+def steady_figures(ceilings: list[float], capacities: list[int | None]) -> list[float]:
+    """What settling is judged on (pure): the capacity per CPU-second where every window has one
+    (other work on the CPU moves the rate, not the cost per frame), else the ceiling."""
+    return [float(c) for c in capacities] if capacities and None not in capacities else ceilings
+
+
+def settled(figures: list[float], k: int | None = None, tolerance: float = WARMUP_TOLERANCE) -> bool:
+    """No trend left (pure): the median of the last `k` windows within `tolerance` of the median
+    of the `k` before them."""
+    k = k or WARMUP_K
+    if len(figures) < 2 * k:
+        return False
+    before, last = statistics.median(figures[-2 * k:-k]), statistics.median(figures[-k:])
+    return before > 0 and abs(last / before - 1) <= tolerance
+
+
 def run(s: harness.Session, gen: harness._Generator, load: float, duration: float) -> dict:
     """Offer `load` frames/s for `duration` s (counted), and return the trial as plain data."""
     threads = len(s.cpus)
@@ -95,20 +139,15 @@ def run(s: harness.Session, gen: harness._Generator, load: float, duration: floa
     gen.wait()
     time.sleep(harness.DRAIN_S)
     b = harness._sample(s.dev, gen)
-    cpu_s = cpu_seconds(a.gen_cpu_ns, b.gen_cpu_ns)
+    cpu_s = queues.cpu_seconds(a.gen_cpu_ns, b.gen_cpu_ns)
     return account(load, duration, per_thread * threads, int(gen.sent()), b.counted - a.counted,
-                   gen.offered_seconds(), gen.lag(load / threads), time.monotonic() - began, gen.errors(), cpu_s)
-
-
-def cpu_seconds(before_ns: int | None, after_ns: int | None) -> float | None:
-    return (after_ns - before_ns) / 1e9 if before_ns is not None and after_ns is not None else None
+                   gen.offered_seconds(), gen.lag(), time.monotonic() - began, gen.errors(), cpu_s)
 
 
 def capacity(sent: int, before_ns: int | None, after_ns: int | None) -> int | None:
     """Frames per second of the generator's own CPU time (pure): what it sends with its CPU to
     itself (on a veth, the receiver's work included)."""
-    cpu_s = cpu_seconds(before_ns, after_ns)
-    return round(sent / cpu_s) if cpu_s and sent else None
+    return queues.per_cpu_second(sent, queues.cpu_seconds(before_ns, after_ns))
 
 
 def run_undisturbed(s: harness.Session, gen: harness._Generator, load: float, duration: float) -> list[dict]:
@@ -129,7 +168,7 @@ def account(load: float, duration: float, intended: int, sent: int, received: in
     generator's CPU time (live frames), whence its capacity: frames per CPU-second."""
     took = max(offered_s or 0.0, duration)
     short = lag_s > tolerated_lag(duration) or sent < intended
-    cap = round(sent / cpu_s) if cpu_s and sent else None
+    cap = queues.per_cpu_second(sent, cpu_s)
     lost = max(0, sent - received)   # a stray frame of the lab's own (IPv6 ND) is not negative loss
     return {"intended_load_pps": round(load), "duration_s": duration, "intended_count": intended,
             "tx_packets": sent, "rx_packets": received, "loss_packets": lost,

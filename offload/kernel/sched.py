@@ -43,15 +43,19 @@ def _clock(pid: int, kind: int) -> int | None:
         return None
 
 
-def ksoftirqd(cpu: int) -> int | None:
-    """The pid of `ksoftirqd/cpu`, the thread softirq work moves to when it runs too long in the
-    context that raised it."""
-    want = f"ksoftirqd/{cpu}\n"
+def ksoftirqd(cpus: list[int]) -> dict[int, int | None]:
+    """The pid of `ksoftirqd/N` for each CPU N of `cpus` (None where there is none), the thread
+    softirq work moves to when it runs too long in the context that raised it: /proc read once."""
+    want = {f"ksoftirqd/{c}\n": c for c in cpus}
+    found: dict[int, int | None] = dict.fromkeys(cpus)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/comm") as f:
-                if f.read() == want:
-                    return int(pid)
+                comm = f.read()
         except OSError:
             continue
-    return None
+        if comm in want:
+            found[want[comm]] = int(pid)
+            if None not in found.values():
+                break
+    return found

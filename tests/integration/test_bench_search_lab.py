@@ -14,7 +14,7 @@ from lib.kernel import netns_list
 from lib.schemas import validate
 
 from offload import lab
-from offload.bench import harness, trial
+from offload.bench import harness, search, trial
 from offload.kernel import netns
 from offload.load import attach, stats
 
@@ -62,7 +62,7 @@ def test_sigterm_mid_search_keeps_its_trials_and_leaves_nothing():
     while not pins.exists() and time.time() < deadline:
         time.sleep(0.1)
     assert pins.exists(), "the program was never attached"
-    time.sleep(4)   # calibration (1 s), then into the first trials
+    time.sleep(search.WARMUP_MAX_S + 4)   # the warm-up (at most WARMUP_MAX_S), then into the first trials
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err

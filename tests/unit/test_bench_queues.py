@@ -177,3 +177,12 @@ def test_window_counts_both_receive_counters_over_one_window():
     w = _window(a, b, xdp_xmit=False)
     assert w["rx_packets"] == 1_000 and w["iface_rx_packets"] == 1_010 and w["rx_pps"] == 500
     assert w["accounting_diff"] == round(10 / 1_010, 5)
+
+
+def test_cpu_seconds_and_the_rate_per_cpu_second_are_one_arithmetic():
+    assert queues.cpu_seconds(10**9, 10**9 + 250_000_000) == 0.25
+    assert queues.cpu_seconds(None, 10**9) is None and queues.cpu_seconds(10**9, None) is None
+    assert queues.cpu_seconds(10**9, 10**9) is None      # the clock did not advance: no rate of it
+    assert queues.per_cpu_second(1_000_000, 0.25) == 4_000_000
+    assert queues.per_cpu_second(0, 0.25) == 0           # nothing received in CPU time spent: zero, known
+    assert queues.per_cpu_second(1_000_000, None) is None

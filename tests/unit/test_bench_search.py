@@ -119,6 +119,20 @@ def test_a_late_generator_that_had_cpu_to_spare_was_disturbed():
     assert not trial.account(2_000_000, 1.0, 2_000_000, 1_000_000, 1_000_000, 1.0, 0.5, 1.3)["disturbed"]  # no clock
 
 
+def test_disturbed_needs_capacity_capacity_margin_above_the_load():
+    load, margin = 2_000_000, trial.CAPACITY_MARGIN
+    assert 0 < margin < 0.5      # a margin of noise in the CPU clock, not a second ceiling
+    assert trial.disturbed(True, load, load * (1 + margin))
+    assert not trial.disturbed(True, load, load * (1 + margin) - 1)   # within the margin: its own ceiling
+    assert not trial.disturbed(False, load, load * 10)                # on schedule: never disturbed
+    assert not trial.disturbed(True, load, None)                      # no clock: not known
+    # account() judges with the same margin, from the frames sent and the CPU time
+    cpu_s = 1_000_000 / (load * (1 + margin) + 1000)
+    assert trial.account(load, 1.0, load, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=cpu_s)["disturbed"]
+    cpu_s = 1_000_000 / (load * (1 + margin) - 1000)
+    assert not trial.account(load, 1.0, load, 1_000_000, 1_000_000, 1.0, 0.5, 1.3, cpu_s=cpu_s)["disturbed"]
+
+
 def test_a_disturbed_trial_is_run_again_at_most_retries_times(monkeypatch):
     outcomes = iter([True, True, False])
     monkeypatch.setattr(trial, "run", lambda s, gen, load, d: {"disturbed": next(outcomes)})
@@ -140,3 +154,57 @@ def test_the_searchs_top_is_above_the_ceiling_or_the_capacity_other_work_held_it
     assert search.max_load(2e6, None) == pytest.approx(2.4e6)
     assert search.max_load(2e6, 3_000_000) == pytest.approx(3.6e6)
     assert search.max_load(2e6, 1_000_000) == pytest.approx(2.4e6)
+
+
+def test_pktgens_lag_is_against_the_rate_it_was_started_at():
+    from offload.bench import harness
+    from offload.bench.generators import pktgen
+
+    g = object.__new__(harness._Pktgen)
+    g.cfg, g.final, g.rate_per_thread = pktgen.PktgenConfig(device="x", threads=[0], count=100_000), [], 100_000.0
+    g.final = [pktgen.PktgenResult(device="x", ok=True, packets=100_000, usec=1_250_000, errors=0)]
+    assert g.lag() == pytest.approx(0.25)            # 100k frames at 100k/s took 1.25 s
+    g.final = [pktgen.PktgenResult(device="x", ok=True, packets=100_000, usec=900_000, errors=0)]
+    assert g.lag() == 0.0                            # ahead of the schedule is no lag
+    g.rate_per_thread = None
+    assert g.lag() == 0.0                            # flat out: no schedule
+
+
+def test_the_warm_up_settles_when_the_last_windows_show_no_trend():
+    k, tol = trial.WARMUP_K, trial.WARMUP_TOLERANCE
+    assert not trial.settled([10.0] * (2 * k - 1))                    # too few windows to see a trend
+    assert trial.settled([10.0] * k + [10.0 * (1 + tol * 0.9)] * k)   # a rise within the tolerance
+    assert not trial.settled([8.0] * k + [10.0] * k)                  # still rising: not settled
+    assert trial.settled([5.0, 8.0, 9.0, 10.5, 9.7, 10.1, 10.2, 9.9])  # the climb is over, noise stays
+    # judged per CPU-second where every window has it, on the rate otherwise
+    assert trial.steady_figures([1.0, 2.0], [10, 20]) == [10.0, 20.0]
+    assert trial.steady_figures([1.0, 2.0], [10, None]) == [1.0, 2.0]
+
+
+class _FlatOut:
+    """A generator whose flat-out windows send `rates` frames/s in turn, 1 CPU-second each."""
+
+    def __init__(self, rates):
+        self.rates, self.i, self.cpu = list(rates), -1, 0
+
+    def cpu_ns(self):
+        return self.cpu
+
+
+def test_the_warm_up_runs_until_settled_and_reports_every_window(monkeypatch):
+    gen = _FlatOut([4e6, 6e6, 8e6, 9e6, 10e6, 10e6, 10.2e6, 9.9e6, 10e6, 10.1e6])
+
+    def window(s, g, seconds):
+        g.i += 1
+        g.cpu += 10**9
+        g.sent = lambda: g.rates[g.i]
+        return g.rates[g.i]
+
+    monkeypatch.setattr(trial, "calibrate", window)
+    w = trial.warm_up(None, gen, 0.0, 60.0)
+    assert w["settled"] and w["ceilings_pps"] == [4e6, 6e6, 8e6, 9e6, 10e6, 10e6, 10.2e6, 9.9e6, 10e6]
+    assert w["ceiling_pps"] == 10_000_000 and w["capacity_pps"] == 10_000_000   # the last 3's median
+    gen = _FlatOut([1e6 * (i + 1) for i in range(100)])               # never settles: the limit ends it
+    monkeypatch.setattr(trial.time, "monotonic", iter(range(0, 1000, 1)).__next__)
+    w = trial.warm_up(None, gen, 1.0, 10.0)
+    assert not w["settled"] and len(w["ceilings_pps"]) <= 10          # 1 s windows within 10 s

@@ -30,12 +30,13 @@ def test_a_threads_clock_counts_its_own_cpu_time_only():
 
 
 def test_ksoftirqd_is_found_per_cpu_and_its_clock_read():
-    cpu = min(os.sched_getaffinity(0))
-    pid = sched.ksoftirqd(cpu)
-    assert pid is not None
+    cpus = sorted(os.sched_getaffinity(0))
+    pids = sched.ksoftirqd([*cpus, 10**6])
+    cpu, pid = cpus[0], pids[cpus[0]]
+    assert pid is not None and None not in (pids[c] for c in cpus)
     with open(f"/proc/{pid}/comm") as f:
         assert f.read().strip() == f"ksoftirqd/{cpu}"
     assert sched.process_cpu_ns(pid) is not None
     mine = sched.process_cpu_ns(os.getpid())
     assert mine is not None and abs(mine - time.process_time_ns()) < 50_000_000   # this process's own clock
-    assert sched.ksoftirqd(10**6) is None
+    assert pids[10**6] is None                               # no such CPU

@@ -92,7 +92,7 @@ class LiveFrames:
         self.threads = [GenThread(c) for c in cpus]
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
-        self._ksoftirqd = {c: sched.ksoftirqd(c) for c in cpus}
+        self._ksoftirqd = sched.ksoftirqd(cpus)
         self._done_ns = 0   # CPU time of the threads of runs before this one
 
     def _send(self, t: GenThread, n: int) -> None:
