@@ -3,7 +3,8 @@
 one veth deleted and made again under the same name (a pod restarting), each repaired by watch
 (its program attached to the new veth) before the next; every K cycles watch's resident memory,
 its open fds, offload's pins and records are sampled. Reports first/last and the least-squares
-slope (KiB per 100 cycles) of the RSS.
+slope (KiB per 100 cycles) of the RSS, and a verdict on issue 24's target (MET or MISSED: the RSS
+at the end at most 5% above the first sample, fds, pins and records unchanged).
 
 Same isolation as attach_scale.py: a network namespace, a bpffs instance and a run directory of
 the script's own, removed on every exit path (SIGTERM included).
