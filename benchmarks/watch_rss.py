@@ -3,7 +3,8 @@
 one veth deleted and made again under the same name (a pod restarting), each repaired by watch
 (its program attached to the new veth) before the next; every K cycles watch's resident memory,
 its open fds, offload's pins and records are sampled. Reports first/last and the least-squares
-slope (KiB per 100 cycles) of the RSS.
+slope (KiB per 100 cycles) of the RSS, and a verdict on issue 24's target (MET or MISSED: the RSS
+at the end at most 5% above the first sample, fds, pins and records unchanged).
 
 Same isolation as attach_scale.py: a network namespace, a bpffs instance and a run directory of
 the script's own, removed on every exit path (SIGTERM included).
@@ -31,6 +32,7 @@ from attach_scale import OFFLOAD, Lab, batch, rss_kib, xdp_count  # noqa: E402
 from start import byte_compile  # noqa: E402
 
 SETTLE = 0.5   # seconds left to watch before a sample
+FLAT = 0.05    # "flat": the last sample's RSS at most 5% above the first, fds, pins and records unchanged
 
 
 def files_under(path: Path) -> int:
@@ -78,6 +80,12 @@ def slope_per_100(samples: list[dict], key: str = "rss_kib") -> float:
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
     return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+
+
+def flat(out: dict) -> bool:
+    """The issue's target: watch's RSS flat over the cycles, and nothing else held grows either."""
+    return (out["rss_kib_last"] <= out["rss_kib_first"] * (1 + FLAT)
+            and all(out[f"{k}_last"] == out[f"{k}_first"] for k in ("fds", "pins", "records")))
 
 
 def churn(lab: Lab, n: int, cycles: int, every: int) -> dict:
@@ -161,7 +169,10 @@ def main() -> int:
     out["load_end"] = round(os.getloadavg()[0], 2)
     if args.plot:
         plot(out, args.plot)
+    out["rss_flat"] = flat(out)
     print(json.dumps(out, indent=2) if args.json else markdown(out))
+    print(f"target watch RSS flat over {out['cycles']} cycles with {out['interfaces']} interfaces attached "
+          f"(at most {FLAT:.0%} above the first sample): {'MET' if out['rss_flat'] else 'MISSED'}", file=sys.stderr)
     return 0 if out["watch_alive"] else 1
 
 
