@@ -180,3 +180,39 @@ def test_sigkill_at_every_bpf_call_of_a_link_attach(env):
         if res.returncode == 0:
             break   # ran to its end without meeting the n-th call: every point was tried
     assert n > 5, "the injection did not take"
+
+
+def test_watch_links_hotplugged_veths_and_takes_them_off_on_exit(env, tmp_path):
+    """watch under a `via: link` rule: its start's apply and a hot-plugged veth each get a pinned
+    link; a deleted veth's defunct link is unpinned; --detach-on-exit takes the links off."""
+    import signal
+    import time
+
+    lab = env.make_lab(pairs=2)
+    a0, a1, hot = f"{lab.name}-a0", f"{lab.name}-a1", f"{lab.name}-a7"
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"rules:\n  - name: pods\n    match: {{interfaces: ['{lab.name}-a*']}}\n    program: count_drop\n"
+                   "    via: link\n")
+
+    def until(what, timeout: float = 120) -> bool:
+        deadline = time.time() + timeout
+        while not what() and time.time() < deadline:
+            time.sleep(0.1)
+        return what()
+
+    proc = subprocess.Popen([OFFLOAD, "watch", "-f", str(pol), "--interval", "3600", "--detach-on-exit",
+                             "--netns", lab.netns], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert until(lambda: pinned_link(lab.netns, a0) and pinned_link(lab.netns, a1)), "no links after the start"
+        env.cmd("ip", "link", "add", hot, "type", "veth", "peer", "name", f"{lab.name}-x7", netns=lab.netns)
+        assert until(lambda: pinned_link(lab.netns, hot) is not None), "the hot-plugged veth got no link"
+        link = pinned_link(lab.netns, hot)
+        assert kernel_xdp(hot, lab.netns) == {"native": link.prog_id}
+        env.cmd("ip", "link", "del", a1, netns=lab.netns)
+        assert until(lambda: not (PIN_ROOT / lab.netns / a1).exists()), "the gone veth's link pin stayed"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert kernel_xdp(a0, lab.netns) == {} and kernel_xdp(hot, lab.netns) == {}, out
+    assert not (PIN_ROOT / lab.netns).exists()
