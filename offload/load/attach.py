@@ -196,24 +196,18 @@ def _try_mode(t: _Target, m: str) -> Result | _Refused:
     holder = t.holder(m)
     via = via_for(t.via, m)
     if holder is not None:
-        refuse_mixed(t.iface, via, _held_link(t) is not None)
+        refuse_mixed(t.iface, via, _held_link(t))
     return _try_link(t, m, holder) if via == "link" else _try_netlink(t, m, holder)
 
 
-def _held_link(t: _Target) -> xdplink.XdpLink | None:
-    """Offload's pinned link on this interface, if it holds the program there now (the kernel's
-    view: the link's own info, never the record)."""
+def _held_link(t: _Target) -> bool:
+    """Whether offload's pinned link holds its program here now (the kernel's view: the link's
+    own info, never the record)."""
     mine = t.own.mine
-    if mine is None:
-        return None
-    fd = t.slot.pinned_link() or t.slot.pinned_link(staged=True)
-    if fd is None:
-        return None
-    try:
-        link = xdplink.info(fd)
-    finally:
+    fd = t.slot.holding_link(t.ifindex, mine.prog_id) if mine else None
+    if fd is not None:
         os.close(fd)
-    return link if link and link.ifindex == t.ifindex and link.prog_id == mine.prog_id else None
+    return fd is not None
 
 
 def _load(t: _Target, m: str) -> loader.Loaded | _Refused:
@@ -455,17 +449,13 @@ def take_off(slot: pins.Slot, ifindex: int, mode: str, prog_id: int) -> str:
     """Take offload's program `prog_id` off: through the slot's pinned link when that link holds
     it there (the kernel's view), else by netlink, only if it is still the one there. A link that
     is not offload's is never touched: netlink's EBUSY is said as such. How it was held."""
-    for staged in (False, True):
-        fd = slot.pinned_link(staged)
-        if fd is None:
-            continue
+    fd = slot.holding_link(ifindex, prog_id)
+    if fd is not None:
         try:
-            link = xdplink.info(fd)
-            if link and link.ifindex == ifindex and link.prog_id == prog_id:
-                xdplink.detach(fd)
-                return "link"
+            xdplink.detach(fd)
         finally:
             os.close(fd)
+        return "link"
     try:
         clear_prog_id(ifindex, mode, prog_id)
     except xdp.KernelRefusal as e:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, OffloadError, RefusedError, UsageError, excerpt
-from offload.kernel import bpfsys, clock, durable, fs
+from offload.kernel import bpfsys, clock, durable, fs, xdplink
 from offload.kernel.names import check_ifname, check_netns
 from offload.probe.mode import MODES
 
@@ -416,6 +416,19 @@ class Slot:
                 return bpfsys.obj_get(_pin_path(d, LINK_PIN))
             except OSError:
                 return None
+
+    def holding_link(self, ifindex: int, prog_id: int) -> int | None:
+        """An fd (the caller closes it) for the slot's pinned, else staged, bpf_link if the kernel
+        says it holds program `prog_id` on `ifindex`; None otherwise (no link: netlink holds it)."""
+        for staged in (False, True):
+            fd = self.pinned_link(staged)
+            if fd is None:
+                continue
+            link = xdplink.info(fd)
+            if link and link.ifindex == ifindex and link.prog_id == prog_id:
+                return fd
+            os.close(fd)
+        return None
 
     def stage_link(self, link_fd: int) -> None:
         """Pin a bpf_link into the staging directory beside its program (after stage()): commit()

@@ -22,21 +22,6 @@ def _record(slot: pins.Slot, mine: list[int], warnings: list[str]) -> dict | Non
         return None
 
 
-def _link_of(slot: pins.Slot, ifindex: int, prog_id: int) -> xdplink.XdpLink | None:
-    """The slot's pinned (or staged) bpf_link, if the kernel says it holds `prog_id` on `ifindex`."""
-    for staged in (False, True):
-        fd = slot.pinned_link(staged)
-        if fd is None:
-            continue
-        try:
-            link = xdplink.info(fd)
-        finally:
-            os.close(fd)
-        if link and link.ifindex == ifindex and link.prog_id == prog_id:
-            return link
-    return None
-
-
 class _Via:
     """How each attached program is held, from the kernel: offload's own through its pinned link;
     another's by the kernel's list of XDP links, read once and only if a program is not ours."""
@@ -46,7 +31,10 @@ class _Via:
 
     def __call__(self, slot: pins.Slot | None, ifindex: int, prog_id: int) -> str:
         if slot is not None:
-            return "link" if _link_of(slot, ifindex, prog_id) else "netlink"
+            fd = slot.holding_link(ifindex, prog_id)
+            if fd is not None:
+                os.close(fd)
+            return "netlink" if fd is None else "link"
         if self._links is None:   # (a link's ifindex is per namespace: matched with its program too)
             self._links = {(k.ifindex, k.prog_id) for k in xdplink.all_links()}
         return "link" if (ifindex, prog_id) in self._links else "netlink"

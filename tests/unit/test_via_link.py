@@ -2,14 +2,12 @@
 and netlink on one interface, the policy key, and the plan's keep/replace on it."""
 
 import pytest
-from lib.helpers import load_fixture
+from test_policy import evaluated
 
 from offload.errors import RefusedError
 from offload.load import attach, programs
 from offload.orchestrate.plan import Current, make_plan
 from offload.orchestrate.policy import PolicyError, parse
-from offload.probe import verdicts
-from offload.probe.report import Assessed
 
 
 def test_links_in_native_and_generic_hw_stays_netlink():
@@ -42,14 +40,6 @@ def test_chain_rule_via_link_is_refused_naming_the_rule():
     with pytest.raises(PolicyError) as e:
         parse(text, "p.yaml")
     assert "chained" in e.value.message and "libxdp" in e.value.message and "netlink" in e.value.message
-
-
-def evaluated(fixture):
-    host, devs = load_fixture(fixture)
-    from offload.probe.profiles import load
-    profs, _ = load()
-    return [Assessed(d, profs.get(d.driver or ""), verdicts.evaluate(d, profs.get(d.driver or ""), host))
-            for d in devs.values()]
 
 
 def test_plan_keeps_only_what_is_held_the_way_the_rule_says():
