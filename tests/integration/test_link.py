@@ -216,3 +216,33 @@ def test_watch_links_hotplugged_veths_and_takes_them_off_on_exit(env, tmp_path):
     assert proc.returncode == 0, err
     assert kernel_xdp(a0, lab.netns) == {} and kernel_xdp(hot, lab.netns) == {}, out
     assert not (PIN_ROOT / lab.netns).exists()
+
+
+def test_a_failed_apply_puts_the_links_programs_back(env, tmp_path):
+    """A run that fails on its third interface, after it took the first's link off and updated
+    the second's: both programs come back, each held by a pinned link again."""
+    from lib.helpers import write_bcc_crasher
+    from lib.kernel import xdp_ids
+
+    lab = env.make_lab(pairs=3)
+    a0, a1, a2 = (f"{lab.name}-a{i}" for i in range(3))
+
+    def rules(*rs: tuple[str, str, str]) -> str:
+        return "rules:\n" + "".join(f"  - name: {n}\n    match: {{interfaces: [\"{i}\"]}}\n    program: {p}\n"
+                                    "    via: link\n" for n, i, p in rs)
+
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text(rules(("r0", a0, "count_pass"), ("r1", a1, "count_pass")))
+    second.write_text(rules(("r1", a1, "count_drop"), ("r2", a2, str(write_bcc_crasher(tmp_path / "crash.c")))))
+    assert offload_json("apply", "-f", str(first), "--netns", lab.netns)["outcome"] == "ok"
+    before = xdp_ids(lab.netns)
+    res = subprocess.run([OFFLOAD, "apply", "-f", str(second), "--netns", lab.netns, "--json"], capture_output=True,
+                         text=True, timeout=300)
+    doc = json.loads(res.stdout)
+    assert res.returncode == 1 and doc["outcome"] == "failed" and sorted(doc["rolled_back"]) == [a0, a1]
+    assert xdp_ids(lab.netns) == before
+    for d in (a0, a1):
+        link = pinned_link(lab.netns, d)
+        assert link is not None and link.prog_id == before[d], d
+    assert {r["interface"]: r["via"] for r in offload_json("status", "--netns", lab.netns)["attachments"]} == \
+        {a0: "link", a1: "link"}
