@@ -22,8 +22,12 @@ benchmarks/kernel_attach.py) is then absent, for ip and offload alike.
 
 It ends with a verdict, MET or MISSED, per target of issue 24 it measured.
 
+With --via link, offload attaches through pinned bpf_links (the policy's `via: link`, `attach
+--via link`); `ip -batch` stays RTM_SETLINK, the same as without it. offload's programs are then
+taken off by `offload apply` of a policy matching nothing (netlink cannot take a link's off).
+
 Usage: .venv/bin/python benchmarks/attach_scale.py [N ...] [--hotplug M] [--repeat R]
-       [--plot FILE.png] [--json] [--ip-shared] [--ipv6-off]
+       [--plot FILE.png] [--json] [--ip-shared] [--ipv6-off] [--via netlink|link] [--ipv6-off]
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from offload.load import programs  # noqa: E402
 OFFLOAD = str(Path(sys.executable).parent / "offload")
 POLICY = ("rules:\n  - name: scale\n    match: {interfaces: ['a*', 'h*']}\n"
           "    program: count_drop\n    mode: {prefer: native}\n")
+NO_MATCH = "rules:\n  - name: scale\n    match: {interfaces: ['nothing-here*']}\n    program: count_drop\n"
 
 
 def timed(argv: list[str]) -> float:
@@ -74,7 +79,7 @@ class Lab:
     """A namespace of veth pairs a0/b0 ... (and h0/g0 ... when hot-plugged), and offload's private
     state for this run."""
 
-    def __init__(self, stack: ExitStack, tmp: Path, ipv6: bool = True) -> None:
+    def __init__(self, stack: ExitStack, tmp: Path, ipv6: bool = True, via: str = "netlink") -> None:
         self.tmp, self.ns, self.n = tmp, f"as{os.getpid() % 100000}", 0
         (tmp / "bpf").mkdir()
         subprocess.run(["mount", "-t", "bpf", "bpffs", str(tmp / "bpf")], check=True)
@@ -86,7 +91,10 @@ class Lab:
             subprocess.run(["ip", "netns", "exec", self.ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                             "net.ipv6.conf.default.disable_ipv6=1"], check=True)
         self.policy = tmp / "policy.yaml"
-        self.policy.write_text(POLICY)
+        self.via = via
+        self.policy.write_text(POLICY + ("    via: link\n" if via == "link" else ""))
+        self.none = tmp / "none.yaml"   # the rule matching nothing: apply detaches what it attached
+        self.none.write_text(NO_MATCH)
         self.journal = tmp / "journal.jsonl"
         self.obj = programs.library_object("count_drop")
 
@@ -117,7 +125,11 @@ class Lab:
 
     def clear(self, devs: list[str]) -> None:
         """Everything off: one `ip -batch`, then `offload gc` frees the pins and records of what it
-        took off (this run's own state only)."""
+        took off (this run's own state only). Links offload holds are taken off by an apply of the
+        rule matching nothing (netlink cannot)."""
+        if self.via == "link":
+            subprocess.run([OFFLOAD, "apply", "-f", str(self.none), "--netns", self.ns, "--journal",
+                            str(self.journal)], check=True, capture_output=True)
         batch(self.ns, self.tmp / "off", [f"link set dev {d} xdp off\n" for d in devs], force=True)
         subprocess.run([OFFLOAD, "gc"], capture_output=True, check=True)
 
@@ -155,8 +167,8 @@ def one_attach(lab: Lab, repeat: int) -> dict:
     for _ in range(repeat):
         bare.append(timed_cpu([sys.executable, "-c", "pass"], cpu["pass"]))
         version.append(timed_cpu([OFFLOAD, "--version"], cpu["version"]))
-        one.append(timed_cpu([OFFLOAD, "attach", "a0", "count_drop", "--mode", "native", "--netns", lab.ns],
-                             cpu["attach"]))
+        one.append(timed_cpu([OFFLOAD, "attach", "a0", "count_drop", "--mode", "native", "--netns", lab.ns,
+                              "--via", lab.via], cpu["attach"]))
         subprocess.run([OFFLOAD, "detach", "a0", "--netns", lab.ns], check=True, capture_output=True)
     out = {"attach_s": statistics.median(one), "version_s": statistics.median(version),
            "python_pass_s": statistics.median(bare)}
@@ -238,7 +250,8 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def markdown(out: dict) -> str:
-    lines = ["| interfaces | `offload apply` s | `ip -batch` s | ratio | apply ms/interface | ip ms/interface | load |",
+    apply = "`offload apply`" + (" (via link)" if out.get("via") == "link" else "")
+    lines = [f"| interfaces | {apply} s | `ip -batch` s | ratio | apply ms/interface | ip ms/interface | load |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['n']} | {r['apply_s']:.3f} | {r['ip_batch_s']:.3f} | {r['apply_over_ip']}x | "
               f"{r['apply_s_per_iface'] * 1e3:.2f} | {r['ip_s_per_iface'] * 1e3:.2f} | {r['load']} |" for r in out["sizes"]]
@@ -282,15 +295,17 @@ def main() -> int:
     ap.add_argument("--ip-shared", action="store_true",
                     help="also ip -batch attaching one program loaded once by bpftool (the kernel's attach alone)")
     ap.add_argument("--ipv6-off", action="store_true", help="the veths made with IPv6 disabled in the namespace")
+    ap.add_argument("--via", choices=["netlink", "link"], default="netlink",
+                    help="how offload attaches (ip -batch is RTM_SETLINK either way)")
     args = ap.parse_args()
 
     byte_compile()   # as a wheel install would be
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))   # unwind: namespace, mount
-    out: dict = {"sizes": [], "load_start": round(os.getloadavg()[0], 2), "ipv6": not args.ipv6_off}
+    out: dict = {"sizes": [], "load_start": round(os.getloadavg()[0], 2), "ipv6": not args.ipv6_off, "via": args.via}
     tmp = Path(tempfile.mkdtemp(prefix="attach-scale-"))
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        lab = Lab(stack, tmp, ipv6=not args.ipv6_off)
+        lab = Lab(stack, tmp, ipv6=not args.ipv6_off, via=args.via)
         for n in sorted(set(args.sizes)):
             lab.grow(n)
             out["sizes"].append(side_by_side(lab, args.repeat, args.ip_shared))

@@ -373,6 +373,9 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @click.option("--chain", "chain_actions", metavar="ACTIONS",
               help="With --priority: the actions on which the next program runs (default: pass), "
                    "e.g. pass,drop; from aborted, drop, pass, tx, redirect.")
+@click.option("--via", default="netlink", show_default=True, type=click.Choice(["netlink", "link"]),
+              help="How to attach: RTM_SETLINK, or a bpf_link pinned in offload's state (native and generic; "
+                   "flat cost at thousands of interfaces, but only offload or unpinning takes it off).")
 @click.option("--allow-single", is_flag=True,
               help="With --priority: where the kernel cannot run the dispatcher, attach the program alone "
                    "(never done silently).")
@@ -380,7 +383,7 @@ FLOOR_CHOICE = click.Choice([str(m) for m in modes.MODES])
 @handles_errors
 @in_netns
 def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, dialect, force, try_hw, priority,
-               chain_actions, allow_single, as_json) -> None:
+               chain_actions, via, allow_single, as_json) -> None:
     """Attach PROGRAM to IFACE in the best mode it takes. PROGRAM is a library name (offload
     programs), a compiled BPF object (.o), or a C file (libbpf style or bcc's dialect). With
     --priority it joins libxdp's dispatcher (xdp-loader's too) in native or generic mode."""
@@ -389,12 +392,14 @@ def attach_cmd(iface, program, mode, min_mode, params, prog_name, section, diale
 
     if priority is None and (chain_actions is not None or allow_single):
         raise UsageError("--chain and --allow-single go with --priority (a program in libxdp's dispatcher)")
+    if priority is not None and via == "link":
+        raise UsageError("--via link and --priority do not go together: libxdp attaches its dispatcher by netlink")
     if priority is not None and try_hw:
         raise UsageError("--try-hw and --priority do not go together: a dispatcher's chain is never offloaded")
     prog = programs.resolve_for(iface, program, programs.parse_params(list(params)), prog_name, section, dialect)
     if priority is None:
         res = attach_mod.attach(iface, prog, mode, min_mode, force=force, progress=_steps(quiet=as_json),
-                                try_hw=try_hw)
+                                try_hw=try_hw, via=via)
     else:
         from offload.load import chain
 

@@ -4,6 +4,7 @@ left attached or pinned when it fails. Also detach."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from offload.errors import NoModeError, NotAttachedError, RefusedError, UsageError
-from offload.kernel import bpfsys, clock, netns, xdp
+from offload.kernel import bpfsys, clock, netns, xdp, xdplink
 from offload.kernel.names import ifindex_of
 from offload.kernel.privileges import (
     CAP_BPF,
@@ -37,11 +38,13 @@ class Result:
     replaced: int | None = None
     warnings: list[str] = field(default_factory=list)
     chain: dict | None = None     # in libxdp's dispatcher: priority, actions, the members in run order
+    via: str = "netlink"          # "link": held by the bpf_link pinned in the slot
+    link_id: int | None = None
 
     def to_dict(self) -> dict:
         return {"interface": self.interface, "mode": self.mode, "prog_id": self.prog_id,
                 "program": self.program, "fallbacks": self.fallbacks, "replaced": self.replaced,
-                "warnings": self.warnings, "chain": self.chain}
+                "warnings": self.warnings, "chain": self.chain, "via": self.via, "link_id": self.link_id}
 
 
 class _Refused(NamedTuple):
@@ -64,6 +67,7 @@ class _Target:
     fallbacks: list[dict]      # grows as modes are refused; recorded with the one that takes it
     warnings: list[str]
     managed_by: str | None
+    via: str = "netlink"       # how a new attachment is made: RTM_SETLINK, or a pinned bpf_link
 
     def holder(self, mode: str) -> int | None:
         """The program now in `mode`, which an attach there replaces."""
@@ -103,14 +107,19 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
            params: dict[str, str] | None = None, force: bool = False,
            progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None,
            assessed: Assessed | None = None, protected: dict[str, str] | None = None,
-           try_hw: bool = False) -> Result:
+           try_hw: bool = False, via: str = "netlink") -> Result:
     """Attach `spec` (a PROGRAM argument, or a program resolved already) to `iface`. With `--mode
     auto`, hw is not tried when the advisor says the program would be refused there (`try_hw`
     tries it anyway).
 
     A caller attaching to many interfaces (apply, watch) passes what it probed once: the
     interface's `assessed` facts and verdicts, and the `protected` links; otherwise each attach
-    probes the whole namespace, which makes N attaches cost N probes of N interfaces."""
+    probes the whole namespace, which makes N attaches cost N probes of N interfaces.
+
+    `via` "link" attaches native and generic through a bpf_link pinned in the slot (hw stays
+    netlink: see via_for)."""
+    if via not in VIAS:
+        raise UsageError(f"bad --via {via}: use {', '.join(VIAS)}")
     if mode not in verdicts.CHOICES:
         raise UsageError(f"bad --mode {mode}: use {', '.join(verdicts.CHOICES)}")
     if min_mode and min_mode not in verdicts.MODES:
@@ -129,7 +138,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
             _refuse_foreign(iface, own.foreign)
         hw_advice = None if try_hw or mode != verdicts.AUTO else advisor.hw_refusal(prog, dev.profile, dev.verdicts)
         order, fallbacks = candidates(mode, min_mode, dev.verdicts, hw_advice)
-        target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by)
+        target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by, via)
         for m in order:
             progress(f"{iface}: trying {m}")
             out = _try_mode(target, m)
@@ -141,6 +150,28 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
         floor = f" at or above --min-mode {min_mode}" if min_mode else ""
         raise NoModeError(f"{iface}: could not attach {prog.name} in any acceptable mode{floor}: {listed}",
                           hint="nothing was attached or pinned; see `offload probe -v " + iface + "`")
+
+
+VIAS = ("netlink", "link")
+
+
+def via_for(requested: str, mode: str) -> str:
+    """How an attach in `mode` is made. hw stays netlink: the kernel's flag check takes
+    XDP_FLAGS_HW_MODE for links (dev_xdp_attach refuses only flags outside XDP_FLAGS_MODES), but no
+    offloading NIC or netdevsim here has proved it, so a link is made only where it was tested."""
+    return "netlink" if mode == verdicts.Mode.HW else requested
+
+
+def refuse_mixed(iface: str, via: str, held_by_link: bool) -> None:
+    """The kernel will not put a link over a netlink attachment nor netlink over a link (EBUSY):
+    say so before anything is loaded, with the way out."""
+    if via == "link" and not held_by_link:
+        raise RefusedError(f"{iface}: the program there was attached by netlink; the kernel will not put a "
+                           "bpf_link over it (EBUSY)",
+                           hint=f"offload detach {iface} first, then attach --via link")
+    if via == "netlink" and held_by_link:
+        raise RefusedError(f"{iface}: offload's program there is held by a bpf_link; netlink cannot replace "
+                           "it (EBUSY)", hint=f"attach --via link to replace it, or offload detach {iface} first")
 
 
 def refuse_protected(iface: str, force: bool, protected: dict[str, str]) -> list[str]:
@@ -161,17 +192,95 @@ def _refuse_foreign(iface: str, foreign: dict[str, int]) -> None:
 
 
 def _try_mode(t: _Target, m: str) -> Result | _Refused:
-    """One mode, as a transaction: load, fill the maps, pin, swap, read back, commit. Each undo is
-    registered as it becomes needed; on success they are dropped, on any failure they run (newest
-    first) and leave the interface and the pins as they were."""
+    """One mode, as a transaction: through netlink, or a bpf_link (`_try_link`)."""
     holder = t.holder(m)
+    via = via_for(t.via, m)
+    if holder is not None:
+        refuse_mixed(t.iface, via, _held_link(t))
+    return _try_link(t, m, holder) if via == "link" else _try_netlink(t, m, holder)
+
+
+def _held_link(t: _Target) -> bool:
+    """Whether offload's pinned link holds its program here now (the kernel's view: the link's
+    own info, never the record)."""
+    mine = t.own.mine
+    fd = t.slot.holding_link(t.ifindex, mine.prog_id) if mine else None
+    if fd is not None:
+        os.close(fd)
+    return fd is not None
+
+
+def _load(t: _Target, m: str) -> loader.Loaded | _Refused:
     try:
-        loaded = loader.load(t.prog, loader.HwDevice(t.iface, t.ifindex) if m == verdicts.Mode.HW else None)
+        return loader.load(t.prog, loader.HwDevice(t.iface, t.ifindex) if m == verdicts.Mode.HW else None)
     except (loader.VerifierError, loader.LoadError) as e:
         if m != verdicts.Mode.HW:
             raise  # native and generic run the same verifier: no lower mode will take it
         limit = verdicts.offload_map_limit(t.dev.profile)
         return _Refused(e.message + (f"; driver profile: {limit}" if limit else ""), e.message.splitlines()[0])
+
+
+def _try_link(t: _Target, m: str, holder: int | None) -> Result | _Refused:
+    """One mode through a bpf_link, as a transaction: load, fill the maps, stage the pins, make the
+    link (or update ours, atomically, the old program expected), pin it beside them, read back,
+    commit. Killed before the link is pinned, the process's fd was all that held it: the kernel
+    detaches it. On a failure the undos run newest first."""
+    loaded = loader.load(t.prog)   # never in hw (via_for): no device to bind it to
+    with closing(loaded), ExitStack() as undo:
+        new_id = bpfsys.obj_info_id(loaded.fd)
+        _apply_params(t.prog, loaded)
+        undo.callback(t.slot.discard_stage)
+        old_link = t.slot.pinned_link() if holder is not None else None
+        if old_link is not None:
+            undo.callback(os.close, old_link)
+        rec = _record(t, m, new_id, sorted(loaded.maps()), via="link")
+        t.slot.stage(loaded.fd, loaded.maps(), rec)
+        if old_link is not None:   # pinned in the stage before the update: a kill after it, and
+            t.slot.stage_link(old_link)   # gc's recovery commits the stage with the link in it
+        try:
+            link_fd = _link_swap(t.ifindex, loaded.fd, m, holder, old_link)
+        except xdp.KernelRefusal as e:
+            return _refusal(t, m, e)
+        if old_link is None:
+            undo.callback(os.close, link_fd)
+            undo.callback(xdplink.detach, link_fd)
+            t.slot.stage_link(link_fd)   # until here only this process's fd held it: a kill detached it
+        else:
+            undo.callback(_link_put_back, old_link, holder, loaded.fd)
+        _confirm(t.ifindex, t.iface, m, new_id)
+        link = xdplink.info(link_fd)
+        t.slot.commit(dict(rec, link_id=link.id if link else None))
+        undo.pop_all()
+        if old_link is not None:
+            os.close(old_link)
+        else:
+            os.close(link_fd)   # the pin holds it now
+    return Result(t.iface, m, new_id, t.prog.name, t.fallbacks, replaced=holder, warnings=t.warnings,
+                  via="link", link_id=link.id if link else None)
+
+
+def _link_swap(ifindex: int, fd: int, mode: str, holder: int | None, old_link: int | None) -> int:
+    """A new link with `fd` (nothing there), or ours updated to `fd` in place of `holder`: the link's fd."""
+    if old_link is None:
+        return xdplink.create(fd, ifindex, mode)
+    with _prog_fd(holder) as old_fd:
+        xdplink.update(old_link, fd, old_fd)
+    return old_link
+
+
+def _link_put_back(link_fd: int, holder: int | None, new_fd: int) -> None:
+    """Undo a link update that cannot be completed: the previous program back, atomically."""
+    with _prog_fd(holder) as old_fd:
+        xdplink.update(link_fd, old_fd, new_fd)
+
+
+def _try_netlink(t: _Target, m: str, holder: int | None) -> Result | _Refused:
+    """One mode through RTM_SETLINK, as a transaction: load, fill the maps, pin, swap, read back, commit. Each undo is
+    registered as it becomes needed; on success they are dropped, on any failure they run (newest
+    first) and leave the interface and the pins as they were."""
+    loaded = _load(t, m)
+    if isinstance(loaded, _Refused):
+        return loaded
     with closing(loaded), ExitStack() as undo:   # closed either way: after a commit, the pins hold it
         new_id = bpfsys.obj_info_id(loaded.fd)
         _apply_params(t.prog, loaded)            # maps filled before the program sees a frame
@@ -200,9 +309,9 @@ def _refusal(t: _Target, m: str, e: xdp.KernelRefusal) -> _Refused:
     return _Refused(reason, reason)
 
 
-def _record(t: _Target, m: str, prog_id: int, maps: list[str]) -> dict:
+def _record(t: _Target, m: str, prog_id: int, maps: list[str], **extra) -> dict:
     """The attachment's metadata, as pins.Slot.stage writes it."""
-    return record(t.slot, t.ifindex, t.prog, m, prog_id, maps, t.fallbacks, t.managed_by)
+    return record(t.slot, t.ifindex, t.prog, m, prog_id, maps, t.fallbacks, t.managed_by, **extra)
 
 
 def record(slot: pins.Slot, ifindex: int, prog: programs.Program, mode: str, prog_id: int, maps: list[str],
@@ -335,9 +444,31 @@ def detach(iface: str, mode: str | None = None, group: list[pins.Slot] | None = 
             from offload.load import chain
 
             return chain.detach(slot, ifindex, mine.mode, mine.prog_id)
-        clear_prog_id(ifindex, mine.mode, mine.prog_id)
+        via = take_off(slot, ifindex, mine.mode, mine.prog_id)
         slot.remove()
-        return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False}
+        return {"interface": iface, "detached": mine._asdict(), "removed_stale_pins": False, "via": via}
+
+
+def take_off(slot: pins.Slot, ifindex: int, mode: str, prog_id: int) -> str:
+    """Take offload's program `prog_id` off: through the slot's pinned link when that link holds
+    it there (the kernel's view), else by netlink, only if it is still the one there. A link that
+    is not offload's is never touched: netlink's EBUSY is said as such. How it was held."""
+    fd = slot.holding_link(ifindex, prog_id)
+    if fd is not None:
+        try:
+            xdplink.detach(fd)
+        finally:
+            os.close(fd)
+        return "link"
+    try:
+        clear_prog_id(ifindex, mode, prog_id)
+    except xdp.KernelRefusal as e:
+        if e.code == errno.EBUSY:
+            raise RefusedError(f"{slot.iface}: {mode} prog {prog_id} is held by a bpf_link that is not offload's "
+                               f"pinned one: {e}", hint="its owner takes it off (closing or unpinning the link)"
+                               ) from None
+        raise
+    return "netlink"
 
 
 def _leftovers_out(iface: str, ifindex: int, attached: dict[str, int], group: list[pins.Slot]) -> list[dict]:
@@ -365,7 +496,7 @@ def _detach_members(slot: pins.Slot, chained: list[pins.Slot], ifindex: int, att
                 s.remove()
             continue
         if mine.prog_id in attached.values():
-            clear_prog_id(ifindex, mine.mode, mine.prog_id)
+            take_off(s, ifindex, mine.mode, mine.prog_id)
             s.remove()
         else:
             chain.detach(s, ifindex, mine.mode, mine.prog_id)

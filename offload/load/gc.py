@@ -207,18 +207,26 @@ def _follow_rename(slot: pins.Slot, now: str) -> None:
     meta = slot.meta() or {}
     prog_fd = slot.open_prog()
     maps: dict[str, int] = {}
+    link_fd: int | None = None
     try:
         for name in meta.get("maps", []):
             maps[name] = slot.open_map(name)
-        pins.Slot(slot.netns, now, slot.member).write(prog_fd, maps, {**meta, "interface": now})
+        link_fd = slot.pinned_link()   # a bpf_link follows too: unpinned, it would detach the program
+        pins.Slot(slot.netns, now, slot.member).write(prog_fd, maps, {**meta, "interface": now}, link_fd)
         slot.remove()
     finally:
-        for fd in [prog_fd, *maps.values()]:
+        for fd in [prog_fd, *maps.values()] + ([link_fd] if link_fd is not None else []):
             os.close(fd)
 
 
+def _free(slot: pins.Slot) -> None:
+    """Remove the slot, and an empty staging directory a run killed before its first pin left."""
+    slot.discard_stage()
+    slot.remove()
+
+
 _ACT = {
-    Verdict.FREE: lambda slot, detail: slot.remove(),
+    Verdict.FREE: lambda slot, detail: _free(slot),
     Verdict.RECOVER: lambda slot, detail: _recover(slot),
     Verdict.REPAIR: lambda slot, detail: _repair(slot),
     Verdict.RENAMED: _follow_rename,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, OffloadError, RefusedError, UsageError, excerpt
-from offload.kernel import bpfsys, clock, durable, fs
+from offload.kernel import bpfsys, clock, durable, fs, xdplink
 from offload.kernel.names import check_ifname, check_netns
 from offload.probe.mode import MODES
 
@@ -34,6 +34,9 @@ DEFAULT_BPFFS = "/sys/fs/bpf"
 RUN = Path(os.environ.get("OFFLOAD_RUN_DIR", "/run/offload"))
 BPFFS = Path(os.environ.get("OFFLOAD_BPFFS", DEFAULT_BPFFS))
 _BPFFS_OK: Path | None = None
+
+
+LINK_PIN = "link"   # a slot's bpf_link pin (attach --via link), beside "prog" and the "map_*" pins
 
 
 def _escape(name: str) -> str:
@@ -206,6 +209,8 @@ _RECORD: dict[str, tuple[tuple[type, ...], bool]] = {
     # a chain member's write-ahead (load.chain._join): the member it replaces, and while libxdp adds
     # it (prog_id 0: not known yet) the dispatcher's member ids before, to know it after a kill
     "replaces": ((int, type(None)), False), "pending": ((dict, type(None)), False),
+    "via": ((str,), False),                 # "link": attached through the bpf_link pinned beside it
+    "link_id": ((int, type(None)), False),  # that link's id when attached (a cache: the pin is the truth)
 }
 
 
@@ -395,6 +400,41 @@ class Slot:
         finally:
             os.close(fd)
 
+    def pinned_link(self, staged: bool = False) -> int | None:
+        """An fd for the slot's pinned bpf_link (the staged one with `staged`); None without one.
+        The caller closes it."""
+        require_bpffs()
+        with _tree(BPFFS, ["offload", _escape(self.netns), self.name + ("%new" if staged else "")]) as d:
+            if d is None or not _exists_at(d, LINK_PIN):
+                return None
+            try:
+                return bpfsys.obj_get(_pin_path(d, LINK_PIN))
+            except OSError:
+                return None
+
+    def holding_link(self, ifindex: int, prog_id: int) -> int | None:
+        """An fd (the caller closes it) for the slot's pinned, else staged, bpf_link if the kernel
+        says it holds program `prog_id` on `ifindex`; None otherwise (no link: netlink holds it)."""
+        for staged in (False, True):
+            fd = self.pinned_link(staged)
+            if fd is None:
+                continue
+            link = xdplink.info(fd)
+            if link and link.ifindex == ifindex and link.prog_id == prog_id:
+                return fd
+            os.close(fd)
+        return None
+
+    def stage_link(self, link_fd: int) -> None:
+        """Pin a bpf_link into the staging directory beside its program (after stage()): commit()
+        moves it in with the program; discard_stage() unpins it, which detaches a link nothing
+        else holds."""
+        with _tree(BPFFS, ["offload", _escape(self.netns), self.name + "%new"]) as st:
+            if st is None:
+                raise StateError(f"{self.pin_dir}%new: no staged pins of {self.label} to pin the link beside",
+                                 hint="a bug: stage() comes first")
+            bpfsys.obj_pin(link_fd, _pin_path(st, LINK_PIN))
+
     def open_prog(self) -> int:
         return self._open_pin("prog", "program")
 
@@ -492,9 +532,12 @@ class Slot:
             _rmtree_at(ns, staging)
         self.put_record(meta)
 
-    def write(self, prog_fd: int, maps: dict[str, int], meta: dict) -> None:
-        """Pin and record in one go (for a program that is attached already)."""
+    def write(self, prog_fd: int, maps: dict[str, int], meta: dict, link_fd: int | None = None) -> None:
+        """Pin and record in one go (for a program that is attached already; with the bpf_link
+        that holds it, `link_fd`, pinned beside it)."""
         self.stage(prog_fd, maps)
+        if link_fd is not None:
+            self.stage_link(link_fd)
         self.commit(meta)
 
     def remove(self) -> None:

@@ -66,7 +66,8 @@ def status(res: dict, out: Console, err: Console) -> None:
         for r in res["attachments"]:
             disp = r.get("dispatcher")
             program = r["program"] or ("libxdp dispatcher" if disp else "-")
-            rows.append([r["interface"], Text(r["mode"], style="bold"), str(r["prog_id"]), r["name"] or "-",
+            mode = r["mode"] + (" (link)" if r.get("via") == "link" else "")   # held by a bpf_link
+            rows.append([r["interface"], Text(mode, style="bold"), str(r["prog_id"]), r["name"] or "-",
                          {True: "yes", False: "no", None: "?"}[r["ours"]], program,
                          _since(r["attached_at"] or r.get("loaded_at")), *_prog_cells(r)])
             for c in (disp or {}).get("programs", []):   # libxdp's programs, in run order

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from offload.errors import EnvironmentProblem, UsageError
-from offload.kernel import bpfsys, clock, netns, rtnl
+from offload.kernel import bpfsys, clock, netns, rtnl, xdplink
 from offload.load import dispatcher, ownership, pins
 from offload.probe.mode import Mode
 
@@ -20,6 +22,24 @@ def _record(slot: pins.Slot, mine: list[int], warnings: list[str]) -> dict | Non
         return None
 
 
+class _Via:
+    """How each attached program is held, from the kernel: offload's own through its pinned link;
+    another's by the kernel's list of XDP links, read once and only if a program is not ours."""
+
+    def __init__(self) -> None:
+        self._links: set[tuple[int, int]] | None = None
+
+    def __call__(self, slot: pins.Slot | None, ifindex: int, prog_id: int) -> str:
+        if slot is not None:
+            fd = slot.holding_link(ifindex, prog_id)
+            if fd is not None:
+                os.close(fd)
+            return "netlink" if fd is None else "link"
+        if self._links is None:   # (a link's ifindex is per namespace: matched with its program too)
+            self._links = {(k.ifindex, k.prog_id) for k in xdplink.all_links()}
+        return "link" if (ifindex, prog_id) in self._links else "netlink"
+
+
 def status() -> dict:
     ns = netns.current_name()
     rows, warnings = [], []
@@ -30,6 +50,7 @@ def status() -> dict:
         have_pins = False
         warnings.append(f"{e.message}: cannot tell which programs are offload's")
     slots = pins.by_interface(ns) if have_pins else {}
+    via = _Via()
     for link in rtnl.dump_links():
         if not link.xdp_prog_ids:
             continue
@@ -62,7 +83,8 @@ def status() -> dict:
             rows.append({"interface": link.name, "ifindex": link.ifindex, "mode": m,
                          **dispatcher.prog_fields(pid, info), "ours": mine if have_pins else None,
                          "program": (meta or {}).get("program") if mine else None,
-                         "attached_at": clock.normalise(attached_at), "dispatcher": disp})
+                         "attached_at": clock.normalise(attached_at), "dispatcher": disp,
+                         "via": via(own[pid] if mine else None, link.ifindex, pid)})
     held = {(r["interface"], p["member"]) for r in rows for p in (r["dispatcher"] or {}).get("programs", [])
             if p["ours"]} | {(r["interface"], None) for r in rows if r["ours"]}
     stale = sorted({s.iface for ss in slots.values() for s in ss if (s.iface, s.member) not in held})

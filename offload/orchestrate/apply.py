@@ -12,12 +12,12 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, NoModeError, OffloadError, RefusedError, UsageError
-from offload.kernel import bpfsys, clock, durable, fs, netns, xdp
+from offload.kernel import bpfsys, clock, durable, fs, netns, xdp, xdplink
 from offload.load import attach as attach_mod
 from offload.load import chain, dispatcher, guard, pins
 from offload.load.batch import batch
@@ -382,9 +382,7 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
             attach_mod.detach(item.interface)
             res = {"mode": item.mode}
         else:
-            r = attach_mod.attach(item.interface, item.resolved or item.program, mode=item.prefer,
-                                  min_mode=item.min, params=item.params, managed_by=item.rule,
-                                  assessed=item.device, protected=protected)
+            r = _attach(item, snap, protected)
             res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks}
     except OffloadError as e:
         if snap:
@@ -400,6 +398,24 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
     results.append({**item.to_dict(), **res, "status": "done"})
     j.write("step", interface=item.interface, action=item.action, status="done", **res)
     return True
+
+
+def _attach(item: plan_mod.Item, snap: Saved | None, protected: dict[str, str]) -> attach_mod.Result:
+    """The rule's program on the interface. One held the other way (netlink against a bpf_link,
+    which the kernel puts neither over the other) is taken off first, not atomically, and put
+    back if the attach fails."""
+    switch = snap is not None and snap.meta.get("via", "netlink") != item.via
+    if switch:
+        attach_mod.take_off(snap.slot, attach_mod.ifindex_of(item.interface), snap.mode, snap.meta["prog_id"])
+        snap.slot.remove()
+    try:
+        return attach_mod.attach(item.interface, item.resolved or item.program, mode=item.prefer,
+                                 min_mode=item.min, params=item.params, managed_by=item.rule,
+                                 assessed=None if switch else item.device, protected=protected, via=item.via)
+    except BaseException:
+        if switch:
+            put_back(snap)
+        raise
 
 
 def _build_chain(item: plan_mod.Item, snap: Saved | None, protected: dict[str, str],
@@ -422,7 +438,7 @@ def _build_chain(item: plan_mod.Item, snap: Saved | None, protected: dict[str, s
     stale = tuple(chain.Leave(r["prog_id"], pins.Slot(ns, iface, r["member"]) if r.get("stage_only") else None,
                               True) for r in plan.remove if r.get("leftover"))
     if snap is not None:   # offload's lone program: off, so that libxdp can build a dispatcher
-        attach_mod.clear_prog_id(attach_mod.ifindex_of(iface), snap.mode, snap.meta["prog_id"])
+        attach_mod.take_off(snap.slot, attach_mod.ifindex_of(iface), snap.mode, snap.meta["prog_id"])
         snap.slot.remove()
     try:
         return chain.build(iface, adds, drops, plan.modes, item.rule, progress, stale)
@@ -521,18 +537,44 @@ def save(iface: str, attached: dict[str, int] | None = None) -> Saved | None:
 
 def put_back(snap: Saved) -> None:
     """Put the saved program back on its interface in its mode (atomically where the kernel
-    allows), remove whatever of ours replaced it, and re-pin it with its metadata."""
+    allows), remove whatever of ours replaced it, and re-pin it with its metadata (and, if a
+    bpf_link held it, the link that holds it again)."""
     ifindex = attach_mod.ifindex_of(snap.slot.iface)
     now = xdp.attached_progs(ifindex)
     current = ownership(snap.slot, now).mine
     for mode, prog_id in now.items():  # ours in another mode: take it off first
         if current and prog_id == current.prog_id and mode != snap.mode:
-            attach_mod.clear_prog_id(ifindex, mode, prog_id)
-    holder = now.get(snap.mode)
-    old_fd = bpfsys.prog_fd_by_id(holder) if holder else None
+            attach_mod.take_off(snap.slot, ifindex, mode, prog_id)
+    link_fd = snap.slot.pinned_link()
     try:
-        xdp.set_prog(ifindex, snap.prog_fd, snap.mode, expected_fd=old_fd, no_replace=old_fd is None)
+        link_fd = _restore(snap, ifindex, now.get(snap.mode), link_fd)
+        snap.slot.write(snap.prog_fd, snap.map_fds, snap.meta, link_fd)
     finally:
+        if link_fd is not None:
+            os.close(link_fd)
+
+
+def _restore(snap: Saved, ifindex: int, holder: int | None, link_fd: int | None) -> int | None:
+    """Attach the saved program again the way it was held (the kernel puts neither a link over
+    netlink nor netlink over a link: a holder attached the other way is taken off first, not
+    atomically). The link that holds it, if one does; `link_fd` is consumed."""
+    link = xdplink.info(link_fd) if link_fd is not None else None
+    ours_link = link is not None and holder is not None and link.ifindex == ifindex and link.prog_id == holder
+    was_link = snap.meta.get("via") == "link"
+    if holder is not None and ours_link != was_link:
+        attach_mod.take_off(snap.slot, ifindex, snap.mode, holder)
+        holder, ours_link = None, False
+    if not ours_link and link_fd is not None:
+        os.close(link_fd)
+        link_fd = None
+    with ExitStack() as stack:
+        old_fd = bpfsys.prog_fd_by_id(holder) if holder else None
         if old_fd is not None:
-            os.close(old_fd)
-    snap.slot.write(snap.prog_fd, snap.map_fds, snap.meta)
+            stack.callback(os.close, old_fd)
+        if ours_link:
+            xdplink.update(link_fd, snap.prog_fd, old_fd)
+        elif was_link:
+            link_fd = xdplink.create(snap.prog_fd, ifindex, snap.mode)
+        else:
+            xdp.set_prog(ifindex, snap.prog_fd, snap.mode, expected_fd=old_fd, no_replace=old_fd is None)
+    return link_fd

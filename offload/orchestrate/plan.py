@@ -87,6 +87,7 @@ class Item:
     fallback: str | None = None                # where attach would go if `mode` refused it
     not_tried: list[dict] = field(default_factory=list)   # modes passed over, with why (advisor included)
     chain: ChainPlan | None = None             # a chain rule's dispatcher, when one is built
+    via: str = "netlink"                       # how the rule attaches: netlink, or a pinned bpf_link
 
     def to_dict(self) -> dict:
         return {"interface": self.interface, "action": self.action, "rule": self.rule, "program": self.program,
@@ -177,7 +178,7 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
     exp = expected(rule, judged, hw)
     want_mode, why = exp.mode, exp.why + alone
     base = dict(rule=rule.name, program=prog.name, also_matched=others, prefer=rule.prefer, min=rule.min,
-                params=rule.params, resolved=prog, fallback=exp.fallback, not_tried=exp.passed)
+                params=rule.params, resolved=prog, fallback=exp.fallback, not_tried=exp.passed, via=rule.via)
     giving = _gives_way(cur) if cur.foreign and not mine else None
     if giving is not None:   # a chain rule became `program:`: offload's chain makes way for it
         plan = ChainPlan(cur.dispatcher, [], [r.to_dict("remove") for r in giving],
@@ -196,10 +197,12 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
     if mine:
         same = (mine.get("sha256") == prog.sha256 and mine.get("params", {}) == prog.params
                 and mine.get("managed_by") == rule.name)
-        if same and _acceptable(mine["mode"], rule):
+        held = mine.get("via", "netlink")   # the record's cache; the attach checks the kernel's link
+        if same and _acceptable(mine["mode"], rule) and held == rule.via:
             return Item(f.name, "keep", mode=mine["mode"], reason=f"{first}; {prog.name} is attached in "
                         f"{mine['mode']} as wanted{alone}", **base)
-        what = "program or parameters changed" if not same else f"mode {mine['mode']} is not acceptable"
+        what = "program or parameters changed" if not same else f"mode {mine['mode']} is not acceptable" \
+            if not _acceptable(mine["mode"], rule) else f"attached by {held}, the rule wants via {rule.via}"
         return Item(f.name, "replace", mode=want_mode, reason=f"{first}; {what}; expected mode: "
                     f"{want_mode or 'none'} ({why})", **base)
     return Item(f.name, "attach", mode=want_mode, reason=f"{first}; expected mode: {want_mode or 'none'} ({why})",

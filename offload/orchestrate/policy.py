@@ -140,6 +140,7 @@ class Rule(_Names):
     section: str | None = None     # or the XDP program of this ELF section (like --section)
     members: tuple[Member, ...] = ()   # a chain in libxdp's dispatcher, in policy order
     allow_single: bool = False     # a chain of one: alone where the kernel cannot run a dispatcher
+    via: str = "netlink"           # "link": attached through a pinned bpf_link (attach --via link)
 
 
 @dataclass
@@ -271,6 +272,10 @@ def parse(text: str, path: str = "<policy>") -> Policy:
         if prefer != AUTO and not Mode(prefer).at_least(floor):
             raise PolicyError(f"{where}: mode.prefer {prefer} is below mode.min {floor}")
         if "programs" in r:
+            if r.get("via") == "link":
+                raise PolicyError(f"{where}: via link is for one `program:`; a chain rule (`programs:`) runs in "
+                                  "libxdp's dispatcher, which libxdp attaches by netlink",
+                                  hint="drop `via: link` from this rule, or attach one `program:` through a link")
             pol.rules.append(_chain_rule(r, i, where, node, path, resolved, prefer, floor))
             continue
         if r.get("allow_single"):
@@ -279,7 +284,7 @@ def parse(text: str, path: str = "<policy>") -> Policy:
         params = {k: _param_value(v) for k, v in (r.get("params") or {}).items()}
         _resolve_once(r, params, ["rules", i], node, path, resolved, r["name"])
         pol.rules.append(Rule(r["name"], r["match"], r.get("exclude") or {}, r["program"], params, prefer, floor,
-                              r.get("prog"), r.get("section")))
+                              r.get("prog"), r.get("section"), via=r.get("via", "netlink")))
     return pol
 
 
