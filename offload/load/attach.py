@@ -192,22 +192,31 @@ def _refuse_foreign(iface: str, foreign: dict[str, int]) -> None:
 
 
 def _try_mode(t: _Target, m: str) -> Result | _Refused:
-    """One mode, as a transaction: through netlink, or a bpf_link (`_try_link`)."""
+    """One mode, as a transaction: through netlink, or a bpf_link (`_try_link`); then ours taken
+    off the mode it left, if it moved (hw <-> native/generic)."""
     holder = t.holder(m)
     via = via_for(t.via, m)
-    if holder is not None:
-        refuse_mixed(t.iface, via, _held_link(t))
-    return _try_link(t, m, holder) if via == "link" else _try_netlink(t, m, holder)
-
-
-def _held_link(t: _Target) -> bool:
-    """Whether offload's pinned link holds its program here now (the kernel's view: the link's
-    own info, never the record)."""
     mine = t.own.mine
-    fd = t.slot.holding_link(t.ifindex, mine.prog_id) if mine else None
-    if fd is not None:
-        os.close(fd)
-    return fd is not None
+    # offload's link holding the program there (the kernel's view; pinned, or staged by a killed run)
+    held = t.slot.holding_link(t.ifindex, mine.prog_id) if holder is not None and mine else None
+    try:
+        if holder is not None:
+            refuse_mixed(t.iface, via, held is not None)
+        res = _try_link(t, m, holder, held) if via == "link" else _try_netlink(t, m, holder)
+    finally:
+        if held is not None:
+            os.close(held)
+    if isinstance(res, Result):
+        _leave_mode(t, m)
+    return res
+
+
+def _leave_mode(t: _Target, m: str) -> None:
+    """Ours moved between coexisting modes: the program left in the old one comes off, unless the
+    commit already took it (its link's pin went with the old pins, and with it the link)."""
+    mine = t.own.mine
+    if mine and mine.mode != m and xdp.attached_progs(t.ifindex).get(mine.mode) == mine.prog_id:
+        clear_prog_id(t.ifindex, mine.mode, mine.prog_id)
 
 
 def _load(t: _Target, m: str) -> loader.Loaded | _Refused:
@@ -220,19 +229,17 @@ def _load(t: _Target, m: str) -> loader.Loaded | _Refused:
         return _Refused(e.message + (f"; driver profile: {limit}" if limit else ""), e.message.splitlines()[0])
 
 
-def _try_link(t: _Target, m: str, holder: int | None) -> Result | _Refused:
+def _try_link(t: _Target, m: str, holder: int | None, old_link: int | None) -> Result | _Refused:
     """One mode through a bpf_link, as a transaction: load, fill the maps, stage the pins, make the
-    link (or update ours, atomically, the old program expected), pin it beside them, read back,
-    commit. Killed before the link is pinned, the process's fd was all that held it: the kernel
-    detaches it. On a failure the undos run newest first."""
+    link (or update `old_link`, ours holding `holder`, atomically, the old program expected), pin
+    it beside them, read back, commit. Killed before the link is pinned, the process's fd was all
+    that held it: the kernel detaches it. On a failure the undos run newest first. The caller
+    closes `old_link`."""
     loaded = loader.load(t.prog)   # never in hw (via_for): no device to bind it to
     with closing(loaded), ExitStack() as undo:
         new_id = bpfsys.obj_info_id(loaded.fd)
         _apply_params(t.prog, loaded)
         undo.callback(t.slot.discard_stage)
-        old_link = t.slot.pinned_link() if holder is not None else None
-        if old_link is not None:
-            undo.callback(os.close, old_link)
         rec = _record(t, m, new_id, sorted(loaded.maps()), via="link")
         t.slot.stage(loaded.fd, loaded.maps(), rec)
         if old_link is not None:   # pinned in the stage before the update: a kill after it, and
@@ -249,14 +256,13 @@ def _try_link(t: _Target, m: str, holder: int | None) -> Result | _Refused:
             undo.callback(_link_put_back, old_link, holder, loaded.fd)
         _confirm(t.ifindex, t.iface, m, new_id)
         link = xdplink.info(link_fd)
-        t.slot.commit(dict(rec, link_id=link.id if link else None))
+        link_id = link.id if link else None
+        t.slot.commit(dict(rec, link_id=link_id))
         undo.pop_all()
-        if old_link is not None:
-            os.close(old_link)
-        else:
+        if old_link is None:
             os.close(link_fd)   # the pin holds it now
     return Result(t.iface, m, new_id, t.prog.name, t.fallbacks, replaced=holder, warnings=t.warnings,
-                  via="link", link_id=link.id if link else None)
+                  via="link", link_id=link_id)
 
 
 def _link_swap(ifindex: int, fd: int, mode: str, holder: int | None, old_link: int | None) -> int:
@@ -296,9 +302,6 @@ def _try_netlink(t: _Target, m: str, holder: int | None) -> Result | _Refused:
         _confirm(t.ifindex, t.iface, m, new_id)
         t.slot.commit()
         undo.pop_all()   # committed
-    mine = t.own.mine
-    if mine and mine.mode != m:  # ours moved between coexisting modes (hw <-> native/generic)
-        clear_prog_id(t.ifindex, mine.mode, mine.prog_id)
     return Result(t.iface, m, new_id, t.prog.name, t.fallbacks, replaced=holder, warnings=t.warnings)
 
 

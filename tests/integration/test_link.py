@@ -182,6 +182,32 @@ def test_sigkill_at_every_bpf_call_of_a_link_attach(env):
     assert n > 5, "the injection did not take"
 
 
+def test_an_attach_over_a_killed_runs_staged_link_updates_that_link(env):
+    """attach --via link killed after it pinned its link in the stage, before the commit: with no
+    gc between, the next attach --via link finds offload's staged link holding the program and
+    updates it in place (a new link over it would be the kernel's EBUSY)."""
+    strace = need_tool("strace")
+    staged = None
+    for n in range(1, 200):
+        res = subprocess.run([strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=bpf", "-e",
+                              f"inject=bpf:signal=SIGKILL:when={n}", OFFLOAD, "attach", env.ifname, "count_drop",
+                              "--via", "link", "--netns", env.netns], capture_output=True, text=True, timeout=120)
+        staged = pinned_link(env.netns, env.ifname + "%new")
+        if staged is not None and kernel_xdp(env.ifname, env.netns):
+            break   # killed with the link pinned in the stage: the case
+        offload_json("gc")
+        if kernel_xdp(env.ifname, env.netns):
+            env.offload_json("detach", env.ifname)
+        assert res.returncode != 0, "ran to its end without a kill between staging and commit"
+    assert staged is not None and kernel_xdp(env.ifname, env.netns) == {"native": staged.prog_id}
+    new = env.offload_json("attach", env.ifname, "count_pass", "--via", "link")
+    assert new["link_id"] == staged.id and new["replaced"] == staged.prog_id
+    assert kernel_xdp(env.ifname, env.netns) == {"native": new["prog_id"]}
+    assert not list((PIN_ROOT / env.netns).glob("*%new")), "staging left"
+    env.offload_json("detach", env.ifname)
+    assert kernel_xdp(env.ifname, env.netns) == {}
+
+
 def test_watch_links_hotplugged_veths_and_takes_them_off_on_exit(env, tmp_path):
     """watch under a `via: link` rule: its start's apply and a hot-plugged veth each get a pinned
     link; a deleted veth's defunct link is unpinned; --detach-on-exit takes the links off."""
