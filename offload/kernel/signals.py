@@ -55,17 +55,12 @@ def interrupts_deferred() -> Iterator[None]:
     if not _main_thread():
         yield
         return
-    got: list[int] = []
-
-    def hold(signum: int, frame: object) -> None:
-        _note(signum, frame)
-        got.append(signum)
-
-    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    start = _received
+    old = {sig: signal.signal(sig, _note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    if got:
+    if _received > start:
         raise KeyboardInterrupt
