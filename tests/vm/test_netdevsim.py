@@ -94,3 +94,16 @@ def test_an_object_whose_map_the_device_refuses_falls_back(nsim, tmp_path):
     # netdevsim refuses to offload a per-CPU map: the map create fails with EINVAL
     assert "Invalid argument" in hw["reason"] and "hits" in hw["reason"], hw
     assert kernel_xdp(nsim.ifname) == {"native": res["prog_id"]}
+
+
+def test_ours_moving_between_hw_and_a_link_leaves_nothing_behind(nsim):
+    """hw and native coexist: ours moved from hw (netlink) to native through a bpf_link comes off
+    hw; moved back to hw, its link's pin goes with the old pins, and the native program with it."""
+    hw = offload_json("attach", nsim.ifname, "count_drop", "--mode", "hw")
+    assert kernel_xdp(nsim.ifname) == {"hw": hw["prog_id"]}
+    native = offload_json("attach", nsim.ifname, "count_drop", "--mode", "native", "--via", "link")
+    assert native["via"] == "link" and kernel_xdp(nsim.ifname) == {"native": native["prog_id"]}
+    back = offload_json("attach", nsim.ifname, "count_drop", "--mode", "hw")
+    assert back["mode"] == "hw" and kernel_xdp(nsim.ifname) == {"hw": back["prog_id"]}
+    offload_json("detach", nsim.ifname)
+    assert kernel_xdp(nsim.ifname) == {}
