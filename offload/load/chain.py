@@ -226,8 +226,8 @@ def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode
 
 
 def _kernel_name(entry: str | None) -> str | None:
-    """The name the kernel gives the program: its function's, cut to BPF_OBJ_NAME_LEN - 1."""
-    return entry[:15] if entry else None
+    """The name the kernel gives the program: its function's, cut to what fits beside the NUL."""
+    return entry[:bpfsys.BPF_OBJ_NAME_LEN - 1] if entry else None
 
 
 @contextmanager
