@@ -46,11 +46,19 @@ def test_chain_rule_via_link_is_refused_naming_the_rule():
     assert "chained" in e.value.message and "libxdp" in e.value.message and "netlink" in e.value.message
 
 
-def test_plan_keeps_only_what_is_held_the_way_the_rule_says():
-    ev = [a for a in evaluated("ice-6.6") if a.facts.name == "ens2f0"]
+def ens2f0() -> list:
+    return [a for a in evaluated("ice-6.6") if a.facts.name == "ens2f0"]
+
+
+def held(**extra) -> dict:
+    """The record of rule pods' count_drop on ens2f0, in native."""
     prog = programs.resolve("count_drop")
-    same = {"program": "count_drop", "sha256": prog.sha256, "params": prog.params, "mode": "native",
-            "managed_by": "pods"}
+    return {"program": "count_drop", "sha256": prog.sha256, "params": prog.params, "mode": "native",
+            "managed_by": "pods", **extra}
+
+
+def test_plan_keeps_only_what_is_held_the_way_the_rule_says():
+    ev, same = ens2f0(), held()
     linked = parse(RULE + "    mode: {prefer: native}\n    via: link\n")
     (switch,) = make_plan(linked, ev, {"ens2f0": Current(ours=same)})
     assert switch.action == "replace" and switch.via == "link" and "attached by netlink" in switch.reason
@@ -107,12 +115,9 @@ def test_the_plan_of_a_chain_making_way_through_a_link_says_it_is_not_atomic():
 def test_every_plan_action_carries_via():
     from test_policy_chain import CHAIN, plan_of
 
-    ev = [a for a in evaluated("ice-6.6") if a.facts.name == "ens2f0"]
-    prog = programs.resolve("count_drop")
-    held = {"program": "count_drop", "sha256": prog.sha256, "params": prog.params, "mode": "native",
-            "managed_by": "pods", "via": "link"}
+    ev = ens2f0()
     other = "rules:\n  - name: other\n    match: {interfaces: ['nothing*']}\n    program: count_drop\n"
-    (detach,) = make_plan(parse(other), ev, {"ens2f0": Current(ours=held)})
+    (detach,) = make_plan(parse(other), ev, {"ens2f0": Current(ours=held(via="link"))})
     assert (detach.action, detach.to_dict()["via"]) == ("detach", "link")   # how the record says it is held
     (attach_,) = make_plan(parse(RULE + "    via: link\n"), ev, {})
     assert (attach_.action, attach_.to_dict()["via"]) == ("attach", "link")
@@ -127,7 +132,7 @@ def test_the_plan_table_shows_via_only_where_a_rule_links():
 
     from offload.orchestrate import render
 
-    ev = [a for a in evaluated("ice-6.6") if a.facts.name == "ens2f0"]
+    ev = ens2f0()
     for text, shown in ((RULE + "    via: link\n", True), (RULE, False)):
         out = io.StringIO()
         render.plan({"plan": [i.to_dict() for i in make_plan(parse(text), ev, {})]}, Console(file=out, width=80))
