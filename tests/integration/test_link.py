@@ -301,6 +301,16 @@ def test_a_link_goes_in_where_the_caller_lets_a_netlink_program_go_and_puts_it_b
 
     with pytest.raises(RefusedError, match="attached by netlink"):
         attach()
+    # why not atomically: the kernel itself puts no link in a netlink program's place
+    import socket
+    from contextlib import closing
+
+    from offload.load import loader, programs
+
+    with netns.inside(env.netns), closing(loader.load(programs.resolve("count_pass"))) as ld:
+        with pytest.raises(xdplink.LinkRefusal) as e:
+            xdplink.create(ld.fd, socket.if_nametoindex(env.ifname), "native")
+    assert e.value.code == errno.EBUSY and kernel_xdp(env.ifname, env.netns) == {"native": theirs}
     for patch, raised in ((("_confirm", attach_mod, fail), RuntimeError), (("create", xdplink, refuse), NoModeError)):
         name, where, how = patch
         with monkeypatch.context() as m:
