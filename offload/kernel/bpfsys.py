@@ -193,7 +193,7 @@ def prog_info_fd(fd: int, prog_id: int | None = None) -> LoadedProg | None:
     full = n.value >= 208
     return LoadedProg(
         id=prog_id if prog_id is not None else _u32(raw, 4),
-        name=raw[_NAME_OFF:_NAME_OFF + 16].split(b"\0", 1)[0].decode(errors="replace"),
+        name=raw[_NAME_OFF:_NAME_OFF + BPF_OBJ_NAME_LEN].split(b"\0", 1)[0].decode(errors="replace"),
         tag=raw[_TAG_OFF:_TAG_OFF + 8].hex(),
         type=_u32(raw, 0),
         run_time_ns=_u64(raw, _RUN_TIME_OFF) if full else 0,
@@ -239,24 +239,41 @@ def map_info_fd(fd: int) -> MapInfo | None:
                    max_entries=_u32(raw, 16), name=raw[24:40].split(b"\0", 1)[0].decode(errors="replace"))
 
 
-@dataclass
+BPF_OBJ_NAME_LEN = 16        # include/uapi/linux/bpf.h: a program's or map's name, its NUL included
+BPF_LINK_TYPE_TRACING = 2    # enum bpf_link_type: freplace (an extension's link) among them
+BPF_LINK_TYPE_XDP = 6
+_LINK_INFO_LEN = 64          # struct bpf_link_info's head: type, id, prog_id, the union at 16
+
+
+@dataclass(frozen=True)
 class LinkInfo:
+    """What the kernel says of a link: its type, id and program, and the union's fields its type
+    has (0 for the rest). An XDP link's prog_id and ifindex are 0 once it is defunct (detached, or
+    its device gone)."""
+
     id: int
-    type: int            # BPF_LINK_TYPE_TRACING (2) for freplace
+    type: int
     prog_id: int
-    target_obj_id: int   # tracing links: the program whose function is replaced
-    target_btf_id: int
+    ifindex: int = 0         # XDP links: the device, in the link's namespace
+    target_obj_id: int = 0   # tracing links: the program whose function is replaced
+    target_btf_id: int = 0
+
+    @property
+    def defunct(self) -> bool:
+        return self.ifindex == 0
 
 
 def link_info(fd: int) -> LinkInfo:
-    """struct bpf_link_info of a link fd: type, id, prog_id, then (tracing) attach_type,
-    target_obj_id, target_btf_id in the union at offset 16."""
-    buf = ctypes.create_string_buffer(64)
-    n = ctypes.c_uint32(64)
+    """struct bpf_link_info of a link fd: type, id, prog_id, then the union at offset 16 (XDP:
+    ifindex; tracing: attach_type, target_obj_id, target_btf_id)."""
+    buf = ctypes.create_string_buffer(_LINK_INFO_LEN)
+    n = ctypes.c_uint32(_LINK_INFO_LEN)
     _check(libbpf().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "BPF_OBJ_GET_INFO_BY_FD (link)")
     raw = buf.raw
-    return LinkInfo(id=_u32(raw, 4), type=_u32(raw, 0), prog_id=_u32(raw, 8), target_obj_id=_u32(raw, 20),
-                    target_btf_id=_u32(raw, 24))
+    kind = _u32(raw, 0)
+    union = {"ifindex": _u32(raw, 16)} if kind == BPF_LINK_TYPE_XDP else \
+        {"target_obj_id": _u32(raw, 20), "target_btf_id": _u32(raw, 24)} if kind == BPF_LINK_TYPE_TRACING else {}
+    return LinkInfo(id=_u32(raw, 4), type=kind, prog_id=_u32(raw, 8), **union)
 
 
 def obj_pin(fd: int, path: str) -> None:

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
-from dataclasses import dataclass
 
 from offload.kernel import bpfsys, xdp
 
 BPF_XDP = 37                 # enum bpf_attach_type
-BPF_LINK_TYPE_XDP = 6        # enum bpf_link_type
 BPF_F_REPLACE = 1 << 2       # link update: only if the old program is the one expected
-_LINK_INFO_LEN = 64          # struct bpf_link_info's head: type, id, prog_id, the union at 16
-_XDP_IFINDEX_OFF = 16        # union { struct { __u32 ifindex; } xdp; } in struct bpf_link_info
 
 
 class _create_opts(ctypes.Structure):   # struct bpf_link_create_opts' head (libbpf 1.x)
@@ -41,18 +36,7 @@ class LinkRefusal(xdp.KernelRefusal):
                "netlink attaches; bpf() returns the errno alone)"
 
 
-@dataclass(frozen=True)
-class XdpLink:
-    """What the kernel says of an XDP link: prog_id and ifindex 0 once it is defunct (detached, or
-    its device gone)."""
-
-    id: int
-    prog_id: int
-    ifindex: int
-
-    @property
-    def defunct(self) -> bool:
-        return self.ifindex == 0
+XdpLink = bpfsys.LinkInfo   # an XDP link's info: read by bpfsys.link_info, the one reader
 
 
 def _lib() -> ctypes.CDLL:
@@ -93,18 +77,11 @@ def detach(link_fd: int) -> None:
 
 def info(link_fd: int) -> XdpLink | None:
     """The link's id, program and device; None when `link_fd` is not an XDP link."""
-    buf = ctypes.create_string_buffer(_LINK_INFO_LEN)
-    n = ctypes.c_uint32(_LINK_INFO_LEN)
-    if bpfsys.libbpf().bpf_obj_get_info_by_fd(link_fd, buf, ctypes.byref(n)) != 0:
+    try:
+        link = bpfsys.link_info(link_fd)
+    except bpfsys.BpfError:
         return None
-    raw = buf.raw
-
-    def u32(off: int) -> int:
-        return int.from_bytes(raw[off:off + 4], sys.byteorder)
-
-    if u32(0) != BPF_LINK_TYPE_XDP:
-        return None
-    return XdpLink(id=u32(4), prog_id=u32(8), ifindex=u32(_XDP_IFINDEX_OFF))
+    return link if link.type == bpfsys.BPF_LINK_TYPE_XDP else None
 
 
 def pinned(path: str) -> XdpLink | None:

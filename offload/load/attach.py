@@ -68,6 +68,7 @@ class _Target:
     warnings: list[str]
     managed_by: str | None
     via: str = "netlink"       # how a new attachment is made: RTM_SETLINK, or a pinned bpf_link
+    displace: int | None = None   # a netlink-held program the caller lets go where a link goes in (GAP)
 
     def holder(self, mode: str) -> int | None:
         """The program now in `mode`, which an attach there replaces."""
@@ -107,7 +108,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
            params: dict[str, str] | None = None, force: bool = False,
            progress: Callable[[str], None] = lambda msg: None, managed_by: str | None = None,
            assessed: Assessed | None = None, protected: dict[str, str] | None = None,
-           try_hw: bool = False, via: str = "netlink") -> Result:
+           try_hw: bool = False, via: str = "netlink", displace: int | None = None) -> Result:
     """Attach `spec` (a PROGRAM argument, or a program resolved already) to `iface`. With `--mode
     auto`, hw is not tried when the advisor says the program would be refused there (`try_hw`
     tries it anyway).
@@ -117,7 +118,9 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
     probes the whole namespace, which makes N attaches cost N probes of N interfaces.
 
     `via` "link" attaches native and generic through a bpf_link pinned in the slot (hw stays
-    netlink: see via_for)."""
+    netlink: see via_for). `displace`: the id of a netlink-held program (not offload's) that may
+    come off first where the link goes in its mode (replace_way's GAP: load.chain.make_way's
+    dispatcher), and goes back if the link cannot be made."""
     if via not in VIAS:
         raise UsageError(f"bad --via {via}: use {', '.join(VIAS)}")
     if mode not in verdicts.CHOICES:
@@ -138,7 +141,7 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
             _refuse_foreign(iface, own.foreign)
         hw_advice = None if try_hw or mode != verdicts.AUTO else advisor.hw_refusal(prog, dev.profile, dev.verdicts)
         order, fallbacks = candidates(mode, min_mode, dev.verdicts, hw_advice)
-        target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by, via)
+        target = _Target(iface, ifindex, prog, dev, slot, own, fallbacks, warnings, managed_by, via, displace)
         for m in order:
             progress(f"{iface}: trying {m}")
             out = _try_mode(target, m)
@@ -153,13 +156,6 @@ def attach(iface: str, spec: str | programs.Program, mode: str = verdicts.AUTO, 
 
 
 VIAS = ("netlink", "link")
-
-
-def via_for(requested: str, mode: str) -> str:
-    """How an attach in `mode` is made. hw stays netlink: the kernel's flag check takes
-    XDP_FLAGS_HW_MODE for links (dev_xdp_attach refuses only flags outside XDP_FLAGS_MODES), but no
-    offloading NIC or netdevsim here has proved it, so a link is made only where it was tested."""
-    return "netlink" if mode == verdicts.Mode.HW else requested
 
 
 def refuse_mixed(iface: str, via: str, held_by_link: bool) -> None:
@@ -192,23 +188,47 @@ def _refuse_foreign(iface: str, foreign: dict[str, int]) -> None:
 
 
 def _try_mode(t: _Target, m: str) -> Result | _Refused:
-    """One mode, as a transaction: through netlink, or a bpf_link (`_try_link`); then ours taken
+    """One mode, as a transaction (`_transact`): through netlink, or a bpf_link; then ours taken
     off the mode it left, if it moved (hw <-> native/generic)."""
     holder = t.holder(m)
-    via = via_for(t.via, m)
     mine = t.own.mine
     # offload's link holding the program there (the kernel's view; pinned, or staged by a killed run)
     held = t.slot.holding_link(t.ifindex, mine.prog_id) if holder is not None and mine else None
     try:
-        if holder is not None:
-            refuse_mixed(t.iface, via, held is not None)
-        res = _try_link(t, m, holder, held) if via == "link" else _try_netlink(t, m, holder)
+        way = SET if holder is None else replace_way(t.iface, t.via, m, held is not None, holder == t.displace)
+        res = _transact(t, m, via_for(t.via, m), _put_on(t, m, way, holder, held))
     finally:
         if held is not None:
             os.close(held)
     if isinstance(res, Result):
         _leave_mode(t, m)
+        if way == GAP:
+            res.warnings.append(f"{t.iface}: program {holder} came off {m} before offload's link was made (the "
+                                "kernel puts no bpf_link in a netlink program's place): for a moment no XDP ran")
     return res
+
+
+SET, SWAP, UPDATE, GAP = "set", "swap", "update", "gap"   # how a program goes in: see replace_way
+
+
+def replace_way(iface: str, requested: str, mode: str, held_by_link: bool, let_go: bool = False) -> str:
+    """How an attach `requested` through netlink or a link takes the place of the program in
+    `mode` (pure): SWAP, netlink in netlink's place, atomically; UPDATE, offload's link updated,
+    atomically; GAP, a netlink-held program the caller lets go (`let_go`: make_way's dispatcher)
+    taken off first, then the link made: not atomic, the kernel puts no bpf_link in a netlink
+    program's place (EBUSY). Any other mix is refused before anything is loaded (refuse_mixed)."""
+    via = via_for(requested, mode)
+    if via == "link" and not held_by_link and let_go:
+        return GAP
+    refuse_mixed(iface, via, held_by_link)
+    return UPDATE if via == "link" else SWAP
+
+
+def via_for(requested: str, mode: str) -> str:
+    """How an attach in `mode` is made. hw stays netlink: the kernel's flag check takes
+    XDP_FLAGS_HW_MODE for links (dev_xdp_attach refuses only flags outside XDP_FLAGS_MODES), but no
+    offloading NIC or netdevsim here has proved it, so a link is made only where it was tested."""
+    return "netlink" if mode == verdicts.Mode.HW else requested
 
 
 def _leave_mode(t: _Target, m: str) -> None:
@@ -229,80 +249,87 @@ def _load(t: _Target, m: str) -> loader.Loaded | _Refused:
         return _Refused(e.message + (f"; driver profile: {limit}" if limit else ""), e.message.splitlines()[0])
 
 
-def _try_link(t: _Target, m: str, holder: int | None, old_link: int | None) -> Result | _Refused:
-    """One mode through a bpf_link, as a transaction: load, fill the maps, stage the pins, make the
-    link (or update `old_link`, ours holding `holder`, atomically, the old program expected), pin
-    it beside them, read back, commit. Killed before the link is pinned, the process's fd was all
-    that held it: the kernel detaches it. On a failure the undos run newest first. The caller
-    closes `old_link`."""
-    loaded = loader.load(t.prog)   # never in hw (via_for): no device to bind it to
-    with closing(loaded), ExitStack() as undo:
+# put the loaded program's fd on the interface, its undos on `undo` and what must be closed either
+# way on `after`: the id of the link that holds it, or None (netlink)
+PutOn = Callable[[int, ExitStack, ExitStack], "int | None"]
+
+
+def _transact(t: _Target, m: str, via: str, put_on: PutOn) -> Result | _Refused:
+    """One mode, as a transaction: load, fill the maps, stage pins and record (never attached
+    unpinned, never attached unknown), put on (netlink or a link: `put_on`), read back, commit.
+    Each undo is registered as it becomes needed; on success they are dropped, on any failure they
+    run (newest first) and leave the interface and the pins as they were."""
+    loaded = _load(t, m)   # a link is never made in hw (via_for): no device bound
+    if isinstance(loaded, _Refused):
+        return loaded
+    with closing(loaded), ExitStack() as after, ExitStack() as undo:   # after a commit, the pins hold it
         new_id = bpfsys.obj_info_id(loaded.fd)
-        _apply_params(t.prog, loaded)
+        _apply_params(t.prog, loaded)            # maps filled before the program sees a frame
         undo.callback(t.slot.discard_stage)
-        rec = _record(t, m, new_id, sorted(loaded.maps()), via="link")
+        rec = _record(t, m, new_id, sorted(loaded.maps()), **({"via": via} if via == "link" else {}))
         t.slot.stage(loaded.fd, loaded.maps(), rec)
-        if old_link is not None:   # pinned in the stage before the update: a kill after it, and
-            t.slot.stage_link(old_link)   # gc's recovery commits the stage with the link in it
         try:
-            link_fd = _link_swap(t.ifindex, loaded.fd, m, holder, old_link)
+            link_id = put_on(loaded.fd, undo, after)
         except xdp.KernelRefusal as e:
             return _refusal(t, m, e)
-        if old_link is None:
-            undo.callback(os.close, link_fd)
-            undo.callback(xdplink.detach, link_fd)
-            t.slot.stage_link(link_fd)   # until here only this process's fd held it: a kill detached it
-        else:
-            undo.callback(_link_put_back, old_link, holder, loaded.fd)
         _confirm(t.ifindex, t.iface, m, new_id)
-        link = xdplink.info(link_fd)
-        link_id = link.id if link else None
-        t.slot.commit(dict(rec, link_id=link_id))
-        undo.pop_all()
-        if old_link is None:
-            os.close(link_fd)   # the pin holds it now
-    return Result(t.iface, m, new_id, t.prog.name, t.fallbacks, replaced=holder, warnings=t.warnings,
-                  via="link", link_id=link_id)
+        t.slot.commit(dict(rec, link_id=link_id) if via == "link" else None)
+        undo.pop_all()   # committed
+    return Result(t.iface, m, new_id, t.prog.name, t.fallbacks, replaced=t.holder(m), warnings=t.warnings,
+                  via=via, link_id=link_id)
 
 
-def _link_swap(ifindex: int, fd: int, mode: str, holder: int | None, old_link: int | None) -> int:
-    """A new link with `fd` (nothing there), or ours updated to `fd` in place of `holder`: the link's fd."""
-    if old_link is None:
-        return xdplink.create(fd, ifindex, mode)
+def _put_on(t: _Target, m: str, way: str, holder: int | None, held: int | None) -> PutOn:
+    """The way's own step of `_transact` (replace_way; SET: nothing there)."""
+    link = via_for(t.via, m) == "link"
+
+    def by_netlink(fd: int, undo: ExitStack, after: ExitStack) -> None:
+        swap(t.ifindex, fd, m, holder)   # atomically in holder's place, or only where nothing is
+        undo.pop_all()   # swapped: the stage may go only once the program is off again
+        undo.callback(_unswap, t, m, fd, holder)
+        return None
+
+    def by_link(fd: int, undo: ExitStack, after: ExitStack) -> int | None:
+        if way == UPDATE:   # pinned in the stage before the update: a kill after it, and gc's
+            t.slot.stage_link(held)   # recovery commits the stage with the link in it
+            link_swap(held, fd, holder)
+            undo.callback(_link_put_back, held, holder, fd)
+            return _link_id(held)
+        if way == GAP:
+            _let_go(t, m, holder, undo, after)
+        link_fd = xdplink.create(fd, t.ifindex, m)
+        after.callback(os.close, link_fd)   # the pin holds it once committed
+        undo.callback(xdplink.detach, link_fd)
+        t.slot.stage_link(link_fd)   # until here only this process's fd held it: a kill detached it
+        return _link_id(link_fd)
+
+    return by_link if link else by_netlink
+
+
+def _let_go(t: _Target, m: str, holder: int, undo: ExitStack, after: ExitStack) -> None:
+    """GAP: the program the caller lets go off first (the kernel puts no link in its place), and
+    back, where nothing is, if the link cannot be made."""
+    fd = bpfsys.prog_fd_by_id(holder)
+    after.callback(os.close, fd)
+    xdp.clear_prog(t.ifindex, m, expected_fd=fd)
+    undo.callback(swap, t.ifindex, fd, m, None)
+
+
+def _link_id(link_fd: int) -> int | None:
+    link = xdplink.info(link_fd)
+    return link.id if link else None
+
+
+def link_swap(link_fd: int, fd: int, holder: int | None) -> None:
+    """Put `fd` in the link in place of program `holder`, atomically, only if that is the one there."""
     with _prog_fd(holder) as old_fd:
-        xdplink.update(old_link, fd, old_fd)
-    return old_link
+        xdplink.update(link_fd, fd, old_fd)
 
 
 def _link_put_back(link_fd: int, holder: int | None, new_fd: int) -> None:
     """Undo a link update that cannot be completed: the previous program back, atomically."""
     with _prog_fd(holder) as old_fd:
         xdplink.update(link_fd, old_fd, new_fd)
-
-
-def _try_netlink(t: _Target, m: str, holder: int | None) -> Result | _Refused:
-    """One mode through RTM_SETLINK, as a transaction: load, fill the maps, pin, swap, read back, commit. Each undo is
-    registered as it becomes needed; on success they are dropped, on any failure they run (newest
-    first) and leave the interface and the pins as they were."""
-    loaded = _load(t, m)
-    if isinstance(loaded, _Refused):
-        return loaded
-    with closing(loaded), ExitStack() as undo:   # closed either way: after a commit, the pins hold it
-        new_id = bpfsys.obj_info_id(loaded.fd)
-        _apply_params(t.prog, loaded)            # maps filled before the program sees a frame
-        undo.callback(t.slot.discard_stage)
-        # pinned and recorded before the swap: never attached unpinned, never attached unknown
-        t.slot.stage(loaded.fd, loaded.maps(), _record(t, m, new_id, sorted(loaded.maps())))
-        try:
-            _swap(t.ifindex, loaded.fd, m, holder)
-        except xdp.KernelRefusal as e:
-            return _refusal(t, m, e)
-        undo.pop_all()   # swapped: the stage may go only once the program is off again
-        undo.callback(_unswap, t, m, loaded.fd, holder)
-        _confirm(t.ifindex, t.iface, m, new_id)
-        t.slot.commit()
-        undo.pop_all()   # committed
-    return Result(t.iface, m, new_id, t.prog.name, t.fallbacks, replaced=holder, warnings=t.warnings)
 
 
 def _refusal(t: _Target, m: str, e: xdp.KernelRefusal) -> _Refused:
@@ -340,8 +367,8 @@ def _prog_fd(prog_id: int | None) -> Iterator[int | None]:
             os.close(fd)
 
 
-def _swap(ifindex: int, fd: int, mode: str, holder: int | None) -> None:
-    """Put `fd` in `mode`: atomically in place of `holder`, or only where nothing is attached."""
+def swap(ifindex: int, fd: int, mode: str, holder: int | None) -> None:
+    """Put `fd` in `mode` by netlink: atomically in place of `holder`, or only where nothing is attached."""
     with _prog_fd(holder) as old_fd:
         xdp.set_prog(ifindex, fd, mode, expected_fd=old_fd, no_replace=old_fd is None)
 

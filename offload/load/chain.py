@@ -226,8 +226,8 @@ def _join(slot: pins.Slot, ifindex: int, prog: programs.Program, path: str, mode
 
 
 def _kernel_name(entry: str | None) -> str | None:
-    """The name the kernel gives the program: its function's, cut to BPF_OBJ_NAME_LEN - 1."""
-    return entry[:15] if entry else None
+    """The name the kernel gives the program: its function's, cut to what fits beside the NUL."""
+    return entry[:bpfsys.BPF_OBJ_NAME_LEN - 1] if entry else None
 
 
 @contextmanager
@@ -410,12 +410,14 @@ def clear_leftovers(iface: str, ifindex: int, attached: dict[str, int], group: l
             for i, left in found.items()]
 
 
-def make_way(iface: str, put_on: Callable[[], single.Result], members: list[Leave]) -> tuple[Built, single.Result]:
+def make_way(iface: str, put_on: Callable[[int], single.Result], members: list[Leave]) -> tuple[Built, single.Result]:
     """offload's chain on `iface` (a dispatcher holding offload's `members` only) gives way to one
-    program alone, as one transaction: `put_on` attaches it (in the dispatcher's mode atomically in
-    its place, in hw beside it); the members' pins, the dispatcher and libxdp's pins of it leave in
-    `Built.finish`, once the run stands. `roll_back` swaps the dispatcher back: its freplace links
-    stayed pinned all along, so the chain runs again as it was, ids and all."""
+    program alone, as one transaction: `put_on` attaches it, given the dispatcher's id to let go
+    (in the dispatcher's mode atomically in its place by netlink; through a link, the dispatcher
+    off first: load.attach.replace_way's GAP; in hw beside it); the members' pins, the dispatcher
+    and libxdp's pins of it leave in `Built.finish`, once the run stands. `roll_back` puts the
+    dispatcher back: its freplace links stayed pinned all along, so the chain runs again as it
+    was, ids and all."""
     ifindex = single.ifindex_of(iface)
     now = libxdp.chain(ifindex)
     if now.main_prog_id is None or now.mode is None or now.legacy:
@@ -429,7 +431,7 @@ def make_way(iface: str, put_on: Callable[[], single.Result], members: list[Leav
     fd = bpfsys.prog_fd_by_id(now.main_prog_id)
     built = Built(iface, ifindex, now.mode, fds=[fd], retire=now.main_prog_id)
     try:
-        res = put_on()
+        res = put_on(now.main_prog_id)
     except BaseException:
         built.close()
         raise
@@ -439,17 +441,16 @@ def make_way(iface: str, put_on: Callable[[], single.Result], members: list[Leav
 
 
 def _dispatcher_back(iface: str, ifindex: int, mode: str, fd: int, res: single.Result) -> None:
-    """Undo make_way: the dispatcher back in its mode (in place of the lone program where that
-    took its place), the lone program off, its pins gone."""
-    if res.mode == mode:
-        old = bpfsys.prog_fd_by_id(res.prog_id)
-        try:
-            xdp.set_prog(ifindex, fd, mode, expected_fd=old)
-        finally:
-            os.close(old)
-    else:
-        single.clear_prog_id(ifindex, res.mode, res.prog_id)
-    pins.Slot(netns.current_name(), iface).remove()
+    """Undo make_way: the dispatcher back in its mode (atomically in place of the lone program
+    where netlink put that in its place), the lone program off, its pins gone."""
+    slot = pins.Slot(netns.current_name(), iface)
+    if res.mode == mode and res.via == "netlink":
+        single.swap(ifindex, fd, mode, res.prog_id)
+    else:   # beside it (hw), or held by a link, which netlink cannot replace: off first
+        single.take_off(slot, ifindex, res.mode, res.prog_id)
+        if xdp.attached_progs(ifindex).get(mode) is None:
+            single.swap(ifindex, fd, mode, None)
+    slot.remove()
 
 
 def _clear_leftover(iface: str, ifindex: int, gone: Leave, progress: Callable[[str], None]) -> None:

@@ -179,14 +179,25 @@ def members(ifindex: int, attached: dict[str, int]) -> dict[int, str]:
     return {p["prog_id"]: mode for mode, p in programs(ifindex, attached) if p["prog_id"] is not None}
 
 
-def programs(ifindex: int, attached: dict[str, int]) -> list[tuple[str, dict]]:
-    """(mode, program as `read` lists it) of the dispatchers attached to `ifindex`, in run order."""
+def chains(ifindex: int, attached: dict[str, int], names: dict[str, str | None] | None = None
+           ) -> list[tuple[str, dict]]:
+    """(mode, the dispatcher as `read` gives it) of each dispatcher attached to `ifindex`.
+    `names`: mode -> the name a caller's probe read for each program already, so that only a
+    dispatcher is looked up again."""
     out = []
     for mode, prog_id in attached.items():
+        if names is not None and names.get(mode) != NAME:
+            continue
         info = bpfsys.prog_info(prog_id)
         doc = read(ifindex, info) if info is not None and info.name == NAME else None
-        out += [(mode, p) for p in (doc or {}).get("programs", [])]
+        if doc is not None:
+            out.append((mode, doc))
     return out
+
+
+def programs(ifindex: int, attached: dict[str, int]) -> list[tuple[str, dict]]:
+    """(mode, program as `read` lists it) of the dispatchers attached to `ifindex`, in run order."""
+    return [(mode, p) for mode, doc in chains(ifindex, attached) for p in doc["programs"]]
 
 
 def prog_fields(prog_id: int | None, info: bpfsys.LoadedProg | None) -> dict:

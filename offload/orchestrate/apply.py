@@ -12,12 +12,12 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import EnvironmentProblem, NoModeError, OffloadError, RefusedError, UsageError
-from offload.kernel import bpfsys, clock, durable, fs, netns, xdp, xdplink
+from offload.kernel import clock, durable, fs, netns, xdp, xdplink
 from offload.load import attach as attach_mod
 from offload.load import chain, dispatcher, guard, pins
 from offload.load.batch import batch
@@ -50,15 +50,11 @@ def current_state(devices: list[DeviceFacts]) -> dict[str, plan_mod.Current]:
         if meta is not None:
             meta = {**meta, "mode": own.mine.mode}
         cur = plan_mod.Current(meta, own.foreign)
-        for a in d.attached:   # the probe named each program: only a dispatcher is looked up again
-            if a.get("name") != dispatcher.NAME:
-                continue
-            mode, info = a["mode"], bpfsys.prog_info(a["prog_id"])
-            doc = dispatcher.read(d.ifindex, info) if info is not None else None
-            if doc is not None:
-                if slots is None:
-                    slots = pins.by_interface(ns)
-                cur.dispatcher, cur.chain = mode, _running(doc, slots.get(d.name, []))
+        # the probe named each program: only a dispatcher is looked up again
+        for mode, doc in dispatcher.chains(d.ifindex, attached, {a["mode"]: a.get("name") for a in d.attached}):
+            if slots is None:
+                slots = pins.by_interface(ns)
+            cur.dispatcher, cur.chain = mode, _running(doc, slots.get(d.name, []))
         out[d.name] = cur
     return out
 
@@ -313,7 +309,7 @@ def apply(pol: Policy, best_effort: bool = False, journal: Path | None = None, l
                     if not best_effort:
                         break
                     continue
-                if not _step(item, j, done, results, failed, progress, protected) and not best_effort:
+                if not _step(item, j, done, results, failed, progress, protected, warnings) and not best_effort:
                     break
             count(len(items), len(items))
             if not failed or best_effort:   # the run stands: chain members replaced or dropped leave now
@@ -364,8 +360,9 @@ def _commit(group: durable.Group, j: Journal) -> None:
 
 
 def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: list,
-          progress: Callable[[str], None], protected: dict[str, str]) -> bool:
-    """One change, journaled; False when offload (or the kernel, in words) refused it."""
+          progress: Callable[[str], None], protected: dict[str, str], warnings: list[str]) -> bool:
+    """One change, journaled; False when offload (or the kernel, in words) refused it. `warnings`:
+    the run's, which a chain making way through a link adds to (not atomic: replace_way's GAP)."""
     # what the plan's probe saw attached (the attach itself goes by it too): no read per interface
     seen = {a["mode"]: a["prog_id"] for a in item.device.facts.attached} if item.device else None
     snap = save(item.interface, seen)
@@ -374,7 +371,9 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
         progress(f"{item.interface}: {item.action} {item.program or ''}".rstrip())
         if item.chain is not None and item.chain.alone:
             built, r = _make_way(item, protected)
-            res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks, "built": built.to_dict()}
+            res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks, "built": built.to_dict(),
+                   "via": r.via}
+            warnings += r.warnings
         elif item.chain is not None:
             built = _build_chain(item, snap, protected, progress)
             res = {"mode": built.mode, "built": built.to_dict()}
@@ -383,7 +382,7 @@ def _step(item: plan_mod.Item, j: Journal, done: list, results: list, failed: li
             res = {"mode": item.mode}
         else:
             r = _attach(item, snap, protected)
-            res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks}
+            res = {"mode": r.mode, "prog_id": r.prog_id, "fallbacks": r.fallbacks, "via": r.via}
     except OffloadError as e:
         if snap:
             snap.close()
@@ -405,15 +404,23 @@ def _attach(item: plan_mod.Item, snap: Saved | None, protected: dict[str, str]) 
     which the kernel puts neither over the other) is taken off first, not atomically, and put
     back if the attach fails."""
     switch = snap is not None and snap.meta.get("via", "netlink") != item.via
-    if switch:
-        attach_mod.take_off(snap.slot, attach_mod.ifindex_of(item.interface), snap.mode, snap.meta["prog_id"])
-        snap.slot.remove()
-    try:
+    with _set_aside(snap if switch else None):
         return attach_mod.attach(item.interface, item.resolved or item.program, mode=item.prefer,
                                  min_mode=item.min, params=item.params, managed_by=item.rule,
                                  assessed=None if switch else item.device, protected=protected, via=item.via)
+
+
+@contextmanager
+def _set_aside(snap: Saved | None) -> Iterator[None]:
+    """offload's saved program (`snap`; None: nothing) off its interface and its pins gone while
+    the body runs (not atomic: what comes next cannot go in its place), put back if the body fails."""
+    if snap is not None:
+        attach_mod.take_off(snap.slot, attach_mod.ifindex_of(snap.slot.iface), snap.mode, snap.meta["prog_id"])
+        snap.slot.remove()
+    try:
+        yield
     except BaseException:
-        if switch:
+        if snap is not None:
             put_back(snap)
         raise
 
@@ -437,15 +444,8 @@ def _build_chain(item: plan_mod.Item, snap: Saved | None, protected: dict[str, s
              if not r.get("leftover")]
     stale = tuple(chain.Leave(r["prog_id"], pins.Slot(ns, iface, r["member"]) if r.get("stage_only") else None,
                               True) for r in plan.remove if r.get("leftover"))
-    if snap is not None:   # offload's lone program: off, so that libxdp can build a dispatcher
-        attach_mod.take_off(snap.slot, attach_mod.ifindex_of(iface), snap.mode, snap.meta["prog_id"])
-        snap.slot.remove()
-    try:
+    with _set_aside(snap):   # offload's lone program: off, so that libxdp can build a dispatcher
         return chain.build(iface, adds, drops, plan.modes, item.rule, progress, stale)
-    except BaseException:
-        if snap is not None:
-            put_back(snap)
-        raise
 
 
 def _make_way(item: plan_mod.Item, protected: dict[str, str]) -> tuple[chain.Built, attach_mod.Result]:
@@ -455,9 +455,10 @@ def _make_way(item: plan_mod.Item, protected: dict[str, str]) -> tuple[chain.Bui
     attach_mod.refuse_protected(iface, False, protected)
     members = [chain.Leave(r["prog_id"], pins.Slot(ns, iface, r["member"]) if r["member"] else None,
                            bool(r.get("leftover"))) for r in item.chain.remove]
-    return chain.make_way(iface, lambda: attach_mod.attach(
+    return chain.make_way(iface, lambda retire: attach_mod.attach(
         iface, item.resolved or item.program, mode=item.prefer, min_mode=item.min, params=item.params,
-        managed_by=item.rule, assessed=item.device, protected=protected, force=True), members)
+        managed_by=item.rule, assessed=item.device, protected=protected, force=True, via=item.via,
+        displace=retire), members)
 
 
 def _roll_back_all(done: list, j: Journal, progress: Callable[[str], None]) -> list[str]:
@@ -567,14 +568,10 @@ def _restore(snap: Saved, ifindex: int, holder: int | None, link_fd: int | None)
     if not ours_link and link_fd is not None:
         os.close(link_fd)
         link_fd = None
-    with ExitStack() as stack:
-        old_fd = bpfsys.prog_fd_by_id(holder) if holder else None
-        if old_fd is not None:
-            stack.callback(os.close, old_fd)
-        if ours_link:
-            xdplink.update(link_fd, snap.prog_fd, old_fd)
-        elif was_link:
-            link_fd = xdplink.create(snap.prog_fd, ifindex, snap.mode)
-        else:
-            xdp.set_prog(ifindex, snap.prog_fd, snap.mode, expected_fd=old_fd, no_replace=old_fd is None)
+    if ours_link:
+        attach_mod.link_swap(link_fd, snap.prog_fd, holder)
+    elif was_link:
+        link_fd = xdplink.create(snap.prog_fd, ifindex, snap.mode)
+    else:
+        attach_mod.swap(ifindex, snap.prog_fd, snap.mode, holder)
     return link_fd

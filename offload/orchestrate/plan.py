@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from offload.load import advice, advisor, programs
+from offload.load.attach import GAP, replace_way
 from offload.load.chain import CHAIN_MODES, NEVER_HW
 from offload.probe.profiles import Profile
 from offload.orchestrate.policy import Member, Policy, Rule, matching_rules
@@ -65,9 +66,11 @@ class ChainPlan:
     remove: list[dict] = field(default_factory=list)   # offload's to take out: Running.removal()
     refused: str | None = None          # the kernel cannot run libxdp's dispatcher: why
     alone: bool = False                 # the chain gives way to the rule's one program alone
+    atomic: bool = True                 # alone: in the dispatcher's place in one step (see gives_way_atomically)
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "members": self.members, "refused": self.refused, "alone": self.alone}
+        return {"mode": self.mode, "members": self.members, "refused": self.refused, "alone": self.alone,
+                **({"atomic": self.atomic} if self.alone else {})}
 
 
 @dataclass
@@ -87,13 +90,13 @@ class Item:
     fallback: str | None = None                # where attach would go if `mode` refused it
     not_tried: list[dict] = field(default_factory=list)   # modes passed over, with why (advisor included)
     chain: ChainPlan | None = None             # a chain rule's dispatcher, when one is built
-    via: str = "netlink"                       # how the rule attaches: netlink, or a pinned bpf_link
+    via: str = "netlink"                       # how the rule attaches (a detach: how the record says it is held)
 
     def to_dict(self) -> dict:
         return {"interface": self.interface, "action": self.action, "rule": self.rule, "program": self.program,
                 "mode": self.mode, "reason": self.reason, "also_matched": self.also_matched,
                 "fallback": self.fallback, "not_tried": self.not_tried,
-                "chain": self.chain.to_dict() if self.chain else None}
+                "chain": self.chain.to_dict() if self.chain else None, "via": self.via}
 
 
 def capabilities(f: DeviceFacts, judged: dict[str, verdicts.ModeVerdict]) -> set[str]:
@@ -159,7 +162,8 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
     if not rules:
         if managed:
             return Item(f.name, "detach", mine["managed_by"], mine["program"], mine["mode"],
-                        f"no rule matches {f.name} any more; rule {mine['managed_by']!r} attached it")
+                        f"no rule matches {f.name} any more; rule {mine['managed_by']!r} attached it",
+                        via=mine.get("via", "netlink"))
         return _unchain(f.name, cur)
     rule, others = rules[0], [r.name for r in rules[1:]]
     resolved = {} if resolved is None else resolved
@@ -181,11 +185,14 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
                 params=rule.params, resolved=prog, fallback=exp.fallback, not_tried=exp.passed, via=rule.via)
     giving = _gives_way(cur) if cur.foreign and not mine else None
     if giving is not None:   # a chain rule became `program:`: offload's chain makes way for it
+        atomic = gives_way_atomically(f.name, rule.via, want_mode, cur.dispatcher)
         plan = ChainPlan(cur.dispatcher, [], [r.to_dict("remove") for r in giving],
-                         remove=[r.removal() for r in giving], alone=True)
+                         remove=[r.removal() for r in giving], alone=True, atomic=atomic)
         keys = ", ".join(r.ours.get("member") or str(r.prog_id) for r in giving)
+        gap = "" if atomic else (f"; not atomic: via link, the dispatcher comes off {want_mode} before the link is "
+                                 "made (the kernel puts no bpf_link in a netlink program's place)")
         return Item(f.name, "replace", mode=want_mode, chain=plan, reason=f"{first}; {prog.name} alone takes the "
-                    f"place of offload's chain (members {keys} leave once it runs); expected mode: "
+                    f"place of offload's chain (members {keys} leave once it runs){gap}; expected mode: "
                     f"{want_mode or 'none'} ({why})", **base)
     if cur.foreign and not mine:
         desc = ", ".join(f"{m} prog {i}" for m, i in cur.foreign.items())
@@ -207,6 +214,13 @@ def plan_interface(pol: Policy, f: DeviceFacts, judged: dict[str, verdicts.ModeV
                     f"{want_mode or 'none'} ({why})", **base)
     return Item(f.name, "attach", mode=want_mode, reason=f"{first}; expected mode: {want_mode or 'none'} ({why})",
                 **base)
+
+
+def gives_way_atomically(iface: str, via: str, mode: str | None, dispatcher: str | None) -> bool:
+    """Whether a lone program attached `via` in `mode` takes the place of libxdp's dispatcher
+    (netlink-held, in `dispatcher`) in one step: netlink swaps it atomically and hw goes in beside
+    it; a link cannot (load.attach.replace_way's GAP: the dispatcher off first)."""
+    return mode is None or mode != dispatcher or replace_way(iface, via, mode, False, let_go=True) != GAP
 
 
 def _gives_way(cur: Current) -> list[Running] | None:

@@ -27,22 +27,25 @@ def plan(doc: dict, out: Console) -> None:
         return
     notes = Notes()
     rows = []
+    links = any(i.get("via") == "link" for i in items)   # all netlink: the column would say nothing
     for i in items:
         rows.append([i["interface"], Text(i["action"], style=ACTION_STYLE.get(i["action"], "")), i["program"] or "-",
-                     i["mode"] or "-", i.get("fallback") or "-", i["rule"] or "-",
+                     i["mode"] or "-", *([i.get("via") or "-"] if links else []), i.get("fallback") or "-",
+                     i["rule"] or "-",
                      notes.ref(f"{i['interface']} {i['action']}: {i['reason']}",
                                *(f"{i['interface']} {n['mode']} not tried: {n['reason']}"
                                  for n in i.get("not_tried", [])))])
-        rows += _chain_rows(i.get("chain"))
-    out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"), Col("fallback", drop=2),
-                        Col("rule", drop=1), Col("why")], rows))
+        rows += _chain_rows(i.get("chain"), links)
+    out.print(fit(out, [Col("interface"), Col("action"), Col("program"), Col("mode"),
+                        *([Col("via", drop=1)] if links else []), Col("fallback", drop=3), Col("rule", drop=2),
+                        Col("why")], rows))
     notes.print(out)
 
 
 CHAIN_STYLE = {"add": "green", "replace": "yellow", "remove": "yellow", "running": "", "foreign": "dim"}
 
 
-def _chain_rows(chain: dict | None) -> list[list]:
+def _chain_rows(chain: dict | None, via: bool = False) -> list[list]:
     """A chain rule's dispatcher under its interface's row, in run order: what each program is
     (offload's, or another tool's: left alone), its priority and the verdicts that run the next."""
     from rich.text import Text
@@ -53,7 +56,8 @@ def _chain_rows(chain: dict | None) -> list[list]:
         who = f"prog {m['prog_id']}" if m["prog_id"] else "new"
         if not m["ours"]:
             who += ", another tool's"
-        out.append(["", Text(f" └ {m['state']}", style=CHAIN_STYLE.get(m["state"], "")), name, "", "", "",
+        out.append(["", Text(f" └ {m['state']}", style=CHAIN_STYLE.get(m["state"], "")), name, "",
+                    *([""] if via else []), "", "",
                     f"prio {m['priority']}, on {','.join(m['chain_call_actions']) or '-'} next ({who})"])
     return out
 

@@ -272,3 +272,57 @@ def test_a_failed_apply_puts_the_links_programs_back(env, tmp_path):
         assert link is not None and link.prog_id == before[d], d
     assert {r["interface"]: r["via"] for r in offload_json("status", "--netns", lab.netns)["attachments"]} == \
         {a0: "link", a1: "link"}
+
+
+def test_a_link_goes_in_where_the_caller_lets_a_netlink_program_go_and_puts_it_back_on_failure(
+        env, xdp_pass_obj, monkeypatch):
+    """attach's GAP, what load.chain.make_way does to libxdp's dispatcher through a link (the VM
+    lane runs that whole path): the netlink-held program comes off first (the kernel puts no link
+    in its place) and the link goes in; a refused link or a failure after it puts that program
+    back. Without being let go, it is refused as before."""
+    import errno
+
+    from offload.errors import NoModeError, RefusedError
+    from offload.kernel import netns
+    from offload.load import attach as attach_mod
+
+    env.cmd("ip", "link", "set", "dev", env.ifname, "xdpdrv", "obj", str(xdp_pass_obj), "sec", "xdp")
+    theirs = kernel_xdp(env.ifname, env.netns)["native"]
+
+    def attach(**kw) -> attach_mod.Result:
+        with netns.inside(env.netns):
+            return attach_mod.attach(env.ifname, "count_drop", mode="native", via="link", force=True, **kw)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    def refuse(*args, **kwargs):
+        raise xdplink.LinkRefusal(errno.EINVAL, "BPF_LINK_CREATE")
+
+    with pytest.raises(RefusedError, match="attached by netlink"):
+        attach()
+    # why not atomically: the kernel itself puts no link in a netlink program's place
+    import socket
+    from contextlib import closing
+
+    from offload.load import loader, programs
+
+    with netns.inside(env.netns), closing(loader.load(programs.resolve("count_pass"))) as ld:
+        with pytest.raises(xdplink.LinkRefusal) as e:
+            xdplink.create(ld.fd, socket.if_nametoindex(env.ifname), "native")
+    assert e.value.code == errno.EBUSY and kernel_xdp(env.ifname, env.netns) == {"native": theirs}
+    for patch, raised in ((("_confirm", attach_mod, fail), RuntimeError), (("create", xdplink, refuse), NoModeError)):
+        name, where, how = patch
+        with monkeypatch.context() as m:
+            m.setattr(where, name, how)
+            with pytest.raises(raised):
+                attach(displace=theirs)
+        assert kernel_xdp(env.ifname, env.netns) == {"native": theirs}, name
+        assert not any((PIN_ROOT / env.netns).glob("*")), f"{name}: pins left"
+
+    res = attach(displace=theirs)
+    assert (res.via, res.replaced, res.mode) == ("link", theirs, "native") and "came off native" in res.warnings[-1]
+    assert kernel_xdp(env.ifname, env.netns) == {"native": res.prog_id}
+    assert pinned_link(env.netns, env.ifname).prog_id == res.prog_id
+    assert env.offload_json("detach", env.ifname)["via"] == "link"
+    assert kernel_xdp(env.ifname, env.netns) == {}

@@ -77,3 +77,10 @@ def test_ours_is_found_among_the_dispatcher_s_members():
     assert ownership(_Slot(102), attached).mine is None           # without the members: not seen
     assert ownership(_Slot(999), attached, members).mine is None   # not in the chain: not ours
     assert ownership(_Slot(None, 101), attached, members).mine == Held("native", 101)   # staged, killed mid-attach
+
+
+def test_a_member_s_kernel_name_is_its_function_s_cut_to_fit_beside_the_nul():
+    from offload.kernel import bpfsys
+
+    assert chain._kernel_name("xdp_count_and_pass") == "xdp_count_and_p"   # what bpftool shows
+    assert len(chain._kernel_name("x" * 40)) == bpfsys.BPF_OBJ_NAME_LEN - 1 and chain._kernel_name(None) is None

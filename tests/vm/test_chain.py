@@ -297,17 +297,26 @@ def test_policy_chain_beside_xdp_loader_plan_apply_watch_and_roll_back(env, tmp_
     assert not_collected(env)
 
 
-def test_a_rule_switches_between_a_chain_and_one_program_as_one_transaction(env, tmp_path):
+@pytest.mark.parametrize("via", ["netlink", "link"])
+def test_a_rule_switches_between_a_chain_and_one_program_as_one_transaction(env, tmp_path, via):
     """`programs:` -> `program:` and back, each a replace in one transaction: the lone program in
-    the dispatcher's place (a failed run swaps the dispatcher back, ids and all), then the chain."""
+    the dispatcher's place (a failed run swaps the dispatcher back, ids and all), then the chain.
+    With `via: link` the kernel puts no bpf_link in the place of libxdp's dispatcher (held by
+    netlink): the plan says the switch is not atomic, apply takes the dispatcher off first and the
+    program ends held by offload's link, never by netlink."""
     env.defer(offload, "detach", env.ifname, netns=env.netns, check=False)
     journal = str(tmp_path / "journal.jsonl")
     chained = write_policy(tmp_path / "chain.yaml", env, MEMBERS)
     single = write_policy(tmp_path / "single.yaml", env, "")
-    Path(single).write_text(Path(single).read_text().replace("    programs:\n", "    program: count_drop\n"))
+    Path(single).write_text(Path(single).read_text().replace("    programs:\n",
+                                                             f"    program: count_drop\n    via: {via}\n"))
     offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
     before = [(p["priority"], p["prog_id"], p["ours"]) for p in offload_chain(env)]
     assert [(p, o) for p, _, o in before] == [(10, True), (20, True)]
+    (item,) = [i for i in offload_json("plan", "-f", single, netns=env.netns)["plan"] if i["interface"] == env.ifname]
+    atomic = via == "netlink"
+    assert (item["action"], item["via"], item["chain"]["alone"], item["chain"]["atomic"]) == \
+        ("replace", via, True, atomic) and ("not atomic" in item["reason"]) is not atomic
 
     # the run fails once the program stands alone: the dispatcher comes back with its members
     killed_apply(env, single, journal, "committed", fail=True)
@@ -316,13 +325,19 @@ def test_a_rule_switches_between_a_chain_and_one_program_as_one_transaction(env,
     done = offload_json("apply", "-f", single, "--journal", journal, netns=env.netns)
     (step,) = [st for st in done["steps"] if st["interface"] == env.ifname]
     assert (done["outcome"], step["action"], step["chain"]["alone"]) == ("ok", "replace", True)
+    assert (step["via"], step["chain"]["atomic"]) == (via, atomic)
+    assert any("before offload's link was made" in w for w in done["warnings"]) is not atomic
     assert [m["state"] for m in step["chain"]["members"]] == ["remove", "remove"]
     assert sorted(step["built"]["removed"]) == sorted(i for _, i, _ in before)
     assert kernel_xdp(env.ifname, env.netns) == {"native": step["prog_id"]}   # alone: no dispatcher
+    (row,) = [r for r in offload_json("status", netns=env.netns)["attachments"] if r["interface"] == env.ifname]
+    assert (row["via"], row["ours"], row["prog_id"]) == (via, True, step["prog_id"])
     ifindex = json.loads(subprocess.run(["ip", "-n", env.netns, "-j", "link", "show", env.ifname],
                                         capture_output=True, text=True, check=True).stdout)[0]["ifindex"]
     assert not [d for d in os.listdir("/sys/fs/bpf/xdp") if d.startswith(f"dispatch-{ifindex}-")]
-    assert not_collected(env)
+    assert not_collected(env) and nothing_staged(env)
+    again = offload_json("apply", "-f", single, "--journal", journal, netns=env.netns)
+    assert [st["status"] for st in again["steps"] if st["interface"] == env.ifname] == ["kept"]
 
     # and back: the lone program makes way for the chain
     done = offload_json("apply", "-f", chained, "--journal", journal, netns=env.netns)
