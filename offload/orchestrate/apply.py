@@ -127,7 +127,8 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._dir_path, self._name = os.path.split(fs.output_path(str(path), "--journal"))
+        named_by = "$OFFLOAD_JOURNAL" if path == DEFAULT_JOURNAL and os.environ.get("OFFLOAD_JOURNAL") else "--journal"
+        self._dir_path, self._name = os.path.split(fs.output_path(str(path), named_by))
         self._create_dir = path == DEFAULT_JOURNAL
         self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         with self._dir() as d:   # every check now: before the lock, the plan and any kernel change
