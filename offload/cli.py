@@ -951,14 +951,16 @@ def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None
 
 
 @export_.command("systemd")
-@click.option("--path", default=None, type=Written(), help="Write the unit here (a *.service file); default: print it.")
+@click.option("--path", default=None, type=Written(),
+              help="Write the unit here (a *.service file); default: print it.")
 @click.option("--policy", default="/etc/offload/policy.yaml", show_default=True, help="The policy watch applies.")
 @click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
               help="Seconds between watch's drift checks.")
 @click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True, type=Written(),
               help="The journal watch writes.")
 @click.option("--metrics-address", metavar="ADDR:PORT", help="Have watch serve /metrics there.")
-@click.option("--textfile-dir", metavar="DIR", type=Written(directory=True), help="Have watch refresh DIR/offload.prom.")
+@click.option("--textfile-dir", metavar="DIR", type=Written(directory=True),
+              help="Have watch refresh DIR/offload.prom.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def export_systemd(path, policy, interval, journal, metrics_address, textfile_dir, as_json) -> None:

@@ -68,14 +68,16 @@ def chosen_dir(option: Path | None) -> Path:
     if option is None and not env:
         return default_dir()
     path, source = (option, f"--profiles {option}") if option is not None else (Path(env), f"{PROFILES[1]}={env}")
+    hint = "give the directory holding the driver profiles (*.yaml)" + (
+        "" if option is not None else f", or unset {PROFILES[1]} for offload's own")
     try:
         is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-    except FileNotFoundError:
-        raise UsageError(f"{source}: no such directory",
-                         hint="give the directory holding the driver profiles (*.yaml)"
-                              + ("" if option is not None else f", or unset {PROFILES[1]} for offload's own")) from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"{source}: no such directory", hint=hint) from None
+    except OSError as e:   # e.g. a directory above it that the caller may not search
+        raise UsageError(f"{source}: cannot reach it: {e.strerror}", hint=hint) from None
     if not is_dir:
-        raise UsageError(f"{source}: not a directory", hint="give the directory holding the driver profiles (*.yaml)")
+        raise UsageError(f"{source}: not a directory", hint=hint)
     return path
 
 

@@ -119,3 +119,14 @@ def test_the_cli_takes_sigterm_handling_from_kernel_signals():
 def test_a_pin_name_is_one_component_and_comes_back(name):
     escaped = pins._escape(name)
     assert "/" not in escaped and "." not in escaped and pins._unescape(escaped) == name
+
+
+def test_the_cache_directory_named_by_the_variable_follows_the_rule(monkeypatch, tmp_path):
+    from offload import data
+
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "a" / ".." / "cache"))
+    with pytest.raises(UsageError, match=r"\$OFFLOAD_CACHE_DIR '.*/a/\.\./cache': '\.\.' is not allowed"):
+        data.owned_cache("objects")
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))
+    assert data.owned_cache("objects") == tmp_path / "cache" / "objects"
