@@ -37,6 +37,7 @@ class _Lazy:
 
 lab_mod = _Lazy("offload.lab")
 netns = _Lazy("offload.kernel.netns")
+signals = _Lazy("offload.kernel.signals")
 LAB_MAX_PAIRS = 2000  # offload.lab.MAX_PAIRS, here so that `--help` imports no lab (tests/unit/test_start.py)
 
 
@@ -223,6 +224,26 @@ class Bounded(click.ParamType):
         return v
 
 
+class Written(click.ParamType):
+    """A path offload writes (a file; with `directory`, the directory a file is written in): every
+    such option takes one, so fs.output_path's rule holds for each, checked as the line is parsed
+    (exit 2, before any work). The value stays as given; the writer opens it safely."""
+
+    name = "path"
+
+    def __init__(self, directory: bool = False) -> None:
+        self.directory = directory
+
+    def convert(self, value, param, ctx):
+        from offload.kernel import fs
+
+        try:
+            fs.output_path(value, directory=self.directory)   # click's message names the option
+        except UsageError as e:
+            self.fail(f"{e.message}: {e.hint}" if e.hint else e.message, param, ctx)
+        return value
+
+
 def _num(x: float) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)   # an int as is (:g would turn it into a float)
 
@@ -293,15 +314,17 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Everything known about each interface.")
 @click.option("--netns", "ns", metavar="NS", help="Probe inside network namespace NS (default: the current one).")
 @click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Driver profiles directory (default: drivers_profiles/, or $OFFLOAD_PROFILES).")
+              help="Driver profiles directory (default: $OFFLOAD_PROFILES, else offload's own; missing: exit 2).")
 @click.option("--facts", is_flag=True,
               help="Print the raw facts the decisions use (JSON; the format of tests/fixtures).")
 @handles_errors
 def probe(interfaces, as_json, verbose, ns, profiles_dir, facts) -> None:
     """What XDP and offload each interface supports, and which mode offload would use."""
+    from offload.probe.profiles import chosen_dir
     from offload.probe.report import collect, facts_document
     from offload.probe.report import probe as run_probe
 
+    profiles_dir = chosen_dir(profiles_dir)   # a path of this namespace's file system: before entering NS
     if ns is not None:
         _require_root_for_netns()
     with netns.inside(ns):
@@ -322,13 +345,13 @@ def _require_root_for_netns() -> None:
 @click.option("--check", is_flag=True, help="Validate every profile; exit 1 if any is malformed.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Driver profiles directory (default: drivers_profiles/, or $OFFLOAD_PROFILES).")
+              help="Driver profiles directory (default: $OFFLOAD_PROFILES, else offload's own; missing: exit 2).")
 @handles_errors
 def profiles(check, as_json, profiles_dir) -> None:
     """List the driver profiles (and validate them with --check)."""
     from offload.probe import profiles as profiles_mod
 
-    doc = profiles_mod.listing(profiles_dir, recheck=check)
+    doc = profiles_mod.listing(profiles_mod.chosen_dir(profiles_dir), recheck=check)
     emit(doc, "profiles")
     if check and doc["problems"]:
         sys.exit(int(Exit.FAILED))
@@ -581,8 +604,8 @@ class SizeList(click.ParamType):
 @click.option("--repeat", default=3, show_default=True, type=REPEAT, help="Runs per mode (median reported).")
 @click.option("--count", type=Bounded(int, 1, 10**9), help="Exact mode: send COUNT frames per run and count them all.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write one row per run.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
+@click.option("--csv", "csv_path", type=Written(), help="Write one row per run.")
+@click.option("--plot", "plot_path", type=Written(), help="Write a PNG bar chart.")
 @click.option("--force", is_flag=True, help="Bench on an rx device that carries XDP: set it aside, put it back after.")
 @click.pass_context
 @handles_errors
@@ -611,7 +634,7 @@ def bench(ctx, use_lab, tx, rx, modes_, program, generator, duration, warmup, pk
         _bench_search(harness, spec, search_goals, pkt_size, imix, knobs, use_lab, as_json, csv_path, plot_path)
         return
     # SIGTERM while the lab is built or torn down cleans up too.
-    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+    with signals.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
         doc = _bench_in_lab(harness, spec, spec.pkt_size, progress) if use_lab else harness.run(spec, progress)
     if csv_path:
         files.write_csv(doc, csv_path)
@@ -639,7 +662,7 @@ def _bench_search(harness, spec, goals: str, sizes: list[int], imix: bool, knobs
     frames = [trial.single(n) for n in sizes] + ([trial.imix()] if imix else [])
     sspec = search.SearchSpec(search.parse_goals(goals), frames, **knobs)
     spec.pkt_size = max(size for f in frames for size, _ in f.sizes)   # the MTU check takes the largest
-    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+    with signals.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
         run = functools.partial(search.run, spec=sspec)
         doc = _bench_in_lab(harness, spec, spec.pkt_size, progress, run) if use_lab else run(spec, progress=progress)
     if csv_path:
@@ -754,7 +777,7 @@ def bench_compare(program_a, program_b, use_lab, tx, rx, mode_a, mode_b, param_a
         programs.resolve(arm.program, arm.params)
     spec = harness.Spec(tx or "", rx or "", [mode_a], program_a, generator, duration, warmup, pkt_size, threads,
                         1, None, force)
-    with harness.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
+    with signals.sigterm_as_interrupt(), _progress(quiet=as_json) as progress:
         run = functools.partial(compare.run, spec=cspec)
         doc = _bench_in_lab(harness, spec, pkt_size, progress, run) if use_lab else run(spec, progress=progress)
     emit(doc, "bench compare")
@@ -797,7 +820,7 @@ def plan_cmd(policy_file, as_json) -> None:
 @main.command("apply")
 @click.option("-f", "--file", "policy_file", required=True, type=click.Path(dir_okay=False), help="Policy YAML.")
 @click.option("--best-effort", is_flag=True, help="Keep what succeeded when a step fails (default: roll back).")
-@click.option("--journal", type=click.Path(dir_okay=False), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
+@click.option("--journal", type=Written(), help="JSON-lines journal (default /var/lib/offload/journal.jsonl).")
 @click.option("--lock-timeout", default=30.0, show_default=True, type=Bounded(float, 0, HOUR),
               help="Seconds to wait for another apply.")
 @click.option("-v", "--verbose", is_flag=True, help="Every step as it goes, and a row for every interface.")
@@ -821,12 +844,12 @@ def apply_cmd(policy_file, best_effort, journal, lock_timeout, verbose, as_json)
 @click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
               help="Seconds between drift checks.")
 @click.option("--detach-on-exit", is_flag=True, help="Remove the policy's programs when stopped.")
-@click.option("--journal", type=click.Path(dir_okay=False),
+@click.option("--journal", type=Written(),
               help="JSON-lines journal of every reconcile (default /var/lib/offload/journal.jsonl).")
 @click.option("--metrics-address", metavar="ADDR:PORT",
               help="Serve Prometheus metrics at http://ADDR:PORT/metrics (the address is taken in the "
                    "namespace offload starts in, even with --netns).")
-@click.option("--textfile-dir", "--textfile", "textfile_dir", metavar="DIR",
+@click.option("--textfile-dir", "--textfile", "textfile_dir", metavar="DIR", type=Written(directory=True),
               help="Rewrite DIR/offload.prom (node-exporter's textfile collector) after every reconcile.")
 @click.option("--netns", "ns", metavar="NS", help="Run inside network namespace NS (default: the current one).")
 @handles_errors
@@ -889,7 +912,7 @@ def export_() -> None:
 
 
 @export_.command("nfd")
-@click.option("--path", default=None, help="Feature file (default: NFD's features.d/offload).")
+@click.option("--path", default=None, type=Written(), help="Feature file (default: NFD's features.d/offload).")
 @click.option("--include-virtual", is_flag=True,
               help="Count virtual interfaces (veth, bridge, tun, ...) too; by default only bus-backed ones.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
@@ -910,8 +933,8 @@ def export_nfd(path, include_virtual, interval, expires_after, as_json) -> None:
 
 
 @export_.command("prometheus")
-@click.option("--path", default=None, help="The textfile (a *.prom file).")
-@click.option("--textfile-dir", metavar="DIR",
+@click.option("--path", default=None, type=Written(), help="The textfile (a *.prom file).")
+@click.option("--textfile-dir", metavar="DIR", type=Written(directory=True),
               help="Write DIR/offload.prom (default: /var/lib/prometheus/node-exporter, Debian's).")
 @click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="Include a bench result.")
 @click.option("--interval", type=Bounded(float, 1, 24 * HOUR), metavar="SECONDS",
@@ -928,14 +951,16 @@ def export_prometheus(path, textfile_dir, bench_json, interval, as_json) -> None
 
 
 @export_.command("systemd")
-@click.option("--path", default=None, help="Write the unit here (a *.service file); default: print it.")
+@click.option("--path", default=None, type=Written(),
+              help="Write the unit here (a *.service file); default: print it.")
 @click.option("--policy", default="/etc/offload/policy.yaml", show_default=True, help="The policy watch applies.")
 @click.option("--interval", default=30.0, show_default=True, type=Bounded(float, 0.1, 24 * HOUR),
               help="Seconds between watch's drift checks.")
-@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True,
+@click.option("--journal", default="/var/lib/offload/journal.jsonl", show_default=True, type=Written(),
               help="The journal watch writes.")
 @click.option("--metrics-address", metavar="ADDR:PORT", help="Have watch serve /metrics there.")
-@click.option("--textfile-dir", metavar="DIR", help="Have watch refresh DIR/offload.prom.")
+@click.option("--textfile-dir", metavar="DIR", type=Written(directory=True),
+              help="Have watch refresh DIR/offload.prom.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @handles_errors
 def export_systemd(path, policy, interval, journal, metrics_address, textfile_dir, as_json) -> None:
@@ -982,7 +1007,7 @@ def lab_list(as_json) -> None:
 
 
 @main.command()
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+@click.option("--plot", "plot_path", type=Written(),
               help="Where to write the native-vs-generic bar chart (PNG; default offload-demo.png where "
                    "matplotlib is installed: offload[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="The whole story as one document.")

@@ -18,8 +18,8 @@ ENV_CACHE = "OFFLOAD_CACHE_DIR"
 def cache_dir() -> Path:
     """Where work done once is kept: compiled objects, validated profiles (root's in /var/cache)."""
     env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env)
+    if env:   # root writes there: the rule of every path offload writes (no '..')
+        return Path(fs.output_path(env, f"${ENV_CACHE}", directory=True))
     if os.geteuid() == 0:
         return Path("/var/cache/offload")
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "offload"

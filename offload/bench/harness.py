@@ -29,7 +29,7 @@ from offload.bench.generators import pktgen
 from offload.errors import EnvironmentProblem, NoModeError, OffloadError, UsageError
 from offload.kernel import genl
 from offload.kernel.ethstats import EthStats
-from offload.kernel.signals import interrupts_deferred, sigterm_as_interrupt   # cli's too
+from offload.kernel.signals import interrupts_deferred, sigterm_as_interrupt
 from offload.load import attach as attach_mod
 from offload.load import programs, stats
 from offload.probe.mode import AUTO, MODES

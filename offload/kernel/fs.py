@@ -49,6 +49,22 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
     Missing directories are made (`mode`) when `create`."""
     if not os.path.isabs(path):
         raise UsageError(f"{path}: an absolute path is needed here")
+    return _walk(path, create, mode)
+
+
+def open_file(path: str | os.PathLike, flags: int) -> int:
+    """An fd for file `path` (relative to the current directory) opened with `flags`, reached as
+    open_dir() reaches a directory: no link that is not root's (or ours) followed on the way, the
+    file itself included (RefusedError). '..' is the kernel's (the real parent), as `cat` reads it.
+    Anything else that fails is the OSError os.open() would raise."""
+    path = os.fspath(path)
+    return _walk(os.path.join(os.getcwd(), path), file_flags=flags, shown=path)
+
+
+def _walk(path: str, create: bool = False, mode: int = 0o755, file_flags: int | None = None,
+          shown: str | None = None) -> int:
+    """open_dir(), or with `file_flags` open_file(): the last component opened as a file."""
+    reading = file_flags is not None
     todo = [(p, False) for p in path.split("/") if p]   # (component, from a trusted link's target)
     walked: list[str] = []                                 # the real directories the fd stands for
     fd = os.open("/", _DIR)
@@ -59,10 +75,10 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
             if part == ".":
                 continue
             if part == "..":
-                if not from_link:   # in an argument, a climb is how paths are smuggled out
+                if not (from_link or reading):   # in a path offload writes, a climb is how paths are smuggled out
                     raise UsageError(f"{path}: '..' is not allowed in this path",
                                      hint="give the path without '..' (the real directory it means)")
-                walked = walked[:-1]   # in a root-owned link (lib -> ../usr/lib): walk again from /
+                walked = walked[:-1]   # the real parent (lib -> ../usr/lib): walk again from /
                 todo[:0] = [(p, False) for p in walked]
                 walked = []
                 os.close(fd)
@@ -72,6 +88,8 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
             try:
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
+                if reading:
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), shown) from None
                 if not create:
                     raise UsageError(f"{path}: no such directory ({part} is missing)",
                                      hint="make the directory first, or give a path in one that exists") from None
@@ -80,12 +98,13 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 if st.st_uid not in (0, os.geteuid()):
-                    raise RefusedError(f"{path}: {part} is a symbolic link owned by uid {st.st_uid}; offload "
+                    raise RefusedError(f"{shown or path}: {part} is a symbolic link owned by uid {st.st_uid}; offload "
                                        "does not follow links others control",
-                                       hint="point the option at the real directory, or remove the link")
+                                       hint=f"point the {'argument' if reading else 'option'} at the real "
+                                            f"{'file' if reading else 'directory'}, or remove the link")
                 links += 1
                 if links > _MAX_LINKS:
-                    raise UsageError(f"{path}: too many symbolic links")
+                    raise UsageError(f"{shown or path}: too many symbolic links")
                 target = os.readlink(part, dir_fd=fd)
                 todo[:0] = [(p, True) for p in target.split("/") if p]
                 if target.startswith("/"):
@@ -93,9 +112,15 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
                     os.close(fd)
                     fd = os.open("/", _DIR)
                 continue
+            if reading and not todo:   # the file itself: a link swapped in meanwhile is not followed
+                nxt = os.open(part, file_flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                return nxt
             try:
                 nxt = os.open(part, _DIR, dir_fd=fd)
             except OSError as e:
+                if reading:
+                    raise OSError(e.errno, e.strerror, shown) from None
                 if e.errno in (errno.ENOTDIR, errno.ELOOP):   # a file, or a link swapped in meanwhile
                     raise UsageError(f"{path}: {part} is not a directory",
                                      hint="give a path whose every part is a directory") from None
@@ -105,10 +130,31 @@ def open_dir(path: str, create: bool = False, mode: int = 0o755) -> int:
             walked.append(part)
             if made:
                 os.fchmod(fd, mode)   # whatever the umask
+        if reading:   # the path ended at a directory ('/', '.', '..')
+            nxt = os.open(".", file_flags | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            return nxt
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def output_path(path: str, what: str = "", directory: bool = False) -> str:
+    """The rule for every path offload writes (the journal, the exports, bench and demo outputs),
+    as given: no '..' (through a link it climbs elsewhere than the text says, and lexically it
+    means a path the operator did not write) and, for a file, a name. Returned absolute. Where it
+    is written, its directory is reached by open_dir() (no link others control) and the file is
+    never a link (replace_file, the journal's O_NOFOLLOW)."""
+    parts, named = path.split("/"), f"{what} {path!r}".lstrip()
+    if not path or "\0" in path:
+        raise UsageError(f"{named}: not a path", hint="give the path of a file offload may write")
+    if ".." in parts:
+        raise UsageError(f"{named}: '..' is not allowed in a path offload writes",
+                         hint="give the path without '..' (the real directory it means)")
+    if not directory and parts[-1] in ("", "."):
+        raise UsageError(f"{named}: a file name is needed", hint="end the path with the file's name")
+    return os.path.abspath(path)
 
 
 class Untrusted(PermissionError):
@@ -130,15 +176,24 @@ def open_owned(parent: int | None, name: str, owners: tuple[int, ...] | None = N
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise Untrusted(e.errno, "it is a symbolic link or not a directory") from None
         raise
+    try:
+        check_owned(fd, owners, sticky_ok)
+    except Untrusted:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_owned(fd: int, owners: tuple[int, ...], sticky_ok: bool = False) -> None:
+    """Raise Untrusted unless directory `fd` is one of `owners`' and no one else may write to it
+    (unless sticky, with `sticky_ok`)."""
     st = os.fstat(fd)
     shared = st.st_mode & 0o022 and not (sticky_ok and st.st_mode & stat.S_ISVTX)
     if st.st_uid not in owners or shared:
-        os.close(fd)
         who = " or ".join(f"uid {o}" for o in owners)
         raise Untrusted(errno.EPERM, f"it belongs to uid {st.st_uid} with mode {stat.filemode(st.st_mode)}; "
                                      f"offload needs it owned by {who} and writable by no one else"
                                      + (" unless sticky" if sticky_ok else ""))
-    return fd
 
 
 def _open_or_make(parent: int | None, name: str, create: bool) -> int:
@@ -198,10 +253,12 @@ def file_kind(mode: int) -> str:
 def read_regular(path: str | os.PathLike, limit: int, what: str, error: type[UsageError] = UsageError) -> bytes:
     """The content of regular file `path`, at most `limit` bytes; `error` (bad input) for anything
     else: a device (/dev/zero never ends), a FIFO (opening it would wait for a writer), a directory,
-    a larger file. The message names `what` and the path, never the content."""
+    a larger file; RefusedError when a link others control is on its way (open_file). The message
+    names `what` and the path, never the content."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it. Never
+        # through a link others control: root acts on what it reads (a policy, a program to load).
+        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError as e:
         full = os.path.realpath(path)   # where it was looked for: `..` and links resolved
         raise error(f"cannot read {what} {path}: {e.strerror}" + ("" if full == str(path) else f" ({full})"),
@@ -209,6 +266,8 @@ def read_regular(path: str | os.PathLike, limit: int, what: str, error: type[Usa
                                                  "current directory)")) from None
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
+    except RefusedError as e:   # its message starts with the path
+        raise RefusedError(f"cannot read {what} {e.message}", hint=e.hint) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

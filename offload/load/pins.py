@@ -40,7 +40,8 @@ LINK_PIN = "link"   # a slot's bpf_link pin (attach --via link), beside "prog" a
 
 
 def _escape(name: str) -> str:
-    return name.replace("%", "%25").replace(".", "%2e")
+    # '/' too: a map's name comes from the object file, and a pin's name must stay one component
+    return name.replace("%", "%25").replace(".", "%2e").replace("/", "%2f")
 
 
 def _escape_member(key: str) -> str:
@@ -104,7 +105,7 @@ class StateError(OffloadError):
 
 
 def _unescape(name: str) -> str:
-    return name.replace("%2e", ".").replace("%25", "%")
+    return name.replace("%2f", "/").replace("%2e", ".").replace("%25", "%")
 
 
 def _unsafe(where: str, why: str) -> RefusedError:

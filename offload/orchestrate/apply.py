@@ -123,9 +123,8 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._dir_path, self._name = os.path.split(os.path.abspath(path))
-        if not self._name:
-            raise UsageError(f"--journal {path}: a file name is needed")
+        named_by = "$OFFLOAD_JOURNAL" if path == DEFAULT_JOURNAL and os.environ.get("OFFLOAD_JOURNAL") else "--journal"
+        self._dir_path, self._name = os.path.split(fs.output_path(str(path), named_by))
         self._create_dir = path == DEFAULT_JOURNAL
         self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         with self._dir() as d:   # every check now: before the lock, the plan and any kernel change
@@ -140,6 +139,14 @@ class Journal:
             d = fs.open_dir(self._dir_path, create=self._create_dir, mode=0o700)
         except OffloadError as e:   # same kind (bad input, refused), naming the journal
             raise type(e)(f"journal {self.path}: {e.message}", hint=e.hint) from None
+        try:
+            fs.check_owned(d, (0, os.geteuid()), sticky_ok=True)   # the journal is root's state
+        except fs.Untrusted as e:
+            os.close(d)
+            raise RefusedError(f"journal {self.path}: its directory {self._dir_path} is not safe for offload's "
+                               f"state: {e.strerror}",
+                               hint="give --journal a file in a directory only root can write "
+                                    f"(the default's: {os.path.dirname(DEFAULT_JOURNAL)})") from None
         try:
             kind = fs.kernel_fs(d)
             if kind:
@@ -164,7 +171,11 @@ class Journal:
                 self._require_regular(os.stat(self._name, dir_fd=d, follow_symlinks=False).st_mode)
             raise
         try:
-            self._require_regular(os.fstat(fd).st_mode)
+            st = os.fstat(fd)
+            self._require_regular(st.st_mode)
+            if st.st_uid != os.geteuid():   # planted beforehand in a shared (sticky) directory
+                raise RefusedError(f"the journal {self.path} belongs to uid {st.st_uid}: offload keeps its journal "
+                                   "in a file of its own", hint="remove it, or give --journal another file")
         except BaseException:
             os.close(fd)
             raise

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from offload.data import PROFILES, data_dir, owned_cache
-from offload.errors import OffloadError
+from offload.errors import OffloadError, UsageError
 
 
 def _yaml_load(text: str) -> Any:
@@ -58,6 +58,27 @@ class Profile:
 
 def default_dir() -> Path:
     return data_dir(PROFILES)
+
+
+def chosen_dir(option: Path | None) -> Path:
+    """The profiles directory a command is pointed at: `option` (--profiles), else
+    $OFFLOAD_PROFILES, else offload's own. One the operator named must be a directory: a typo
+    would otherwise probe with no profiles at all (bad input, exit 2, naming where it came from)."""
+    env = os.environ.get(PROFILES[1])
+    if option is None and not env:
+        return default_dir()
+    path, source = (option, f"--profiles {option}") if option is not None else (Path(env), f"{PROFILES[1]}={env}")
+    hint = "give the directory holding the driver profiles (*.yaml)" + (
+        "" if option is not None else f", or unset {PROFILES[1]} for offload's own")
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"{source}: no such directory", hint=hint) from None
+    except OSError as e:   # e.g. a directory above it that the caller may not search
+        raise UsageError(f"{source}: cannot reach it: {e.strerror}", hint=hint) from None
+    if not is_dir:
+        raise UsageError(f"{source}: not a directory", hint=hint)
+    return path
 
 
 @lru_cache(maxsize=1)

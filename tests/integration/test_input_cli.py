@@ -149,6 +149,52 @@ def test_journal_directory_behind_someone_elses_link_is_refused(env, tmp_path, n
     assert os.listdir(real) == []
 
 
+def test_a_journal_others_could_swap_or_planted_is_refused(env, tmp_path, nothing_policy):
+    """The journal is root's state: not in a directory others may write to (unless sticky, where
+    they cannot move ours), and never a file someone else planted there beforehand."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    stderr = refused(9, "apply", "-f", str(nothing_policy), "--journal", str(shared / "j.jsonl"), env=env)
+    assert f"journal {shared}/j.jsonl: its directory {shared} is not safe" in stderr and "hint:" in stderr, stderr
+    assert os.listdir(shared) == []
+    shared.chmod(0o1777)   # sticky, like /tmp: a journal of our own is fine, one of nobody's is not
+    planted = shared / "planted.jsonl"
+    planted.write_text("theirs\n")
+    os.chown(planted, 65534, 65534)
+    stderr = refused(9, "apply", "-f", str(nothing_policy), "--journal", str(planted), env=env)
+    assert f"the journal {planted} belongs to uid 65534" in stderr, stderr
+    assert planted.read_text() == "theirs\n"
+    ours = shared / "ours.jsonl"
+    env.offload("apply", "-f", str(nothing_policy), "--journal", str(ours))
+    assert ours.stat().st_uid == os.geteuid() and ours.read_text().strip()
+
+
+def test_what_root_reads_is_never_reached_through_someone_elses_link(env, tmp_path, nothing_policy):
+    """A policy or a program behind a link another user controls is refused (exit 9), before it
+    is read; a link of root's own (or a path with '..', as the kernel means it) is followed."""
+    import shutil
+
+    obj = tmp_path / "prog.o"
+    shutil.copy(Path(__file__).parent.parent.parent / "bpf" / "obj" / "count_drop.o", obj)
+    for real, args in [(nothing_policy, ["plan", "-f"]), (obj, ["check"])]:
+        theirs = tmp_path / f"theirs-{real.name}"
+        theirs.symlink_to(real)
+        os.lchown(theirs, 65534, 65534)
+        stderr = refused(9, *args, str(theirs), env=env)
+        assert f"{theirs}: {theirs.name} is a symbolic link owned by uid 65534" in stderr, stderr
+        assert "does not follow links others control" in stderr and "hint:" in stderr, stderr
+        (tmp_path / "dir").mkdir(exist_ok=True)
+        (tmp_path / "link").unlink(missing_ok=True)
+        (tmp_path / "link").symlink_to(tmp_path / "dir")
+        os.lchown(tmp_path / "link", 65534, 65534)   # a parent directory behind their link: refused too
+        refused(9, *args, str(tmp_path / "link" / ".." / real.name), env=env)
+        ours = tmp_path / f"ours-{real.name}"
+        ours.symlink_to(real)
+        env.offload(*args, str(ours))
+        env.offload(*args, str(tmp_path / "dir" / ".." / real.name))
+
+
 @pytest.fixture
 def full_fs(tmp_path):
     """A 64 KiB tmpfs, for a journal to fill (filled by the test)."""
