@@ -6,11 +6,12 @@ search (offload.bench.search, MLRsearch; its warm-up included) with its wall tim
 sweep of counted trials of the same duration at every 2% of the search's maximum load (in passes
 over all loads, each pass shuffled, so the lab's drift is not read as a fall at the top), judged as
 the search's goal judges a load (as many trials as --duration-sum holds, at most --exceed-ratio of
-them lost or late), its bounds as MLRsearch's relevant ones (the lowest load that failed, and the
-highest that passed below it: the sweep's NDR); then N more searches for the
-coefficient of variation of the NDR's lower bound. Checks: the sweep's NDR lies within one step of the search's bracket; the
-search takes at most 1/3 of the sweep's time; CV <= 5% (on an idle machine). Run as root:
-    .venv/bin/python benchmarks/search.py [--duration 1] [--repeat 5] [--mode native]
+them lost or late; a load its first trials already decide runs no more), its bounds as
+MLRsearch's relevant ones (the lowest load that failed, and the highest that passed below it: the
+sweep's NDR); then N more searches for the coefficient of variation of the NDR's lower bound.
+Checks: the sweep's NDR lies within one step of the search's bracket; the search takes at most
+1/3 of the sweep's time; CV <= 5% (on an idle machine). Run as root:
+    .venv/bin/python benchmarks/search.py [--duration 5] [--repeat 5] [--mode native]
         [--duration-sum S] [--exceed-ratio R] [--json]
 """
 
@@ -48,9 +49,10 @@ def one_search(s: harness.Session, mode: str, args) -> dict:
 def sweep(s: harness.Session, max_load: float, args) -> dict:
     """Counted trials at every STEP of max_load, as many per load as the search's goal sums
     (duration sum / duration), in passes over all loads, each pass in its own shuffled order
-    (passes()): a drift of the lab during the sweep's minutes then spreads over every load instead
-    of falling on the highest ones, which an ascending sweep tries last. A load passes the goal
-    when at most the exceed ratio of its trials lost frames or were not offered on schedule."""
+    (schedule()): a drift of the lab during the sweep's minutes then spreads over every load
+    instead of falling on the highest ones, which an ascending sweep tries last. A load passes
+    the goal when at most the exceed ratio of its trials lost frames or were not offered on
+    schedule (decided(): a load its first trials decide runs no more)."""
     gen = trial.generator_for(s, trial.single(60))
     per_load = round(search.duration_sum(knobs(args), args.duration) / args.duration)
     loads = [round(max_load * k * STEP) for k in range(1, round(1 / STEP) + 1)]
@@ -58,13 +60,15 @@ def sweep(s: harness.Session, max_load: float, args) -> dict:
     started, runs_done, disturbed = time.monotonic(), 0, 0
     try:
         for load in schedule(loads, per_load):
+            if decided(results[load], per_load, args.exceed_ratio) is not None:
+                continue   # a third trial cannot change a load that two already decided
             runs = trial.run_undisturbed(s, gen, load, args.duration)
             results[load].append(runs[-1])
             runs_done, disturbed = runs_done + len(runs), disturbed + sum(r["disturbed"] for r in runs)
     finally:
         gen.stop()
         gen.close()
-    verdicts = [(load, passes(results[load], args.exceed_ratio)) for load in loads]
+    verdicts = [(load, decided(results[load], per_load, args.exceed_ratio) is True) for load in loads]
     lower, upper = bounds(verdicts)
     return {"ndr_pps": lower, "first_fail_pps": upper,
             "highest_pass_pps": max((load for load, ok in verdicts if ok), default=None),
@@ -92,10 +96,20 @@ def bounds(verdicts: list[tuple[int, bool]]) -> tuple[int | None, int | None]:
     return lower, upper
 
 
-def passes(trials: list[dict], exceed_ratio: float) -> bool:
-    """At most `exceed_ratio` of the trials lost a frame or fell behind their schedule."""
-    failed = sum(t["loss_packets"] > 0 or t["generator_short"] for t in trials)
-    return failed <= exceed_ratio * len(trials)
+def decided(trials: list[dict], per_load: int, exceed_ratio: float) -> bool | None:
+    """A load's verdict once its trials so far settle it whatever the rest would say (pure):
+    False when more than the exceed ratio of `per_load` already failed, True when so many passed
+    that the rest failing could not exceed it, else None (run the next trial)."""
+    allowed = int(exceed_ratio * per_load + 1e-9)   # failures the goal tolerates among per_load trials
+    failed = sum(failing(t) for t in trials)
+    if failed > allowed:
+        return False
+    return True if len(trials) - failed >= per_load - allowed else None
+
+
+def failing(t: dict) -> bool:
+    """A trial that lost a frame or fell behind its schedule."""
+    return t["loss_packets"] > 0 or t["generator_short"]
 
 
 def agrees(goal: dict, swept: dict, max_load: float) -> bool:
@@ -115,7 +129,8 @@ def targets(out: dict) -> dict[str, bool | None]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=1.0, help="final trial seconds (search and sweep)")
+    ap.add_argument("--duration", type=float, default=5.0,
+                    help="final trial seconds (search and sweep; default offload bench --search's)")
     ap.add_argument("--repeat", type=int, default=5, help="searches for the coefficient of variation")
     ap.add_argument("--mode", default="native")
     ap.add_argument("--duration-sum", type=float, help="MLRsearch's duration sum per load (default: bench --search's, "
