@@ -47,10 +47,10 @@ def raw_rate(tx: str, rx: str, mode: str, duration: float, warmup: float) -> flo
         frame = udp_frame(60, b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02")
         gen = livegen.LiveFrames(socket.if_nametoindex(tx), frame, [0],
                                  str(programs.generator_object("live_frames")))
-        fd = obj.map_fds()["xdp_stats"]
+        fds = obj.map_fds()
 
         def dropped() -> int:
-            return stats.counters(fd, rx_idx)[0]["drop"]
+            return stats.counters(fds["xdp_stats"], rx_idx, fds.get(stats.FAST_MAP))[0]["drop"]
         gen.start()
         time.sleep(warmup)
         t0, c0 = time.monotonic(), dropped()

@@ -327,14 +327,17 @@ class TestRun:
 
 
 def prog_test_run(fd: int, data: bytes, repeat: int = 1, out_size: int | None = None, flags: int = 0,
-                  batch_size: int = 0) -> TestRun:
+                  batch_size: int = 0, ctx: bytes | None = None) -> TestRun:
     """BPF_PROG_RUN: run the program on `data` in the kernel, return verdict and output frame.
-    out_size=0 asks for no output (live-frames mode refuses an output buffer)."""
+    out_size=0 asks for no output (live-frames mode refuses an output buffer). `ctx`: the
+    program's context in (XDP: a struct xdp_md, e.g. to run as received on another ifindex)."""
     size = max(len(data) + 256, 256) if out_size is None else out_size
     out = ctypes.create_string_buffer(max(size, 1))
     inp = ctypes.create_string_buffer(data, len(data))
+    cin = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
     opts = _test_run_opts(sz=ctypes.sizeof(_test_run_opts), data_in=ctypes.addressof(inp),
                           data_out=ctypes.addressof(out) if size else None, data_size_in=len(data),
-                          data_size_out=size, repeat=repeat, flags=flags, batch_size=batch_size)
+                          data_size_out=size, repeat=repeat, flags=flags, batch_size=batch_size,
+                          ctx_in=ctypes.addressof(cin) if cin else None, ctx_size_in=len(ctx) if ctx else 0)
     _check(libbpf().bpf_prog_test_run_opts(fd, ctypes.byref(opts)), "BPF_PROG_RUN")
     return TestRun(opts.retval, out.raw[: opts.data_size_out], opts.duration)

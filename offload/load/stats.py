@@ -14,7 +14,10 @@ from offload.load import pins
 from offload.load.programs import ACTIONS
 
 _ENTRY = 16 * len(ACTIONS)   # struct offload_counters: packets and bytes per action, per CPU
+_FAST_ENTRY = 8 + _ENTRY     # struct offload_fast_slot: the ifindex holding the slot (u32, pad), its counters
 _PERCPU_HASH = MAP_TYPES.index("percpu_hash")
+_PERCPU_ARRAY = MAP_TYPES.index("percpu_array")
+FAST_MAP = "xdp_stats_fast"  # the library's fast-path slots beside xdp_stats (programs built before it lack it)
 # The one action each library program's offloaded (hw) counter stands for.
 HW_ACTION = {"count_drop": "drop", "count_pass": "pass", "reflect": "tx", "redirect": "redirect"}
 
@@ -34,11 +37,14 @@ def read(iface: str, member: str | None = None) -> dict:
     nbytes = dict.fromkeys(ACTIONS, 0)
     per_cpu: list[int] | None = None   # frames the program saw on each CPU (the receive side's CPUs)
     if "xdp_stats" in meta["maps"]:
-        fd = slot.open_map("xdp_stats")
+        fd, fast = slot.open_map("xdp_stats"), None
         try:
-            packets, nbytes, per_cpu = counters(fd, ifindex)
+            fast = slot.open_map(FAST_MAP) if FAST_MAP in meta["maps"] else None
+            packets, nbytes, per_cpu = counters(fd, ifindex, fast)
         finally:
-            os.close(fd)
+            for f in (fd, fast):
+                if f is not None:
+                    os.close(f)
     elif "xdp_stats_hw" in meta["maps"]:
         fd = slot.open_map("xdp_stats_hw")
         try:
@@ -54,18 +60,21 @@ def read(iface: str, member: str | None = None) -> dict:
             "per_cpu_packets": per_cpu}
 
 
-def counters(fd: int, ifindex: int) -> tuple[dict[str, int], dict[str, int], list[int]]:
-    """The counters of interface `ifindex` in an `xdp_stats` map: packets and bytes per action,
-    and the packets each CPU counted (all zero before the interface's first frame). The library's
-    map (bpf/offload_stats.h) keeps a per-CPU entry per receiving interface, so one program may
-    serve many; a user's program may keep the older layout, a per-CPU array indexed by action."""
+def counters(fd: int, ifindex: int, fast_fd: int | None = None) -> tuple[dict[str, int], dict[str, int], list[int]]:
+    """The counters of interface `ifindex` in an `xdp_stats` map (plus, given its fd, the
+    program's `xdp_stats_fast` map): packets and bytes per action, and the packets each CPU
+    counted (all zero before the interface's first frame). The library (bpf/offload_stats.h)
+    counts an interface per CPU in its fast slot when it holds it there, else in its hash entry
+    (keyed by ifindex, so one program may serve many): the sum of both. Programs built before the
+    fast slots have only the hash; a user's program may keep the older layout, a per-CPU array
+    indexed by action."""
     ncpu = bpfsys.possible_cpus()
     packets, nbytes, per_cpu = dict.fromkeys(ACTIONS, 0), dict.fromkeys(ACTIONS, 0), [0] * ncpu
     info = bpfsys.map_info_fd(fd)
     if info is not None and info.type == _PERCPU_HASH and info.value_size == _ENTRY:
         raw = bpfsys.map_lookup(fd, struct.pack("=I", ifindex), _ENTRY * ncpu)
         slots = [(c, i, _ENTRY * c + 16 * i) for c in range(ncpu if raw else 0) for i in range(len(ACTIONS))]
-        rows = [(raw, slots)]
+        rows = [(raw, slots), *_fast_rows(fast_fd, ifindex, ncpu)]
     else:
         rows = []
         for i in range(len(ACTIONS)):
@@ -78,6 +87,17 @@ def counters(fd: int, ifindex: int) -> tuple[dict[str, int], dict[str, int], lis
             nbytes[ACTIONS[i]] += b
             per_cpu[c] += p
     return packets, nbytes, per_cpu
+
+
+def _fast_rows(fd: int | None, ifindex: int, ncpu: int) -> list[tuple[bytes, list[tuple[int, int, int]]]]:
+    """(value, [(cpu, action, offset)]) of `ifindex`'s fast slot on the CPUs where it holds it
+    (the slot's tag is its ifindex); none without the map or with one of another layout."""
+    info = bpfsys.map_info_fd(fd) if fd is not None else None
+    if info is None or info.type != _PERCPU_ARRAY or info.value_size != _FAST_ENTRY or info.max_entries < 1:
+        return []
+    raw = bpfsys.map_lookup(fd, struct.pack("=I", ifindex % info.max_entries), _FAST_ENTRY * ncpu)
+    mine = [c for c in range(ncpu if raw else 0) if struct.unpack_from("=I", raw, _FAST_ENTRY * c)[0] == ifindex]
+    return [(raw, [(c, i, _FAST_ENTRY * c + 8 + 16 * i) for c in mine for i in range(len(ACTIONS))])]
 
 
 def _run_counts(iface: str, meta: dict) -> dict:

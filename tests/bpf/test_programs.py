@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from offload.bench.frames import DST_MAC, SRC_MAC, eth, ipv4_udp, ipv6_udp
-from offload.kernel import bpfsys
+from offload.kernel import bpfsys, netns
 from offload.load import loader, programs, stats
 from offload.load.filter import add_to_maps, parse_prefixes
 
@@ -36,9 +36,11 @@ def load():
 LO = socket.if_nametoindex("lo")   # BPF_PROG_RUN runs XDP as if received on this namespace's loopback
 
 
-def counters(ld, action: int, ifindex: int = LO) -> tuple[int, int]:
-    """The program's packets and bytes for `action`, counted for interface `ifindex`."""
-    packets, nbytes, _ = stats.counters(ld.maps()["xdp_stats"], ifindex)
+def counters(ld, action: int, ifindex: int = LO, fast: bool = True) -> tuple[int, int]:
+    """The program's packets and bytes for `action`, counted for interface `ifindex` (`fast`:
+    with its fast slots, as offload reads them; else its hash alone)."""
+    maps = ld.maps()
+    packets, nbytes, _ = stats.counters(maps["xdp_stats"], ifindex, maps.get(stats.FAST_MAP) if fast else None)
     name = programs.ACTIONS[action]
     return packets[name], nbytes[name]
 
@@ -154,6 +156,98 @@ def test_counters_are_kept_per_receiving_interface(load):
     bpfsys.prog_test_run(ld.fd, FRAME, repeat=2)
     assert counters(ld, XDP_PASS) == (2, 2 * len(FRAME))
     assert counters(ld, XDP_PASS, ifindex=LO + 100_000) == (0, 0)
+
+
+def test_one_interface_counts_in_its_fast_slot(load):
+    """An interface alone in its slot counts in the per-CPU array (no hash lookup a frame): exact,
+    and its hash entry never made."""
+    ld = load("count_drop")
+    bpfsys.prog_test_run(ld.fd, FRAME, repeat=7)
+    assert counters(ld, XDP_DROP) == (7, 7 * len(FRAME))
+    assert counters(ld, XDP_DROP, fast=False) == (0, 0)
+    entry = 16 * len(programs.ACTIONS) * bpfsys.possible_cpus()
+    assert bpfsys.map_lookup(ld.maps()["xdp_stats"], struct.pack("=I", LO), entry) is None
+
+
+LO_IN_NETNS = 1   # a new namespace's loopback
+
+
+def _xdp_md(ifindex: int, size: int) -> bytes:
+    """struct xdp_md in: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex."""
+    return struct.pack("=6I", 0, size, 0, ifindex, 0, 0)
+
+
+def test_interfaces_sharing_a_slot_count_apart(load, env):
+    """Two interfaces whose ifindexes share a fast slot (1 and 1 + 64): the first to run on a CPU
+    holds the slot there, the other counts in the hash; each reads exactly its own frames."""
+    ld = load("count_pass")
+    info = bpfsys.map_info_fd(ld.maps()[stats.FAST_MAP])
+    assert info is not None
+    other = LO_IN_NETNS + info.max_entries
+    made = env.make_lab()
+    # (a veth: this kernel has no dummy driver; removed with the lab's namespace)
+    env.cmd("ip", "link", "add", f"{made.name}s", "index", str(other), "type", "veth", "peer", "name", f"{made.name}p",
+            netns=made.netns)
+    cpu = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpu)})   # one CPU: its slot is the one both meet in
+    try:
+        with netns.inside(made.netns):
+            bpfsys.prog_test_run(ld.fd, FRAME, repeat=5)                                      # lo: claims the slot
+            bpfsys.prog_test_run(ld.fd, FRAME, repeat=3, ctx=_xdp_md(other, len(FRAME)))    # its slot is taken
+            bpfsys.prog_test_run(ld.fd, FRAME, repeat=2)
+    finally:
+        os.sched_setaffinity(0, cpu)
+    assert counters(ld, XDP_PASS, LO_IN_NETNS) == (7, 7 * len(FRAME))
+    assert counters(ld, XDP_PASS, other) == (3, 3 * len(FRAME))
+    assert counters(ld, XDP_PASS, LO_IN_NETNS, fast=False) == (0, 0)    # lo on the fast path
+    assert counters(ld, XDP_PASS, other, fast=False) == (3, 3 * len(FRAME))  # the other on the hash
+
+
+# The counters' layout before the fast slots (offload 0500897's bpf/offload_stats.h): a per-CPU
+# hash keyed by ifindex alone. Programs loaded and pinned then keep it.
+HASH_ONLY = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct datarec { __u64 packets; __u64 bytes; };
+struct counters { struct datarec action[5]; };
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, struct counters);
+} xdp_stats SEC(".maps");
+SEC("xdp")
+int old_drop(struct xdp_md *ctx)
+{
+    __u32 key = ctx->ingress_ifindex;
+    struct counters *rec = bpf_map_lookup_elem(&xdp_stats, &key);
+    if (!rec) {
+        struct counters zero = {};
+        bpf_map_update_elem(&xdp_stats, &key, &zero, BPF_NOEXIST);
+        rec = bpf_map_lookup_elem(&xdp_stats, &key);
+    }
+    if (rec) {
+        rec->action[XDP_DROP].packets++;
+        rec->action[XDP_DROP].bytes += ctx->data_end - ctx->data;
+    }
+    return XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_counters_of_a_program_without_fast_slots(load, tmp_path):
+    """A program built before the fast slots (its hash alone) reads as it did."""
+    src = tmp_path / "old.c"
+    src.write_text(HASH_ONLY)
+    ld = loader.load(programs.resolve(str(src)))
+    try:
+        assert set(ld.maps()) == {"xdp_stats"}
+        bpfsys.prog_test_run(ld.fd, FRAME, repeat=4)
+        assert counters(ld, XDP_DROP) == (4, 4 * len(FRAME))
+        assert counters(ld, XDP_PASS) == (0, 0)
+    finally:
+        ld.close()
 
 
 def test_a_batch_loads_a_shareable_program_once_and_another_past_its_size(monkeypatch):

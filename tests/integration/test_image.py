@@ -149,7 +149,7 @@ def test_image_applies_a_policy_the_host_sees_and_detaches_leaving_nothing(image
     # Pinned and recorded on the host, under the namespace's own name, and the host's offload
     # calls it its own.
     assert state.files() == [f"attachments/{ns}/{env.ifname}.json", f"offload/{ns}/{env.ifname}/map_xdp_stats",
-                             f"offload/{ns}/{env.ifname}/prog"]
+                             f"offload/{ns}/{env.ifname}/map_xdp_stats_fast", f"offload/{ns}/{env.ifname}/prog"]
     pinned = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "pinned",
                                         str(state.bpffs / "offload" / ns / env.ifname / "prog")],
                                        capture_output=True, text=True, check=True).stdout)

@@ -65,18 +65,25 @@ def agree(env) -> list[dict]:
 
 def packets(prog_id: int, action: int) -> int:
     """A library program's packets for `action`, summed over CPUs and over the interfaces it
-    counted for (bpf/offload_stats.h: an entry per ingress ifindex), read by bpftool."""
+    counted for (bpf/offload_stats.h: per ingress ifindex, a fast slot of xdp_stats_fast tagged
+    with it or an entry of xdp_stats), read by bpftool."""
     bpftool = need_tool("bpftool")
     info = json.loads(subprocess.run([bpftool, "prog", "show", "id", str(prog_id), "-j"], capture_output=True,
                                      text=True, check=True).stdout)
-    (map_id,) = [m for m in info["map_ids"]
-                 if json.loads(subprocess.run([bpftool, "map", "show", "id", str(m), "-j"], capture_output=True,
-                                              text=True, check=True).stdout)["name"] == "xdp_stats"]
-    dump = json.loads(subprocess.run([bpftool, "map", "dump", "id", str(map_id), "-j"], capture_output=True,
-                                     text=True, check=True).stdout)
-    at = 16 * action   # struct offload_counters: packets and bytes per action
-    return sum(int.from_bytes(bytes(int(b, 16) for b in v["value"][at:at + 8]), "little")
-               for entry in dump for v in entry["values"])
+    # where struct offload_counters starts in each map's value: the fast slot's follows its tag (u32, pad)
+    head = {"xdp_stats": 0, "xdp_stats_fast": 8}
+    total = 0
+    for m in info["map_ids"]:
+        name = json.loads(subprocess.run([bpftool, "map", "show", "id", str(m), "-j"], capture_output=True,
+                                         text=True, check=True).stdout)["name"]
+        if name not in head:
+            continue
+        dump = json.loads(subprocess.run([bpftool, "map", "dump", "id", str(m), "-j"], capture_output=True,
+                                         text=True, check=True).stdout)
+        at = head[name] + 16 * action   # packets and bytes per action
+        total += sum(int.from_bytes(bytes(int(b, 16) for b in v["value"][at:at + 8]), "little")
+                     for entry in dump for v in entry["values"])
+    return total
 
 
 def send(env, n: int = N) -> None:
