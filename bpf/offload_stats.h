@@ -60,10 +60,11 @@ struct {
     __type(value, struct offload_counters);
 } xdp_stats SEC(".maps");
 
-/* The fast path: the hash's lookup is a helper call the verifier does not inline (about 20 ns a
- * frame in generic mode); an array's it does. Slot ifindex & (OFFLOAD_FAST_SLOTS - 1), tagged with
- * the ifindex that claimed it on that CPU (0: free). Per-CPU, and XDP runs with migration
- * disabled, so claiming needs no atomics. An interface whose slot another holds on a CPU counts in
+/* The fast path: the hash's lookup is a helper call the verifier does not inline (about 10 ns a
+ * frame in generic mode, docs/benchmarks.md); an array's it does. Slot ifindex &
+ * (OFFLOAD_FAST_SLOTS - 1), tagged with the ifindex that claimed it on that CPU (0: free).
+ * Per-CPU, and an attached XDP program runs with bottom halves disabled (never re-entered on a
+ * CPU), so claiming needs no atomics. An interface whose slot another holds on a CPU counts in
  * the hash there: exact either way, only slower. */
 #define OFFLOAD_FAST_SLOTS 64      /* a power of two: the slot is a mask of the ifindex */
 struct offload_fast_slot {
