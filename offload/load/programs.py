@@ -156,6 +156,15 @@ def compile_c(src: Path, defines: tuple[str, ...] = (), hint: str | None = None)
     return path
 
 
+def checked_copy(data: bytes, named: Path) -> Path:
+    """An object's bytes as read and checked, kept in offload's own cache under their digest:
+    libbpf and every later load open this copy, never the user's path again (where a link could
+    have been put since the check)."""
+    out = owned_cache("objects") / f"{named.stem[:64]}-{hashlib.sha256(data).hexdigest()[:32]}.checked.o"
+    fs.replace_path(str(out), data)
+    return out
+
+
 def summary(path: Path) -> str:
     """The first sentence of the program's top comment (which may run over several lines)."""
     m = re.match(r"\s*/\*(.*?)(?:\*/|\n\s*\*?\s*\n)", path.read_text(), re.S)
@@ -278,7 +287,7 @@ def resolve(spec: str, params: dict[str, str] | None = None, prog: str | None = 
     if data.startswith(b"\x7fELF"):
         if dialect != "auto":
             raise UsageError(f"{spec}: --dialect is for C source; this is a compiled object")
-        return _object_program(path, data, params, prog, section, "object", path)
+        return _object_program(checked_copy(data, path), data, params, prog, section, "object", path)
     text = c_text(data, spec, "neither a BPF object (ELF) nor C source",
                   hint="give a library program name, an object made by clang -target bpf, or a C file")
     if dialect == "auto":

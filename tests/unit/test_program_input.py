@@ -63,3 +63,18 @@ def test_an_error_said_within_its_context_keeps_its_kind_and_hint() -> None:
     e = RefusedError("a link of uid 7", hint="remove it").within("--csv 'x.csv'")
     assert (type(e), e.exit_code, e.message, e.hint) == (RefusedError, Exit.REFUSED, "--csv 'x.csv': a link of uid 7",
                                                          "remove it")
+
+
+def test_an_object_is_loaded_from_the_bytes_that_were_checked(tmp_path: Path) -> None:
+    """libbpf and every later load open offload's own copy of what was read and checked, so a
+    link put in the user's path after the check is never followed (a time-of-check race)."""
+    lib = programs.library_object("count_drop").read_bytes()
+    user = tmp_path / "mine.o"
+    user.write_bytes(lib)
+    prog = programs.resolve(str(user))
+    user.unlink()
+    user.symlink_to("/etc/hostname")          # swapped in after the check
+    held = prog.object_for(hw=False)
+    assert held.parent != tmp_path and not held.is_symlink()
+    assert held.read_bytes() == lib
+    assert prog.path == user.parent.resolve() / "mine.o"   # what the user named is still what is shown
