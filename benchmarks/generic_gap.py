@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,6 +46,24 @@ BARE_DROP = """#include <linux/bpf.h>
 SEC("xdp") int bare_drop(struct xdp_md *ctx) { return XDP_DROP; }
 char _license[] SEC("license") = "GPL";
 """
+
+
+LIBXDP_DIR = Path("/sys/fs/bpf/xdp")
+
+
+@contextmanager
+def libxdp_dir_removed() -> Iterator[None]:
+    """libxdp makes /sys/fs/bpf/xdp (its lock directory) on first use and leaves it: removed after
+    the block when it was not there before and is empty."""
+    made = not LIBXDP_DIR.exists()
+    try:
+        yield
+    finally:
+        if made:
+            try:
+                LIBXDP_DIR.rmdir()
+            except OSError:   # gone already, or something of another tool's is in it
+                pass
 
 
 def rx_packets(ifindex: int) -> int:
@@ -180,7 +200,7 @@ def main() -> int:
         name = f"gg{os.getpid() % 100000}"
         made = lab.up(name, pairs=1)
         try:
-            with netns.inside(made.netns):
+            with libxdp_dir_removed(), netns.inside(made.netns):
                 with genl.Ethtool() as e:
                     e.set_features(socket.if_nametoindex(made.pairs[0].b), {"rx-gro": True})
                 gens = ["live-frames"] + (["xdp-trafficgen"] if trafficgen_works(made.pairs[0].a, made.pairs[0].b,

@@ -125,7 +125,7 @@ def profile_receiver(recv: str, made, bare: Path, seconds: float, tmp: Path) -> 
 
 def receivers_main(args) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from generic_gap import BARE_DROP
+    from generic_gap import BARE_DROP, libxdp_dir_removed
 
     from offload.kernel import genl, netns
 
@@ -144,7 +144,7 @@ def receivers_main(args) -> int:
                         "-c", str(src), "-o", str(bare)], check=True)
         made = lab.up(name, pairs=1)
         try:
-            with netns.inside(made.netns):
+            with libxdp_dir_removed(), netns.inside(made.netns):
                 with genl.Ethtool() as e:   # a veth takes redirected frames without a native program only so
                     e.set_features(socket.if_nametoindex(made.pairs[0].b), {"rx-gro": True})
                 for _ in range(args.rounds):

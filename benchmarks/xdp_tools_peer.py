@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generic_gap import mac, rx_packets  # noqa: E402
+from generic_gap import libxdp_dir_removed, mac, rx_packets  # noqa: E402
 
 from offload import lab  # noqa: E402
 from offload.bench import confidence, queues  # noqa: E402
@@ -48,7 +48,6 @@ OFFLOAD = str(Path(sys.executable).parent / "offload")
 CASES = (("native", 1), ("native", 2), ("generic", 1))
 WARMUP_S = 1.0
 PEER_MODE = {"native": "native", "generic": "skb"}   # xdp-bench's word for each mode
-LIBXDP_DIR = Path("/sys/fs/bpf/xdp")
 
 
 def order(round_no: int) -> tuple[str, str]:
@@ -104,21 +103,6 @@ def missing_peer(tools: Path) -> str | None:
         if not os.access(tools / tool / tool, os.X_OK):
             return f"{tools / tool / tool} is not an executable (build xdp-tools v1.6.3 there first)"
     return None
-
-
-@contextmanager
-def libxdp_dir_removed() -> Iterator[None]:
-    """libxdp makes /sys/fs/bpf/xdp (its lock directory) on first use and leaves it: removed after
-    the block when it was not there before and is empty."""
-    made = not LIBXDP_DIR.exists()
-    try:
-        yield
-    finally:
-        if made:
-            try:
-                LIBXDP_DIR.rmdir()
-            except OSError:   # gone already, or something of another tool's is in it
-                pass
 
 
 def _stop(proc: subprocess.Popen) -> None:
