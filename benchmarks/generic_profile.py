@@ -65,9 +65,7 @@ def profile(tx: str, rx: str, ns: str, mode: str, seconds: float, tmp: Path) -> 
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(1.8)   # attached, generator warm
     data = tmp / f"{mode}.data"
-    # Every CPU: the NAPI may run in ksoftirqd rather than in the generator thread's softirq.
-    subprocess.run(["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "4000", "-o", str(data),
-                    "sleep", str(seconds)], check=True, capture_output=True)
+    record(data, seconds)
     doc = json.loads(proc.communicate(timeout=120)[0])
     samples: dict[str, int] = {}
     for sym, n in symbols(data, proc.pid).items():
@@ -79,6 +77,13 @@ def profile(tx: str, rx: str, ns: str, mode: str, seconds: float, tmp: Path) -> 
 
 
 NS_PER_SAMPLE = 1e9 / 4000
+
+
+def record(data: Path, seconds: float) -> None:
+    """cpu-clock samples at 4 kHz of every CPU: the NAPI may run in ksoftirqd rather than in the
+    generator thread's softirq."""
+    subprocess.run(["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "4000", "-o", str(data),
+                    "sleep", str(seconds)], check=True, capture_output=True)
 
 
 def symbols(data: Path, pid: int) -> dict[str, int]:
@@ -107,8 +112,7 @@ def profile_receiver(recv: str, made, bare: Path, seconds: float, tmp: Path) -> 
     with Receiver(recv, rx, made.netns, bare, "generic"), Generator("live-frames", tx, rx, made.netns):
         time.sleep(1.0)   # attached, generator warm
         c0 = rx_packets(idx)
-        subprocess.run(["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "4000", "-o", str(data),
-                        "sleep", str(seconds)], check=True, capture_output=True)
+        record(data, seconds)
         frames = rx_packets(idx) - c0
     syms = symbols(data, os.getpid())
     stages: dict[str, float] = {}

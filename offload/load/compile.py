@@ -90,13 +90,13 @@ def cached_object(pre: Preprocessed, cache: Path) -> tuple[Path, bool]:
     """The object for a preprocessed source in directory `cache` (checked by the caller), compiled
     once per text, flags and compiler: (path, whether it was there)."""
     out = cache / f"{pre.src.stem}-{cache_key(pre)}.o"
-    if _ours(out):
+    if ours(out):
         return out, True
     _compile_into(out, pre.src, [*CODEGEN, "-x", "cpp-output", "-c", "-"], stdin=pre.text)
     return out, False
 
 
-def _ours(path: Path) -> bool:
+def ours(path: Path) -> bool:
     """A regular file of ours that no one else may write (never followed if a link): anything else
     in its place is compiled over, not used."""
     try:

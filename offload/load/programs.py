@@ -159,9 +159,10 @@ def compile_c(src: Path, defines: tuple[str, ...] = (), hint: str | None = None)
 def checked_copy(data: bytes, named: Path) -> Path:
     """An object's bytes as read and checked, kept in offload's own cache under their digest:
     libbpf and every later load open this copy, never the user's path again (where a link could
-    have been put since the check)."""
+    have been put since the check). Written once per content: its name is the digest."""
     out = owned_cache("objects") / f"{named.stem[:64]}-{hashlib.sha256(data).hexdigest()[:32]}.checked.o"
-    fs.replace_path(str(out), data)
+    if not compile_mod.ours(out):
+        fs.replace_path(str(out), data)
     return out
 
 

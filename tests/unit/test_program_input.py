@@ -78,3 +78,14 @@ def test_an_object_is_loaded_from_the_bytes_that_were_checked(tmp_path: Path) ->
     assert held.parent != tmp_path and not held.is_symlink()
     assert held.read_bytes() == lib
     assert prog.path == user.parent.resolve() / "mine.o"   # what the user named is still what is shown
+
+
+def test_an_objects_checked_copy_is_written_once_per_content(tmp_path: Path) -> None:
+    user = tmp_path / "mine.o"
+    user.write_bytes(programs.library_object("count_drop").read_bytes())
+    held = programs.resolve(str(user)).object_for(hw=False)
+    first = held.stat()
+    assert programs.resolve(str(user)).object_for(hw=False) == held
+    assert held.stat().st_ino == first.st_ino      # the same file, not replaced on every resolve
+    user.write_bytes(programs.library_object("count_pass").read_bytes())
+    assert programs.resolve(str(user)).object_for(hw=False) != held   # new bytes, a copy of their own
